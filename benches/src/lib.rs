@@ -1,0 +1,1 @@
+//! Criterion benchmarks of Shoal hot paths; see `benches/benches/`.

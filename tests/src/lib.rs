@@ -1,0 +1,1 @@
+//! Whole-system test harness for Shoal (filled in by the cluster issue).
