@@ -1,0 +1,2 @@
+//! Placeholder: the causality benches are being written.
+fn main() {}
