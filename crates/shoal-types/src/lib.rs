@@ -26,4 +26,4 @@ pub use key::Key;
 pub use limits::Limits;
 pub use node::{Capacity, Incarnation, NodeId, Zone};
 pub use partition::{PartitionCount, PartitionId, RingEpoch};
-pub use quorum::{Quorum, ReadQuorum, ReplicationFactor, RequestOptions, WriteQuorum};
+pub use quorum::{Quorum, ReadRequirement, ReplicationFactor, RequestOptions, WriteRequirement};

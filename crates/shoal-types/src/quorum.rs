@@ -67,8 +67,8 @@ impl fmt::Debug for ReplicationFactor {
 #[serde(try_from = "RawQuorum", into = "RawQuorum")]
 pub struct Quorum {
     n: ReplicationFactor,
-    read: ReadQuorum,
-    write: WriteQuorum,
+    read: ReadRequirement,
+    write: WriteRequirement,
 }
 
 impl Quorum {
@@ -77,8 +77,8 @@ impl Quorum {
         let n = ReplicationFactor::new(n)?;
         Ok(Quorum {
             n,
-            read: ReadQuorum::new(n, r, pr)?,
-            write: WriteQuorum::new(n, w, pw)?,
+            read: ReadRequirement::new(n, r, pr)?,
+            write: WriteRequirement::new(n, w, pw)?,
         })
     }
 
@@ -88,18 +88,18 @@ impl Quorum {
     }
 
     /// The default read quorum.
-    pub const fn read(&self) -> ReadQuorum {
+    pub const fn read(&self) -> ReadRequirement {
         self.read
     }
 
     /// The default write quorum.
-    pub const fn write(&self) -> WriteQuorum {
+    pub const fn write(&self) -> WriteRequirement {
         self.write
     }
 
     /// The read quorum for one request: the request's R and PR where given, else the defaults.
-    pub fn read_with(&self, opts: &RequestOptions) -> Result<ReadQuorum, TypesError> {
-        ReadQuorum::new(
+    pub fn read_with(&self, opts: &RequestOptions) -> Result<ReadRequirement, TypesError> {
+        ReadRequirement::new(
             self.n,
             opts.r.unwrap_or(self.read.r),
             opts.pr.unwrap_or(self.read.pr),
@@ -107,8 +107,8 @@ impl Quorum {
     }
 
     /// The write quorum for one request: the request's W and PW where given, else the defaults.
-    pub fn write_with(&self, opts: &RequestOptions) -> Result<WriteQuorum, TypesError> {
-        WriteQuorum::new(
+    pub fn write_with(&self, opts: &RequestOptions) -> Result<WriteRequirement, TypesError> {
+        WriteRequirement::new(
             self.n,
             opts.w.unwrap_or(self.write.w),
             opts.pw.unwrap_or(self.write.pw),
@@ -122,8 +122,8 @@ impl Default for Quorum {
         let n = ReplicationFactor::DEFAULT;
         Quorum {
             n,
-            read: ReadQuorum { n, r: 2, pr: 0 },
-            write: WriteQuorum { n, w: 2, pw: 0 },
+            read: ReadRequirement { n, r: 2, pr: 0 },
+            write: WriteRequirement { n, w: 2, pw: 0 },
         }
     }
 }
@@ -168,13 +168,13 @@ impl From<Quorum> for RawQuorum {
 
 /// How many replies one read waits for: R in all, PR of them from primaries.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ReadQuorum {
+pub struct ReadRequirement {
     n: ReplicationFactor,
     r: u8,
     pr: u8,
 }
 
-impl ReadQuorum {
+impl ReadRequirement {
     /// Parses R and PR for a key replicated N times: `1 <= R <= N`, `PR <= R`.
     pub fn new(n: ReplicationFactor, r: u8, pr: u8) -> Result<Self, TypesError> {
         if r == 0 || r > n.0 {
@@ -188,7 +188,7 @@ impl ReadQuorum {
                 "PR={pr} must not exceed R={r}"
             )));
         }
-        Ok(ReadQuorum { n, r, pr })
+        Ok(ReadRequirement { n, r, pr })
     }
 
     /// N.
@@ -205,7 +205,7 @@ impl ReadQuorum {
     }
 }
 
-impl fmt::Debug for ReadQuorum {
+impl fmt::Debug for ReadRequirement {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "R={} PR={} of N={}", self.r, self.pr, self.n.0)
     }
@@ -214,13 +214,13 @@ impl fmt::Debug for ReadQuorum {
 /// How many durable acks one write waits for: W in all (the coordinator's own included), PW of
 /// them from primaries.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct WriteQuorum {
+pub struct WriteRequirement {
     n: ReplicationFactor,
     w: u8,
     pw: u8,
 }
 
-impl WriteQuorum {
+impl WriteRequirement {
     /// Parses W and PW for a key replicated N times: `1 <= W <= N`, `PW <= W`.
     pub fn new(n: ReplicationFactor, w: u8, pw: u8) -> Result<Self, TypesError> {
         if w == 0 || w > n.0 {
@@ -234,7 +234,7 @@ impl WriteQuorum {
                 "PW={pw} must not exceed W={w}"
             )));
         }
-        Ok(WriteQuorum { n, w, pw })
+        Ok(WriteRequirement { n, w, pw })
     }
 
     /// N.
@@ -251,7 +251,7 @@ impl WriteQuorum {
     }
 }
 
-impl fmt::Debug for WriteQuorum {
+impl fmt::Debug for WriteRequirement {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "W={} PW={} of N={}", self.w, self.pw, self.n.0)
     }
