@@ -172,10 +172,10 @@ impl Object {
     pub fn values(&self) -> Vec<Bytes> {
         let mut out: Vec<Bytes> = Vec::with_capacity(self.siblings.len());
         for (_, s) in &self.siblings {
-            if let Sibling::Value(v) = s {
-                if !out.contains(v) {
-                    out.push(v.clone());
-                }
+            if let Sibling::Value(v) = s
+                && !out.contains(v)
+            {
+                out.push(v.clone());
             }
         }
         out
