@@ -1,0 +1,121 @@
+use std::time::Duration;
+
+use crate::error::TransportError;
+
+/// Limits and timeouts of an endpoint. [`TransportConfig::default`] suits a LAN cluster; every
+/// value is checked when an endpoint is built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransportConfig {
+    /// The largest frame (request or response body) accepted or sent. Default 16 MiB.
+    pub max_frame_bytes: u32,
+    /// A connection with no traffic for this long is closed. Default 10 s.
+    pub idle_timeout: Duration,
+    /// Pings keep a quiet connection alive at this interval; below `idle_timeout`. Default 3 s.
+    pub keep_alive_interval: Duration,
+    /// Request streams a peer may have open at once on one connection. Default 1024.
+    pub max_concurrent_bidi_streams: u32,
+    /// Bytes a peer may send on one stream before it must wait for us to read. Default 2 MiB.
+    pub stream_receive_window: u32,
+    /// Bytes a peer may send on one connection before it must wait for us to read. Default
+    /// 32 MiB.
+    pub connection_receive_window: u32,
+    /// Incoming connections served at once; more are refused. Default 1024.
+    pub max_incoming_connections: u32,
+    /// A connection that sends more bad frames than this is closed. Default 8.
+    pub max_bad_frames_per_connection: u32,
+    /// Bytes of request frames read but not yet answered, across all connections; when full, new
+    /// request frames wait (and time out). Default 256 MiB; at least `max_frame_bytes`.
+    pub max_pending_request_bytes: u64,
+    /// Requests read and waiting for the application in [`crate::Incoming`]. Default 1024.
+    pub incoming_queue: usize,
+    /// How long a request frame may take to arrive, and a response to be delivered. Default 10 s.
+    pub frame_timeout: Duration,
+    /// The timeout callers use when they have no better one. Default 5 s.
+    pub request_timeout: Duration,
+    /// How long [`crate::Endpoint::close`] waits for answers in flight and for peers to
+    /// acknowledge the close, each. Default 5 s.
+    pub close_timeout: Duration,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        TransportConfig {
+            max_frame_bytes: 16 * 1024 * 1024,
+            idle_timeout: Duration::from_secs(10),
+            keep_alive_interval: Duration::from_secs(3),
+            max_concurrent_bidi_streams: 1024,
+            stream_receive_window: 2 * 1024 * 1024,
+            connection_receive_window: 32 * 1024 * 1024,
+            max_incoming_connections: 1024,
+            max_bad_frames_per_connection: 8,
+            max_pending_request_bytes: 256 * 1024 * 1024,
+            incoming_queue: 1024,
+            frame_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(5),
+            close_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl TransportConfig {
+    /// Checks that the values can work together.
+    pub fn validate(&self) -> Result<(), TransportError> {
+        let fail = |reason: &str| Err(TransportError::InvalidConfig(reason.to_owned()));
+        if self.idle_timeout.is_zero() {
+            return fail("idle_timeout must be positive");
+        }
+        if self.idle_timeout > Duration::from_secs(3600) {
+            return fail("idle_timeout must be at most one hour");
+        }
+        if self.keep_alive_interval.is_zero() || self.keep_alive_interval >= self.idle_timeout {
+            return fail("keep_alive_interval must be positive and below idle_timeout");
+        }
+        if self.max_concurrent_bidi_streams == 0 {
+            return fail("max_concurrent_bidi_streams must be positive");
+        }
+        if self.stream_receive_window == 0 || self.connection_receive_window == 0 {
+            return fail("receive windows must be positive");
+        }
+        if self.max_incoming_connections == 0 {
+            return fail("max_incoming_connections must be positive");
+        }
+        if self.max_pending_request_bytes < u64::from(self.max_frame_bytes) {
+            return fail("max_pending_request_bytes must be at least max_frame_bytes");
+        }
+        if self.incoming_queue == 0 {
+            return fail("incoming_queue must be positive");
+        }
+        if self.frame_timeout.is_zero() || self.request_timeout.is_zero() {
+            return fail("frame_timeout and request_timeout must be positive");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_is_valid() {
+        TransportConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn keep_alive_must_come_before_the_idle_timeout() {
+        let config = TransportConfig {
+            keep_alive_interval: Duration::from_secs(10),
+            ..TransportConfig::default()
+        };
+        assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn the_pending_budget_must_hold_one_frame() {
+        let config = TransportConfig {
+            max_pending_request_bytes: 1024,
+            ..TransportConfig::default()
+        };
+        assert!(config.validate().is_err());
+    }
+}
