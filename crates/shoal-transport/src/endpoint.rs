@@ -94,6 +94,19 @@ pub struct IncomingRequest {
     responder: Responder,
 }
 
+/// The answering half of a request: respond once, or drop it to reset the peer's stream with
+/// [`ResetCode::NoResponse`]. Holds the request's place in the endpoint's in-flight count and
+/// its bytes in the pending-bytes budget until then.
+pub struct Responder {
+    inner: Arc<Inner>,
+    send: Option<SendStream>,
+    recv: Option<RecvStream>,
+    permit: Option<OwnedSemaphorePermit>,
+    in_flight: Option<InFlight>,
+    /// Whether the request was put in the application's queue.
+    delivered: bool,
+}
+
 impl Endpoint {
     /// A node's endpoint: listens on `addr` (port 0 picks one) and also sends requests. The
     /// identity must be a node certificate. Must be called inside a tokio runtime.
@@ -327,12 +340,38 @@ impl IncomingRequest {
     /// A frame over `max_frame_bytes` is not sent: the stream is reset with
     /// [`ResetCode::BadFrame`] (and a warning logged), since the peer would refuse it.
     pub fn respond(self, frame: Bytes) {
-        self.responder.respond(frame, Priority::Normal);
+        self.responder.send_response(frame, Priority::Normal);
     }
 
     /// [`IncomingRequest::respond`] with a stream priority, for bulk responses.
     pub fn respond_with_priority(self, frame: Bytes, priority: Priority) {
-        self.responder.respond(frame, priority);
+        self.responder.send_response(frame, priority);
+    }
+
+    /// Splits the request into its parts and the [`Responder`] that answers it, for a server
+    /// that decodes the frame and answers later from elsewhere.
+    pub fn into_parts(self) -> (PeerIdentity, SocketAddr, Bytes, Responder) {
+        (self.peer, self.remote, self.frame, self.responder)
+    }
+}
+
+impl Responder {
+    /// Sends the response frame and finishes the stream; see [`IncomingRequest::respond`].
+    pub fn respond(self, frame: Bytes) {
+        self.send_response(frame, Priority::Normal);
+    }
+
+    /// [`Responder::respond`] with a stream priority, for bulk responses.
+    pub fn respond_with_priority(self, frame: Bytes, priority: Priority) {
+        self.send_response(frame, priority);
+    }
+}
+
+impl fmt::Debug for Responder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Responder")
+            .field("answered", &self.send.is_none())
+            .finish_non_exhaustive()
     }
 }
 
@@ -798,17 +837,6 @@ async fn serve_stream(
     }
 }
 
-/// The sending half of a request's stream, waiting for the application's answer.
-struct Responder {
-    inner: Arc<Inner>,
-    send: Option<SendStream>,
-    recv: Option<RecvStream>,
-    permit: Option<OwnedSemaphorePermit>,
-    in_flight: Option<InFlight>,
-    /// Whether the request was put in the application's queue.
-    delivered: bool,
-}
-
 impl Responder {
     fn new(
         inner: Arc<Inner>,
@@ -827,7 +855,7 @@ impl Responder {
         }
     }
 
-    fn respond(mut self, frame: Bytes, priority: Priority) {
+    fn send_response(mut self, frame: Bytes, priority: Priority) {
         let (Some(mut send), Some(recv)) = (self.send.take(), self.recv.take()) else {
             return;
         };

@@ -34,7 +34,7 @@ mod tests;
 
 pub use certs::{CertFiles, Identity, IfExists};
 pub use config::TransportConfig;
-pub use endpoint::{Endpoint, Incoming, IncomingRequest, Priority, TransportStats};
+pub use endpoint::{Endpoint, Incoming, IncomingRequest, Priority, Responder, TransportStats};
 pub use error::{CertError, TransportError};
 pub use frame::{CloseCode, FrameError, ResetCode};
 pub use peer::{ExpectedPeer, PeerIdentity, Role};

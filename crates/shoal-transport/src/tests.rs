@@ -616,6 +616,33 @@ async fn a_dropped_request_resets_the_stream_as_unanswered() {
 }
 
 #[tokio::test]
+async fn a_split_request_is_answered_through_its_responder() {
+    let dir = cluster_certs();
+    let (n1, mut incoming) = server(dir.path(), "n1", TransportConfig::default());
+    tokio::spawn(async move {
+        while let Some(request) = incoming.next().await {
+            let (peer, _remote, frame, responder) = request.into_parts();
+            let answer = format!("{}:{}", peer.dns_name(), frame.len());
+            // Answered from another task, as a server loop answers from its node task.
+            tokio::spawn(async move { responder.respond(Bytes::from(answer)) });
+        }
+    });
+    let app = client(dir.path(), Role::Client, "app");
+    let answer = app
+        .request(
+            addr_of(&n1),
+            ExpectedPeer::AnyNode,
+            Bytes::from_static(b"abc"),
+            REQUEST_TIMEOUT,
+        )
+        .await
+        .unwrap();
+    assert_eq!(&answer[..], b"app.client.shoal:3");
+    app.close().await;
+    n1.close().await;
+}
+
+#[tokio::test]
 async fn connections_beyond_the_limit_are_refused() {
     let dir = cluster_certs();
     let config = TransportConfig {
