@@ -805,6 +805,8 @@ async fn serve_stream(
         // The peer reset the stream or the connection went: nobody to answer.
         Ok(Err(ReadFrameError::Read(error))) => {
             tracing::debug!(peer = %ctx.peer, %error, "request stream failed");
+            // Dropping would finish the stream, an empty answer; say it was abandoned instead.
+            let _ = send.reset(ResetCode::Cancelled.var_int());
             return;
         }
         Err(_) => {
