@@ -1,1 +1,47 @@
-//! shoal-storage: being written.
+//! Shoal's node-local storage: each key's object (a DVV sibling set), the hints a node holds for
+//! others, and one tictac anti-entropy tree per partition, kept in step with the objects.
+//!
+//! [`Storage`] is the trait the coordinator and server use. [`RedbStorage`] keeps everything in
+//! one redb database (`DATA_DIR/shoal.redb`) and writes through a **group commit**: callers
+//! [`Storage::submit`] (or [`Storage::write`], which waits) batches to a queue; one commit thread
+//! applies everything queued in one write transaction and one fsync, then acknowledges every
+//! batch in it. Reads use their own read transactions and never wait for a commit.
+//! [`MemoryStorage`] is the same behaviour in ordered maps, for tests and the simulator.
+//!
+//! Every record carries a CRC32 (over its table key and its bytes). A record that fails it, or
+//! does not decode, is reported as [`ReadOutcome::Corrupted`] — counted, logged, never a panic
+//! and never wrong data — and its tree segment is recomputed so anti-entropy repairs it from a
+//! peer. A write updates the partition's [`TictacTree`] in the same transaction as the object,
+//! so tree and data agree after any crash. The database records the node id, Q and the node's
+//! incarnation when it is created, and refuses to open for another node or Q.
+//! `docs/storage-format.md` draws the on-disk format.
+//!
+//! Not here: deciding what to write (merges on put, read repair, hint delivery and limits,
+//! reaping) is the coordinator's; the key → partition mapping is the ring's (storage takes the
+//! partition from the caller and derives the segment from the bits of the same `xxh3_64(key)`
+//! hash below the partition bits). No async, no network; the commit thread is a plain thread.
+//!
+//! Main types: [`Storage`], [`RedbStorage`], [`MemoryStorage`], [`WriteBatch`], [`Write`],
+//! [`ReadOutcome`], [`Hint`], [`HintEntry`], [`TictacTree`], [`SegmentId`], [`ObjectDigest`],
+//! [`StorageStats`], [`StorageError`].
+
+mod commit;
+mod digest;
+mod error;
+mod memory;
+mod record;
+mod redb_storage;
+mod storage;
+mod tree;
+
+pub use digest::ObjectDigest;
+pub use error::StorageError;
+pub use memory::MemoryStorage;
+pub use redb_storage::{DATABASE_FILE, RedbStorage};
+pub use storage::{
+    CommitCallback, Hint, HintEntry, ReadOutcome, Storage, StorageStats, Write, WriteBatch,
+};
+pub use tree::{SegmentId, TictacTree};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,401 @@
+//! The group-commit thread.
+//!
+//! It blocks for the first queued job, drains whatever else is queued (up to a bound), applies it
+//! all in one write transaction committed with `Durability::Immediate` (one fsync), and only then
+//! calls every batch's callback, with the commit's result. Jobs queued while a commit runs form
+//! the next group, so under load one fsync serves many writers. Batches are applied in the order
+//! they were queued.
+
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::PoisonError;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::Receiver;
+use std::time::Instant;
+
+use redb::{Durability, ReadableTable, Table};
+use shoal_causality::Object;
+use shoal_types::{Key, PartitionId};
+
+use crate::digest::{decode_object, encode_object};
+use crate::error::During;
+use crate::record::{
+    AAE, HINTS, OBJECTS, check_hint_record, check_object_record, check_tree_entry,
+    encode_hint_record, encode_object_record, encode_tree_entry, hint_key, object_key,
+    segment_prefix,
+};
+use crate::redb_storage::{Shared, segment_hash};
+use crate::storage::CommitCallback;
+use crate::tree::{entry_hash, xor_into};
+use crate::{ObjectDigest, SegmentId, StorageError, Write, WriteBatch};
+
+/// A group holds at most this many writes, unless a single batch is larger.
+pub(crate) const MAX_GROUP_WRITES: usize = 4096;
+/// A group holds at most about this many bytes of keys and values, unless a single batch is
+/// larger.
+pub(crate) const MAX_GROUP_BYTES: usize = 32 << 20;
+
+/// What the commit thread is asked to do.
+pub(crate) enum Job {
+    /// Apply a batch; call `done` once it is durable or failed.
+    Batch {
+        batch: WriteBatch,
+        done: CommitCallback,
+    },
+    /// Recompute one segment's tree entry from its records (after corruption was seen).
+    Rebuild {
+        partition: PartitionId,
+        segment: SegmentId,
+    },
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Job::Batch { batch, .. } => write!(f, "Batch({} writes)", batch.len()),
+            Job::Rebuild { partition, segment } => write!(f, "Rebuild({partition}, {segment:?})"),
+        }
+    }
+}
+
+/// The work of one group, and whom to tell.
+#[derive(Default)]
+struct Group {
+    work: Vec<Work>,
+    dones: Vec<CommitCallback>,
+    writes: usize,
+    bytes: usize,
+}
+
+enum Work {
+    Batch(WriteBatch),
+    Rebuild(PartitionId, SegmentId),
+}
+
+/// The commit thread's body: runs until every handle is gone and the queue is empty.
+pub(crate) fn run(shared: &Shared, jobs: &Receiver<Job>) {
+    let mut carried: Option<Job> = None;
+    loop {
+        let first = match carried.take() {
+            Some(job) => job,
+            None => match jobs.recv() {
+                Ok(job) => job,
+                Err(_) => return,
+            },
+        };
+        let mut group = Group::default();
+        group.push(first, shared);
+        while group.writes < MAX_GROUP_WRITES && group.bytes < MAX_GROUP_BYTES {
+            match jobs.try_recv() {
+                Ok(job) if group.fits(&job) => group.push(job, shared),
+                Ok(job) => {
+                    carried = Some(job);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        let batches = group.dones.len() as u64;
+        let writes = group.writes as u64;
+        let work = group.work;
+        // A panic inside the engine must still answer every caller; it is reported as a failed
+        // commit (redb then refuses further commits until reopened).
+        let result = panic::catch_unwind(AssertUnwindSafe(|| commit_group(shared, &work)))
+            .unwrap_or_else(|_| {
+                Err(StorageError::Database {
+                    during: "committing",
+                    reason: "the commit panicked".into(),
+                })
+            });
+        let c = &shared.counters;
+        match &result {
+            Ok(()) => {
+                c.batches.fetch_add(batches, Ordering::Relaxed);
+                c.writes.fetch_add(writes, Ordering::Relaxed);
+                c.max_batches.fetch_max(batches, Ordering::Relaxed);
+                c.max_writes.fetch_max(writes, Ordering::Relaxed);
+            }
+            Err(e) => {
+                c.failed_commits.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, batches, "group commit failed; no batch of it is acknowledged");
+            }
+        }
+        for done in group.dones {
+            let r = result.clone();
+            if panic::catch_unwind(AssertUnwindSafe(move || done(r))).is_err() {
+                tracing::error!("a storage commit callback panicked");
+            }
+        }
+    }
+}
+
+impl Group {
+    fn fits(&self, job: &Job) -> bool {
+        match job {
+            Job::Batch { batch, .. } => {
+                self.writes + batch.len() <= MAX_GROUP_WRITES
+                    && self.bytes + batch.approximate_bytes() <= MAX_GROUP_BYTES
+            }
+            Job::Rebuild { .. } => true,
+        }
+    }
+
+    fn push(&mut self, job: Job, shared: &Shared) {
+        match job {
+            Job::Batch { batch, done } => {
+                shared.counters.queued.fetch_sub(1, Ordering::Relaxed);
+                self.writes += batch.len();
+                self.bytes += batch.approximate_bytes();
+                self.work.push(Work::Batch(batch));
+                self.dones.push(done);
+            }
+            Job::Rebuild { partition, segment } => {
+                self.work.push(Work::Rebuild(partition, segment));
+            }
+        }
+    }
+}
+
+/// Applies a group in one write transaction and commits it durably.
+fn commit_group(shared: &Shared, work: &[Work]) -> Result<(), StorageError> {
+    let started = Instant::now();
+    let mut txn = shared.db.begin_write().during("beginning a commit")?;
+    txn.set_durability(Durability::Immediate)
+        .during("beginning a commit")?;
+    {
+        let mut apply = Apply {
+            shared,
+            objects: txn
+                .open_table(OBJECTS)
+                .during("opening the objects table")?,
+            hints: txn.open_table(HINTS).during("opening the hints table")?,
+            aae: txn.open_table(AAE).during("opening the tree table")?,
+        };
+        for item in work {
+            match item {
+                Work::Batch(batch) => {
+                    for write in batch.writes() {
+                        apply.write(write).during("applying a write")?;
+                    }
+                }
+                Work::Rebuild(partition, segment) => {
+                    shared
+                        .pending_rebuilds
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .remove(&(*partition, *segment));
+                    apply
+                        .rebuild_segment(*partition, *segment)
+                        .during("rebuilding a tree segment")?;
+                }
+            }
+        }
+    }
+    txn.commit().during("committing")?;
+    let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    let c = &shared.counters;
+    c.commits.fetch_add(1, Ordering::Relaxed);
+    c.latency_total_ns.fetch_add(nanos, Ordering::Relaxed);
+    c.latency_max_ns.fetch_max(nanos, Ordering::Relaxed);
+    Ok(())
+}
+
+/// The open tables of one group's write transaction.
+struct Apply<'s, 't> {
+    shared: &'s Shared,
+    objects: Table<'t, &'static [u8], &'static [u8]>,
+    hints: Table<'t, &'static [u8], &'static [u8]>,
+    aae: Table<'t, &'static [u8], &'static [u8]>,
+}
+
+/// What was stored under a key before a write, as far as the tree is concerned.
+#[derive(Clone, Copy)]
+enum Before {
+    Absent,
+    /// A record that passes its checksum: its entry is in the tree.
+    Valid(ObjectDigest),
+    /// A record that fails its checksum: whether it is in the tree is unknown.
+    Corrupted,
+}
+
+impl Apply<'_, '_> {
+    fn write(&mut self, write: &Write) -> Result<(), redb::StorageError> {
+        match write {
+            Write::Object {
+                partition,
+                key,
+                object,
+            } => self.store_object(*partition, key, object, false),
+            Write::MergeObject {
+                partition,
+                key,
+                object,
+            } => self.store_object(*partition, key, object, true),
+            Write::RemoveObject { partition, key } => self.remove_object(*partition, key),
+            Write::Hint {
+                target,
+                partition,
+                key,
+                object,
+                stored_at_unix_ms,
+            } => {
+                let tk = hint_key(target, *partition, key);
+                let old = match self.hints.get(tk.as_slice())? {
+                    None => None,
+                    Some(g) => check_hint_record(&tk, g.value())
+                        .and_then(|r| Some((decode_object(r.encoded)?, r.stored_at_unix_ms))),
+                };
+                let (object, at) = match old {
+                    Some((old, at)) => (old.merge(object), at.max(*stored_at_unix_ms)),
+                    None => (object.clone(), *stored_at_unix_ms),
+                };
+                let record = encode_hint_record(&tk, &encode_object(&object), at);
+                self.hints.insert(tk.as_slice(), record.as_slice())?;
+                Ok(())
+            }
+            Write::RemoveHint {
+                target,
+                partition,
+                key,
+                if_digest,
+            } => {
+                let tk = hint_key(target, *partition, key);
+                let remove = match self.hints.get(tk.as_slice())? {
+                    None => false,
+                    Some(g) => match if_digest {
+                        None => true,
+                        Some(d) => {
+                            check_hint_record(&tk, g.value()).is_some_and(|r| r.digest == *d)
+                        }
+                    },
+                };
+                if remove {
+                    self.hints.remove(tk.as_slice())?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn store_object(
+        &mut self,
+        partition: PartitionId,
+        key: &Key,
+        incoming: &Object,
+        merge: bool,
+    ) -> Result<(), redb::StorageError> {
+        let segment = SegmentId::of(key, self.shared.q);
+        let tk = object_key(partition, segment, key);
+        let (before, stored) = match self.objects.get(tk.as_slice())? {
+            None => (Before::Absent, None),
+            Some(g) => match check_object_record(&tk, g.value()) {
+                Some(rec) => (
+                    Before::Valid(rec.digest),
+                    if merge {
+                        decode_object(rec.encoded)
+                    } else {
+                        None
+                    },
+                ),
+                None => (Before::Corrupted, None),
+            },
+        };
+        if matches!(before, Before::Corrupted) {
+            self.note_corrupt(&tk);
+        }
+        let encoded = match stored {
+            Some(stored) => encode_object(&stored.merge(incoming)),
+            None => encode_object(incoming),
+        };
+        let (record, digest) = encode_object_record(&tk, &encoded);
+        if let Before::Valid(old) = before
+            && old == digest
+        {
+            return Ok(());
+        }
+        self.objects.insert(tk.as_slice(), record.as_slice())?;
+        self.update_tree(partition, segment, key, before, Some(digest))
+    }
+
+    fn remove_object(
+        &mut self,
+        partition: PartitionId,
+        key: &Key,
+    ) -> Result<(), redb::StorageError> {
+        let segment = SegmentId::of(key, self.shared.q);
+        let tk = object_key(partition, segment, key);
+        let before = match self.objects.remove(tk.as_slice())? {
+            None => return Ok(()),
+            Some(g) => match check_object_record(&tk, g.value()) {
+                Some(rec) => Before::Valid(rec.digest),
+                None => Before::Corrupted,
+            },
+        };
+        self.update_tree(partition, segment, key, before, None)
+    }
+
+    /// Moves the segment's tree entry from `before` to `after` (`None`: the key is gone). When
+    /// the old record or the entry itself is corrupted, the entry is recomputed from the
+    /// segment's records instead, so the tree always equals a rebuild.
+    fn update_tree(
+        &mut self,
+        partition: PartitionId,
+        segment: SegmentId,
+        key: &Key,
+        before: Before,
+        after: Option<ObjectDigest>,
+    ) -> Result<(), redb::StorageError> {
+        let ak = segment_prefix(partition, segment);
+        let current = match self.aae.get(&ak[..])? {
+            None => Some([0u8; 16]),
+            Some(g) => check_tree_entry(&ak, g.value()),
+        };
+        let Some(mut hash) = current else {
+            self.shared
+                .counters
+                .corrupt_tree_entries
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%partition, ?segment, "corrupted tree entry; rebuilding it");
+            return self.rebuild_segment(partition, segment);
+        };
+        match before {
+            Before::Corrupted => return self.rebuild_segment(partition, segment),
+            Before::Valid(old) => xor_into(&mut hash, &entry_hash(key, old)),
+            Before::Absent => {}
+        }
+        if let Some(new) = after {
+            xor_into(&mut hash, &entry_hash(key, new));
+        }
+        self.put_tree_entry(&ak, &hash)
+    }
+
+    pub(crate) fn rebuild_segment(
+        &mut self,
+        partition: PartitionId,
+        segment: SegmentId,
+    ) -> Result<(), redb::StorageError> {
+        let hash = segment_hash(&self.objects, partition, segment)?;
+        self.shared
+            .counters
+            .segment_rebuilds
+            .fetch_add(1, Ordering::Relaxed);
+        self.put_tree_entry(&segment_prefix(partition, segment), &hash)
+    }
+
+    /// Stores a segment hash; a zero hash is stored as no entry.
+    fn put_tree_entry(&mut self, ak: &[u8; 6], hash: &[u8; 16]) -> Result<(), redb::StorageError> {
+        if *hash == [0; 16] {
+            self.aae.remove(&ak[..])?;
+        } else {
+            self.aae.insert(&ak[..], &encode_tree_entry(ak, hash)[..])?;
+        }
+        Ok(())
+    }
+
+    fn note_corrupt(&self, table_key: &[u8]) {
+        self.shared
+            .counters
+            .corrupt_objects
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(key = ?table_key, "overwriting a corrupted object record");
+    }
+}

@@ -1,0 +1,285 @@
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use shoal_causality::Object;
+use shoal_types::{Key, NodeId, PartitionCount, PartitionId};
+
+use crate::storage::CommitCallback;
+use crate::{
+    Hint, HintEntry, ObjectDigest, ReadOutcome, SegmentId, Storage, StorageError, StorageStats,
+    TictacTree, Write, WriteBatch,
+};
+
+/// Storage in memory: ordered maps behind a mutex, for tests and the simulator.
+///
+/// Behaves like [`crate::RedbStorage`] (same orders, same merge rules, same trees) except that
+/// nothing is ever corrupted or lost, and `submit` applies the batch and calls `done` before it
+/// returns. Cheap to clone; clones share the data.
+#[derive(Clone, Debug)]
+pub struct MemoryStorage {
+    q: PartitionCount,
+    state: Arc<Mutex<State>>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Keyed like the redb objects table: (partition, segment, key).
+    objects: BTreeMap<(PartitionId, SegmentId, Key), (Object, ObjectDigest)>,
+    hints: BTreeMap<(NodeId, PartitionId, Key), StoredHint>,
+    trees: BTreeMap<PartitionId, TictacTree>,
+    stats: StorageStats,
+}
+
+#[derive(Debug)]
+struct StoredHint {
+    object: Object,
+    digest: ObjectDigest,
+    stored_at_unix_ms: u64,
+}
+
+impl MemoryStorage {
+    /// An empty store for a ring of `q` partitions.
+    pub fn new(q: PartitionCount) -> MemoryStorage {
+        MemoryStorage {
+            q,
+            state: Arc::new(Mutex::new(State::default())),
+        }
+    }
+
+    /// The ring size this store was made for.
+    pub fn partition_count(&self) -> PartitionCount {
+        self.q
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the maps half-updated in a way that breaks
+        // memory safety; keep serving.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Storage for MemoryStorage {
+    fn object(&self, partition: PartitionId, key: &Key) -> Result<ReadOutcome, StorageError> {
+        let segment = SegmentId::of(key, self.q);
+        Ok(
+            match self.state().objects.get(&(partition, segment, key.clone())) {
+                Some((object, _)) => ReadOutcome::Found(object.clone()),
+                None => ReadOutcome::NotFound,
+            },
+        )
+    }
+
+    fn write(&self, batch: WriteBatch) -> Result<(), StorageError> {
+        check_partitions(&batch, self.q)?;
+        self.state().apply(batch, self.q);
+        Ok(())
+    }
+
+    fn submit(&self, batch: WriteBatch, done: CommitCallback) {
+        done(self.write(batch));
+    }
+
+    fn partition_objects(
+        &self,
+        partition: PartitionId,
+        after: Option<&Key>,
+        limit: usize,
+    ) -> Result<Vec<(Key, ReadOutcome)>, StorageError> {
+        let start = match after {
+            Some(k) => Bound::Excluded((partition, SegmentId::of(k, self.q), k.clone())),
+            None => Bound::Included((partition, SegmentId::FIRST, first_key())),
+        };
+        let state = self.state();
+        Ok(state
+            .objects
+            .range((start, Bound::Unbounded))
+            .take_while(|((p, _, _), _)| *p == partition)
+            .take(limit)
+            .map(|((_, _, k), (o, _))| (k.clone(), ReadOutcome::Found(o.clone())))
+            .collect())
+    }
+
+    fn tree(&self, partition: PartitionId) -> Result<TictacTree, StorageError> {
+        Ok(self
+            .state()
+            .trees
+            .get(&partition)
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    fn segment_keys(
+        &self,
+        partition: PartitionId,
+        segment: SegmentId,
+    ) -> Result<Vec<(Key, ObjectDigest)>, StorageError> {
+        let state = self.state();
+        Ok(state
+            .objects
+            .range((partition, segment, first_key())..)
+            .take_while(|((p, s, _), _)| (*p, *s) == (partition, segment))
+            .map(|((_, _, k), (_, d))| (k.clone(), *d))
+            .collect())
+    }
+
+    fn hints(
+        &self,
+        target: &NodeId,
+        after: Option<(PartitionId, &Key)>,
+        limit: usize,
+    ) -> Result<Vec<HintEntry>, StorageError> {
+        let state = self.state();
+        let start = match after {
+            Some((p, k)) => Bound::Excluded((target.clone(), p, k.clone())),
+            None => Bound::Included((
+                target.clone(),
+                PartitionId::from_index_unchecked(0),
+                first_key(),
+            )),
+        };
+        Ok(state
+            .hints
+            .range((start, Bound::Unbounded))
+            .take_while(|((t, _, _), _)| t == target)
+            .take(limit)
+            .map(|((t, p, k), h)| {
+                HintEntry::Found(Hint {
+                    target: t.clone(),
+                    partition: *p,
+                    key: k.clone(),
+                    object: h.object.clone(),
+                    digest: h.digest,
+                    stored_at_unix_ms: h.stored_at_unix_ms,
+                })
+            })
+            .collect())
+    }
+
+    fn stats(&self) -> StorageStats {
+        self.state().stats
+    }
+}
+
+impl State {
+    fn apply(&mut self, batch: WriteBatch, q: PartitionCount) {
+        let writes = batch.len() as u64;
+        for write in batch {
+            self.apply_one(write, q);
+        }
+        let s = &mut self.stats;
+        s.commits += 1;
+        s.batches += 1;
+        s.writes += writes;
+        s.max_batches_per_commit = s.max_batches_per_commit.max(1);
+        s.max_writes_per_commit = s.max_writes_per_commit.max(writes);
+    }
+
+    fn apply_one(&mut self, write: Write, q: PartitionCount) {
+        match write {
+            Write::Object {
+                partition,
+                key,
+                object,
+            } => self.store_object(partition, key, object, q),
+            Write::MergeObject {
+                partition,
+                key,
+                object,
+            } => {
+                let segment = SegmentId::of(&key, q);
+                let merged = match self.objects.get(&(partition, segment, key.clone())) {
+                    Some((old, _)) => old.merge(&object),
+                    None => object,
+                };
+                self.store_object(partition, key, merged, q);
+            }
+            Write::RemoveObject { partition, key } => {
+                let segment = SegmentId::of(&key, q);
+                if let Some((_, old)) = self.objects.remove(&(partition, segment, key.clone())) {
+                    self.trees
+                        .entry(partition)
+                        .or_default()
+                        .toggle(segment, &key, old);
+                }
+            }
+            Write::Hint {
+                target,
+                partition,
+                key,
+                object,
+                stored_at_unix_ms,
+            } => {
+                let slot = (target, partition, key);
+                let (object, stored_at_unix_ms) = match self.hints.get(&slot) {
+                    Some(old) => (
+                        old.object.merge(&object),
+                        old.stored_at_unix_ms.max(stored_at_unix_ms),
+                    ),
+                    None => (object, stored_at_unix_ms),
+                };
+                let digest = ObjectDigest::of(&object);
+                self.hints.insert(
+                    slot,
+                    StoredHint {
+                        object,
+                        digest,
+                        stored_at_unix_ms,
+                    },
+                );
+            }
+            Write::RemoveHint {
+                target,
+                partition,
+                key,
+                if_digest,
+            } => {
+                let slot = (target, partition, key);
+                let unchanged = match (self.hints.get(&slot), if_digest) {
+                    (Some(h), Some(d)) => h.digest == d,
+                    (Some(_), None) => true,
+                    (None, _) => false,
+                };
+                if unchanged {
+                    self.hints.remove(&slot);
+                }
+            }
+        }
+    }
+
+    fn store_object(
+        &mut self,
+        partition: PartitionId,
+        key: Key,
+        object: Object,
+        q: PartitionCount,
+    ) {
+        let segment = SegmentId::of(&key, q);
+        let digest = ObjectDigest::of(&object);
+        let tree = self.trees.entry(partition).or_default();
+        tree.toggle(segment, &key, digest);
+        if let Some((_, old)) = self
+            .objects
+            .insert((partition, segment, key.clone()), (object, digest))
+        {
+            tree.toggle(segment, &key, old);
+        }
+    }
+}
+
+/// Refuses a batch that names a partition outside the ring, before anything is applied.
+pub(crate) fn check_partitions(batch: &WriteBatch, q: PartitionCount) -> Result<(), StorageError> {
+    match batch.partitions().find(|p| p.index() >= q.get()) {
+        Some(partition) => Err(StorageError::PartitionOutOfRange {
+            partition,
+            count: q,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The smallest key (a single zero byte), the start of a target's hints.
+fn first_key() -> Key {
+    #[allow(clippy::expect_used)] // One byte is a valid key length.
+    Key::new(vec![0u8]).expect("a one-byte key is valid")
+}

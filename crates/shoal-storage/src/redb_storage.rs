@@ -1,0 +1,588 @@
+use std::collections::HashSet;
+use std::ops::Bound;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::{self, JoinHandle, ThreadId};
+use std::time::Duration;
+
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata};
+use shoal_types::{Incarnation, Key, NodeId, PartitionCount, PartitionId};
+
+use crate::commit::{self, Job};
+use crate::digest::decode_object;
+use crate::error::During;
+use crate::memory::check_partitions;
+use crate::record::{
+    self, AAE, HINTS, IDENTITY, Identity, IdentityProblem, META, OBJECTS, check_hint_record,
+    check_object_record, check_tree_entry, hint_key, hint_target_prefix, key_of_object_key,
+    object_key, parse_hint_key, partition_range, prefix_end, segment_in_key, segment_range,
+};
+use crate::storage::CommitCallback;
+use crate::tree::{entry_hash, xor_into};
+use crate::{
+    Hint, HintEntry, ObjectDigest, ReadOutcome, SegmentId, Storage, StorageError, StorageStats,
+    TictacTree, WriteBatch,
+};
+
+/// The database file inside a node's data directory.
+pub const DATABASE_FILE: &str = "shoal.redb";
+
+/// Page cache of a file-backed database. Reads of recent writes stay in memory.
+const FILE_CACHE_BYTES: usize = 256 << 20;
+/// Page cache of an in-memory database: its pages are in memory anyway.
+const MEMORY_CACHE_BYTES: usize = 16 << 20;
+
+/// Storage in a redb database, with one group-commit thread.
+///
+/// Reads use their own read transactions and never wait for a commit. Writes go through a queue
+/// to the commit thread, which applies everything queued in one write transaction and one fsync
+/// (see the crate docs). Cheap to clone; the last clone to go finishes the queued batches,
+/// stops the commit thread and closes the database.
+#[derive(Clone, Debug)]
+pub struct RedbStorage {
+    inner: Arc<Inner>,
+}
+
+/// What the handles share; dropping it shuts the commit thread down.
+#[derive(Debug)]
+struct Inner {
+    shared: Arc<Shared>,
+    /// `None` only while dropping.
+    queue: Option<Sender<Job>>,
+    committer: Option<JoinHandle<()>>,
+    committer_id: ThreadId,
+}
+
+/// What the handles and the commit thread share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) db: Database,
+    pub(crate) q: PartitionCount,
+    node: NodeId,
+    incarnation: Incarnation,
+    pub(crate) counters: Counters,
+    /// Segments with a rebuild queued, so that repeated reads of one corrupted record queue one.
+    pub(crate) pending_rebuilds: Mutex<HashSet<(PartitionId, SegmentId)>>,
+}
+
+/// The live counters behind [`StorageStats`].
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) commits: AtomicU64,
+    pub(crate) failed_commits: AtomicU64,
+    pub(crate) queued: AtomicU64,
+    pub(crate) batches: AtomicU64,
+    pub(crate) writes: AtomicU64,
+    pub(crate) max_batches: AtomicU64,
+    pub(crate) max_writes: AtomicU64,
+    pub(crate) corrupt_objects: AtomicU64,
+    pub(crate) corrupt_tree_entries: AtomicU64,
+    pub(crate) segment_rebuilds: AtomicU64,
+    pub(crate) latency_total_ns: AtomicU64,
+    pub(crate) latency_max_ns: AtomicU64,
+}
+
+impl RedbStorage {
+    /// Opens (or creates) the database `dir/shoal.redb` for `node` in a ring of `q` partitions.
+    ///
+    /// A new data directory records `node`, `q` and `candidate_incarnation`; an existing one
+    /// keeps the incarnation it was created with, which is returned. Opening a directory that
+    /// belongs to another node or another Q fails with [`StorageError::WrongNode`] or
+    /// [`StorageError::WrongPartitionCount`].
+    pub fn open(
+        dir: &Path,
+        node: &NodeId,
+        q: PartitionCount,
+        candidate_incarnation: Incarnation,
+    ) -> Result<(RedbStorage, Incarnation), StorageError> {
+        std::fs::create_dir_all(dir).map_err(|e| StorageError::DataDir {
+            path: dir.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        let db = Database::builder()
+            .set_cache_size(FILE_CACHE_BYTES)
+            .create(dir.join(DATABASE_FILE))
+            .during("opening the database")?;
+        RedbStorage::start(db, node, q, candidate_incarnation)
+    }
+
+    /// A new database held in memory (for the simulator). It is always new, so the incarnation
+    /// returned is the candidate.
+    pub fn open_in_memory(
+        node: &NodeId,
+        q: PartitionCount,
+        candidate_incarnation: Incarnation,
+    ) -> Result<(RedbStorage, Incarnation), StorageError> {
+        RedbStorage::open_with_backend(
+            redb::backends::InMemoryBackend::new(),
+            node,
+            q,
+            candidate_incarnation,
+        )
+    }
+
+    /// Opens on any redb backend: the door for fault-injecting backends in this crate's tests.
+    pub(crate) fn open_with_backend(
+        backend: impl redb::StorageBackend,
+        node: &NodeId,
+        q: PartitionCount,
+        candidate_incarnation: Incarnation,
+    ) -> Result<(RedbStorage, Incarnation), StorageError> {
+        let db = Database::builder()
+            .set_cache_size(MEMORY_CACHE_BYTES)
+            .create_with_backend(backend)
+            .during("opening the database")?;
+        RedbStorage::start(db, node, q, candidate_incarnation)
+    }
+
+    /// The node this database belongs to.
+    pub fn node(&self) -> &NodeId {
+        &self.inner.shared.node
+    }
+
+    /// The incarnation recorded when the data directory was created.
+    pub fn incarnation(&self) -> Incarnation {
+        self.inner.shared.incarnation
+    }
+
+    /// The ring size the database was created for.
+    pub fn partition_count(&self) -> PartitionCount {
+        self.inner.shared.q
+    }
+
+    /// Checks (or writes) the identity record, then starts the commit thread.
+    fn start(
+        db: Database,
+        node: &NodeId,
+        q: PartitionCount,
+        candidate: Incarnation,
+    ) -> Result<(RedbStorage, Incarnation), StorageError> {
+        let incarnation = init_identity(&db, node, q, candidate)?;
+        let shared = Arc::new(Shared {
+            db,
+            q,
+            node: node.clone(),
+            incarnation,
+            counters: Counters::default(),
+            pending_rebuilds: Mutex::new(HashSet::new()),
+        });
+        let (queue, jobs) = mpsc::channel();
+        let for_thread = Arc::clone(&shared);
+        let committer = thread::Builder::new()
+            .name(format!("shoal-commit-{node}"))
+            .spawn(move || commit::run(&for_thread, &jobs))
+            .map_err(|e| StorageError::Database {
+                during: "starting the commit thread",
+                reason: e.to_string(),
+            })?;
+        let committer_id = committer.thread().id();
+        let storage = RedbStorage {
+            inner: Arc::new(Inner {
+                shared,
+                queue: Some(queue),
+                committer: Some(committer),
+                committer_id,
+            }),
+        };
+        Ok((storage, incarnation))
+    }
+
+    fn shared(&self) -> &Shared {
+        &self.inner.shared
+    }
+
+    /// The database itself, for tests that damage records on purpose.
+    #[cfg(test)]
+    pub(crate) fn database(&self) -> &Database {
+        &self.inner.shared.db
+    }
+
+    fn enqueue(&self, job: Job) -> Result<(), Job> {
+        match &self.inner.queue {
+            Some(queue) => queue.send(job).map_err(|e| e.0),
+            None => Err(job),
+        }
+    }
+
+    /// Records a corrupted object or hint record, and, when `rebuild` names the segment whose
+    /// tree entry may still count it, queues a rebuild of that entry so that the tree stops
+    /// claiming data this replica no longer has (anti-entropy then repairs it from a peer).
+    fn note_corrupt(
+        &self,
+        what: &str,
+        table_key: &[u8],
+        rebuild: Option<(PartitionId, SegmentId)>,
+    ) {
+        self.shared()
+            .counters
+            .corrupt_objects
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(record = what, key = ?table_key, "corrupted record (checksum or decoding failed)");
+        if let Some(slot) = rebuild {
+            self.request_rebuild(slot);
+        }
+    }
+
+    fn request_rebuild(&self, slot: (PartitionId, SegmentId)) {
+        let queued = self
+            .shared()
+            .pending_rebuilds
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(slot);
+        if queued {
+            // If the commit thread is gone there is nothing to repair with; the next open's
+            // first write to the segment rebuilds it.
+            let _ = self.enqueue(Job::Rebuild {
+                partition: slot.0,
+                segment: slot.1,
+            });
+        }
+    }
+
+    /// Reads one object record found under `table_key` in segment `segment` of `partition`.
+    fn object_outcome(
+        &self,
+        partition: PartitionId,
+        table_key: &[u8],
+        bytes: &[u8],
+    ) -> ReadOutcome {
+        let segment = segment_in_key(table_key);
+        match check_object_record(table_key, bytes) {
+            Some(rec) => match decode_object(rec.encoded) {
+                Some(object) => ReadOutcome::Found(object),
+                None => {
+                    // The checksum matched, so the tree counts this record as written; only
+                    // the decoder refuses it. Nothing to rebuild.
+                    self.note_corrupt("object", table_key, None);
+                    ReadOutcome::Corrupted
+                }
+            },
+            None => {
+                self.note_corrupt("object", table_key, segment.map(|s| (partition, s)));
+                ReadOutcome::Corrupted
+            }
+        }
+    }
+}
+
+impl Storage for RedbStorage {
+    fn object(&self, partition: PartitionId, key: &Key) -> Result<ReadOutcome, StorageError> {
+        let txn = self.shared().db.begin_read().during("beginning a read")?;
+        let table = txn
+            .open_table(OBJECTS)
+            .during("opening the objects table")?;
+        let tk = object_key(partition, SegmentId::of(key, self.shared().q), key);
+        let found = table.get(tk.as_slice()).during("reading an object")?;
+        Ok(match found {
+            Some(guard) => self.object_outcome(partition, &tk, guard.value()),
+            None => ReadOutcome::NotFound,
+        })
+    }
+
+    fn write(&self, batch: WriteBatch) -> Result<(), StorageError> {
+        if thread::current().id() == self.inner.committer_id {
+            return Err(StorageError::WriteFromCommitThread);
+        }
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.submit(
+            batch,
+            Box::new(move |result| {
+                let _ = tx.send(result);
+            }),
+        );
+        rx.recv().unwrap_or(Err(StorageError::Closed))
+    }
+
+    fn submit(&self, batch: WriteBatch, done: CommitCallback) {
+        if let Err(e) = check_partitions(&batch, self.shared().q) {
+            done(Err(e));
+            return;
+        }
+        // Counted before sending, so the commit thread's decrement never comes first.
+        let queued = &self.shared().counters.queued;
+        queued.fetch_add(1, Ordering::Relaxed);
+        if let Err(Job::Batch { done, .. }) = self.enqueue(Job::Batch { batch, done }) {
+            queued.fetch_sub(1, Ordering::Relaxed);
+            done(Err(StorageError::Closed));
+        }
+    }
+
+    fn partition_objects(
+        &self,
+        partition: PartitionId,
+        after: Option<&Key>,
+        limit: usize,
+    ) -> Result<Vec<(Key, ReadOutcome)>, StorageError> {
+        let txn = self.shared().db.begin_read().during("beginning a read")?;
+        let table = txn
+            .open_table(OBJECTS)
+            .during("opening the objects table")?;
+        let (start, end) = partition_range(partition);
+        let from = after.map(|k| object_key(partition, SegmentId::of(k, self.shared().q), k));
+        let lower = match &from {
+            Some(tk) => Bound::Excluded(tk.as_slice()),
+            None => Bound::Included(&start[..]),
+        };
+        let range = table
+            .range::<&[u8]>((lower, Bound::Excluded(&end[..])))
+            .during("listing a partition")?;
+        let mut out = Vec::new();
+        for entry in range {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = entry.during("listing a partition")?;
+            let tk = k.value();
+            match key_of_object_key(tk) {
+                Some(key) => out.push((key, self.object_outcome(partition, tk, v.value()))),
+                None => {
+                    self.note_corrupt("object key", tk, segment_in_key(tk).map(|s| (partition, s)))
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn tree(&self, partition: PartitionId) -> Result<TictacTree, StorageError> {
+        let txn = self.shared().db.begin_read().during("beginning a read")?;
+        let aae = txn.open_table(AAE).during("opening the tree table")?;
+        let objects = txn
+            .open_table(OBJECTS)
+            .during("opening the objects table")?;
+        let (start, end) = partition_range(partition);
+        let mut segments = vec![[0u8; 16]; TictacTree::SEGMENTS];
+        for entry in aae
+            .range::<&[u8]>(&start[..]..&end[..])
+            .during("reading a tree")?
+        {
+            let (k, v) = entry.during("reading a tree")?;
+            let Some(segment) = segment_in_key(k.value()) else {
+                continue;
+            };
+            let hash = match check_tree_entry(k.value(), v.value()) {
+                Some(hash) => hash,
+                None => {
+                    self.shared()
+                        .counters
+                        .corrupt_tree_entries
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%partition, ?segment, "corrupted tree entry; recomputing it");
+                    self.request_rebuild((partition, segment));
+                    segment_hash(&objects, partition, segment).during("recomputing a segment")?
+                }
+            };
+            segments[usize::from(segment.index())] = hash;
+        }
+        Ok(TictacTree::from_segments(segments).unwrap_or_default())
+    }
+
+    fn segment_keys(
+        &self,
+        partition: PartitionId,
+        segment: SegmentId,
+    ) -> Result<Vec<(Key, ObjectDigest)>, StorageError> {
+        let txn = self.shared().db.begin_read().during("beginning a read")?;
+        let table = txn
+            .open_table(OBJECTS)
+            .during("opening the objects table")?;
+        let (start, end) = segment_range(partition, segment);
+        let mut out = Vec::new();
+        for entry in table
+            .range::<&[u8]>(&start[..]..&end[..])
+            .during("listing a segment")?
+        {
+            let (k, v) = entry.during("listing a segment")?;
+            let tk = k.value();
+            match (key_of_object_key(tk), check_object_record(tk, v.value())) {
+                (Some(key), Some(rec)) => out.push((key, rec.digest)),
+                _ => self.note_corrupt("object", tk, Some((partition, segment))),
+            }
+        }
+        Ok(out)
+    }
+
+    fn hints(
+        &self,
+        target: &NodeId,
+        after: Option<(PartitionId, &Key)>,
+        limit: usize,
+    ) -> Result<Vec<HintEntry>, StorageError> {
+        let txn = self.shared().db.begin_read().during("beginning a read")?;
+        let table = txn.open_table(HINTS).during("opening the hints table")?;
+        let prefix = hint_target_prefix(target);
+        let from = after.map(|(p, k)| hint_key(target, p, k));
+        let end = prefix_end(&prefix);
+        let lower = match &from {
+            Some(tk) => Bound::Excluded(tk.as_slice()),
+            None => Bound::Included(prefix.as_slice()),
+        };
+        let upper = match &end {
+            Some(e) => Bound::Excluded(e.as_slice()),
+            None => Bound::Unbounded,
+        };
+        let mut out = Vec::new();
+        for entry in table
+            .range::<&[u8]>((lower, upper))
+            .during("listing hints")?
+        {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = entry.during("listing hints")?;
+            let tk = k.value();
+            let Some((partition, key)) = parse_hint_key(tk, prefix.len()) else {
+                self.note_corrupt("hint key", tk, None);
+                continue;
+            };
+            let hint = check_hint_record(tk, v.value()).and_then(|rec| {
+                Some(Hint {
+                    target: target.clone(),
+                    partition,
+                    key: key.clone(),
+                    object: decode_object(rec.encoded)?,
+                    digest: rec.digest,
+                    stored_at_unix_ms: rec.stored_at_unix_ms,
+                })
+            });
+            out.push(match hint {
+                Some(hint) => HintEntry::Found(hint),
+                None => {
+                    self.note_corrupt("hint", tk, None);
+                    HintEntry::Corrupted { partition, key }
+                }
+            });
+        }
+        Ok(out)
+    }
+
+    fn stats(&self) -> StorageStats {
+        self.shared().counters.snapshot()
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Closing the queue lets the commit thread finish what is queued and stop.
+        drop(self.queue.take());
+        if let Some(committer) = self.committer.take() {
+            // The last handle can be dropped by a commit callback, on the commit thread itself,
+            // which then stops on its own once the queue is empty.
+            if thread::current().id() != self.committer_id && committer.join().is_err() {
+                tracing::error!("the storage commit thread panicked");
+            }
+        }
+    }
+}
+
+impl Counters {
+    fn snapshot(&self) -> StorageStats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        StorageStats {
+            commits: get(&self.commits),
+            failed_commits: get(&self.failed_commits),
+            queued_batches: get(&self.queued),
+            batches: get(&self.batches),
+            writes: get(&self.writes),
+            max_batches_per_commit: get(&self.max_batches),
+            max_writes_per_commit: get(&self.max_writes),
+            corrupt_objects: get(&self.corrupt_objects),
+            corrupt_tree_entries: get(&self.corrupt_tree_entries),
+            segment_rebuilds: get(&self.segment_rebuilds),
+            commit_latency_total: Duration::from_nanos(get(&self.latency_total_ns)),
+            commit_latency_max: Duration::from_nanos(get(&self.latency_max_ns)),
+        }
+    }
+}
+
+/// The hash of one segment, recomputed from its records; records that fail their checksum do
+/// not count.
+pub(crate) fn segment_hash(
+    objects: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    partition: PartitionId,
+    segment: SegmentId,
+) -> Result<[u8; 16], redb::StorageError> {
+    let (start, end) = segment_range(partition, segment);
+    let mut hash = [0u8; 16];
+    for entry in objects.range::<&[u8]>(&start[..]..&end[..])? {
+        let (k, v) = entry?;
+        let tk = k.value();
+        if let (Some(key), Some(rec)) = (key_of_object_key(tk), check_object_record(tk, v.value()))
+        {
+            xor_into(&mut hash, &entry_hash(&key, rec.digest));
+        }
+    }
+    Ok(hash)
+}
+
+/// Reads the identity record, or writes it if the database is new; returns the incarnation.
+fn init_identity(
+    db: &Database,
+    node: &NodeId,
+    q: PartitionCount,
+    candidate: Incarnation,
+) -> Result<Incarnation, StorageError> {
+    let mut txn = db.begin_write().during("beginning the first commit")?;
+    txn.set_durability(Durability::Immediate)
+        .during("beginning the first commit")?;
+    let incarnation = {
+        let objects = txn.open_table(OBJECTS).during("creating the tables")?;
+        let hints = txn.open_table(HINTS).during("creating the tables")?;
+        txn.open_table(AAE).during("creating the tables")?;
+        let mut meta = txn.open_table(META).during("creating the tables")?;
+        let stored = meta
+            .get(IDENTITY)
+            .during("reading the identity")?
+            .map(|g| record::decode_identity(g.value()));
+        match stored {
+            None => {
+                let holds_data = !objects.is_empty().during("reading the identity")?
+                    || !hints.is_empty().during("reading the identity")?;
+                if holds_data {
+                    return Err(StorageError::IdentityCorrupted(
+                        "the database holds data but no identity record".into(),
+                    ));
+                }
+                let identity = Identity {
+                    node: node.clone(),
+                    partition_count: q,
+                    incarnation: candidate,
+                };
+                meta.insert(IDENTITY, record::encode_identity(&identity).as_slice())
+                    .during("writing the identity")?;
+                tracing::info!(%node, incarnation = %candidate, "created a new data directory");
+                candidate
+            }
+            Some(Err(IdentityProblem::Newer(found))) => {
+                return Err(StorageError::UnsupportedFormat {
+                    found,
+                    supported: record::FORMAT_VERSION,
+                });
+            }
+            Some(Err(IdentityProblem::Damaged)) => {
+                return Err(StorageError::IdentityCorrupted(
+                    "checksum or decoding failed".into(),
+                ));
+            }
+            Some(Ok(identity)) => {
+                if identity.node != *node {
+                    return Err(StorageError::WrongNode {
+                        expected: node.clone(),
+                        found: identity.node,
+                    });
+                }
+                if identity.partition_count != q {
+                    return Err(StorageError::WrongPartitionCount {
+                        expected: q,
+                        found: identity.partition_count,
+                    });
+                }
+                identity.incarnation
+            }
+        }
+    };
+    txn.commit().during("writing the identity")?;
+    Ok(incarnation)
+}

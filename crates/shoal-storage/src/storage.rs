@@ -1,0 +1,340 @@
+use std::sync::mpsc;
+use std::time::Duration;
+
+use shoal_causality::Object;
+use shoal_types::{Key, NodeId, PartitionId};
+
+use crate::{ObjectDigest, SegmentId, StorageError, TictacTree};
+
+/// A node's local store: objects by (partition, key), hints for other nodes, and one
+/// anti-entropy tree per partition, kept in step with the objects.
+///
+/// Reads never wait for a commit in progress. Writes are applied in batches, atomically and
+/// durably, in the order they were submitted.
+pub trait Storage: Send + Sync + 'static {
+    /// One key's object.
+    fn object(&self, partition: PartitionId, key: &Key) -> Result<ReadOutcome, StorageError>;
+
+    /// Applies `batch` atomically and durably, returning once it is durable (group-committed with
+    /// whatever else is queued). Must not be called from a `submit` callback.
+    fn write(&self, batch: WriteBatch) -> Result<(), StorageError> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.submit(
+            batch,
+            Box::new(move |result| {
+                // The receiver only goes away if the caller's thread died; nothing to tell then.
+                let _ = tx.send(result);
+            }),
+        );
+        rx.recv().unwrap_or(Err(StorageError::Closed))
+    }
+
+    /// Queues `batch` for the next group commit and returns at once. `done` is called exactly once:
+    /// after the batch is durable, or with the error that failed it. It may run on the commit
+    /// thread, so it must be quick and must not call [`Storage::write`].
+    fn submit(&self, batch: WriteBatch, done: CommitCallback);
+
+    /// Up to `limit` objects of `partition`, in storage order (by segment, then key), starting
+    /// after `after` (for handoff and anti-entropy). A corrupted record is listed as
+    /// [`ReadOutcome::Corrupted`].
+    fn partition_objects(
+        &self,
+        partition: PartitionId,
+        after: Option<&Key>,
+        limit: usize,
+    ) -> Result<Vec<(Key, ReadOutcome)>, StorageError>;
+
+    /// The tictac tree of `partition`.
+    fn tree(&self, partition: PartitionId) -> Result<TictacTree, StorageError>;
+
+    /// The keys of one segment of `partition` with their object digests, in key order (for the
+    /// anti-entropy key exchange). Corrupted records are left out, as they are of the tree.
+    fn segment_keys(
+        &self,
+        partition: PartitionId,
+        segment: SegmentId,
+    ) -> Result<Vec<(Key, ObjectDigest)>, StorageError>;
+
+    /// Up to `limit` hints held for `target`, in (partition, key) order, starting after `after`.
+    fn hints(
+        &self,
+        target: &NodeId,
+        after: Option<(PartitionId, &Key)>,
+        limit: usize,
+    ) -> Result<Vec<HintEntry>, StorageError>;
+
+    /// Counters since the storage was opened.
+    fn stats(&self) -> StorageStats;
+}
+
+/// What `submit` calls when a batch is durable, or failed.
+pub type CommitCallback = Box<dyn FnOnce(Result<(), StorageError>) + Send + 'static>;
+
+/// The result of reading one key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReadOutcome {
+    /// The stored object.
+    Found(Object),
+    /// Nothing is stored under the key.
+    NotFound,
+    /// A record is stored but fails its checksum or does not decode. Counted in
+    /// [`StorageStats::corrupt_objects`]; the caller treats it as a missing replica.
+    Corrupted,
+}
+
+impl ReadOutcome {
+    /// The object, if one was found.
+    pub fn object(&self) -> Option<&Object> {
+        match self {
+            ReadOutcome::Found(o) => Some(o),
+            _ => None,
+        }
+    }
+}
+
+/// Writes applied together: all of them or none, in one durable commit.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WriteBatch {
+    writes: Vec<Write>,
+}
+
+impl WriteBatch {
+    /// An empty batch. Committing one waits for everything submitted before it.
+    pub fn new() -> Self {
+        WriteBatch::default()
+    }
+
+    /// Adds a write at the end of the batch.
+    pub fn push(&mut self, write: Write) {
+        self.writes.push(write);
+    }
+
+    /// The writes, in order.
+    pub fn writes(&self) -> &[Write] {
+        &self.writes
+    }
+
+    /// How many writes.
+    pub fn len(&self) -> usize {
+        self.writes.len()
+    }
+
+    /// Whether there are no writes.
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty()
+    }
+
+    /// Bytes of keys and values, roughly what the batch costs to commit.
+    pub(crate) fn approximate_bytes(&self) -> usize {
+        self.writes.iter().map(Write::approximate_bytes).sum()
+    }
+
+    /// The partitions the batch names.
+    pub(crate) fn partitions(&self) -> impl Iterator<Item = PartitionId> + '_ {
+        self.writes.iter().map(Write::partition)
+    }
+}
+
+impl From<Vec<Write>> for WriteBatch {
+    fn from(writes: Vec<Write>) -> Self {
+        WriteBatch { writes }
+    }
+}
+
+impl From<Write> for WriteBatch {
+    fn from(write: Write) -> Self {
+        WriteBatch {
+            writes: vec![write],
+        }
+    }
+}
+
+impl FromIterator<Write> for WriteBatch {
+    fn from_iter<I: IntoIterator<Item = Write>>(iter: I) -> Self {
+        WriteBatch {
+            writes: iter.into_iter().collect(),
+        }
+    }
+}
+
+impl IntoIterator for WriteBatch {
+    type Item = Write;
+    type IntoIter = std::vec::IntoIter<Write>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.writes.into_iter()
+    }
+}
+
+/// One change to storage.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Write {
+    /// Stores `object` under the key, replacing what was there.
+    Object {
+        /// The key's partition.
+        partition: PartitionId,
+        /// The key.
+        key: Key,
+        /// The new object.
+        object: Object,
+    },
+    /// Merges `object` (DVV merge) into what is stored under the key; stores it if nothing is,
+    /// or if what is stored is corrupted.
+    MergeObject {
+        /// The key's partition.
+        partition: PartitionId,
+        /// The key.
+        key: Key,
+        /// The object to merge in.
+        object: Object,
+    },
+    /// Removes the key's object (tombstone reaping, handoff cleanup). Removing a missing key is
+    /// not an error.
+    RemoveObject {
+        /// The key's partition.
+        partition: PartitionId,
+        /// The key.
+        key: Key,
+    },
+    /// Holds `object` for `target`, merged with any hint already held for the same
+    /// (target, partition, key).
+    Hint {
+        /// The node the hint is for.
+        target: NodeId,
+        /// The key's partition.
+        partition: PartitionId,
+        /// The key.
+        key: Key,
+        /// The object to hand off.
+        object: Object,
+        /// When the hint was stored, in Unix milliseconds (the caller's clock). A merge keeps
+        /// the later time.
+        stored_at_unix_ms: u64,
+    },
+    /// Drops the hint for (target, partition, key): only if its digest is still `if_digest`
+    /// (it did not change since it was sent), or unconditionally when `if_digest` is `None`.
+    RemoveHint {
+        /// The node the hint is for.
+        target: NodeId,
+        /// The key's partition.
+        partition: PartitionId,
+        /// The key.
+        key: Key,
+        /// The digest of the hint that was handed off.
+        if_digest: Option<ObjectDigest>,
+    },
+}
+
+impl Write {
+    /// The partition this write touches.
+    pub fn partition(&self) -> PartitionId {
+        match self {
+            Write::Object { partition, .. }
+            | Write::MergeObject { partition, .. }
+            | Write::RemoveObject { partition, .. }
+            | Write::Hint { partition, .. }
+            | Write::RemoveHint { partition, .. } => *partition,
+        }
+    }
+
+    fn approximate_bytes(&self) -> usize {
+        match self {
+            Write::Object { key, object, .. }
+            | Write::MergeObject { key, object, .. }
+            | Write::Hint { key, object, .. } => key.len() + object.value_bytes() + 64,
+            Write::RemoveObject { key, .. } | Write::RemoveHint { key, .. } => key.len() + 16,
+        }
+    }
+}
+
+/// An object held on behalf of another node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hint {
+    /// The node the hint is for.
+    pub target: NodeId,
+    /// The key's partition.
+    pub partition: PartitionId,
+    /// The key.
+    pub key: Key,
+    /// The object to hand off.
+    pub object: Object,
+    /// The object's digest: pass it to [`Write::RemoveHint`] once the target has it.
+    pub digest: ObjectDigest,
+    /// When the hint was (last) stored, in Unix milliseconds.
+    pub stored_at_unix_ms: u64,
+}
+
+/// One entry of a hint listing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HintEntry {
+    /// A hint that can be handed off.
+    Found(Hint),
+    /// A hint record that fails its checksum or does not decode (counted in
+    /// [`StorageStats::corrupt_objects`]). Remove it with `if_digest: None`; anti-entropy
+    /// repairs what it held.
+    Corrupted {
+        /// The key's partition.
+        partition: PartitionId,
+        /// The key.
+        key: Key,
+    },
+}
+
+/// Counters of a storage since it was opened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StorageStats {
+    /// Commits made: one fsync each for a file-backed store.
+    pub commits: u64,
+    /// Commits that failed; each failed every batch in it.
+    pub failed_commits: u64,
+    /// Batches submitted and not yet taken into a commit: the commit queue's backlog.
+    pub queued_batches: u64,
+    /// Batches acknowledged as durable.
+    pub batches: u64,
+    /// Writes in those batches.
+    pub writes: u64,
+    /// The most batches one commit carried.
+    pub max_batches_per_commit: u64,
+    /// The most writes one commit carried.
+    pub max_writes_per_commit: u64,
+    /// Object and hint records found corrupted (checksum mismatch or undecodable), each time one
+    /// was read.
+    pub corrupt_objects: u64,
+    /// Tree entries found corrupted, each time one was read.
+    pub corrupt_tree_entries: u64,
+    /// Tree segments recomputed from their records because a record or the entry was corrupted.
+    pub segment_rebuilds: u64,
+    /// Time spent applying and committing, summed over commits.
+    pub commit_latency_total: Duration,
+    /// The longest commit.
+    pub commit_latency_max: Duration,
+}
+
+impl StorageStats {
+    /// Writes per commit (per fsync), on average.
+    pub fn writes_per_commit(&self) -> f64 {
+        if self.commits == 0 {
+            0.0
+        } else {
+            self.writes as f64 / self.commits as f64
+        }
+    }
+
+    /// Batches per commit, on average.
+    pub fn batches_per_commit(&self) -> f64 {
+        if self.commits == 0 {
+            0.0
+        } else {
+            self.batches as f64 / self.commits as f64
+        }
+    }
+
+    /// The mean commit latency.
+    pub fn mean_commit_latency(&self) -> Duration {
+        if self.commits == 0 {
+            Duration::ZERO
+        } else {
+            let nanos = self.commit_latency_total.as_nanos() / u128::from(self.commits);
+            Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+        }
+    }
+}

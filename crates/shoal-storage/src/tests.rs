@@ -1,0 +1,1126 @@
+//! Behaviour both implementations share (checked against a `BTreeMap` model, with the database
+//! closed and reopened between steps), and what only `RedbStorage` has: damaged records, the
+//! identity record, and group commit.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use proptest::prelude::*;
+use redb::backends::InMemoryBackend;
+use redb::{ReadableDatabase, StorageBackend, TableDefinition};
+use shoal_causality::{Actor, CausalContext, Object, Sibling};
+use shoal_types::{Incarnation, Key, NodeId, PartitionCount, PartitionId};
+use tempfile::TempDir;
+
+use crate::digest::encode_object;
+use crate::record::{
+    AAE, HINTS, OBJECTS, encode_object_record, encode_tree_entry, hint_key, object_key,
+    segment_prefix,
+};
+use crate::redb_storage::segment_hash;
+use crate::*;
+
+const Q: u32 = 4;
+const KEYS: usize = 6;
+const TARGETS: [&str; 2] = ["t1", "t2"];
+
+fn q() -> PartitionCount {
+    PartitionCount::new(Q).unwrap()
+}
+
+fn node(name: &str) -> NodeId {
+    NodeId::new(name).unwrap()
+}
+
+fn key(i: usize) -> Key {
+    Key::new(format!("k{i}")).unwrap()
+}
+
+fn part(i: u32) -> PartitionId {
+    q().partition(i).unwrap()
+}
+
+fn actor(i: usize) -> Actor {
+    Actor::new(node(&format!("a{i}")), Incarnation::new(i as u64 + 1))
+}
+
+/// An object with one value written by actor `a`.
+fn value(a: usize, v: &str) -> Object {
+    Object::new()
+        .update(
+            &CausalContext::empty(),
+            Sibling::Value(Bytes::copy_from_slice(v.as_bytes())),
+            &actor(a),
+            64,
+        )
+        .unwrap()
+}
+
+fn put(partition: PartitionId, key: Key, object: Object) -> WriteBatch {
+    Write::Object {
+        partition,
+        key,
+        object,
+    }
+    .into()
+}
+
+/// Waits for `cond`, failing the test after a deadline.
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
+// ---- the model --------------------------------------------------------------------------------
+
+/// What storage should hold: plain maps, with every rule spelled out once more.
+#[derive(Debug, Default)]
+struct Model {
+    objects: BTreeMap<(PartitionId, SegmentId, Key), Object>,
+    hints: BTreeMap<(NodeId, PartitionId, Key), (Object, u64)>,
+}
+
+impl Model {
+    fn apply(&mut self, write: &Write) {
+        match write.clone() {
+            Write::Object {
+                partition,
+                key,
+                object,
+            } => {
+                self.objects
+                    .insert((partition, SegmentId::of(&key, q()), key), object);
+            }
+            Write::MergeObject {
+                partition,
+                key,
+                object,
+            } => {
+                let slot = (partition, SegmentId::of(&key, q()), key);
+                let merged = match self.objects.get(&slot) {
+                    Some(old) => old.merge(&object),
+                    None => object,
+                };
+                self.objects.insert(slot, merged);
+            }
+            Write::RemoveObject { partition, key } => {
+                self.objects
+                    .remove(&(partition, SegmentId::of(&key, q()), key));
+            }
+            Write::Hint {
+                target,
+                partition,
+                key,
+                object,
+                stored_at_unix_ms,
+            } => {
+                let slot = (target, partition, key);
+                let new = match self.hints.get(&slot) {
+                    Some((old, at)) => (old.merge(&object), (*at).max(stored_at_unix_ms)),
+                    None => (object, stored_at_unix_ms),
+                };
+                self.hints.insert(slot, new);
+            }
+            Write::RemoveHint {
+                target,
+                partition,
+                key,
+                if_digest,
+            } => {
+                let slot = (target, partition, key);
+                let remove = match (self.hints.get(&slot), if_digest) {
+                    (Some((o, _)), Some(d)) => ObjectDigest::of(o) == d,
+                    (Some(_), None) => true,
+                    (None, _) => false,
+                };
+                if remove {
+                    self.hints.remove(&slot);
+                }
+            }
+        }
+    }
+
+    fn object(&self, partition: PartitionId, key: &Key) -> ReadOutcome {
+        match self
+            .objects
+            .get(&(partition, SegmentId::of(key, q()), key.clone()))
+        {
+            Some(o) => ReadOutcome::Found(o.clone()),
+            None => ReadOutcome::NotFound,
+        }
+    }
+
+    fn partition(&self, partition: PartitionId) -> Vec<(Key, ReadOutcome)> {
+        self.objects
+            .iter()
+            .filter(|((p, _, _), _)| *p == partition)
+            .map(|((_, _, k), o)| (k.clone(), ReadOutcome::Found(o.clone())))
+            .collect()
+    }
+
+    fn segment_keys(&self, partition: PartitionId, segment: SegmentId) -> Vec<(Key, ObjectDigest)> {
+        self.objects
+            .iter()
+            .filter(|((p, s, _), _)| (*p, *s) == (partition, segment))
+            .map(|((_, _, k), o)| (k.clone(), ObjectDigest::of(o)))
+            .collect()
+    }
+
+    fn hints(&self, target: &NodeId) -> Vec<HintEntry> {
+        self.hints
+            .iter()
+            .filter(|((t, _, _), _)| t == target)
+            .map(|((t, p, k), (o, at))| {
+                HintEntry::Found(Hint {
+                    target: t.clone(),
+                    partition: *p,
+                    key: k.clone(),
+                    object: o.clone(),
+                    digest: ObjectDigest::of(o),
+                    stored_at_unix_ms: *at,
+                })
+            })
+            .collect()
+    }
+
+    /// The tree built from scratch.
+    fn tree(&self, partition: PartitionId) -> TictacTree {
+        let entries: Vec<(&Key, ObjectDigest)> = self
+            .objects
+            .iter()
+            .filter(|((p, _, _), _)| *p == partition)
+            .map(|((_, _, k), o)| (k, ObjectDigest::of(o)))
+            .collect();
+        TictacTree::build(q(), entries)
+    }
+}
+
+// ---- harnesses --------------------------------------------------------------------------------
+
+/// A storage under test, which may be closed and reopened.
+trait Harness {
+    fn storage(&self) -> &dyn Storage;
+    fn reopen(&mut self);
+}
+
+struct InMemory(MemoryStorage);
+
+impl Harness for InMemory {
+    fn storage(&self) -> &dyn Storage {
+        &self.0
+    }
+    fn reopen(&mut self) {}
+}
+
+/// A redb database in memory: it cannot be reopened.
+struct RedbInMemory(RedbStorage);
+
+impl Harness for RedbInMemory {
+    fn storage(&self) -> &dyn Storage {
+        &self.0
+    }
+    fn reopen(&mut self) {}
+}
+
+/// A redb database in a temporary directory.
+struct OnDisk {
+    dir: TempDir,
+    storage: Option<RedbStorage>,
+}
+
+impl OnDisk {
+    const INCARNATION: Incarnation = Incarnation::new(0x5eed);
+
+    fn new() -> OnDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let (storage, _) =
+            RedbStorage::open(dir.path(), &node("n1"), q(), OnDisk::INCARNATION).unwrap();
+        OnDisk {
+            dir,
+            storage: Some(storage),
+        }
+    }
+}
+
+impl Harness for OnDisk {
+    fn storage(&self) -> &dyn Storage {
+        self.storage.as_ref().unwrap()
+    }
+
+    fn reopen(&mut self) {
+        drop(self.storage.take());
+        let (storage, incarnation) =
+            RedbStorage::open(self.dir.path(), &node("n1"), q(), Incarnation::new(1)).unwrap();
+        assert_eq!(incarnation, OnDisk::INCARNATION);
+        self.storage = Some(storage);
+    }
+}
+
+// ---- generated operations ---------------------------------------------------------------------
+
+/// Updates applied to an empty object: (actor, value byte (0 = tombstone), with the context of
+/// what came before).
+type ObjectSpec = Vec<(usize, u8, bool)>;
+
+#[derive(Clone, Debug)]
+enum WriteSpec {
+    Object(u32, usize, ObjectSpec),
+    Merge(u32, usize, ObjectSpec),
+    Remove(u32, usize),
+    Hint(usize, u32, usize, ObjectSpec, u64),
+    /// Mode 0: unconditional; 1: with the current digest; 2: with a stale digest.
+    RemoveHint(usize, u32, usize, u8),
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Write(Vec<WriteSpec>),
+    Read(u32, usize),
+    List(u32, usize),
+    Hints(usize, usize),
+    Tree(u32),
+    Reopen,
+}
+
+fn build(spec: &ObjectSpec) -> Object {
+    let mut o = Object::new();
+    for (a, v, with_context) in spec {
+        let ctx = if *with_context {
+            o.context()
+        } else {
+            CausalContext::empty()
+        };
+        let sibling = match v {
+            0 => Sibling::Tombstone,
+            v => Sibling::Value(Bytes::from(vec![*v; usize::from(*v) * 7])),
+        };
+        o = o.update(&ctx, sibling, &actor(*a), 64).unwrap();
+    }
+    o
+}
+
+impl WriteSpec {
+    /// The write this spec stands for, given what the model holds now.
+    fn to_write(&self, model: &Model) -> Write {
+        match self {
+            WriteSpec::Object(p, k, o) => Write::Object {
+                partition: part(*p),
+                key: key(*k),
+                object: build(o),
+            },
+            WriteSpec::Merge(p, k, o) => Write::MergeObject {
+                partition: part(*p),
+                key: key(*k),
+                object: build(o),
+            },
+            WriteSpec::Remove(p, k) => Write::RemoveObject {
+                partition: part(*p),
+                key: key(*k),
+            },
+            WriteSpec::Hint(t, p, k, o, at) => Write::Hint {
+                target: node(TARGETS[*t]),
+                partition: part(*p),
+                key: key(*k),
+                object: build(o),
+                stored_at_unix_ms: *at,
+            },
+            WriteSpec::RemoveHint(t, p, k, mode) => {
+                let slot = (node(TARGETS[*t]), part(*p), key(*k));
+                let current = model.hints.get(&slot).map(|(o, _)| ObjectDigest::of(o));
+                Write::RemoveHint {
+                    target: slot.0,
+                    partition: slot.1,
+                    key: slot.2,
+                    if_digest: match mode {
+                        0 => None,
+                        1 => Some(current.unwrap_or(ObjectDigest::from_bytes([1; 16]))),
+                        _ => Some(ObjectDigest::from_bytes([2; 16])),
+                    },
+                }
+            }
+        }
+    }
+}
+
+fn object_spec() -> impl Strategy<Value = ObjectSpec> {
+    proptest::collection::vec((0..3usize, 0..4u8, any::<bool>()), 1..4)
+}
+
+fn write_spec() -> impl Strategy<Value = WriteSpec> {
+    let p = 0..Q;
+    let k = 0..KEYS;
+    let t = 0..TARGETS.len();
+    prop_oneof![
+        3 => (p.clone(), k.clone(), object_spec()).prop_map(|(p, k, o)| WriteSpec::Object(p, k, o)),
+        3 => (p.clone(), k.clone(), object_spec()).prop_map(|(p, k, o)| WriteSpec::Merge(p, k, o)),
+        1 => (p.clone(), k.clone()).prop_map(|(p, k)| WriteSpec::Remove(p, k)),
+        2 => (t.clone(), p.clone(), k.clone(), object_spec(), 0..1000u64)
+            .prop_map(|(t, p, k, o, at)| WriteSpec::Hint(t, p, k, o, at)),
+        1 => (t, p, k, 0..3u8).prop_map(|(t, p, k, m)| WriteSpec::RemoveHint(t, p, k, m)),
+    ]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => proptest::collection::vec(write_spec(), 0..4).prop_map(Op::Write),
+        2 => (0..Q, 0..KEYS).prop_map(|(p, k)| Op::Read(p, k)),
+        1 => (0..Q, 1..5usize).prop_map(|(p, n)| Op::List(p, n)),
+        1 => (0..TARGETS.len(), 1..4usize).prop_map(|(t, n)| Op::Hints(t, n)),
+        1 => (0..Q).prop_map(Op::Tree),
+        1 => Just(Op::Reopen),
+    ]
+}
+
+/// A partition's objects, read a page of `page` at a time.
+fn list_all(s: &dyn Storage, p: PartitionId, page: usize) -> Vec<(Key, ReadOutcome)> {
+    let mut out: Vec<(Key, ReadOutcome)> = Vec::new();
+    loop {
+        let after = out.last().map(|(k, _)| k.clone());
+        let next = s.partition_objects(p, after.as_ref(), page).unwrap();
+        assert!(next.len() <= page);
+        if next.is_empty() {
+            return out;
+        }
+        out.extend(next);
+    }
+}
+
+/// A target's hints, read a page of `page` at a time.
+fn hints_all(s: &dyn Storage, target: &NodeId, page: usize) -> Vec<HintEntry> {
+    let mut out: Vec<HintEntry> = Vec::new();
+    loop {
+        let after = out.last().map(|h| match h {
+            HintEntry::Found(h) => (h.partition, h.key.clone()),
+            HintEntry::Corrupted { partition, key } => (*partition, key.clone()),
+        });
+        let next = s
+            .hints(target, after.as_ref().map(|(p, k)| (*p, k)), page)
+            .unwrap();
+        assert!(next.len() <= page);
+        if next.is_empty() {
+            return out;
+        }
+        out.extend(next);
+    }
+}
+
+fn check_partition(s: &dyn Storage, model: &Model, p: PartitionId) -> Result<(), TestCaseError> {
+    let tree = s.tree(p).unwrap();
+    prop_assert_eq!(&tree, &model.tree(p), "tree of {:?}", p);
+    for segment in SegmentId::all() {
+        let expected = model.segment_keys(p, segment);
+        if !expected.is_empty() || tree.segment(segment) != [0; 16] {
+            prop_assert_eq!(s.segment_keys(p, segment).unwrap(), expected);
+        }
+    }
+    Ok(())
+}
+
+/// Runs `ops` against storage and the model, comparing every read.
+fn run_model(h: &mut dyn Harness, ops: &[Op]) -> Result<(), TestCaseError> {
+    let mut model = Model::default();
+    for op in ops {
+        match op {
+            Op::Write(specs) => {
+                let mut batch = WriteBatch::new();
+                for spec in specs {
+                    let write = spec.to_write(&model);
+                    model.apply(&write);
+                    batch.push(write);
+                }
+                h.storage().write(batch).unwrap();
+            }
+            Op::Read(p, k) => {
+                prop_assert_eq!(
+                    h.storage().object(part(*p), &key(*k)).unwrap(),
+                    model.object(part(*p), &key(*k))
+                );
+            }
+            Op::List(p, page) => {
+                prop_assert_eq!(
+                    list_all(h.storage(), part(*p), *page),
+                    model.partition(part(*p))
+                );
+            }
+            Op::Hints(t, page) => {
+                let target = node(TARGETS[*t]);
+                prop_assert_eq!(hints_all(h.storage(), &target, *page), model.hints(&target));
+            }
+            Op::Tree(p) => check_partition(h.storage(), &model, part(*p))?,
+            Op::Reopen => h.reopen(),
+        }
+    }
+    h.reopen();
+    for p in q().partitions() {
+        prop_assert_eq!(list_all(h.storage(), p, 3), model.partition(p));
+        check_partition(h.storage(), &model, p)?;
+    }
+    for t in TARGETS {
+        prop_assert_eq!(hints_all(h.storage(), &node(t), 2), model.hints(&node(t)));
+    }
+    prop_assert_eq!(h.storage().stats().corrupt_objects, 0);
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn redb_on_disk_matches_the_model_across_reopens(ops in proptest::collection::vec(op(), 1..40)) {
+        run_model(&mut OnDisk::new(), &ops)?;
+    }
+
+    #[test]
+    fn redb_in_memory_matches_the_model(ops in proptest::collection::vec(op(), 1..40)) {
+        let (s, _) = RedbStorage::open_in_memory(&node("n1"), q(), Incarnation::new(1)).unwrap();
+        run_model(&mut RedbInMemory(s), &ops)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn memory_storage_matches_the_model(ops in proptest::collection::vec(op(), 1..60)) {
+        run_model(&mut InMemory(MemoryStorage::new(q())), &ops)?;
+    }
+}
+
+// ---- behaviour both share ---------------------------------------------------------------------
+
+/// Many threads write and submit at once: every batch is acknowledged exactly once, and every
+/// acknowledged write is readable afterwards.
+fn concurrent_writers_are_each_acknowledged_once(s: Arc<dyn Storage>) {
+    const THREADS: usize = 8;
+    const PER_THREAD: usize = 25;
+    let calls: Arc<Vec<AtomicUsize>> = Arc::new(
+        (0..THREADS * PER_THREAD)
+            .map(|_| AtomicUsize::new(0))
+            .collect(),
+    );
+    let before = s.stats();
+    let handles: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let s = Arc::clone(&s);
+            let calls = Arc::clone(&calls);
+            thread::spawn(move || {
+                for i in 0..PER_THREAD {
+                    let id = t * PER_THREAD + i;
+                    let batch = put(part((id % 4) as u32), key(id), value(t, &format!("v{id}")));
+                    if t % 2 == 0 {
+                        s.write(batch).unwrap();
+                        calls[id].fetch_add(1, Ordering::SeqCst);
+                    } else {
+                        let (tx, rx) = mpsc::channel();
+                        let calls = Arc::clone(&calls);
+                        s.submit(
+                            batch,
+                            Box::new(move |r| {
+                                calls[id].fetch_add(1, Ordering::SeqCst);
+                                tx.send(r).unwrap();
+                            }),
+                        );
+                        rx.recv_timeout(Duration::from_secs(20)).unwrap().unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    for (id, c) in calls.iter().enumerate() {
+        assert_eq!(c.load(Ordering::SeqCst), 1, "batch {id}");
+        let got = s.object(part((id % 4) as u32), &key(id)).unwrap();
+        assert_eq!(
+            got,
+            ReadOutcome::Found(value(id / PER_THREAD, &format!("v{id}")))
+        );
+    }
+    let after = s.stats();
+    assert_eq!(
+        after.batches - before.batches,
+        (THREADS * PER_THREAD) as u64
+    );
+    assert_eq!(after.writes - before.writes, (THREADS * PER_THREAD) as u64);
+    assert!(after.commits - before.commits <= (THREADS * PER_THREAD) as u64);
+    assert_eq!(after.queued_batches, 0);
+}
+
+#[test]
+fn memory_concurrent_writers_are_each_acknowledged_once() {
+    concurrent_writers_are_each_acknowledged_once(Arc::new(MemoryStorage::new(q())));
+}
+
+#[test]
+fn redb_concurrent_writers_are_each_acknowledged_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, _) = RedbStorage::open(dir.path(), &node("n1"), q(), Incarnation::new(3)).unwrap();
+    concurrent_writers_are_each_acknowledged_once(Arc::new(s));
+}
+
+fn writes_outside_the_ring_are_refused(s: &dyn Storage) {
+    let outside = PartitionId::from_index_unchecked(Q);
+    let mut batch = put(part(0), key(1), value(0, "ok"));
+    batch.push(Write::RemoveObject {
+        partition: outside,
+        key: key(1),
+    });
+    assert_eq!(
+        s.write(batch),
+        Err(StorageError::PartitionOutOfRange {
+            partition: outside,
+            count: q()
+        })
+    );
+    assert_eq!(s.object(part(0), &key(1)).unwrap(), ReadOutcome::NotFound);
+}
+
+#[test]
+fn both_refuse_writes_outside_the_ring() {
+    writes_outside_the_ring_are_refused(&MemoryStorage::new(q()));
+    let (s, _) = RedbStorage::open_in_memory(&node("n1"), q(), Incarnation::new(1)).unwrap();
+    writes_outside_the_ring_are_refused(&s);
+}
+
+// ---- damaged records --------------------------------------------------------------------------
+
+type RawTable = TableDefinition<'static, &'static [u8], &'static [u8]>;
+
+fn raw_get(s: &RedbStorage, table: RawTable, tk: &[u8]) -> Option<Vec<u8>> {
+    let txn = s.database().begin_read().unwrap();
+    let t = txn.open_table(table).unwrap();
+    t.get(tk).unwrap().map(|g| g.value().to_vec())
+}
+
+fn raw_put(s: &RedbStorage, table: RawTable, tk: &[u8], bytes: &[u8]) {
+    let txn = s.database().begin_write().unwrap();
+    txn.open_table(table).unwrap().insert(tk, bytes).unwrap();
+    txn.commit().unwrap();
+}
+
+/// Flips one byte of the record stored under `tk`.
+fn flip_byte(s: &RedbStorage, table: RawTable, tk: &[u8], at: usize) {
+    let mut bytes = raw_get(s, table, tk).unwrap();
+    let at = at.min(bytes.len() - 1);
+    bytes[at] ^= 0x40;
+    raw_put(s, table, tk, &bytes);
+}
+
+/// The tree recomputed from the stored records.
+fn rebuilt_tree(s: &RedbStorage, p: PartitionId) -> TictacTree {
+    let txn = s.database().begin_read().unwrap();
+    let objects = txn.open_table(OBJECTS).unwrap();
+    let segments = SegmentId::all()
+        .map(|seg| segment_hash(&objects, p, seg).unwrap())
+        .collect();
+    TictacTree::from_segments(segments).unwrap()
+}
+
+/// Waits until every queued job (such as a segment rebuild) is committed.
+fn flush(s: &RedbStorage) {
+    s.write(WriteBatch::new()).unwrap();
+}
+
+fn object_table_key(p: PartitionId, k: &Key) -> Vec<u8> {
+    object_key(p, SegmentId::of(k, q()), k)
+}
+
+#[test]
+fn a_damaged_object_is_reported_left_out_of_the_tree_and_overwritable() {
+    let (s, _) = RedbStorage::open_in_memory(&node("n1"), q(), Incarnation::new(1)).unwrap();
+    let p = part(1);
+    let mut model = Model::default();
+    for i in 0..20 {
+        let w = Write::Object {
+            partition: p,
+            key: key(i),
+            object: value(0, &format!("v{i}")),
+        };
+        model.apply(&w);
+        s.write(w.into()).unwrap();
+    }
+    assert_eq!(s.tree(p).unwrap(), rebuilt_tree(&s, p));
+
+    // Damage k5's record in the middle of the object bytes.
+    let damaged = key(5);
+    let tk = object_table_key(p, &damaged);
+    flip_byte(&s, OBJECTS, &tk, 30);
+    // Counted each time the damaged record is met: by this read, the listing, the segment
+    // listing, and the write that replaces it.
+    assert_eq!(s.object(p, &damaged).unwrap(), ReadOutcome::Corrupted);
+    assert_eq!(s.stats().corrupt_objects, 1);
+
+    let listed = list_all(&s, p, 7);
+    assert_eq!(listed.len(), 20);
+    for (k, outcome) in &listed {
+        if *k == damaged {
+            assert_eq!(*outcome, ReadOutcome::Corrupted);
+        } else {
+            assert_eq!(*outcome, model.object(p, k));
+        }
+    }
+    let segment = SegmentId::of(&damaged, q());
+    assert!(
+        s.segment_keys(p, segment)
+            .unwrap()
+            .iter()
+            .all(|(k, _)| *k != damaged)
+    );
+    assert_eq!(s.stats().corrupt_objects, 3);
+
+    // The read queued a rebuild of k5's segment: the tree now leaves k5 out, so anti-entropy
+    // sees this replica as missing it.
+    flush(&s);
+    model.objects.remove(&(p, segment, damaged.clone()));
+    assert_eq!(s.tree(p).unwrap(), rebuilt_tree(&s, p));
+    assert_eq!(s.tree(p).unwrap(), model.tree(p));
+    assert!(s.stats().segment_rebuilds >= 1);
+
+    // A repair (a merge from a peer) replaces the damaged record.
+    let repaired = Write::MergeObject {
+        partition: p,
+        key: damaged.clone(),
+        object: value(1, "repaired"),
+    };
+    model.apply(&repaired);
+    s.write(repaired.into()).unwrap();
+    assert_eq!(s.object(p, &damaged).unwrap(), model.object(p, &damaged));
+    assert_eq!(s.stats().corrupt_objects, 4);
+    assert_eq!(s.tree(p).unwrap(), rebuilt_tree(&s, p));
+    assert_eq!(s.tree(p).unwrap(), model.tree(p));
+
+    // Damage another record and overwrite it without reading it first: the write notices and
+    // rebuilds the segment itself.
+    let other = key(6);
+    flip_byte(&s, OBJECTS, &object_table_key(p, &other), 0);
+    let overwrite = Write::Object {
+        partition: p,
+        key: other.clone(),
+        object: value(2, "new"),
+    };
+    model.apply(&overwrite);
+    s.write(overwrite.into()).unwrap();
+    assert_eq!(s.object(p, &other).unwrap(), model.object(p, &other));
+    assert_eq!(s.tree(p).unwrap(), model.tree(p));
+    assert_eq!(s.stats().corrupt_objects, 5);
+
+    // And a damaged record that is removed.
+    let gone = key(7);
+    flip_byte(&s, OBJECTS, &object_table_key(p, &gone), 10);
+    let remove = Write::RemoveObject {
+        partition: p,
+        key: gone.clone(),
+    };
+    model.apply(&remove);
+    s.write(remove.into()).unwrap();
+    assert_eq!(s.object(p, &gone).unwrap(), ReadOutcome::NotFound);
+    assert_eq!(s.tree(p).unwrap(), model.tree(p));
+    assert_eq!(s.tree(p).unwrap(), rebuilt_tree(&s, p));
+}
+
+#[test]
+fn garbage_and_undecodable_records_read_as_corrupted() {
+    let (s, _) = RedbStorage::open_in_memory(&node("n1"), q(), Incarnation::new(1)).unwrap();
+    let p = part(2);
+    // Too short to hold a header.
+    raw_put(&s, OBJECTS, &object_table_key(p, &key(1)), b"\x01\x02\x03");
+    assert_eq!(s.object(p, &key(1)).unwrap(), ReadOutcome::Corrupted);
+    // A well-sealed record whose object bytes do not decode.
+    let tk = object_table_key(p, &key(2));
+    let (record, _) = encode_object_record(&tk, b"\xc1 not an object");
+    raw_put(&s, OBJECTS, &tk, &record);
+    // Only storage's own writes produce well-sealed records, and those are in the tree: put
+    // this one in, as such a write would have.
+    let segment = SegmentId::of(&key(2), q());
+    let hash = rebuilt_tree(&s, p).segment(segment);
+    let ak = segment_prefix(p, segment);
+    raw_put(&s, AAE, &ak, &encode_tree_entry(&ak, &hash));
+    assert_eq!(s.object(p, &key(2)).unwrap(), ReadOutcome::Corrupted);
+    // A valid record moved under another key.
+    let (moved, _) = encode_object_record(
+        &object_table_key(p, &key(9)),
+        &encode_object(&value(0, "x")),
+    );
+    raw_put(&s, OBJECTS, &object_table_key(p, &key(3)), &moved);
+    assert_eq!(s.object(p, &key(3)).unwrap(), ReadOutcome::Corrupted);
+    assert_eq!(s.stats().corrupt_objects, 3);
+    assert_eq!(
+        list_all(&s, p, 10)
+            .iter()
+            .filter(|(_, o)| *o == ReadOutcome::Corrupted)
+            .count(),
+        3
+    );
+    // Overwriting each works.
+    for i in 1..=3 {
+        s.write(put(p, key(i), value(0, "fixed"))).unwrap();
+        assert_eq!(
+            s.object(p, &key(i)).unwrap(),
+            ReadOutcome::Found(value(0, "fixed"))
+        );
+    }
+    assert_eq!(s.tree(p).unwrap(), rebuilt_tree(&s, p));
+}
+
+#[test]
+fn a_damaged_tree_entry_is_recomputed() {
+    let (s, _) = RedbStorage::open_in_memory(&node("n1"), q(), Incarnation::new(1)).unwrap();
+    let p = part(0);
+    for i in 0..10 {
+        s.write(put(p, key(i), value(0, "v"))).unwrap();
+    }
+    let expected = rebuilt_tree(&s, p);
+    let segment = SegmentId::of(&key(3), q());
+    let ak = segment_prefix(p, segment);
+    flip_byte(&s, AAE, &ak, 8);
+    // Reads recompute the damaged entry from the records and queue its repair.
+    assert_eq!(s.tree(p).unwrap(), expected);
+    assert_eq!(s.stats().corrupt_tree_entries, 1);
+    flush(&s);
+    assert_eq!(s.tree(p).unwrap(), expected);
+    assert_eq!(s.stats().corrupt_tree_entries, 1, "the entry was rewritten");
+    // A write to a segment whose entry is damaged rebuilds it too.
+    flip_byte(&s, AAE, &ak, 4);
+    s.write(put(p, key(3), value(1, "w"))).unwrap();
+    assert_eq!(s.tree(p).unwrap(), rebuilt_tree(&s, p));
+}
+
+#[test]
+fn a_damaged_hint_is_listed_as_corrupted_and_removable() {
+    let (s, _) = RedbStorage::open_in_memory(&node("n1"), q(), Incarnation::new(1)).unwrap();
+    let target = node("t1");
+    let mut batch = WriteBatch::new();
+    for i in 0..3 {
+        batch.push(Write::Hint {
+            target: target.clone(),
+            partition: part(1),
+            key: key(i),
+            object: value(0, "h"),
+            stored_at_unix_ms: 10,
+        });
+    }
+    s.write(batch).unwrap();
+    flip_byte(&s, HINTS, &hint_key(&target, part(1), &key(1)), 12);
+    let listed = hints_all(&s, &target, 10);
+    assert_eq!(listed.len(), 3);
+    assert_eq!(
+        listed[1],
+        HintEntry::Corrupted {
+            partition: part(1),
+            key: key(1)
+        }
+    );
+    assert!(matches!(&listed[0], HintEntry::Found(h) if h.key == key(0)));
+    assert_eq!(s.stats().corrupt_objects, 1);
+    // A conditional removal cannot match a damaged hint; an unconditional one removes it.
+    let remove = |if_digest| Write::RemoveHint {
+        target: target.clone(),
+        partition: part(1),
+        key: key(1),
+        if_digest,
+    };
+    s.write(remove(Some(ObjectDigest::of(&value(0, "h")))).into())
+        .unwrap();
+    assert_eq!(hints_all(&s, &target, 10).len(), 3);
+    s.write(remove(None).into()).unwrap();
+    assert_eq!(hints_all(&s, &target, 10).len(), 2);
+}
+
+// ---- identity ---------------------------------------------------------------------------------
+
+#[test]
+fn the_incarnation_is_created_once_and_kept_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let n1 = node("n1");
+    let (s, inc) = RedbStorage::open(dir.path(), &n1, q(), Incarnation::new(7)).unwrap();
+    assert_eq!(inc, Incarnation::new(7));
+    s.write(put(part(0), key(0), value(0, "kept"))).unwrap();
+    // A second handle on an open database is refused.
+    assert_eq!(
+        RedbStorage::open(dir.path(), &n1, q(), Incarnation::new(8)).err(),
+        Some(StorageError::AlreadyOpen)
+    );
+    drop(s);
+
+    let (s, inc) = RedbStorage::open(dir.path(), &n1, q(), Incarnation::new(8)).unwrap();
+    assert_eq!(inc, Incarnation::new(7));
+    assert_eq!(s.incarnation(), Incarnation::new(7));
+    assert_eq!(s.node(), &n1);
+    assert_eq!(s.partition_count(), q());
+    assert_eq!(
+        s.object(part(0), &key(0)).unwrap(),
+        ReadOutcome::Found(value(0, "kept"))
+    );
+    drop(s);
+
+    assert_eq!(
+        RedbStorage::open(dir.path(), &node("n2"), q(), Incarnation::new(9)).err(),
+        Some(StorageError::WrongNode {
+            expected: node("n2"),
+            found: n1.clone()
+        })
+    );
+    let q8 = PartitionCount::new(8).unwrap();
+    assert_eq!(
+        RedbStorage::open(dir.path(), &n1, q8, Incarnation::new(9)).err(),
+        Some(StorageError::WrongPartitionCount {
+            expected: q8,
+            found: q()
+        })
+    );
+    // The refused opens changed nothing.
+    let (_, inc) = RedbStorage::open(dir.path(), &n1, q(), Incarnation::new(10)).unwrap();
+    assert_eq!(inc, Incarnation::new(7));
+}
+
+#[test]
+fn a_fresh_directory_takes_the_candidate_incarnation() {
+    let dir = tempfile::tempdir().unwrap();
+    let nested = dir.path().join("a/b");
+    let (_, inc) = RedbStorage::open(&nested, &node("n1"), q(), Incarnation::new(42)).unwrap();
+    assert_eq!(inc, Incarnation::new(42));
+    assert!(nested.join(DATABASE_FILE).exists());
+}
+
+// ---- group commit -----------------------------------------------------------------------------
+
+/// An in-memory backend whose fsyncs can be held (to build up a queue deterministically) or
+/// made to fail.
+#[derive(Debug)]
+struct GatedBackend {
+    inner: InMemoryBackend,
+    gate: Arc<Gate>,
+}
+
+#[derive(Debug, Default)]
+struct Gate {
+    state: Mutex<GateState>,
+    changed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct GateState {
+    hold: bool,
+    /// Syncs waiting at the held gate.
+    waiting: usize,
+    fail: bool,
+    syncs: usize,
+}
+
+impl Gate {
+    fn set(&self, f: impl FnOnce(&mut GateState)) {
+        f(&mut self.state.lock().unwrap());
+        self.changed.notify_all();
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&GateState) -> T) -> T {
+        f(&self.state.lock().unwrap())
+    }
+}
+
+impl StorageBackend for GatedBackend {
+    fn len(&self) -> Result<u64, io::Error> {
+        self.inner.len()
+    }
+    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), io::Error> {
+        self.inner.read(offset, out)
+    }
+    fn set_len(&self, len: u64) -> Result<(), io::Error> {
+        self.inner.set_len(len)
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), io::Error> {
+        self.inner.write(offset, data)
+    }
+    fn sync_data(&self) -> Result<(), io::Error> {
+        let mut state = self.gate.state.lock().unwrap();
+        state.waiting += 1;
+        self.gate.changed.notify_all();
+        while state.hold {
+            state = self.gate.changed.wait(state).unwrap();
+        }
+        state.waiting -= 1;
+        state.syncs += 1;
+        if state.fail {
+            return Err(io::Error::other("injected fsync failure"));
+        }
+        self.inner.sync_data()
+    }
+}
+
+fn gated() -> (RedbStorage, Arc<Gate>) {
+    let gate = Arc::new(Gate::default());
+    let backend = GatedBackend {
+        inner: InMemoryBackend::new(),
+        gate: Arc::clone(&gate),
+    };
+    let (s, _) =
+        RedbStorage::open_with_backend(backend, &node("n1"), q(), Incarnation::new(1)).unwrap();
+    (s, gate)
+}
+
+/// Submits `batch`; the returned receiver gets the result (and would get a second one if `done`
+/// were called twice).
+fn submit(s: &RedbStorage, batch: WriteBatch) -> mpsc::Receiver<Result<(), StorageError>> {
+    let (tx, rx) = mpsc::channel();
+    s.submit(
+        batch,
+        Box::new(move |r| {
+            tx.send(r).unwrap();
+        }),
+    );
+    rx
+}
+
+fn exactly_one(rx: &mpsc::Receiver<Result<(), StorageError>>) -> Result<(), StorageError> {
+    let r = rx.recv_timeout(Duration::from_secs(20)).unwrap();
+    assert!(
+        rx.recv_timeout(Duration::from_millis(20)).is_err(),
+        "done called twice"
+    );
+    r
+}
+
+#[test]
+fn batches_queued_during_a_commit_share_the_next_one() {
+    let (s, gate) = gated();
+    let before = s.stats();
+    gate.set(|g| g.hold = true);
+    let first = submit(&s, put(part(0), key(0), value(0, "first")));
+    wait_until("the first commit to reach its fsync", || {
+        gate.read(|g| g.waiting == 1)
+    });
+
+    // Ten more batches from ten threads while the first commit is in its fsync.
+    let queued: Vec<_> = (1..=10)
+        .map(|i| {
+            let s = s.clone();
+            thread::spawn(move || submit(&s, put(part(1), key(i), value(0, "queued"))))
+        })
+        .map(|h| h.join().unwrap())
+        .collect();
+    wait_until("ten queued batches", || s.stats().queued_batches == 10);
+    // Not durable yet, so not acknowledged.
+    assert!(first.try_recv().is_err());
+    assert!(queued.iter().all(|rx| rx.try_recv().is_err()));
+
+    gate.set(|g| g.hold = false);
+    exactly_one(&first).unwrap();
+    for rx in &queued {
+        exactly_one(rx).unwrap();
+    }
+    let after = s.stats();
+    assert_eq!(after.commits - before.commits, 2, "{after:?}");
+    assert_eq!(after.batches - before.batches, 11);
+    assert_eq!(after.max_batches_per_commit, 10);
+    assert!(after.batches_per_commit() > 1.0);
+    for i in 1..=10 {
+        assert!(s.object(part(1), &key(i)).unwrap().object().is_some());
+    }
+}
+
+#[test]
+fn a_failed_commit_fails_every_batch_of_its_group() {
+    let (s, gate) = gated();
+    s.write(put(part(0), key(0), value(0, "before"))).unwrap();
+    let before = s.stats();
+    gate.set(|g| {
+        g.hold = true;
+        g.fail = true;
+    });
+    let first = submit(&s, put(part(0), key(1), value(0, "lost")));
+    wait_until("the first commit to reach its fsync", || {
+        gate.read(|g| g.waiting == 1)
+    });
+    let queued: Vec<_> = (2..6)
+        .map(|i| submit(&s, put(part(0), key(i), value(0, "lost"))))
+        .collect();
+    wait_until("four queued batches", || s.stats().queued_batches == 4);
+    gate.set(|g| g.hold = false);
+
+    assert!(matches!(
+        exactly_one(&first),
+        Err(StorageError::Database { .. })
+    ));
+    for rx in &queued {
+        assert!(matches!(
+            exactly_one(rx),
+            Err(StorageError::Database { .. })
+        ));
+    }
+    let after = s.stats();
+    assert!(after.failed_commits > before.failed_commits);
+    assert_eq!(after.batches, before.batches, "nothing acknowledged");
+    assert_eq!(after.commits, before.commits);
+    // Reads still answer, with what was committed before the failure.
+    assert_eq!(
+        s.object(part(0), &key(0)).unwrap(),
+        ReadOutcome::Found(value(0, "before"))
+    );
+}
+
+#[test]
+fn dropping_the_storage_finishes_queued_batches() {
+    let (s, gate) = gated();
+    gate.set(|g| g.hold = true);
+    let acked = Arc::new(AtomicUsize::new(0));
+    for i in 0..50 {
+        let acked = Arc::clone(&acked);
+        s.submit(
+            put(part(2), key(i), value(0, "v")),
+            Box::new(move |r| {
+                r.unwrap();
+                acked.fetch_add(1, Ordering::SeqCst);
+            }),
+        );
+    }
+    wait_until("the first commit to reach its fsync", || {
+        gate.read(|g| g.waiting == 1)
+    });
+    let releaser = {
+        let gate = Arc::clone(&gate);
+        // Let go from another thread: the drop below waits for the commit thread to finish.
+        thread::spawn(move || gate.set(|g| g.hold = false))
+    };
+    drop(s);
+    releaser.join().unwrap();
+    assert_eq!(acked.load(Ordering::SeqCst), 50);
+}
+
+#[test]
+fn write_from_a_commit_callback_is_an_error_not_a_deadlock() {
+    let (s, _) = RedbStorage::open_in_memory(&node("n1"), q(), Incarnation::new(1)).unwrap();
+    let (tx, rx) = mpsc::channel();
+    let inner = s.clone();
+    s.submit(
+        WriteBatch::new(),
+        Box::new(move |_| {
+            tx.send(inner.write(WriteBatch::new())).unwrap();
+        }),
+    );
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(20)).unwrap(),
+        Err(StorageError::WriteFromCommitThread)
+    );
+}
+
+#[test]
+fn one_fsync_per_commit() {
+    let (s, gate) = gated();
+    let syncs = gate.read(|g| g.syncs);
+    let commits = s.stats().commits;
+    for i in 0..5 {
+        s.write(put(part(0), key(i), value(0, "v"))).unwrap();
+    }
+    assert_eq!(s.stats().commits - commits, 5);
+    assert_eq!(gate.read(|g| g.syncs) - syncs, 5);
+}
