@@ -1,0 +1,37 @@
+use std::time::Duration;
+
+use shoal_types::{Incarnation, Limits, NodeId, Quorum};
+
+/// What a node needs to know about itself. Every field is already valid by type.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// This node's id.
+    pub id: NodeId,
+    /// The incarnation of its data directory (part of every dot it makes).
+    pub incarnation: Incarnation,
+    /// Default N, R, W, PR, PW.
+    pub quorum: Quorum,
+    /// Key, value and sibling limits.
+    pub limits: Limits,
+    /// How long a request may take when the client gives no timeout.
+    pub request_timeout: Duration,
+    /// Most requests this node coordinates at once; beyond it, `Overloaded`.
+    pub max_in_flight: usize,
+    /// How often the node pings every other member to keep reachability fresh.
+    pub ping_interval: Duration,
+}
+
+impl NodeConfig {
+    /// Defaults for everything but identity: N=3 R=2 W=2, default limits, 5 s timeout.
+    pub fn new(id: NodeId, incarnation: Incarnation) -> Self {
+        NodeConfig {
+            id,
+            incarnation,
+            quorum: Quorum::default(),
+            limits: Limits::default(),
+            request_timeout: Duration::from_secs(5),
+            max_in_flight: 16 * 1024,
+            ping_interval: Duration::from_secs(1),
+        }
+    }
+}

@@ -1,0 +1,346 @@
+//! The quorum logic of one request as small pure values, after Riak's `get_core` and
+//! `put_core`: results go in, the value says whether the request has enough, has failed, or
+//! must wait, and what to do afterwards. No I/O, no clock, no node state.
+
+use shoal_causality::Object;
+use shoal_protocol::{LocalRead, RequestError};
+use shoal_types::{NodeId, ReadRequirement, WriteRequirement};
+
+/// The tally of one get: replies from the replicas asked, merged as they arrive.
+#[derive(Debug, Clone)]
+pub struct ReadQuorum {
+    required: ReadRequirement,
+    asked: usize,
+    replies: Vec<ReadReply>,
+    failures: usize,
+    merged: Object,
+}
+
+/// One replica's answer to a read.
+#[derive(Debug, Clone)]
+struct ReadReply {
+    node: NodeId,
+    primary: bool,
+    /// What the replica holds; `None` when it holds nothing or its record is corrupt.
+    object: Option<Object>,
+}
+
+/// Where a read stands.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReadProgress {
+    /// Not enough replies yet, and enough may still come.
+    Waiting,
+    /// R replies (PR from primaries) are in: the merged object can be answered.
+    Enough,
+    /// Too many replicas failed for R (or PR) to be reached.
+    Failed(RequestError),
+}
+
+impl ReadQuorum {
+    /// A read that asked `asked` replicas and needs `required`.
+    pub fn new(required: ReadRequirement, asked: usize) -> Self {
+        ReadQuorum {
+            required,
+            asked,
+            replies: Vec::with_capacity(asked),
+            failures: 0,
+            merged: Object::new(),
+        }
+    }
+
+    /// Records a replica's answer. A corrupt record counts as an answer holding nothing, so
+    /// read repair rewrites it.
+    pub fn add_reply(&mut self, node: NodeId, primary: bool, read: LocalRead) {
+        let object = match read {
+            LocalRead::Found(o) => {
+                self.merged = self.merged.merge(&o);
+                Some(o)
+            }
+            LocalRead::NotFound | LocalRead::Corrupted => None,
+        };
+        self.replies.push(ReadReply {
+            node,
+            primary,
+            object,
+        });
+    }
+
+    /// Records a replica that did not answer (unreachable, error, or lost).
+    pub fn add_failure(&mut self) {
+        self.failures += 1;
+    }
+
+    /// Where the read stands now.
+    pub fn progress(&self) -> ReadProgress {
+        let replies = self.replies.len();
+        let primary = self.replies.iter().filter(|r| r.primary).count();
+        if replies >= self.required.r() && primary >= self.required.pr() {
+            return ReadProgress::Enough;
+        }
+        let outstanding = self.outstanding();
+        if replies + outstanding < self.required.r() || primary + outstanding < self.required.pr() {
+            return ReadProgress::Failed(RequestError::QuorumFailed {
+                required: self.required.r(),
+                answered: replies,
+            });
+        }
+        ReadProgress::Waiting
+    }
+
+    /// The merged object of every reply so far.
+    pub fn merged(&self) -> &Object {
+        &self.merged
+    }
+
+    /// How many replicas have answered.
+    pub fn replies(&self) -> usize {
+        self.replies.len()
+    }
+
+    /// The error to give when the deadline passes before enough replies.
+    pub fn timeout_error(&self) -> RequestError {
+        RequestError::Timeout {
+            required: self.required.r(),
+            answered: self.replies.len(),
+        }
+    }
+
+    /// Whether every replica asked has answered or failed.
+    pub fn is_complete(&self) -> bool {
+        self.outstanding() == 0
+    }
+
+    /// Read repair: the replicas that answered with something older than the merged object
+    /// (including nothing, or a corrupt record). Empty when the merge is empty: there is
+    /// nothing to repair with.
+    pub fn stale_replicas(&self) -> Vec<NodeId> {
+        if self.merged.is_empty() {
+            return Vec::new();
+        }
+        self.replies
+            .iter()
+            .filter(|r| r.object.as_ref() != Some(&self.merged))
+            .map(|r| r.node.clone())
+            .collect()
+    }
+
+    fn outstanding(&self) -> usize {
+        self.asked
+            .saturating_sub(self.replies.len() + self.failures)
+    }
+}
+
+/// The tally of one put: durable acks from the replicas written, the coordinator's own
+/// included.
+#[derive(Debug, Clone)]
+pub struct WriteQuorum {
+    required: WriteRequirement,
+    targets: usize,
+    primary_targets: usize,
+    acks: usize,
+    primary_acks: usize,
+    failures: usize,
+    primary_failures: usize,
+}
+
+/// Where a write stands.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WriteProgress {
+    /// Not enough acks yet, and enough may still come.
+    Waiting,
+    /// W durable acks (PW from primaries) are in.
+    Enough,
+    /// Too many replicas failed for W (or PW) to be reached. Indeterminate: the write may be
+    /// durable on some replicas.
+    Failed(RequestError),
+}
+
+impl WriteQuorum {
+    /// A write sent to `targets` replicas, `primary_targets` of them primaries.
+    pub fn new(required: WriteRequirement, targets: usize, primary_targets: usize) -> Self {
+        WriteQuorum {
+            required,
+            targets,
+            primary_targets,
+            acks: 0,
+            primary_acks: 0,
+            failures: 0,
+            primary_failures: 0,
+        }
+    }
+
+    /// Records a durable ack.
+    pub fn add_ack(&mut self, primary: bool) {
+        self.acks += 1;
+        if primary {
+            self.primary_acks += 1;
+        }
+    }
+
+    /// Records a replica that did not ack.
+    pub fn add_failure(&mut self, primary: bool) {
+        self.failures += 1;
+        if primary {
+            self.primary_failures += 1;
+        }
+    }
+
+    /// Where the write stands now.
+    pub fn progress(&self) -> WriteProgress {
+        if self.acks >= self.required.w() && self.primary_acks >= self.required.pw() {
+            return WriteProgress::Enough;
+        }
+        let outstanding = self.targets.saturating_sub(self.acks + self.failures);
+        let primary_outstanding = self
+            .primary_targets
+            .saturating_sub(self.primary_acks + self.primary_failures);
+        if self.acks + outstanding < self.required.w()
+            || self.primary_acks + primary_outstanding < self.required.pw()
+        {
+            return WriteProgress::Failed(RequestError::QuorumFailed {
+                required: self.required.w(),
+                answered: self.acks,
+            });
+        }
+        WriteProgress::Waiting
+    }
+
+    /// The error to give when the deadline passes before enough acks.
+    pub fn timeout_error(&self) -> RequestError {
+        RequestError::Timeout {
+            required: self.required.w(),
+            answered: self.acks,
+        }
+    }
+
+    /// Whether every target has acked or failed.
+    pub fn is_complete(&self) -> bool {
+        self.acks + self.failures >= self.targets
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use shoal_causality::{Actor, CausalContext, Sibling};
+    use shoal_types::{Incarnation, ReplicationFactor};
+
+    use super::*;
+
+    fn node(n: &str) -> NodeId {
+        NodeId::new(n).unwrap()
+    }
+
+    fn n3() -> ReplicationFactor {
+        ReplicationFactor::new(3).unwrap()
+    }
+
+    fn written(value: &str, by: &str) -> Object {
+        let actor = Actor::new(node(by), Incarnation::new(7));
+        Object::new()
+            .update(
+                &CausalContext::empty(),
+                Sibling::Value(Bytes::from(value.to_owned())),
+                &actor,
+                64,
+            )
+            .unwrap()
+    }
+
+    #[test]
+    fn read_is_enough_after_r_replies_and_merges_them() {
+        let mut q = ReadQuorum::new(ReadRequirement::new(n3(), 2, 0).unwrap(), 3);
+        q.add_reply(node("a"), true, LocalRead::Found(written("x", "a")));
+        assert_eq!(q.progress(), ReadProgress::Waiting);
+        q.add_reply(node("b"), true, LocalRead::Found(written("y", "b")));
+        assert_eq!(q.progress(), ReadProgress::Enough);
+        assert_eq!(
+            q.merged().values().len(),
+            2,
+            "concurrent writes are siblings"
+        );
+    }
+
+    #[test]
+    fn read_fails_when_too_many_replicas_fail_and_says_how_many_answered() {
+        let mut q = ReadQuorum::new(ReadRequirement::new(n3(), 3, 0).unwrap(), 3);
+        q.add_reply(node("a"), true, LocalRead::NotFound);
+        q.add_failure();
+        assert_eq!(
+            q.progress(),
+            ReadProgress::Failed(RequestError::QuorumFailed {
+                required: 3,
+                answered: 1
+            })
+        );
+    }
+
+    #[test]
+    fn read_with_pr_waits_for_primaries() {
+        let mut q = ReadQuorum::new(ReadRequirement::new(n3(), 2, 2).unwrap(), 3);
+        q.add_reply(node("a"), true, LocalRead::NotFound);
+        q.add_reply(node("f"), false, LocalRead::NotFound);
+        assert_eq!(q.progress(), ReadProgress::Waiting);
+        q.add_reply(node("b"), true, LocalRead::NotFound);
+        assert_eq!(q.progress(), ReadProgress::Enough);
+    }
+
+    #[test]
+    fn stale_replicas_are_those_older_than_the_merge_including_late_and_corrupt_ones() {
+        let x = written("x", "a");
+        let mut q = ReadQuorum::new(ReadRequirement::new(n3(), 2, 0).unwrap(), 3);
+        q.add_reply(node("a"), true, LocalRead::Found(x.clone()));
+        q.add_reply(node("b"), true, LocalRead::NotFound);
+        assert_eq!(q.progress(), ReadProgress::Enough);
+        q.add_reply(node("c"), true, LocalRead::Corrupted);
+        assert!(q.is_complete());
+        assert_eq!(q.stale_replicas(), vec![node("b"), node("c")]);
+    }
+
+    #[test]
+    fn nothing_to_repair_when_every_replica_is_empty() {
+        let mut q = ReadQuorum::new(ReadRequirement::new(n3(), 2, 0).unwrap(), 2);
+        q.add_reply(node("a"), true, LocalRead::NotFound);
+        q.add_reply(node("b"), true, LocalRead::NotFound);
+        assert!(q.stale_replicas().is_empty());
+    }
+
+    #[test]
+    fn write_is_enough_after_w_acks() {
+        let mut q = WriteQuorum::new(WriteRequirement::new(n3(), 2, 0).unwrap(), 3, 3);
+        q.add_ack(true);
+        assert_eq!(q.progress(), WriteProgress::Waiting);
+        q.add_failure(true);
+        assert_eq!(q.progress(), WriteProgress::Waiting);
+        q.add_ack(true);
+        assert_eq!(q.progress(), WriteProgress::Enough);
+    }
+
+    #[test]
+    fn write_fails_indeterminately_when_w_cannot_be_reached() {
+        let mut q = WriteQuorum::new(WriteRequirement::new(n3(), 3, 0).unwrap(), 3, 3);
+        q.add_ack(true);
+        q.add_failure(true);
+        let WriteProgress::Failed(e) = q.progress() else {
+            panic!("expected failure, got {:?}", q.progress());
+        };
+        assert!(e.is_indeterminate(), "{e}");
+        assert_eq!(
+            e,
+            RequestError::QuorumFailed {
+                required: 3,
+                answered: 1
+            }
+        );
+    }
+
+    #[test]
+    fn write_with_pw_counts_only_primary_acks() {
+        let mut q = WriteQuorum::new(WriteRequirement::new(n3(), 2, 2).unwrap(), 3, 2);
+        q.add_ack(true);
+        q.add_ack(false);
+        assert_eq!(q.progress(), WriteProgress::Waiting);
+        q.add_failure(true);
+        assert!(matches!(q.progress(), WriteProgress::Failed(_)));
+    }
+}

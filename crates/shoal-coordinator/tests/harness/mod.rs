@@ -1,0 +1,397 @@
+//! A tiny in-memory cluster for coordinator tests, in the spirit of quinn-proto's `Pair`:
+//! several `Node`s, a FIFO message queue instead of a network, `MemoryStorage` whose batches
+//! are applied when the harness delivers the persist, and a virtual clock. `shoal-sim` is the
+//! full simulator with faults; this is the minimum to test one behaviour at a time.
+
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use shoal_causality::CausalContext;
+use shoal_coordinator::{InboundId, Node, NodeConfig, OutboundId, Output, SendError};
+use shoal_protocol::{ClientRequest, ClientResponse, ReplicaResponse, Request, Response};
+use shoal_ring::{Member, Ring};
+use shoal_storage::{MemoryStorage, Storage};
+use shoal_types::{Incarnation, Key, NodeId, PartitionCount, ReplicationFactor, RequestOptions};
+
+pub struct Cluster {
+    pub nodes: BTreeMap<NodeId, Node<MemoryStorage>>,
+    pub now: Instant,
+    /// Nodes whose connections fail at once (`SendError::Unreachable`).
+    pub down: BTreeSet<NodeId>,
+    /// Nodes that receive nothing and answer nothing: requests to them are lost silently.
+    pub silent: BTreeSet<NodeId>,
+    /// Persists held back per node (not yet durable), released by `release_persists`.
+    pub hold_persists: BTreeSet<NodeId>,
+    held: Vec<(
+        NodeId,
+        shoal_coordinator::PersistId,
+        shoal_storage::WriteBatch,
+    )>,
+    queue: VecDeque<Event>,
+    /// Inbound requests that peers sent: answer goes back to (sender, outbound id).
+    peer_inbound: BTreeMap<(NodeId, InboundId), (NodeId, OutboundId)>,
+    client_replies: BTreeMap<(NodeId, InboundId), Response>,
+    next_inbound: u64,
+    /// Every message sent, in order: (from, to, kind).
+    pub sent: Vec<(NodeId, NodeId, String)>,
+}
+
+enum Event {
+    Deliver {
+        to: NodeId,
+        id: InboundId,
+        request: Request,
+    },
+    Answer {
+        to: NodeId,
+        id: OutboundId,
+        result: Result<ReplicaResponse, SendError>,
+    },
+}
+
+pub fn node(n: &str) -> NodeId {
+    NodeId::new(n).unwrap()
+}
+
+pub fn key(k: &str) -> Key {
+    Key::new(Bytes::from(k.to_owned())).unwrap()
+}
+
+impl Cluster {
+    /// `count` nodes n1..n{count}, N=3, Q=16.
+    pub fn new(count: usize) -> Cluster {
+        let members: Vec<Member> = (1..=count)
+            .map(|i| {
+                let addr: SocketAddr = format!("127.0.0.1:{}", 7000 + i).parse().unwrap();
+                Member::new(node(&format!("n{i}")), addr)
+            })
+            .collect();
+        let ring = Ring::new(
+            members.clone(),
+            PartitionCount::new(16).unwrap(),
+            ReplicationFactor::new(3).unwrap(),
+        )
+        .unwrap();
+        let now = Instant::now();
+        let nodes = members
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let config = NodeConfig::new(m.id.clone(), Incarnation::new(1000 + i as u64));
+                let storage = MemoryStorage::new(ring.q());
+                (
+                    m.id.clone(),
+                    Node::new(now, config, ring.clone(), storage, i as u64),
+                )
+            })
+            .collect();
+        Cluster {
+            nodes,
+            now,
+            down: BTreeSet::new(),
+            silent: BTreeSet::new(),
+            hold_persists: BTreeSet::new(),
+            held: Vec::new(),
+            queue: VecDeque::new(),
+            peer_inbound: BTreeMap::new(),
+            client_replies: BTreeMap::new(),
+            next_inbound: 0,
+            sent: Vec::new(),
+        }
+    }
+
+    pub fn ring(&self) -> Ring {
+        self.nodes.values().next().unwrap().ring().clone()
+    }
+
+    pub fn primaries(&self, k: &str) -> Vec<NodeId> {
+        let ring = self.ring();
+        ring.primaries(ring.partition_for_key(&key(k))).to_vec()
+    }
+
+    /// A node outside the key's preference list (needs more than N nodes).
+    pub fn non_primary(&self, k: &str) -> NodeId {
+        let p = self.primaries(k);
+        self.nodes.keys().find(|n| !p.contains(n)).unwrap().clone()
+    }
+
+    /// Sends a client request to `at` and runs the cluster until it is answered.
+    pub fn request(&mut self, at: &NodeId, request: ClientRequest) -> ClientResponse {
+        let id = self.inbound();
+        let now = self.now;
+        self.nodes
+            .get_mut(at)
+            .unwrap()
+            .handle_request(now, id, Request::Client(request));
+        for _ in 0..100_000 {
+            self.step();
+            if let Some(r) = self.client_replies.remove(&(at.clone(), id)) {
+                match r {
+                    Response::Client(c) => return c,
+                    other => panic!("unexpected response {other:?}"),
+                }
+            }
+        }
+        panic!("request at {at} was never answered");
+    }
+
+    pub fn put(
+        &mut self,
+        at: &str,
+        k: &str,
+        v: &str,
+        ctx: Option<&CausalContext>,
+    ) -> ClientResponse {
+        self.put_with(at, k, v, ctx, RequestOptions::default())
+    }
+
+    pub fn put_with(
+        &mut self,
+        at: &str,
+        k: &str,
+        v: &str,
+        ctx: Option<&CausalContext>,
+        options: RequestOptions,
+    ) -> ClientResponse {
+        let request = ClientRequest::Put {
+            key: key(k),
+            value: Bytes::from(v.to_owned()),
+            context: ctx.cloned().unwrap_or_default(),
+            options,
+        };
+        self.request(&node(at), request)
+    }
+
+    pub fn get(&mut self, at: &str, k: &str) -> ClientResponse {
+        self.get_with(at, k, RequestOptions::default())
+    }
+
+    pub fn get_with(&mut self, at: &str, k: &str, options: RequestOptions) -> ClientResponse {
+        self.request(
+            &node(at),
+            ClientRequest::Get {
+                key: key(k),
+                options,
+            },
+        )
+    }
+
+    /// What node `at` holds for `k`, durably.
+    pub fn local(&self, at: &str, k: &str) -> Vec<Bytes> {
+        let n = &self.nodes[&node(at)];
+        let ring = n.ring();
+        match n
+            .storage()
+            .object(ring.partition_for_key(&key(k)), &key(k))
+            .unwrap()
+        {
+            shoal_storage::ReadOutcome::Found(o) => o.values(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Runs until nothing is queued and no node has output, without advancing time.
+    pub fn settle(&mut self) {
+        for _ in 0..100_000 {
+            if !self.pump() && self.queue.is_empty() {
+                return;
+            }
+            self.deliver_one();
+        }
+        panic!("cluster did not settle");
+    }
+
+    /// Advances the clock by `d`, firing timeouts, then settles.
+    pub fn advance(&mut self, d: Duration) {
+        let until = self.now + d;
+        loop {
+            self.settle();
+            let next = self
+                .nodes
+                .values()
+                .filter_map(|n| n.poll_timeout())
+                .filter(|t| *t <= until)
+                .min();
+            match next {
+                Some(t) => {
+                    self.now = self.now.max(t);
+                    let now = self.now;
+                    for n in self.nodes.values_mut() {
+                        if n.poll_timeout().is_some_and(|t| t <= now) {
+                            n.handle_timeout(now);
+                        }
+                    }
+                }
+                None => break,
+            }
+        }
+        self.now = until;
+        self.settle();
+    }
+
+    pub fn release_persists(&mut self) {
+        for (n, id, batch) in std::mem::take(&mut self.held) {
+            let node = self.nodes.get_mut(&n).unwrap();
+            node.storage().write(batch).unwrap();
+            node.handle_persisted(self.now, id, Ok(()));
+        }
+        self.settle();
+    }
+
+    fn step(&mut self) {
+        if self.pump() {
+            return;
+        }
+        if !self.queue.is_empty() {
+            self.deliver_one();
+            return;
+        }
+        // Idle: jump to the next timeout.
+        if let Some(t) = self.nodes.values().filter_map(|n| n.poll_timeout()).min() {
+            self.now = self.now.max(t);
+            let now = self.now;
+            for n in self.nodes.values_mut() {
+                if n.poll_timeout().is_some_and(|t| t <= now) {
+                    n.handle_timeout(now);
+                }
+            }
+        }
+    }
+
+    /// Collects every node's outputs; true if there were any.
+    fn pump(&mut self) -> bool {
+        let mut any = false;
+        let ids: Vec<NodeId> = self.nodes.keys().cloned().collect();
+        for from in ids {
+            while let Some(out) = self.nodes.get_mut(&from).unwrap().poll_output() {
+                any = true;
+                self.route(&from, out);
+            }
+        }
+        any
+    }
+
+    fn route(&mut self, from: &NodeId, out: Output) {
+        match out {
+            Output::Reply { id, response } => match self.peer_inbound.remove(&(from.clone(), id)) {
+                Some((to, out_id)) => self.queue.push_back(Event::Answer {
+                    to,
+                    id: out_id,
+                    result: match response {
+                        Response::Replica(r) => Ok(r),
+                        other => Err(SendError::Refused(format!("{other:?}"))),
+                    },
+                }),
+                None => {
+                    self.client_replies.insert((from.clone(), id), response);
+                }
+            },
+            Output::Send { id, to, request } => {
+                self.sent
+                    .push((from.clone(), to.clone(), kind(&request.body)));
+                if self.down.contains(&to) {
+                    self.queue.push_back(Event::Answer {
+                        to: from.clone(),
+                        id,
+                        result: Err(SendError::Unreachable),
+                    });
+                } else if self.silent.contains(&to) {
+                    // Lost: the sender only learns at its deadline.
+                } else {
+                    let inbound = self.inbound();
+                    self.peer_inbound
+                        .insert((to.clone(), inbound), (from.clone(), id));
+                    self.queue.push_back(Event::Deliver {
+                        to,
+                        id: inbound,
+                        request: Request::Replica(request),
+                    });
+                }
+            }
+            Output::Persist { id, batch } => {
+                if self.hold_persists.contains(from) {
+                    self.held.push((from.clone(), id, batch));
+                } else {
+                    let node = self.nodes.get_mut(from).unwrap();
+                    node.storage().write(batch).unwrap();
+                    node.handle_persisted(self.now, id, Ok(()));
+                }
+            }
+        }
+    }
+
+    fn deliver_one(&mut self) {
+        let Some(event) = self.queue.pop_front() else {
+            return;
+        };
+        let now = self.now;
+        match event {
+            Event::Deliver { to, id, request } => {
+                if self.down.contains(&to) {
+                    if let Some((from, out)) = self.peer_inbound.remove(&(to.clone(), id)) {
+                        self.queue.push_back(Event::Answer {
+                            to: from,
+                            id: out,
+                            result: Err(SendError::Unreachable),
+                        });
+                    }
+                    return;
+                }
+                self.nodes
+                    .get_mut(&to)
+                    .unwrap()
+                    .handle_request(now, id, request);
+            }
+            Event::Answer { to, id, result } => {
+                self.nodes
+                    .get_mut(&to)
+                    .unwrap()
+                    .handle_response(now, id, result);
+            }
+        }
+    }
+
+    fn inbound(&mut self) -> InboundId {
+        self.next_inbound += 1;
+        InboundId(self.next_inbound)
+    }
+}
+
+fn kind(body: &shoal_protocol::ReplicaBody) -> String {
+    use shoal_protocol::ReplicaBody::*;
+    match body {
+        Coordinate(_) => "coordinate",
+        Replicate { .. } => "replicate",
+        Read { .. } => "read",
+        Repair { .. } => "repair",
+        Ping => "ping",
+    }
+    .to_owned()
+}
+
+pub fn values(r: &ClientResponse) -> Vec<String> {
+    match r {
+        ClientResponse::Read { values, .. } => {
+            let mut v: Vec<String> = values
+                .iter()
+                .map(|b| String::from_utf8(b.to_vec()).unwrap())
+                .collect();
+            v.sort();
+            v
+        }
+        other => panic!("expected a read, got {other:?}"),
+    }
+}
+
+pub fn context(r: &ClientResponse) -> CausalContext {
+    match r {
+        ClientResponse::Read { context, .. } | ClientResponse::Written { context } => {
+            context.clone()
+        }
+        other => panic!("expected a read or write, got {other:?}"),
+    }
+}

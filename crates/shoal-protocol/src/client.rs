@@ -1,0 +1,185 @@
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use shoal_causality::{CausalContext, Object};
+use shoal_ring::Ring;
+use shoal_types::{Key, RequestOptions};
+
+/// What an application asks of any node.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ClientRequest {
+    /// Read a key: R replies, merged.
+    Get {
+        /// The key.
+        key: Key,
+        /// R, PR and timeout overrides.
+        options: RequestOptions,
+    },
+    /// Write a value, superseding what `context` saw (an empty context supersedes nothing).
+    Put {
+        /// The key.
+        key: Key,
+        /// The value.
+        value: Bytes,
+        /// The context of the read this write follows, or empty for a blind write.
+        context: CausalContext,
+        /// W, PW and timeout overrides.
+        options: RequestOptions,
+    },
+    /// Delete: a put of a tombstone, superseding what `context` saw.
+    Delete {
+        /// The key.
+        key: Key,
+        /// The context of the read this delete follows.
+        context: CausalContext,
+        /// W, PW and timeout overrides.
+        options: RequestOptions,
+    },
+    /// This node's own durable replica of a key, unmerged (debugging and tests).
+    GetLocal {
+        /// The key.
+        key: Key,
+    },
+    /// The node's current ring, so a client can route requests to preference lists.
+    Ring,
+}
+
+impl ClientRequest {
+    /// The key this request is about, if any.
+    pub fn key(&self) -> Option<&Key> {
+        match self {
+            ClientRequest::Get { key, .. }
+            | ClientRequest::Put { key, .. }
+            | ClientRequest::Delete { key, .. }
+            | ClientRequest::GetLocal { key } => Some(key),
+            ClientRequest::Ring => None,
+        }
+    }
+
+    /// A short name of the operation, for logs and metrics.
+    pub fn op(&self) -> &'static str {
+        match self {
+            ClientRequest::Get { .. } => "get",
+            ClientRequest::Put { .. } => "put",
+            ClientRequest::Delete { .. } => "delete",
+            ClientRequest::GetLocal { .. } => "get_local",
+            ClientRequest::Ring => "ring",
+        }
+    }
+}
+
+/// A node's answer to a [`ClientRequest`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ClientResponse {
+    /// The merged read. No values means not found (never written, or deleted); the context is
+    /// what a following write must send.
+    Read {
+        /// Distinct live values; several when concurrent writes left siblings.
+        values: Vec<Bytes>,
+        /// The causal context of the merged object.
+        context: CausalContext,
+    },
+    /// The write is durable on W nodes. The context covers the written value, so a writer that
+    /// writes again with it supersedes its own write.
+    Written {
+        /// The context of the object the coordinator stored.
+        context: CausalContext,
+    },
+    /// One node's own replica (for `GetLocal`).
+    Local(LocalRead),
+    /// The node's ring.
+    Ring(Ring),
+    /// The request failed; see [`RequestError`] for which failures are definite.
+    Failed(RequestError),
+}
+
+/// One node's own replica of a key.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum LocalRead {
+    /// The node holds this object.
+    Found(Object),
+    /// The node holds nothing for the key.
+    NotFound,
+    /// The node's record failed its checksum; it counts as missing and will be repaired.
+    Corrupted,
+}
+
+/// Why a request failed, as the client sees it. Each variant says whether the write may have
+/// been applied (invariant I6: a definite error means it was applied nowhere).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum RequestError {
+    /// Definite: too few nodes were reachable to even try; nothing was applied.
+    #[error(
+        "unavailable: {required} replicas required, only {alive} reachable; nothing was applied"
+    )]
+    Unavailable {
+        /// Replicas the quorum needs.
+        required: usize,
+        /// Replicas that were reachable.
+        alive: usize,
+    },
+    /// Indeterminate: the request was tried but too few replicas answered. A write may have
+    /// been applied on some replicas.
+    #[error(
+        "quorum failed: {required} replicas required, {answered} answered; a write may have been applied"
+    )]
+    QuorumFailed {
+        /// Replies or acks the quorum needs.
+        required: usize,
+        /// Replies or acks that came.
+        answered: usize,
+    },
+    /// Indeterminate: the deadline passed first. A write may have been applied.
+    #[error(
+        "timeout: {answered} of {required} required replicas answered in time; a write may have been applied"
+    )]
+    Timeout {
+        /// Replies or acks the quorum needs.
+        required: usize,
+        /// Replies or acks that came before the deadline.
+        answered: usize,
+    },
+    /// Definite: the write would leave more siblings than allowed; read, resolve, write with
+    /// the context.
+    #[error("too many siblings: the write would leave {siblings}, the limit is {max}")]
+    TooManySiblings {
+        /// Siblings after the write.
+        siblings: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Definite: the value is larger than the cluster allows.
+    #[error("value too large: {size} bytes, the limit is {max}")]
+    ValueTooLarge {
+        /// The value's size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Definite: the key is larger than the cluster allows.
+    #[error("key too large: {size} bytes, the limit is {max}")]
+    KeyTooLarge {
+        /// The key's size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Definite: R/W/PR/PW do not fit N.
+    #[error("invalid quorum: {0}")]
+    InvalidQuorum(String),
+    /// Definite: the node has too much work in flight; retry later or elsewhere.
+    #[error("overloaded: too many requests in flight")]
+    Overloaded,
+    /// Definite: the node cannot coordinate writes (its storage failed); try another node.
+    #[error("node cannot serve this request: {0}")]
+    NodeFailed(String),
+}
+
+impl RequestError {
+    /// Whether the request may have been applied (the outcome is unknown).
+    pub fn is_indeterminate(&self) -> bool {
+        matches!(
+            self,
+            RequestError::QuorumFailed { .. } | RequestError::Timeout { .. }
+        )
+    }
+}

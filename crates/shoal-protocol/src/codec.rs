@@ -1,0 +1,230 @@
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use shoal_causality::{CausalContext, Object};
+use shoal_ring::Ring;
+use shoal_types::Limits;
+use thiserror::Error;
+
+use crate::{
+    AdminResponse, ClientRequest, ClientResponse, LocalRead, ReplicaBody, ReplicaRequest,
+    ReplicaResponse, Request, Response,
+};
+
+/// The version byte every frame body starts with. Bumped on any incompatible change.
+pub const PROTOCOL_VERSION: u8 = 1;
+
+/// How deeply nested a decoded message may be. Shoal's deepest message nests about a dozen
+/// levels; anything deeper is hostile.
+pub const MAX_DECODE_DEPTH: usize = 32;
+
+/// Why bytes could not be turned into a message, or a message into bytes.
+#[derive(Debug, Error)]
+pub enum CodecError {
+    /// The body is empty: not even a version byte.
+    #[error("empty frame body")]
+    Empty,
+    /// The body was made by a protocol version this node does not speak.
+    #[error("unsupported protocol version {0} (this node speaks {PROTOCOL_VERSION})")]
+    UnsupportedVersion(u8),
+    /// The body is not a valid message (includes invariant violations of decoded types).
+    #[error("malformed message: {0}")]
+    Malformed(#[from] rmp_serde::decode::Error),
+    /// Another value followed the message in the same frame.
+    #[error("trailing data after the message")]
+    TrailingBytes,
+    /// The message decoded but breaks a size cap.
+    #[error("message exceeds a limit: {0}")]
+    OverLimit(String),
+    /// Encoding failed (a bug: every Shoal message is encodable).
+    #[error("could not encode message: {0}")]
+    Encode(#[from] rmp_serde::encode::Error),
+}
+
+/// Caps checked on every decoded message, beyond what the types check themselves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DecodeLimits {
+    /// Largest value, in bytes.
+    pub max_value_bytes: usize,
+    /// Most siblings in one object.
+    pub max_siblings: usize,
+    /// Most entries in one version vector or context.
+    pub max_vector_entries: usize,
+    /// Most members in one ring.
+    pub max_members: usize,
+}
+
+impl Default for DecodeLimits {
+    fn default() -> Self {
+        DecodeLimits {
+            max_value_bytes: Limits::HARD_MAX_VALUE_BYTES,
+            max_siblings: Limits::HARD_MAX_SIBLINGS,
+            max_vector_entries: 256,
+            max_members: 1024,
+        }
+    }
+}
+
+/// Encodes a message as a frame body: the version byte, then rmp-serde.
+pub fn encode<T: Serialize>(message: &T) -> Result<Bytes, CodecError> {
+    let mut out = Vec::with_capacity(128);
+    out.push(PROTOCOL_VERSION);
+    rmp_serde::encode::write(&mut out, message)?;
+    Ok(Bytes::from(out))
+}
+
+/// Decodes a frame body, with bounded depth, then checks the caps.
+pub fn decode<T: DeserializeOwned + Checked>(
+    body: &[u8],
+    limits: &DecodeLimits,
+) -> Result<T, CodecError> {
+    let (&version, rest) = body.split_first().ok_or(CodecError::Empty)?;
+    if version != PROTOCOL_VERSION {
+        return Err(CodecError::UnsupportedVersion(version));
+    }
+    let mut de = rmp_serde::Deserializer::from_read_ref(rest);
+    de.set_max_depth(MAX_DECODE_DEPTH);
+    let message = T::deserialize(&mut de)?;
+    // Anything decodable after the message means the frame carried more than one value.
+    if serde::de::IgnoredAny::deserialize(&mut de).is_ok() {
+        return Err(CodecError::TrailingBytes);
+    }
+    message.check(limits)?;
+    Ok(message)
+}
+
+/// A decoded message that can check the caps of [`DecodeLimits`].
+pub trait Checked {
+    /// Ok when every size in the message is within `limits`.
+    fn check(&self, limits: &DecodeLimits) -> Result<(), CodecError>;
+}
+
+impl Checked for Request {
+    fn check(&self, limits: &DecodeLimits) -> Result<(), CodecError> {
+        match self {
+            Request::Client(c) => check_client_request(c, limits),
+            Request::Replica(r) => check_replica_request(r, limits),
+            Request::Admin(_) => Ok(()),
+        }
+    }
+}
+
+impl Checked for Response {
+    fn check(&self, limits: &DecodeLimits) -> Result<(), CodecError> {
+        match self {
+            Response::Client(c) => check_client_response(c, limits),
+            Response::Replica(r) => match r {
+                ReplicaResponse::Coordinated(c) => check_client_response(c, limits),
+                ReplicaResponse::Replica(l) => check_local(l, limits),
+                ReplicaResponse::Stored | ReplicaResponse::Pong | ReplicaResponse::Failed(_) => {
+                    Ok(())
+                }
+            },
+            Response::Admin(AdminResponse::Status(s)) => check_ring(&s.ring, limits),
+            Response::Refused(_) => Ok(()),
+        }
+    }
+}
+
+fn check_client_request(c: &ClientRequest, limits: &DecodeLimits) -> Result<(), CodecError> {
+    match c {
+        ClientRequest::Put { value, context, .. } => {
+            check_value(value.len(), limits)?;
+            check_context(context, limits)
+        }
+        ClientRequest::Delete { context, .. } => check_context(context, limits),
+        ClientRequest::Get { .. } | ClientRequest::GetLocal { .. } | ClientRequest::Ring => Ok(()),
+    }
+}
+
+fn check_replica_request(r: &ReplicaRequest, limits: &DecodeLimits) -> Result<(), CodecError> {
+    match &r.body {
+        ReplicaBody::Coordinate(c) => check_client_request(c, limits),
+        ReplicaBody::Replicate { object, .. } | ReplicaBody::Repair { object, .. } => {
+            check_object(object, limits)
+        }
+        ReplicaBody::Read { .. } | ReplicaBody::Ping => Ok(()),
+    }
+}
+
+fn check_client_response(c: &ClientResponse, limits: &DecodeLimits) -> Result<(), CodecError> {
+    match c {
+        ClientResponse::Read { values, context } => {
+            if values.len() > limits.max_siblings {
+                return Err(CodecError::OverLimit(format!(
+                    "{} values, the limit is {}",
+                    values.len(),
+                    limits.max_siblings
+                )));
+            }
+            for v in values {
+                check_value(v.len(), limits)?;
+            }
+            check_context(context, limits)
+        }
+        ClientResponse::Written { context } => check_context(context, limits),
+        ClientResponse::Local(l) => check_local(l, limits),
+        ClientResponse::Ring(ring) => check_ring(ring, limits),
+        ClientResponse::Failed(_) => Ok(()),
+    }
+}
+
+fn check_local(l: &LocalRead, limits: &DecodeLimits) -> Result<(), CodecError> {
+    match l {
+        LocalRead::Found(o) => check_object(o, limits),
+        LocalRead::NotFound | LocalRead::Corrupted => Ok(()),
+    }
+}
+
+fn check_object(o: &Object, limits: &DecodeLimits) -> Result<(), CodecError> {
+    if o.siblings().len() > limits.max_siblings {
+        return Err(CodecError::OverLimit(format!(
+            "object with {} siblings, the limit is {}",
+            o.siblings().len(),
+            limits.max_siblings
+        )));
+    }
+    if o.version_vector().len() > limits.max_vector_entries {
+        return Err(CodecError::OverLimit(format!(
+            "version vector of {} entries, the limit is {}",
+            o.version_vector().len(),
+            limits.max_vector_entries
+        )));
+    }
+    for (_, s) in o.siblings() {
+        check_value(s.len(), limits)?;
+    }
+    Ok(())
+}
+
+fn check_context(c: &CausalContext, limits: &DecodeLimits) -> Result<(), CodecError> {
+    if c.vector().len() > limits.max_vector_entries {
+        return Err(CodecError::OverLimit(format!(
+            "causal context of {} entries, the limit is {}",
+            c.vector().len(),
+            limits.max_vector_entries
+        )));
+    }
+    Ok(())
+}
+
+fn check_value(len: usize, limits: &DecodeLimits) -> Result<(), CodecError> {
+    if len > limits.max_value_bytes {
+        return Err(CodecError::OverLimit(format!(
+            "value of {len} bytes, the limit is {}",
+            limits.max_value_bytes
+        )));
+    }
+    Ok(())
+}
+
+fn check_ring(ring: &Ring, limits: &DecodeLimits) -> Result<(), CodecError> {
+    if ring.members().len() > limits.max_members {
+        return Err(CodecError::OverLimit(format!(
+            "ring of {} members, the limit is {}",
+            ring.members().len(),
+            limits.max_members
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,30 @@
+//! Every message that crosses Shoal's wire — client, replica and admin requests and their
+//! responses — and the codec that turns them into frame bodies and back.
+//!
+//! A frame body is one version byte ([`PROTOCOL_VERSION`]) followed by the rmp-serde encoding
+//! of a [`Request`] or [`Response`]. Decoding is bounded three ways: the transport checks the
+//! frame length before reading it; the decoder limits nesting depth; after decoding,
+//! [`Limits`](DecodeLimits) caps value sizes, siblings, vector entries and ring members. Types
+//! from `shoal-types` and `shoal-causality` check their own invariants while decoding, so a
+//! decoded message is always well formed. Decoding never panics on any input.
+//!
+//! Who may send what is part of the protocol ([`Request::required_role`]); the server enforces
+//! it against the role in the sender's certificate, and checks that a replica message's `from`
+//! is the node its certificate names.
+//!
+//! Not here: framing and sockets (`shoal-transport`), what a node does with a message
+//! (`shoal-coordinator`). No I/O, no async.
+
+mod admin;
+mod client;
+mod codec;
+mod message;
+mod replica;
+
+pub use admin::{AdminRequest, AdminResponse, NodeStatus, PeerStatus};
+pub use client::{ClientRequest, ClientResponse, LocalRead, RequestError};
+pub use codec::{
+    Checked, CodecError, DecodeLimits, MAX_DECODE_DEPTH, PROTOCOL_VERSION, decode, encode,
+};
+pub use message::{Refusal, Request, Response, Role};
+pub use replica::{ReplicaBody, ReplicaError, ReplicaRequest, ReplicaResponse};

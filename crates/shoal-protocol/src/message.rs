@@ -1,0 +1,92 @@
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    AdminRequest, AdminResponse, ClientRequest, ClientResponse, ReplicaRequest, ReplicaResponse,
+};
+
+/// Who a peer is, as its certificate says. Mirrors the transport's role so that this crate
+/// stays free of TLS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Role {
+    /// A cluster node: may send everything.
+    Node,
+    /// An application: may read and write keys.
+    Client,
+    /// An operator: may read and write keys, and inspect and change the cluster.
+    Admin,
+}
+
+/// Everything a peer can ask of a node: the body of one request frame.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Request {
+    /// get / put / delete and friends, from clients, admins, or nodes.
+    Client(ClientRequest),
+    /// Node-to-node replication traffic. Node certificates only.
+    Replica(ReplicaRequest),
+    /// Cluster inspection and changes. Admin certificates only.
+    Admin(AdminRequest),
+}
+
+impl Request {
+    /// Whether a peer with `role` may send this request.
+    pub fn allowed_for(&self, role: Role) -> bool {
+        match self {
+            Request::Client(_) => true,
+            Request::Replica(_) => role == Role::Node,
+            Request::Admin(_) => role == Role::Admin,
+        }
+    }
+
+    /// The role a sender needs, for error messages.
+    pub fn required_role(&self) -> &'static str {
+        match self {
+            Request::Client(_) => "client, admin or node",
+            Request::Replica(_) => "node",
+            Request::Admin(_) => "admin",
+        }
+    }
+}
+
+/// The body of one response frame.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Response {
+    /// Answer to a client request.
+    Client(ClientResponse),
+    /// Answer to a replica request.
+    Replica(ReplicaResponse),
+    /// Answer to an admin request.
+    Admin(AdminResponse),
+    /// The request was not processed at all: bad bytes, wrong role, or the node is shutting
+    /// down. Definite: nothing was applied.
+    Refused(Refusal),
+}
+
+/// Why a request was refused before any processing. Nothing was applied.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum Refusal {
+    /// The sender's certificate role may not send this kind of request.
+    #[error("unauthorized: this request needs a {required} certificate, the sender's is {role:?}")]
+    Unauthorized {
+        /// The role the request needs.
+        required: String,
+        /// The sender's role.
+        role: Role,
+    },
+    /// A replica message named another node than the sender's certificate.
+    #[error("unauthorized: message claims to be from {claimed}, certificate names {certified}")]
+    WrongSender {
+        /// The `from` in the message.
+        claimed: String,
+        /// The node id in the certificate.
+        certified: String,
+    },
+    /// The frame did not decode, or broke a limit.
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// The node is shutting down and takes no new work.
+    #[error("node is shutting down")]
+    ShuttingDown,
+    /// The node is overloaded; retry later or elsewhere.
+    #[error("node is overloaded")]
+    Overloaded,
+}
