@@ -856,6 +856,20 @@ impl<S: Storage> Node<S> {
 
     fn replica_request(&mut self, now: Instant, id: InboundId, request: ReplicaRequest) {
         self.peers.mark_reachable(&request.from);
+        // A partition that is not the key's own would file the key where no read finds it.
+        if let ReplicaBody::Replicate { partition, key, .. }
+        | ReplicaBody::Read { partition, key }
+        | ReplicaBody::Repair { partition, key, .. } = &request.body
+        {
+            let expected = self.ring.partition_for_key(key);
+            if *partition != expected {
+                let error = ReplicaError::WrongPartition {
+                    expected,
+                    got: *partition,
+                };
+                return self.reply(id, Response::Replica(ReplicaResponse::Failed(error)));
+            }
+        }
         match request.body {
             ReplicaBody::Coordinate(client) => match client {
                 ClientRequest::Put { .. } | ClientRequest::Delete { .. } => {

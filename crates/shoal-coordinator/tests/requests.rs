@@ -272,3 +272,39 @@ fn get_local_shows_one_replica_unmerged() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn a_replica_message_naming_the_wrong_partition_is_refused() {
+    use shoal_protocol::{
+        ReplicaBody, ReplicaError, ReplicaRequest, ReplicaResponse, Request, Response,
+    };
+    let mut c = Cluster::new(3);
+    let ring = c.ring();
+    let right = ring.partition_for_key(&key("k"));
+    let wrong = right.successor(ring.q());
+    let now = c.now;
+    let n1 = c.nodes.get_mut(&node("n1")).unwrap();
+    n1.handle_request(
+        now,
+        shoal_coordinator::InboundId(1 << 40),
+        Request::Replica(ReplicaRequest {
+            from: node("n2"),
+            epoch: ring.epoch(),
+            body: ReplicaBody::Read {
+                partition: wrong,
+                key: key("k"),
+            },
+        }),
+    );
+    match n1.poll_output() {
+        Some(shoal_coordinator::Output::Reply {
+            response:
+                Response::Replica(ReplicaResponse::Failed(ReplicaError::WrongPartition {
+                    expected,
+                    got,
+                })),
+            ..
+        }) => assert_eq!((expected, got), (right, wrong)),
+        other => panic!("{other:?}"),
+    }
+}

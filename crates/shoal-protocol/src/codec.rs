@@ -67,7 +67,13 @@ impl Default for DecodeLimits {
 
 /// Encodes a message as a frame body: the version byte, then rmp-serde.
 pub fn encode<T: Serialize>(message: &T) -> Result<Bytes, CodecError> {
-    let mut out = Vec::with_capacity(128);
+    encode_sized(message, 0)
+}
+
+/// Like [`encode`], reserving room for `payload` bytes of values up front so that a large
+/// message is not regrown while it is written.
+pub fn encode_sized<T: Serialize>(message: &T, payload: usize) -> Result<Bytes, CodecError> {
+    let mut out = Vec::with_capacity(256 + payload);
     out.push(PROTOCOL_VERSION);
     rmp_serde::encode::write(&mut out, message)?;
     Ok(Bytes::from(out))

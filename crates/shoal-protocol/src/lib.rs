@@ -25,6 +25,7 @@ pub use admin::{AdminRequest, AdminResponse, NodeStatus, PeerStatus};
 pub use client::{ClientRequest, ClientResponse, LocalRead, RequestError};
 pub use codec::{
     Checked, CodecError, DecodeLimits, MAX_DECODE_DEPTH, PROTOCOL_VERSION, decode, encode,
+    encode_sized,
 };
 pub use message::{Refusal, Request, Response, Role};
 pub use replica::{ReplicaBody, ReplicaError, ReplicaRequest, ReplicaResponse};

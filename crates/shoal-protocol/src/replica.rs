@@ -77,4 +77,12 @@ pub enum ReplicaError {
     /// The node is too busy.
     #[error("overloaded")]
     Overloaded,
+    /// The message named a partition that is not the key's partition in the receiver's ring.
+    #[error("key belongs to partition {expected}, not {got}")]
+    WrongPartition {
+        /// The key's partition in the receiver's ring.
+        expected: PartitionId,
+        /// The partition the message named.
+        got: PartitionId,
+    },
 }

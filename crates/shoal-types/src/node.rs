@@ -8,8 +8,7 @@ use crate::TypesError;
 
 /// The name of one node, chosen by the operator (`shoal server --node-id n1`) and written into its
 /// certificate. Cheap to clone: preference lists and version vectors copy node ids a lot.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct NodeId(Arc<str>);
 
 impl NodeId {
@@ -31,16 +30,27 @@ impl NodeId {
     }
 }
 
-impl TryFrom<String> for NodeId {
-    type Error = TypesError;
-    fn try_from(s: String) -> Result<Self, TypesError> {
-        NodeId::new(&s)
+impl Serialize for NodeId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
     }
 }
 
-impl From<NodeId> for String {
-    fn from(id: NodeId) -> String {
-        id.0.to_string()
+impl<'de> Deserialize<'de> for NodeId {
+    /// Checked like `NodeId::new`; borrows the text when the decoder can, so decoding a node id
+    /// allocates once (node ids are in every dot and version-vector entry on the wire).
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = NodeId;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a node id")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<NodeId, E> {
+                NodeId::new(v).map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_str(Visitor)
     }
 }
 
