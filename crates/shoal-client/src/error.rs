@@ -1,0 +1,388 @@
+use std::fmt;
+use std::net::SocketAddr;
+
+use shoal_protocol::{CodecError, Refusal, RequestError};
+use shoal_transport::{CertError, TransportError};
+use shoal_types::TypesError;
+use thiserror::Error;
+
+/// Why a call failed.
+///
+/// The variants mirror the node's [`RequestError`] one to one, then add what only a client can
+/// see: refusals, transport failures, unreachable clusters, bad tokens. Use
+/// [`ClientError::is_indeterminate`] before retrying a write: an indeterminate write may have
+/// been applied (invariant I6), a definite one was applied nowhere.
+#[derive(Debug, Error)]
+pub enum ClientError {
+    /// Definite: too few replicas were reachable to even try; nothing was applied.
+    #[error(
+        "unavailable: {required} replicas required, only {alive} reachable; nothing was applied"
+    )]
+    Unavailable {
+        /// Replicas the quorum needs.
+        required: usize,
+        /// Replicas that were reachable.
+        alive: usize,
+    },
+    /// Indeterminate: too few replicas answered; a write may have been applied on some.
+    #[error(
+        "quorum failed: {required} replicas required, {answered} answered; a write may have been applied"
+    )]
+    QuorumFailed {
+        /// Replies or acks the quorum needs.
+        required: usize,
+        /// Replies or acks that came.
+        answered: usize,
+    },
+    /// Indeterminate: the coordinator's deadline passed first; a write may have been applied.
+    #[error(
+        "timeout: {answered} of {required} required replicas answered in time; a write may have been applied"
+    )]
+    Timeout {
+        /// Replies or acks the quorum needs.
+        required: usize,
+        /// Replies or acks that came before the deadline.
+        answered: usize,
+    },
+    /// Definite: the write would leave more siblings than allowed; read, resolve, and write
+    /// with the read's context.
+    #[error("too many siblings: the write would leave {siblings}, the limit is {max}")]
+    TooManySiblings {
+        /// Siblings after the write.
+        siblings: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Definite: the value is larger than the cluster allows.
+    #[error("value too large: {size} bytes, the limit is {max}")]
+    ValueTooLarge {
+        /// The value's size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Definite: the key is larger than the cluster allows.
+    #[error("key too large: {size} bytes, the limit is {max}")]
+    KeyTooLarge {
+        /// The key's size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Definite: the R/W/PR/PW asked for do not fit the cluster's N.
+    #[error("invalid quorum: {0}")]
+    InvalidQuorum(String),
+    /// Definite: the nodes tried have too much work in flight; retry later.
+    #[error("overloaded: too many requests in flight")]
+    Overloaded,
+    /// Definite: the nodes tried cannot serve the request (their storage failed).
+    #[error("node cannot serve this request: {0}")]
+    NodeFailed(String),
+    /// Definite: the certificate's role may not send this request (e.g. a client certificate
+    /// asking for cluster status).
+    #[error("unauthorized: {0}")]
+    Unauthorized(String),
+    /// Definite: the node refused the request before processing it (bad request, shutting down).
+    #[error("refused by {addr}: {refusal}")]
+    Refused {
+        /// The refusing node.
+        addr: SocketAddr,
+        /// Its reason.
+        refusal: Refusal,
+    },
+    /// The request to one node failed in the network. Indeterminate when the request may have
+    /// reached the node ([`TransportError::may_have_reached_peer`]); such a write is not retried.
+    #[error("request to {addr} failed: {source}")]
+    Transport {
+        /// The node.
+        addr: SocketAddr,
+        /// What the transport said.
+        #[source]
+        source: TransportError,
+    },
+    /// Definite: no node could be reached; nothing was sent anywhere.
+    #[error("no node reachable (tried {}){}", Tried(tried), last_error.as_deref().map(|e| format!(": {e}")).unwrap_or_default())]
+    NoNodeReachable {
+        /// Every address tried, in order.
+        tried: Vec<SocketAddr>,
+        /// What went wrong with the last one, if anything was tried.
+        last_error: Option<String>,
+    },
+    /// A node answered with something this client cannot use. The request reached the node, so
+    /// a write's outcome is unknown.
+    #[error("protocol error from {addr}: {source}")]
+    Protocol {
+        /// The node.
+        addr: SocketAddr,
+        /// What was wrong.
+        #[source]
+        source: ProtocolError,
+    },
+    /// Definite: the client's certificate or key could not be loaded or checked.
+    #[error("certificates: {0}")]
+    Certificates(#[source] CertError),
+    /// Definite: the client's endpoint could not be built (configuration, socket, runtime).
+    #[error("client endpoint: {0}")]
+    Endpoint(#[source] TransportError),
+    /// Definite: the configuration cannot work (no node addresses, a node certificate).
+    #[error("invalid client configuration: {0}")]
+    InvalidConfig(String),
+    /// Definite: the key is empty or longer than any Shoal key may be.
+    #[error("invalid key: {0}")]
+    InvalidKey(#[source] TypesError),
+    /// Definite: a context token is not one this client made.
+    #[error("invalid context token: {0}")]
+    InvalidContextToken(String),
+}
+
+impl ClientError {
+    /// Whether a write that failed with this error may nevertheless have been applied. `false`
+    /// means it was applied nowhere and may be retried as is.
+    pub fn is_indeterminate(&self) -> bool {
+        match self {
+            ClientError::QuorumFailed { .. }
+            | ClientError::Timeout { .. }
+            | ClientError::Protocol { .. } => true,
+            ClientError::Transport { source, .. } => source.may_have_reached_peer(),
+            ClientError::Unavailable { .. }
+            | ClientError::TooManySiblings { .. }
+            | ClientError::ValueTooLarge { .. }
+            | ClientError::KeyTooLarge { .. }
+            | ClientError::InvalidQuorum(_)
+            | ClientError::Overloaded
+            | ClientError::NodeFailed(_)
+            | ClientError::Unauthorized(_)
+            | ClientError::Refused { .. }
+            | ClientError::NoNodeReachable { .. }
+            | ClientError::Certificates(_)
+            | ClientError::Endpoint(_)
+            | ClientError::InvalidConfig(_)
+            | ClientError::InvalidKey(_)
+            | ClientError::InvalidContextToken(_) => false,
+        }
+    }
+
+    /// Whether the cluster could not complete the request now, so a later retry may succeed:
+    /// quorum, timeout, reachability and load failures.
+    pub fn is_availability(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Unavailable { .. }
+                | ClientError::QuorumFailed { .. }
+                | ClientError::Timeout { .. }
+                | ClientError::Overloaded
+                | ClientError::NodeFailed(_)
+                | ClientError::Transport { .. }
+                | ClientError::NoNodeReachable { .. }
+        )
+    }
+
+    /// The error a refusal from `addr` becomes.
+    pub(crate) fn from_refusal(addr: SocketAddr, refusal: Refusal) -> ClientError {
+        match refusal {
+            Refusal::Unauthorized { .. } | Refusal::WrongSender { .. } => {
+                ClientError::Unauthorized(refusal.to_string())
+            }
+            Refusal::Overloaded => ClientError::Overloaded,
+            Refusal::BadRequest(_) | Refusal::ShuttingDown => {
+                ClientError::Refused { addr, refusal }
+            }
+        }
+    }
+
+    /// The error a transport failure to `addr` becomes: local failures say so, network
+    /// failures name the node.
+    pub(crate) fn from_transport(addr: SocketAddr, source: TransportError) -> ClientError {
+        match source {
+            TransportError::Cert(e) => ClientError::Certificates(e),
+            source => ClientError::Transport { addr, source },
+        }
+    }
+}
+
+impl From<RequestError> for ClientError {
+    fn from(e: RequestError) -> Self {
+        match e {
+            RequestError::Unavailable { required, alive } => {
+                ClientError::Unavailable { required, alive }
+            }
+            RequestError::QuorumFailed { required, answered } => {
+                ClientError::QuorumFailed { required, answered }
+            }
+            RequestError::Timeout { required, answered } => {
+                ClientError::Timeout { required, answered }
+            }
+            RequestError::TooManySiblings { siblings, max } => {
+                ClientError::TooManySiblings { siblings, max }
+            }
+            RequestError::ValueTooLarge { size, max } => ClientError::ValueTooLarge { size, max },
+            RequestError::KeyTooLarge { size, max } => ClientError::KeyTooLarge { size, max },
+            RequestError::InvalidQuorum(reason) => ClientError::InvalidQuorum(reason),
+            RequestError::Overloaded => ClientError::Overloaded,
+            RequestError::NodeFailed(reason) => ClientError::NodeFailed(reason),
+        }
+    }
+}
+
+/// What was wrong with a node's answer.
+#[derive(Debug, Error)]
+pub enum ProtocolError {
+    /// The response frame did not decode.
+    #[error("undecodable response: {0}")]
+    Codec(#[from] CodecError),
+    /// The response decoded but does not answer the request sent.
+    #[error("unexpected response to a {request} request: {response}")]
+    UnexpectedResponse {
+        /// The operation asked for.
+        request: &'static str,
+        /// A short description of what came back.
+        response: String,
+    },
+}
+
+/// Formats a list of addresses as `a, b, c`.
+struct Tried<'a>(&'a [SocketAddr]);
+
+impl fmt::Display for Tried<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            return f.write_str("none");
+        }
+        for (i, addr) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{addr}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_request_error_maps_to_its_namesake() {
+        let cases = [
+            (
+                RequestError::Unavailable {
+                    required: 2,
+                    alive: 1,
+                },
+                "Unavailable { required: 2, alive: 1 }",
+            ),
+            (
+                RequestError::QuorumFailed {
+                    required: 2,
+                    answered: 1,
+                },
+                "QuorumFailed { required: 2, answered: 1 }",
+            ),
+            (
+                RequestError::Timeout {
+                    required: 2,
+                    answered: 0,
+                },
+                "Timeout { required: 2, answered: 0 }",
+            ),
+            (
+                RequestError::TooManySiblings {
+                    siblings: 65,
+                    max: 64,
+                },
+                "TooManySiblings { siblings: 65, max: 64 }",
+            ),
+            (
+                RequestError::ValueTooLarge { size: 9, max: 8 },
+                "ValueTooLarge { size: 9, max: 8 }",
+            ),
+            (
+                RequestError::KeyTooLarge { size: 9, max: 8 },
+                "KeyTooLarge { size: 9, max: 8 }",
+            ),
+            (
+                RequestError::InvalidQuorum("R=4 must be between 1 and N=3".into()),
+                "InvalidQuorum(\"R=4 must be between 1 and N=3\")",
+            ),
+            (RequestError::Overloaded, "Overloaded"),
+            (
+                RequestError::NodeFailed("disk".into()),
+                "NodeFailed(\"disk\")",
+            ),
+        ];
+        for (request_error, expected) in cases {
+            let indeterminate = request_error.is_indeterminate();
+            let message = request_error.to_string();
+            let client_error = ClientError::from(request_error);
+            assert_eq!(format!("{client_error:?}"), expected);
+            assert_eq!(client_error.is_indeterminate(), indeterminate, "{expected}");
+            assert_eq!(client_error.to_string(), message, "same words as the node");
+        }
+    }
+
+    #[test]
+    fn refusals_are_definite_and_unauthorized_is_named() {
+        let addr: SocketAddr = "127.0.0.1:7000".parse().unwrap();
+        let unauthorized = ClientError::from_refusal(
+            addr,
+            Refusal::Unauthorized {
+                required: "admin".into(),
+                role: shoal_protocol::Role::Client,
+            },
+        );
+        assert!(matches!(unauthorized, ClientError::Unauthorized(_)));
+        assert!(!unauthorized.is_indeterminate());
+        let overloaded = ClientError::from_refusal(addr, Refusal::Overloaded);
+        assert!(matches!(overloaded, ClientError::Overloaded));
+        let closing = ClientError::from_refusal(addr, Refusal::ShuttingDown);
+        assert!(matches!(closing, ClientError::Refused { .. }));
+        assert!(!closing.is_indeterminate());
+    }
+
+    #[test]
+    fn transport_errors_are_indeterminate_only_when_the_request_may_have_arrived() {
+        let addr: SocketAddr = "127.0.0.1:7000".parse().unwrap();
+        let unreachable = ClientError::from_transport(
+            addr,
+            TransportError::Unreachable {
+                addr,
+                reason: "no route".into(),
+            },
+        );
+        assert!(!unreachable.is_indeterminate());
+        let lost = ClientError::from_transport(
+            addr,
+            TransportError::ConnectionLost {
+                addr,
+                reason: "reset".into(),
+            },
+        );
+        assert!(lost.is_indeterminate());
+        let timed_out_unsent = ClientError::from_transport(
+            addr,
+            TransportError::Timeout {
+                addr,
+                after: std::time::Duration::from_secs(1),
+                sent: false,
+            },
+        );
+        assert!(!timed_out_unsent.is_indeterminate());
+    }
+
+    #[test]
+    fn no_node_reachable_lists_what_was_tried() {
+        let e = ClientError::NoNodeReachable {
+            tried: vec![
+                "127.0.0.1:1".parse().unwrap(),
+                "127.0.0.1:2".parse().unwrap(),
+            ],
+            last_error: Some("timed out".into()),
+        };
+        assert_eq!(
+            e.to_string(),
+            "no node reachable (tried 127.0.0.1:1, 127.0.0.1:2): timed out"
+        );
+        assert!(e.is_availability() && !e.is_indeterminate());
+    }
+}

@@ -1,0 +1,37 @@
+//! The async client applications use to talk to a Shoal cluster.
+//!
+//! [`Client::connect`] loads a client (or admin) certificate, asks the given nodes for the ring
+//! and keeps it. Each request then goes straight to one of its key's primaries (starting at a
+//! rotating index, so load spreads), which coordinates it. When a node cannot be reached and the
+//! request surely did not leave ([`TransportError::may_have_reached_peer`] is false), the client
+//! tries the next primary, then any other member. A write whose request may have reached a node
+//! is never sent again: the error says the outcome is unknown ([`ClientError::is_indeterminate`]).
+//! Reads may be retried elsewhere on any transport failure.
+//!
+//! Not-found and siblings are values: a [`ReadResult`] with no values is not found, several
+//! values are concurrent writes the application resolves by writing with the read's
+//! [`CausalContext`]. Contexts travel outside Rust (command lines, HTTP) as opaque URL-safe
+//! tokens: [`context_to_token`] and [`context_from_token`].
+//!
+//! Not here: quorum logic, hinted handoff and read repair (the nodes do them); hedged reads and
+//! connection pooling beyond the transport's connection cache.
+//!
+//! Main types: [`Client`], [`ClientConfig`], [`ReadResult`], [`RequestOptions`],
+//! [`ClientError`].
+
+mod client;
+mod config;
+mod error;
+mod routing;
+mod token;
+
+pub use client::{Client, ReadResult};
+pub use config::ClientConfig;
+pub use error::{ClientError, ProtocolError};
+pub use token::{MAX_TOKEN_CHARS, TOKEN_VERSION, context_from_token, context_to_token};
+
+pub use shoal_causality::{CausalContext, Object, Sibling};
+pub use shoal_protocol::{LocalRead, NodeStatus, PeerStatus, RequestError};
+pub use shoal_ring::Ring;
+pub use shoal_transport::{Role, TransportConfig, TransportError};
+pub use shoal_types::RequestOptions;
