@@ -1,0 +1,202 @@
+//! The accept task: turns the transport's requests into decoded, authorised requests for the
+//! node task, and answers everything it refuses itself, so bad or forbidden input never costs
+//! the node task anything.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use shoal_protocol::{DecodeLimits, Refusal, Request, Response, Role, decode, encode};
+use shoal_transport::{Incoming, PeerIdentity, Responder, Role as CertRole};
+use tokio::sync::{mpsc, watch};
+
+use crate::metrics::{Metrics, Op};
+
+/// Frames at most this long are decoded in the accept loop; longer ones in a task of their own,
+/// so one large value does not hold up the requests behind it.
+const INLINE_DECODE_BYTES: usize = 16 * 1024;
+
+/// A request that passed decoding and authorisation, on its way to the node task.
+#[derive(Debug)]
+pub(crate) struct Accepted {
+    pub(crate) request: Request,
+    pub(crate) responder: Responder,
+    pub(crate) op: Op,
+    /// When the request was read, for latency.
+    pub(crate) received: Instant,
+}
+
+/// What the accept task shares with the per-request decoding tasks.
+#[derive(Clone, Debug)]
+struct Gate {
+    limits: DecodeLimits,
+    node: mpsc::Sender<Accepted>,
+    shutting_down: watch::Receiver<bool>,
+    metrics: Arc<Metrics>,
+}
+
+/// Reads requests until the endpoint closes.
+pub(crate) async fn run(
+    mut incoming: Incoming,
+    limits: DecodeLimits,
+    node: mpsc::Sender<Accepted>,
+    shutting_down: watch::Receiver<bool>,
+    metrics: Arc<Metrics>,
+) {
+    let gate = Gate {
+        limits,
+        node,
+        shutting_down,
+        metrics,
+    };
+    while let Some(request) = incoming.next().await {
+        let received = Instant::now();
+        let (peer, remote, frame, responder) = request.into_parts();
+        if frame.len() <= INLINE_DECODE_BYTES {
+            gate.admit(&peer, remote, &frame, responder, received);
+        } else {
+            let gate = gate.clone();
+            tokio::spawn(async move { gate.admit(&peer, remote, &frame, responder, received) });
+        }
+    }
+    tracing::debug!("accept task done: the endpoint is closed");
+}
+
+impl Gate {
+    /// Decodes and authorises one request, then hands it to the node task or refuses it.
+    fn admit(
+        &self,
+        peer: &PeerIdentity,
+        remote: std::net::SocketAddr,
+        frame: &Bytes,
+        responder: Responder,
+        received: Instant,
+    ) {
+        if *self.shutting_down.borrow() {
+            return self.refuse(responder, Refusal::ShuttingDown);
+        }
+        let request = match decode::<Request>(frame, &self.limits) {
+            Ok(request) => request,
+            Err(error) => {
+                tracing::debug!(%peer, %remote, %error, "undecodable request");
+                return self.refuse(responder, Refusal::BadRequest(error.to_string()));
+            }
+        };
+        if let Err(refusal) = authorise(peer, &request) {
+            tracing::warn!(%peer, %remote, %refusal, "refusing request");
+            return self.refuse(responder, refusal);
+        }
+        let accepted = Accepted {
+            op: Op::of(&request),
+            request,
+            responder,
+            received,
+        };
+        match self.node.try_send(accepted) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(accepted)) => {
+                self.refuse(accepted.responder, Refusal::Overloaded)
+            }
+            Err(mpsc::error::TrySendError::Closed(accepted)) => {
+                self.refuse(accepted.responder, Refusal::ShuttingDown)
+            }
+        }
+    }
+
+    fn refuse(&self, responder: Responder, refusal: Refusal) {
+        self.metrics.refused(&refusal);
+        respond(responder, &Response::Refused(refusal));
+    }
+}
+
+/// Whether the certificate's holder may send `request`: by role, and for replica messages, the
+/// claimed sender must be the certificate's node.
+pub(crate) fn authorise(peer: &PeerIdentity, request: &Request) -> Result<(), Refusal> {
+    let role = match peer.role {
+        CertRole::Node => Role::Node,
+        CertRole::Client => Role::Client,
+        CertRole::Admin => Role::Admin,
+    };
+    if !request.allowed_for(role) {
+        return Err(Refusal::Unauthorized {
+            required: request.required_role().to_owned(),
+            role,
+        });
+    }
+    if let Request::Replica(r) = request
+        && peer.node() != Some(&r.from)
+    {
+        return Err(Refusal::WrongSender {
+            claimed: r.from.to_string(),
+            certified: peer.name.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// Encodes and sends a response; a response that cannot be encoded (a bug) is logged and the
+/// stream reset by dropping the responder.
+pub(crate) fn respond(responder: Responder, response: &Response) {
+    match encode(response) {
+        Ok(frame) => responder.respond(frame),
+        Err(error) => tracing::error!(%error, "cannot encode a response; resetting the stream"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_protocol::{ClientRequest, ReplicaBody, ReplicaRequest};
+    use shoal_types::{NodeId, RingEpoch};
+
+    fn id(s: &str) -> NodeId {
+        NodeId::new(s).unwrap()
+    }
+
+    fn peer(role: CertRole, name: &str) -> PeerIdentity {
+        PeerIdentity {
+            role,
+            name: id(name),
+        }
+    }
+
+    fn ping_from(from: &str) -> Request {
+        Request::Replica(ReplicaRequest {
+            from: id(from),
+            epoch: RingEpoch::INITIAL,
+            body: ReplicaBody::Ping,
+        })
+    }
+
+    #[test]
+    fn only_nodes_send_replica_messages_and_only_as_themselves() {
+        assert_eq!(
+            authorise(&peer(CertRole::Node, "n1"), &ping_from("n1")),
+            Ok(())
+        );
+        assert!(matches!(
+            authorise(&peer(CertRole::Node, "n1"), &ping_from("n2")),
+            Err(Refusal::WrongSender { .. })
+        ));
+        // A client named like a node is still a client.
+        assert!(matches!(
+            authorise(&peer(CertRole::Client, "n1"), &ping_from("n1")),
+            Err(Refusal::Unauthorized {
+                role: Role::Client,
+                ..
+            })
+        ));
+        assert!(matches!(
+            authorise(&peer(CertRole::Admin, "n1"), &ping_from("n1")),
+            Err(Refusal::Unauthorized { .. })
+        ));
+    }
+
+    #[test]
+    fn every_role_may_send_client_requests() {
+        for role in [CertRole::Node, CertRole::Client, CertRole::Admin] {
+            let request = Request::Client(ClientRequest::Ring);
+            assert_eq!(authorise(&peer(role, "x"), &request), Ok(()));
+        }
+    }
+}

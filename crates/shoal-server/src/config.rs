@@ -1,0 +1,282 @@
+//! What a server is started with, and the checks that run before anything is opened.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use shoal_ring::{Member, Ring};
+use shoal_transport::TransportConfig;
+use shoal_types::{Limits, NodeId, PartitionCount, Quorum, Zone};
+
+use crate::ServerError;
+
+/// Everything a server needs to start. Build it with [`ServerConfig::new`] and override fields.
+///
+/// Every node of a cluster must be started with the same `members`, `partitions` and
+/// `quorum.n()`: each node computes the ring from them, deterministically, and they must all
+/// compute the same one.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// This node's id; the node certificate in `certs_dir` must name it.
+    pub node_id: NodeId,
+    /// The UDP address QUIC listens on. Port 0 picks a free port (one-node clusters only).
+    pub listen: SocketAddr,
+    /// The data directory; the database is `data_dir/shoal.redb`.
+    pub data_dir: PathBuf,
+    /// The directory with `ca.pem` and this node's `node-<id>.pem` / `node-<id>.key`.
+    pub certs_dir: PathBuf,
+    /// Initial cluster members (static membership for now), including this node. Empty = a
+    /// one-node cluster of this node alone.
+    pub members: Vec<Member>,
+    /// This node's zone (failure domain). Must match this node's entry in `members`.
+    pub zone: Zone,
+    /// Where to serve Prometheus metrics (`GET /metrics`); `None` serves none.
+    pub metrics: Option<SocketAddr>,
+    /// Default N, R, W, PR, PW.
+    pub quorum: Quorum,
+    /// Q, the number of partitions; fixed when the data directory is created.
+    pub partitions: PartitionCount,
+    /// Key, value and sibling limits.
+    pub limits: Limits,
+    /// How long a request may take when the client gives no timeout.
+    pub request_timeout: Duration,
+    /// QUIC limits and timeouts of the listening endpoint.
+    pub transport: TransportConfig,
+    /// How long graceful shutdown waits for in-flight requests and pending commits.
+    pub shutdown_timeout: Duration,
+    /// Node-to-node connections use this as their QUIC idle timeout, which also bounds a
+    /// handshake: a peer that is down is reported unreachable after this long. Keep it well
+    /// below `request_timeout`, so a request can still try another replica.
+    pub peer_connect_timeout: Duration,
+    /// Most client requests queued between the accept task and the node task; beyond it new
+    /// requests are refused with `Overloaded`.
+    pub request_queue: usize,
+}
+
+impl ServerConfig {
+    /// Default graceful-shutdown bound.
+    pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+    /// Default node-to-node handshake and idle timeout.
+    pub const DEFAULT_PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+    /// Default request timeout.
+    pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+    /// A configuration with defaults for everything but identity, address and directories:
+    /// a one-node cluster, the default zone, no metrics, N=3 R=2 W=2, Q=256, default limits,
+    /// 5 s requests, default QUIC limits, 10 s graceful shutdown, 2 s peer handshakes.
+    ///
+    /// A one-node cluster needs a quorum it can meet: set `quorum` to N=1 R=1 W=1, or list
+    /// members.
+    pub fn new(
+        node_id: NodeId,
+        listen: SocketAddr,
+        data_dir: impl Into<PathBuf>,
+        certs_dir: impl Into<PathBuf>,
+    ) -> Self {
+        ServerConfig {
+            node_id,
+            listen,
+            data_dir: data_dir.into(),
+            certs_dir: certs_dir.into(),
+            members: Vec::new(),
+            zone: Zone::default_zone(),
+            metrics: None,
+            quorum: Quorum::default(),
+            partitions: PartitionCount::DEFAULT,
+            limits: Limits::default(),
+            request_timeout: Self::DEFAULT_REQUEST_TIMEOUT,
+            transport: TransportConfig::default(),
+            shutdown_timeout: Self::DEFAULT_SHUTDOWN_TIMEOUT,
+            peer_connect_timeout: Self::DEFAULT_PEER_CONNECT_TIMEOUT,
+            request_queue: 4096,
+        }
+    }
+
+    /// Checks everything that can be checked before opening anything: membership, quorum,
+    /// timeouts and QUIC limits.
+    pub fn validate(&self) -> Result<(), ServerError> {
+        let invalid = |reason: String| Err(ServerError::InvalidConfig(reason));
+        if self.members.is_empty() {
+            self.check_quorum(1)?;
+        } else {
+            let Some(me) = self.members.iter().find(|m| m.id == self.node_id) else {
+                return Err(ServerError::NotAMember {
+                    node: self.node_id.clone(),
+                });
+            };
+            if self.listen.port() == 0 && self.members.len() > 1 {
+                return Err(ServerError::EphemeralPortInCluster {
+                    members: self.members.len(),
+                });
+            }
+            if self.listen.port() != 0 && !same_address(self.listen, me.addr) {
+                return Err(ServerError::AddressMismatch {
+                    node: self.node_id.clone(),
+                    listen: self.listen,
+                    member: me.addr,
+                });
+            }
+            if me.zone != self.zone {
+                return Err(ServerError::ZoneMismatch {
+                    node: self.node_id.clone(),
+                    zone: self.zone.clone(),
+                    member: me.zone.clone(),
+                });
+            }
+            self.check_quorum(self.members.len())?;
+        }
+        if self.request_timeout.is_zero() {
+            return invalid("request_timeout must be positive".into());
+        }
+        if self.peer_connect_timeout < Duration::from_millis(100) {
+            return invalid("peer_connect_timeout must be at least 100 ms".into());
+        }
+        if self.request_queue == 0 {
+            return invalid("request_queue must be positive".into());
+        }
+        self.transport
+            .validate()
+            .map_err(|e| ServerError::InvalidConfig(e.to_string()))?;
+        self.peer_transport()
+            .validate()
+            .map_err(|e| ServerError::InvalidConfig(format!("peer_connect_timeout: {e}")))?;
+        Ok(())
+    }
+
+    /// The ring of the configured members, with this node at `bound` (the address actually
+    /// bound, which differs from `listen` only when `listen` asked for port 0).
+    pub(crate) fn ring(&self, bound: SocketAddr) -> Result<Ring, ServerError> {
+        let members = if self.members.is_empty() {
+            vec![Member::new(self.node_id.clone(), bound).in_zone(self.zone.clone())]
+        } else if self.listen.port() == 0 {
+            // validate() allows port 0 only for a single member: this node.
+            self.members
+                .iter()
+                .map(|m| {
+                    let mut m = m.clone();
+                    if m.id == self.node_id {
+                        m.addr = bound;
+                    }
+                    m
+                })
+                .collect()
+        } else {
+            self.members.clone()
+        };
+        Ring::new(members, self.partitions, self.quorum.n()).map_err(ServerError::Ring)
+    }
+
+    /// The transport configuration of node-to-node sends: the listening endpoint's, with the
+    /// short peer timeout as idle (and so handshake) timeout.
+    pub(crate) fn peer_transport(&self) -> TransportConfig {
+        TransportConfig {
+            idle_timeout: self.peer_connect_timeout,
+            keep_alive_interval: self.peer_connect_timeout / 4,
+            ..self.transport.clone()
+        }
+    }
+
+    /// Replicas the default quorum needs must exist.
+    fn check_quorum(&self, members: usize) -> Result<(), ServerError> {
+        let (read, write) = (self.quorum.read(), self.quorum.write());
+        let needed = read.r().max(write.w());
+        if needed > members {
+            return Err(ServerError::QuorumTooLarge {
+                members,
+                r: read.r(),
+                w: write.w(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Whether a node listening on `listen` is reachable at `member`: the same address, or the same
+/// port when listening on every interface (`0.0.0.0` / `::`).
+fn same_address(listen: SocketAddr, member: SocketAddr) -> bool {
+    listen == member || (listen.ip().is_unspecified() && listen.port() == member.port())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(s: &str) -> NodeId {
+        NodeId::new(s).unwrap()
+    }
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    fn config(listen: SocketAddr, members: &[(&str, u16)]) -> ServerConfig {
+        let mut config = ServerConfig::new(id("n1"), listen, "/nonexistent", "/nonexistent");
+        config.members = members
+            .iter()
+            .map(|(n, p)| Member::new(id(n), addr(*p)))
+            .collect();
+        config
+    }
+
+    #[test]
+    fn a_cluster_of_three_with_this_node_at_its_address_is_valid() {
+        let c = config(addr(7001), &[("n1", 7001), ("n2", 7002), ("n3", 7003)]);
+        c.validate().unwrap();
+        assert_eq!(c.ring(addr(7001)).unwrap().members().len(), 3);
+    }
+
+    #[test]
+    fn members_must_name_this_node() {
+        let c = config(addr(7001), &[("n2", 7002), ("n3", 7003), ("n4", 7004)]);
+        assert!(matches!(c.validate(), Err(ServerError::NotAMember { .. })));
+    }
+
+    #[test]
+    fn members_must_give_this_node_its_listen_address() {
+        let c = config(addr(7001), &[("n1", 7009), ("n2", 7002), ("n3", 7003)]);
+        let err = c.validate().unwrap_err();
+        assert!(matches!(err, ServerError::AddressMismatch { .. }), "{err}");
+        assert!(err.to_string().contains("127.0.0.1:7009"), "{err}");
+    }
+
+    #[test]
+    fn listening_on_every_interface_needs_only_the_port_to_match() {
+        let any = SocketAddr::from(([0, 0, 0, 0], 7001));
+        config(any, &[("n1", 7001), ("n2", 7002), ("n3", 7003)])
+            .validate()
+            .unwrap();
+    }
+
+    #[test]
+    fn port_zero_is_for_one_node_clusters_only() {
+        let c = config(addr(0), &[("n1", 7001), ("n2", 7002), ("n3", 7003)]);
+        assert!(matches!(
+            c.validate(),
+            Err(ServerError::EphemeralPortInCluster { .. })
+        ));
+        let mut alone = config(addr(0), &[]);
+        alone.quorum = Quorum::new(1, 1, 1, 0, 0).unwrap();
+        alone.validate().unwrap();
+        let ring = alone.ring(addr(4242)).unwrap();
+        assert_eq!(ring.member(&id("n1")).unwrap().addr, addr(4242));
+    }
+
+    #[test]
+    fn a_quorum_larger_than_the_cluster_is_refused() {
+        let c = config(addr(0), &[]);
+        assert!(matches!(
+            c.validate(),
+            Err(ServerError::QuorumTooLarge { members: 1, .. })
+        ));
+    }
+
+    #[test]
+    fn this_nodes_zone_must_match_its_member_entry() {
+        let mut c = config(addr(7001), &[("n1", 7001), ("n2", 7002), ("n3", 7003)]);
+        c.zone = Zone::new("east").unwrap();
+        assert!(matches!(
+            c.validate(),
+            Err(ServerError::ZoneMismatch { .. })
+        ));
+    }
+}

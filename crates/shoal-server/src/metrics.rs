@@ -1,0 +1,641 @@
+//! The server's metrics: request counts and latency histograms kept in atomics by the tasks that
+//! see the requests, and a [`Snapshot`] of the node's, the storage's and the transport's
+//! counters that only the node task can take. [`Metrics::render`] writes the Prometheus text
+//! format (version 0.0.4).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use shoal_coordinator::NodeMetrics;
+use shoal_protocol::{
+    AdminResponse, ClientRequest, ClientResponse, Refusal, ReplicaBody, ReplicaResponse, Request,
+    RequestError, Response,
+};
+use shoal_storage::StorageStats;
+use shoal_transport::TransportStats;
+use shoal_types::{Incarnation, NodeId};
+
+/// Upper bounds of the latency histogram buckets, in seconds: 50 µs to 10 s.
+const LATENCY_BUCKETS_SECONDS: [f64; 17] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0,
+];
+
+/// What a request asked for, as metrics name it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Op {
+    Get,
+    Put,
+    Delete,
+    GetLocal,
+    Ring,
+    ReplicaCoordinate,
+    ReplicaReplicate,
+    ReplicaRead,
+    ReplicaRepair,
+    ReplicaPing,
+    Admin,
+}
+
+impl Op {
+    const ALL: [Op; 11] = [
+        Op::Get,
+        Op::Put,
+        Op::Delete,
+        Op::GetLocal,
+        Op::Ring,
+        Op::ReplicaCoordinate,
+        Op::ReplicaReplicate,
+        Op::ReplicaRead,
+        Op::ReplicaRepair,
+        Op::ReplicaPing,
+        Op::Admin,
+    ];
+
+    pub(crate) fn of(request: &Request) -> Op {
+        match request {
+            Request::Client(c) => match c {
+                ClientRequest::Get { .. } => Op::Get,
+                ClientRequest::Put { .. } => Op::Put,
+                ClientRequest::Delete { .. } => Op::Delete,
+                ClientRequest::GetLocal { .. } => Op::GetLocal,
+                ClientRequest::Ring => Op::Ring,
+            },
+            Request::Replica(r) => match r.body {
+                ReplicaBody::Coordinate(_) => Op::ReplicaCoordinate,
+                ReplicaBody::Replicate { .. } => Op::ReplicaReplicate,
+                ReplicaBody::Read { .. } => Op::ReplicaRead,
+                ReplicaBody::Repair { .. } => Op::ReplicaRepair,
+                ReplicaBody::Ping => Op::ReplicaPing,
+            },
+            Request::Admin(_) => Op::Admin,
+        }
+    }
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Op::Get => "get",
+            Op::Put => "put",
+            Op::Delete => "delete",
+            Op::GetLocal => "get_local",
+            Op::Ring => "ring",
+            Op::ReplicaCoordinate => "replica_coordinate",
+            Op::ReplicaReplicate => "replica_replicate",
+            Op::ReplicaRead => "replica_read",
+            Op::ReplicaRepair => "replica_repair",
+            Op::ReplicaPing => "replica_ping",
+            Op::Admin => "admin",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// How a request ended, as metrics name it.
+pub(crate) fn outcome(response: &Response) -> &'static str {
+    match response {
+        Response::Client(c) | Response::Replica(ReplicaResponse::Coordinated(c)) => match c {
+            ClientResponse::Read { values, .. } if values.is_empty() => "not_found",
+            ClientResponse::Read { .. }
+            | ClientResponse::Written { .. }
+            | ClientResponse::Local(_)
+            | ClientResponse::Ring(_) => "ok",
+            ClientResponse::Failed(e) => match e {
+                RequestError::Unavailable { .. } => "unavailable",
+                RequestError::QuorumFailed { .. } => "quorum_failed",
+                RequestError::Timeout { .. } => "timeout",
+                RequestError::TooManySiblings { .. } => "too_many_siblings",
+                RequestError::ValueTooLarge { .. } => "value_too_large",
+                RequestError::KeyTooLarge { .. } => "key_too_large",
+                RequestError::InvalidQuorum(_) => "invalid_quorum",
+                RequestError::Overloaded => "overloaded",
+                RequestError::NodeFailed(_) => "node_failed",
+            },
+        },
+        Response::Replica(ReplicaResponse::Failed(_)) => "failed",
+        Response::Replica(_) | Response::Admin(AdminResponse::Status(_)) => "ok",
+        Response::Refused(r) => refusal_reason(r),
+    }
+}
+
+/// The label of a refusal.
+pub(crate) fn refusal_reason(refusal: &Refusal) -> &'static str {
+    match refusal {
+        Refusal::Unauthorized { .. } => "unauthorized",
+        Refusal::WrongSender { .. } => "wrong_sender",
+        Refusal::BadRequest(_) => "bad_request",
+        Refusal::ShuttingDown => "shutting_down",
+        Refusal::Overloaded => "overloaded",
+    }
+}
+
+const REFUSAL_REASONS: [&str; 5] = [
+    "unauthorized",
+    "wrong_sender",
+    "bad_request",
+    "shutting_down",
+    "overloaded",
+];
+
+/// What only the node task can see, taken when metrics are scraped.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Snapshot {
+    pub(crate) node: NodeMetrics,
+    pub(crate) storage: StorageStats,
+    pub(crate) listen: TransportStats,
+    pub(crate) peers: TransportStats,
+    /// Requests the node is coordinating.
+    pub(crate) in_flight: usize,
+    /// Requests handed to the node and not answered yet.
+    pub(crate) awaiting_reply: usize,
+    /// Batches handed to storage and not yet durable.
+    pub(crate) persists_pending: usize,
+    /// Messages to peers in flight.
+    pub(crate) sends_in_flight: usize,
+}
+
+/// The server's metrics, shared by its tasks.
+#[derive(Debug)]
+pub(crate) struct Metrics {
+    node: NodeId,
+    incarnation: Incarnation,
+    /// Requests answered by the node, by (op, outcome).
+    requests: Mutex<BTreeMap<(Op, &'static str), u64>>,
+    latency: [Histogram; Op::ALL.len()],
+    /// Requests refused before reaching the node, by reason (index into REFUSAL_REASONS).
+    refused: [AtomicU64; REFUSAL_REASONS.len()],
+    /// The last snapshot taken, shown when a fresh one cannot be had (node task gone).
+    last: Mutex<Snapshot>,
+}
+
+impl Metrics {
+    pub(crate) fn new(node: NodeId, incarnation: Incarnation) -> Metrics {
+        Metrics {
+            node,
+            incarnation,
+            requests: Mutex::new(BTreeMap::new()),
+            latency: Default::default(),
+            refused: Default::default(),
+            last: Mutex::new(Snapshot::default()),
+        }
+    }
+
+    /// A request the node answered.
+    pub(crate) fn answered(&self, op: Op, outcome: &'static str, latency: Duration) {
+        *self
+            .requests
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry((op, outcome))
+            .or_default() += 1;
+        self.latency[op.index()].observe(latency);
+    }
+
+    /// A request refused before it reached the node.
+    pub(crate) fn refused(&self, refusal: &Refusal) {
+        let reason = refusal_reason(refusal);
+        if let Some(i) = REFUSAL_REASONS.iter().position(|r| *r == reason) {
+            self.refused[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn store_snapshot(&self, snapshot: Snapshot) {
+        *self.last.lock().unwrap_or_else(PoisonError::into_inner) = snapshot;
+    }
+
+    pub(crate) fn last_snapshot(&self) -> Snapshot {
+        self.last
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The Prometheus text exposition of everything, with `snapshot` for the node's counters.
+    pub(crate) fn render(&self, s: &Snapshot) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        let w = &mut out;
+        header(
+            w,
+            "shoal_node_info",
+            "gauge",
+            "This node's id and incarnation.",
+        );
+        line(
+            w,
+            "shoal_node_info",
+            &format!(
+                "node=\"{}\",incarnation=\"{}\"",
+                self.node, self.incarnation
+            ),
+            1,
+        );
+
+        header(
+            w,
+            "shoal_requests_total",
+            "counter",
+            "Requests answered by the node, by operation and outcome.",
+        );
+        let requests = self
+            .requests
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        for ((op, outcome), n) in &requests {
+            let labels = format!("op=\"{}\",outcome=\"{outcome}\"", op.as_str());
+            line(w, "shoal_requests_total", &labels, *n);
+        }
+
+        header(
+            w,
+            "shoal_request_duration_seconds",
+            "histogram",
+            "Time from a request's arrival to its answer, by operation.",
+        );
+        for op in Op::ALL {
+            self.latency[op.index()].render(w, "shoal_request_duration_seconds", op.as_str());
+        }
+
+        header(
+            w,
+            "shoal_requests_refused_total",
+            "counter",
+            "Requests refused before reaching the node (bad frame, wrong role, shutting down...).",
+        );
+        for (i, reason) in REFUSAL_REASONS.iter().enumerate() {
+            let n = self.refused[i].load(Ordering::Relaxed);
+            line(
+                w,
+                "shoal_requests_refused_total",
+                &format!("reason=\"{reason}\""),
+                n,
+            );
+        }
+
+        let gauges: [(&str, &str, usize); 5] = [
+            (
+                "shoal_requests_in_flight",
+                "Requests the node is coordinating now.",
+                s.in_flight,
+            ),
+            (
+                "shoal_requests_awaiting_reply",
+                "Requests received and not answered yet.",
+                s.awaiting_reply,
+            ),
+            (
+                "shoal_persists_pending",
+                "Write batches handed to storage and not yet durable.",
+                s.persists_pending,
+            ),
+            (
+                "shoal_peer_requests_in_flight",
+                "Messages sent to other nodes and not answered yet.",
+                s.sends_in_flight,
+            ),
+            (
+                "shoal_storage_queued_batches",
+                "Batches waiting for the next group commit.",
+                usize::try_from(s.storage.queued_batches).unwrap_or(usize::MAX),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            header(w, name, "gauge", help);
+            line(w, name, "", value as u64);
+        }
+
+        let n = &s.node;
+        let counters: [(&str, &str, u64); 12] = [
+            (
+                "shoal_gets_coordinated_total",
+                "Gets this node coordinated.",
+                n.gets,
+            ),
+            (
+                "shoal_puts_coordinated_total",
+                "Puts this node coordinated (not forwarded).",
+                n.puts,
+            ),
+            (
+                "shoal_deletes_coordinated_total",
+                "Deletes this node coordinated (not forwarded).",
+                n.deletes,
+            ),
+            (
+                "shoal_forwarded_total",
+                "Writes forwarded to a primary.",
+                n.forwarded,
+            ),
+            (
+                "shoal_quorum_failures_total",
+                "Requests answered QuorumFailed.",
+                n.quorum_failures,
+            ),
+            (
+                "shoal_timeouts_total",
+                "Requests answered Timeout.",
+                n.timeouts,
+            ),
+            (
+                "shoal_unavailable_total",
+                "Requests answered Unavailable.",
+                n.unavailable,
+            ),
+            (
+                "shoal_too_many_siblings_total",
+                "Writes refused with TooManySiblings.",
+                n.too_many_siblings,
+            ),
+            (
+                "shoal_overloaded_total",
+                "Requests the node refused as Overloaded.",
+                n.overloaded,
+            ),
+            (
+                "shoal_read_repairs_total",
+                "Read-repair objects sent or written locally.",
+                n.read_repairs,
+            ),
+            (
+                "shoal_corrupt_reads_total",
+                "Local records the node found corrupt.",
+                n.corrupt_reads,
+            ),
+            (
+                "shoal_replica_writes_total",
+                "Replica writes stored for peers (replication and repair).",
+                n.replica_writes,
+            ),
+        ];
+        for (name, help, value) in counters {
+            header(w, name, "counter", help);
+            line(w, name, "", value);
+        }
+
+        self.render_storage(w, &s.storage);
+        render_transport(w, &s.listen, &s.peers);
+        out
+    }
+
+    fn render_storage(&self, w: &mut String, st: &StorageStats) {
+        let counters: [(&str, &str, u64); 7] = [
+            (
+                "shoal_storage_commits_total",
+                "Group commits (one fsync each).",
+                st.commits,
+            ),
+            (
+                "shoal_storage_failed_commits_total",
+                "Group commits that failed.",
+                st.failed_commits,
+            ),
+            (
+                "shoal_storage_batches_total",
+                "Write batches acknowledged durable.",
+                st.batches,
+            ),
+            (
+                "shoal_storage_writes_total",
+                "Writes in acknowledged batches.",
+                st.writes,
+            ),
+            (
+                "shoal_storage_corrupt_objects_total",
+                "Object and hint records found corrupt, each time one was read.",
+                st.corrupt_objects,
+            ),
+            (
+                "shoal_storage_corrupt_tree_entries_total",
+                "Hash-tree entries found corrupt.",
+                st.corrupt_tree_entries,
+            ),
+            (
+                "shoal_storage_segment_rebuilds_total",
+                "Hash-tree segments recomputed after corruption.",
+                st.segment_rebuilds,
+            ),
+        ];
+        for (name, help, value) in counters {
+            header(w, name, "counter", help);
+            line(w, name, "", value);
+        }
+        // Per-commit sizes as summaries without quantiles: sum over count is the mean.
+        let commit_size: [(&str, &str, u64, u64); 2] = [
+            (
+                "shoal_storage_commit_writes",
+                "Writes per group commit.",
+                st.writes,
+                st.max_writes_per_commit,
+            ),
+            (
+                "shoal_storage_commit_batches",
+                "Batches (requests) per group commit.",
+                st.batches,
+                st.max_batches_per_commit,
+            ),
+        ];
+        for (name, help, sum, max) in commit_size {
+            header(w, name, "summary", help);
+            let _ = writeln!(w, "{name}_sum {sum}");
+            let _ = writeln!(w, "{name}_count {}", st.commits);
+            let max_name = format!("{name}_max");
+            header(w, &max_name, "gauge", "The largest group commit so far.");
+            line(w, &max_name, "", max);
+        }
+        let name = "shoal_storage_commit_duration_seconds";
+        header(
+            w,
+            name,
+            "summary",
+            "Time to apply and fsync one group commit.",
+        );
+        let _ = writeln!(w, "{name}_sum {}", st.commit_latency_total.as_secs_f64());
+        let _ = writeln!(w, "{name}_count {}", st.commits);
+        let max_name = "shoal_storage_commit_duration_seconds_max";
+        header(w, max_name, "gauge", "The longest group commit so far.");
+        let _ = writeln!(w, "{max_name} {}", st.commit_latency_max.as_secs_f64());
+    }
+}
+
+/// Transport counters of both endpoints, labelled `endpoint="listen"` (requests in) and
+/// `endpoint="peers"` (node-to-node requests out).
+fn render_transport(w: &mut String, listen: &TransportStats, peers: &TransportStats) {
+    type Field = fn(&TransportStats) -> u64;
+    let series: [(&str, &str, &str, Field); 10] = [
+        (
+            "shoal_transport_connections_opened_total",
+            "counter",
+            "Outgoing connections established.",
+            |t| t.connections_opened,
+        ),
+        (
+            "shoal_transport_connections_accepted_total",
+            "counter",
+            "Incoming connections established.",
+            |t| t.connections_accepted,
+        ),
+        (
+            "shoal_transport_connections_refused_total",
+            "counter",
+            "Incoming connections refused (limit reached, closing).",
+            |t| t.connections_refused,
+        ),
+        (
+            "shoal_transport_incoming_handshakes_failed_total",
+            "counter",
+            "Incoming handshakes that failed (certificate refused, timeout).",
+            |t| t.incoming_handshakes_failed,
+        ),
+        (
+            "shoal_transport_outgoing_handshakes_failed_total",
+            "counter",
+            "Outgoing handshakes that failed (peer down, wrong peer).",
+            |t| t.outgoing_handshakes_failed,
+        ),
+        (
+            "shoal_transport_bad_frames_total",
+            "counter",
+            "Request frames refused as too large, truncated or followed by bytes.",
+            |t| t.bad_frames,
+        ),
+        (
+            "shoal_transport_connections_closed_for_bad_frames_total",
+            "counter",
+            "Connections closed for sending too many bad frames.",
+            |t| t.connections_closed_for_bad_frames,
+        ),
+        (
+            "shoal_transport_requests_sent_total",
+            "counter",
+            "Requests sent.",
+            |t| t.requests_sent,
+        ),
+        (
+            "shoal_transport_requests_received_total",
+            "counter",
+            "Requests read and handed to the server.",
+            |t| t.requests_received,
+        ),
+        (
+            "shoal_transport_open_connections",
+            "gauge",
+            "Connections open now.",
+            |t| t.open_connections,
+        ),
+    ];
+    for (name, kind, help, field) in series {
+        header(w, name, kind, help);
+        line(w, name, "endpoint=\"listen\"", field(listen));
+        line(w, name, "endpoint=\"peers\"", field(peers));
+    }
+}
+
+/// A Prometheus histogram with fixed buckets, in atomics.
+#[derive(Debug, Default)]
+struct Histogram {
+    /// Observations per bucket (not cumulative); the last slot counts those over every bound.
+    buckets: [AtomicU64; LATENCY_BUCKETS_SECONDS.len() + 1],
+    sum_nanos: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Histogram {
+    fn observe(&self, d: Duration) {
+        let seconds = d.as_secs_f64();
+        let slot = LATENCY_BUCKETS_SECONDS
+            .iter()
+            .position(|bound| seconds <= *bound)
+            .unwrap_or(LATENCY_BUCKETS_SECONDS.len());
+        self.buckets[slot].fetch_add(1, Ordering::Relaxed);
+        let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn render(&self, w: &mut String, name: &str, op: &str) {
+        let mut cumulative = 0;
+        for (i, bound) in LATENCY_BUCKETS_SECONDS.iter().enumerate() {
+            cumulative += self.buckets[i].load(Ordering::Relaxed);
+            let _ = writeln!(
+                w,
+                "{name}_bucket{{op=\"{op}\",le=\"{bound}\"}} {cumulative}"
+            );
+        }
+        cumulative += self.buckets[LATENCY_BUCKETS_SECONDS.len()].load(Ordering::Relaxed);
+        let _ = writeln!(w, "{name}_bucket{{op=\"{op}\",le=\"+Inf\"}} {cumulative}");
+        let sum = Duration::from_nanos(self.sum_nanos.load(Ordering::Relaxed)).as_secs_f64();
+        let _ = writeln!(w, "{name}_sum{{op=\"{op}\"}} {sum}");
+        // The count is the +Inf bucket, so the two always agree within one scrape.
+        let _ = writeln!(w, "{name}_count{{op=\"{op}\"}} {cumulative}");
+    }
+}
+
+fn header(w: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(w, "# HELP {name} {help}");
+    let _ = writeln!(w, "# TYPE {name} {kind}");
+}
+
+fn line(w: &mut String, name: &str, labels: &str, value: u64) {
+    if labels.is_empty() {
+        let _ = writeln!(w, "{name} {value}");
+    } else {
+        let _ = writeln!(w, "{name}{{{labels}}} {value}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metrics() -> Metrics {
+        Metrics::new(NodeId::new("n1").unwrap(), Incarnation::new(7))
+    }
+
+    #[test]
+    fn histogram_buckets_are_cumulative_and_count_matches_inf() {
+        let m = metrics();
+        m.answered(Op::Get, "ok", Duration::from_micros(30));
+        m.answered(Op::Get, "ok", Duration::from_millis(3));
+        m.answered(Op::Get, "timeout", Duration::from_secs(60));
+        let text = m.render(&Snapshot::default());
+        assert!(
+            text.contains("shoal_request_duration_seconds_bucket{op=\"get\",le=\"0.00005\"} 1")
+        );
+        assert!(text.contains("shoal_request_duration_seconds_bucket{op=\"get\",le=\"0.005\"} 2"));
+        assert!(text.contains("shoal_request_duration_seconds_bucket{op=\"get\",le=\"10\"} 2"));
+        assert!(text.contains("shoal_request_duration_seconds_bucket{op=\"get\",le=\"+Inf\"} 3"));
+        assert!(text.contains("shoal_request_duration_seconds_count{op=\"get\"} 3"));
+        assert!(text.contains("shoal_requests_total{op=\"get\",outcome=\"ok\"} 2"));
+        assert!(text.contains("shoal_requests_total{op=\"get\",outcome=\"timeout\"} 1"));
+        assert!(text.contains("shoal_request_duration_seconds_count{op=\"put\"} 0"));
+    }
+
+    #[test]
+    fn every_sample_line_belongs_to_a_declared_family() {
+        let m = metrics();
+        m.refused(&Refusal::ShuttingDown);
+        let text = m.render(&Snapshot::default());
+        let mut declared = Vec::new();
+        for l in text.lines() {
+            if let Some(rest) = l.strip_prefix("# TYPE ") {
+                declared.push(rest.split(' ').next().unwrap().to_owned());
+            } else if !l.starts_with('#') {
+                let name = l.split(['{', ' ']).next().unwrap();
+                let family = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|s| name.strip_suffix(s))
+                    .filter(|base| declared.iter().any(|d| d == base))
+                    .unwrap_or(name);
+                assert!(declared.iter().any(|d| d == family), "undeclared: {l}");
+                let value = l.rsplit(' ').next().unwrap();
+                assert!(value.parse::<f64>().is_ok(), "bad value: {l}");
+            }
+        }
+        assert!(text.contains("shoal_requests_refused_total{reason=\"shutting_down\"} 1"));
+    }
+}

@@ -1,0 +1,317 @@
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use shoal_coordinator::{Node, NodeConfig};
+use shoal_protocol::DecodeLimits;
+use shoal_storage::RedbStorage;
+use shoal_transport::{Endpoint, Identity, Role};
+use shoal_types::{Incarnation, Limits, NodeId};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::metrics::Metrics;
+use crate::node_task::NodeTask;
+use crate::{ServerConfig, ServerError, accept, http};
+
+/// How long closing the node-to-node endpoint waits for peers to acknowledge.
+const PEER_CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A running Shoal node: its QUIC endpoint, its node task, its storage and its metrics
+/// endpoint. See the crate docs for the tasks and what each owns.
+///
+/// Stop it with [`Server::shutdown`] (or [`Server::run_until_signal`]). Dropping it without
+/// shutting down also drains the node, but nobody waits for it.
+#[derive(Debug)]
+pub struct Server {
+    node_id: NodeId,
+    local_addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
+    incarnation: Incarnation,
+    listen: Endpoint,
+    peers: Endpoint,
+    /// Turned true to start graceful shutdown.
+    shutdown: watch::Sender<bool>,
+    /// Turned true to stop the metrics endpoint, last.
+    stop_metrics: watch::Sender<bool>,
+    node_task: JoinHandle<Node<RedbStorage>>,
+    accept_task: JoinHandle<()>,
+    metrics_task: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Opens storage, loads the node certificate, binds QUIC and metrics, builds the ring, starts
+    /// the node task; returns once listening.
+    pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
+        config.validate()?;
+        let load_identity = || {
+            Identity::load(&config.certs_dir, Role::Node, Some(config.node_id.as_str())).map_err(
+                |source| ServerError::Certificate {
+                    dir: config.certs_dir.clone(),
+                    node: config.node_id.clone(),
+                    source,
+                },
+            )
+        };
+        // One for listening, one for the node-to-node endpoint.
+        let (listen_identity, peer_identity) = (load_identity()?, load_identity()?);
+        let storage = open_storage(&config).await?;
+        let started = Server::launch(config, listen_identity, peer_identity, &storage).await;
+        if started.is_err() {
+            // Ours is the last handle: closing joins the commit thread, off the runtime.
+            close_storage(storage).await;
+        }
+        started
+    }
+
+    /// The QUIC address the node listens on (with the port picked for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The address metrics are served on, if any.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// The incarnation of this node's data directory.
+    pub fn incarnation(&self) -> Incarnation {
+        self.incarnation
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &NodeId {
+        &self.node_id
+    }
+
+    /// Graceful shutdown: stop accepting (new requests get `Refused(ShuttingDown)`), finish
+    /// in-flight requests and pending commits (bounded by `shutdown_timeout`), close QUIC with a
+    /// code, close storage (its commit thread finishes the queue).
+    pub async fn shutdown(self) -> Result<(), ServerError> {
+        tracing::info!(node = %self.node_id, "shutting down");
+        let _ = self.shutdown.send(true);
+        let node = self.node_task.await;
+        tracing::debug!(node = %self.node_id, "node task ended");
+        Server::finish(
+            self.node_id,
+            self.listen,
+            self.peers,
+            self.stop_metrics,
+            node,
+            self.accept_task,
+            self.metrics_task,
+        )
+        .await
+    }
+
+    /// Runs until SIGTERM or SIGINT, then shuts down gracefully. Returns early, after closing
+    /// everything, if the node task fails.
+    pub async fn run_until_signal(mut self) -> Result<(), ServerError> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut terminate = signal(SignalKind::terminate()).map_err(ServerError::Signal)?;
+        let mut interrupt = signal(SignalKind::interrupt()).map_err(ServerError::Signal)?;
+        tokio::select! {
+            _ = terminate.recv() => tracing::info!("SIGTERM received"),
+            _ = interrupt.recv() => tracing::info!("SIGINT received"),
+            node = &mut self.node_task => {
+                tracing::error!("the node task ended on its own");
+                return Server::finish(
+                    self.node_id,
+                    self.listen,
+                    self.peers,
+                    self.stop_metrics,
+                    node,
+                    self.accept_task,
+                    self.metrics_task,
+                )
+                .await;
+            }
+        }
+        self.shutdown().await
+    }
+
+    async fn launch(
+        config: ServerConfig,
+        listen_identity: Identity,
+        peer_identity: Identity,
+        storage: &(RedbStorage, Incarnation),
+    ) -> Result<Server, ServerError> {
+        let (storage, incarnation) = (storage.0.clone(), storage.1);
+        let (listen, incoming) =
+            Endpoint::server(config.listen, listen_identity, config.transport.clone()).map_err(
+                |source| ServerError::Bind {
+                    addr: config.listen,
+                    source,
+                },
+            )?;
+        let peers = Endpoint::client(peer_identity, config.peer_transport())
+            .map_err(ServerError::PeerEndpoint)?;
+        let local_addr = listen.local_addr();
+        let ring = config.ring(local_addr)?;
+        let (metrics_listener, metrics_addr) = match config.metrics {
+            Some(addr) => {
+                let failed = |source| ServerError::MetricsBind { addr, source };
+                let listener = TcpListener::bind(addr).await.map_err(failed)?;
+                let bound = listener.local_addr().map_err(failed)?;
+                (Some(listener), Some(bound))
+            }
+            None => (None, None),
+        };
+
+        let node_config = NodeConfig {
+            quorum: config.quorum,
+            limits: config.limits,
+            request_timeout: config.request_timeout,
+            ..NodeConfig::new(config.node_id.clone(), incarnation)
+        };
+        let seed = rand::random::<u64>();
+        tracing::info!(
+            node = %config.node_id,
+            listen = %local_addr,
+            incarnation = %incarnation,
+            members = ring.members().len(),
+            partitions = ring.q().get(),
+            quorum = ?config.quorum,
+            metrics = ?metrics_addr,
+            data_dir = %config.data_dir.display(),
+            seed,
+            "shoal node started"
+        );
+        let node = Node::new(Instant::now(), node_config, ring, storage, seed);
+        let metrics = Arc::new(Metrics::new(config.node_id.clone(), incarnation));
+        let limits = decode_limits(&config);
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let (stop_metrics, stop_metrics_rx) = watch::channel(false);
+        let (requests_tx, requests_rx) = mpsc::channel(config.request_queue);
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+
+        let metrics_task = metrics_listener.map(|listener| {
+            tokio::spawn(http::serve(
+                listener,
+                metrics.clone(),
+                events_tx.clone(),
+                stop_metrics_rx,
+            ))
+        });
+        let node_task = tokio::spawn(
+            NodeTask {
+                node,
+                requests: requests_rx,
+                events: events_rx,
+                events_tx,
+                listen: listen.clone(),
+                peers: peers.clone(),
+                limits,
+                request_timeout: config.request_timeout,
+                shutdown: shutdown_rx.clone(),
+                shutdown_timeout: config.shutdown_timeout,
+                metrics: metrics.clone(),
+            }
+            .run(),
+        );
+        let accept_task = tokio::spawn(accept::run(
+            incoming,
+            limits,
+            requests_tx,
+            shutdown_rx,
+            metrics,
+        ));
+        Ok(Server {
+            node_id: config.node_id,
+            local_addr,
+            metrics_addr,
+            incarnation,
+            listen,
+            peers,
+            shutdown,
+            stop_metrics,
+            node_task,
+            accept_task,
+            metrics_task,
+        })
+    }
+
+    /// Closes everything once the node task has ended: QUIC (answers in flight are delivered
+    /// first), then storage, then metrics.
+    async fn finish(
+        node_id: NodeId,
+        listen: Endpoint,
+        peers: Endpoint,
+        stop_metrics: watch::Sender<bool>,
+        node: Result<Node<RedbStorage>, tokio::task::JoinError>,
+        accept_task: JoinHandle<()>,
+        metrics_task: Option<JoinHandle<()>>,
+    ) -> Result<(), ServerError> {
+        // The accept task refuses what still arrives, and ends when the endpoint is closed.
+        listen.close().await;
+        let accepted = accept_task.await;
+        tracing::debug!(node = %node_id, "listen endpoint closed");
+        // Connections still handshaking with dead peers would hold the close for three probe
+        // timeouts; live peers acknowledge in a round trip, the others notice by idle timeout.
+        let _ = tokio::time::timeout(PEER_CLOSE_TIMEOUT, peers.close()).await;
+        tracing::debug!(node = %node_id, "peer endpoint closed");
+        let result = match node {
+            Ok(node) => {
+                close_storage(node).await;
+                Ok(())
+            }
+            Err(e) => Err(ServerError::TaskFailed {
+                task: "node",
+                reason: e.to_string(),
+            }),
+        };
+        let _ = stop_metrics.send(true);
+        if let Some(task) = metrics_task {
+            let _ = task.await;
+        }
+        tracing::info!(node = %node_id, "shut down");
+        result?;
+        accepted.map_err(|e| ServerError::TaskFailed {
+            task: "accept",
+            reason: e.to_string(),
+        })
+    }
+}
+
+/// Opens (or creates) the data directory's database, off the runtime: opening may recover a
+/// database after a crash, which reads the file.
+async fn open_storage(config: &ServerConfig) -> Result<(RedbStorage, Incarnation), ServerError> {
+    let (dir, node, q) = (
+        config.data_dir.clone(),
+        config.node_id.clone(),
+        config.partitions,
+    );
+    let candidate = Incarnation::new(rand::random::<u64>());
+    let opened = tokio::task::spawn_blocking(move || RedbStorage::open(&dir, &node, q, candidate))
+        .await
+        .map_err(|e| ServerError::TaskFailed {
+            task: "storage open",
+            reason: e.to_string(),
+        })?;
+    opened.map_err(|source| ServerError::Storage {
+        path: config.data_dir.clone(),
+        source,
+    })
+}
+
+/// Drops the last handle of a storage (inside whatever owns it) on a blocking thread: dropping
+/// it finishes the queued commits and joins the commit thread.
+async fn close_storage<T: Send + 'static>(owner: T) {
+    if let Err(error) = tokio::task::spawn_blocking(move || drop(owner)).await {
+        tracing::error!(%error, "closing storage failed");
+    }
+}
+
+/// What decoded messages may hold. Values are bounded by the frame limit rather than by
+/// `limits.max_value_bytes()`, so an oversized put reaches the coordinator and gets its
+/// specific `ValueTooLarge`. Siblings get the hard cap: merging two replicas, each within the
+/// configured limit, may exceed it, and such an object must still replicate.
+fn decode_limits(config: &ServerConfig) -> DecodeLimits {
+    let frame = usize::try_from(config.transport.max_frame_bytes).unwrap_or(usize::MAX);
+    DecodeLimits {
+        max_value_bytes: frame.max(config.limits.max_value_bytes()),
+        max_siblings: Limits::HARD_MAX_SIBLINGS,
+        ..DecodeLimits::default()
+    }
+}
