@@ -31,6 +31,9 @@ const DOWN_BACKOFF: Duration = Duration::from_secs(5);
 /// A ring older than this is refreshed in the background on the next request.
 const RING_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
 
+/// After a node was found unreachable, the ring is refreshed at most this often.
+const RING_MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
+
 /// A connection to a Shoal cluster. Cheap to clone; clones share the endpoint and the ring.
 ///
 /// Dropping the last clone closes the endpoint at once; [`Client::close`] closes it gracefully.
@@ -330,7 +333,7 @@ impl Inner {
         retry: Retry,
         deadline: Instant,
     ) -> Result<(SocketAddr, ClientResponse), ClientError> {
-        self.refresh_if_stale();
+        self.refresh_if_older_than(RING_REFRESH_INTERVAL);
         let targets = key_targets(&self.ring(), key, self.start());
         let targets = self.wire.ordered(targets);
         let op = request.op();
@@ -343,8 +346,9 @@ impl Inner {
                 Budget::Until(deadline),
             )
             .await;
+        // A node that cannot be reached may have left or moved: look at the ring again.
         if matches!(outcome, Err(ClientError::NoNodeReachable { .. })) || self.wire.saw_down() {
-            self.refresh_in_background();
+            self.refresh_if_older_than(RING_MIN_REFRESH_INTERVAL);
         }
         match outcome? {
             (addr, Response::Client(response)) => Ok((addr, response)),
@@ -390,27 +394,27 @@ impl Inner {
         Ok(())
     }
 
-    fn refresh_if_stale(self: &Arc<Self>) {
+    /// Starts a ring refresh in the background if the ring is older than `age` and no refresh
+    /// is running. Its failure is only logged: requests keep using the ring held.
+    fn refresh_if_older_than(self: &Arc<Self>, age: Duration) {
         let fetched = self
             .ring
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .fetched;
-        if fetched.elapsed() >= RING_REFRESH_INTERVAL {
-            self.refresh_in_background();
-        }
-    }
-
-    /// Starts a ring refresh unless one is running. Its failure is only logged: requests keep
-    /// using the ring held.
-    fn refresh_in_background(self: &Arc<Self>) {
-        if self.refreshing.swap(true, Ordering::AcqRel) {
+        if fetched.elapsed() < age || self.refreshing.swap(true, Ordering::AcqRel) {
             return;
         }
         let inner = self.clone();
         tokio::spawn(async move {
             if let Err(e) = inner.refresh_ring().await {
                 tracing::debug!(error = %e, "ring refresh failed");
+                // Count the attempt, so that failing refreshes are not retried on every request.
+                inner
+                    .ring
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .fetched = Instant::now();
             }
             inner.refreshing.store(false, Ordering::Release);
         });
