@@ -1,0 +1,86 @@
+//! `shoal certs`: the cluster CA and the certificates it issues (see docs/security.md).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use shoal_transport::Role;
+use shoal_transport::certs::{self, CertFiles, IfExists};
+
+use crate::exit::Outcome;
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Make a new cluster CA (ca.pem, ca.key) in the directory.
+    Init(Target),
+    /// Issue a node certificate; NAME is the node id (`shoal server --node-id NAME`).
+    Node(Named),
+    /// Issue a client certificate (get, put, delete).
+    Client(Named),
+    /// Issue an admin certificate (also cluster status and changes).
+    Admin(Named),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct Target {
+    /// The certificate directory (created if missing).
+    #[arg(long, value_name = "DIR", env = "SHOAL_CERTS", hide_env = true)]
+    certs: PathBuf,
+    /// Replace existing files instead of refusing.
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct Named {
+    /// The holder's name: 1 to 63 characters from A-Z a-z 0-9 . _ -
+    name: String,
+    #[command(flatten)]
+    target: Target,
+}
+
+pub(crate) fn run(command: Command) -> anyhow::Result<Outcome> {
+    let (files, what) = match &command {
+        Command::Init(t) => (
+            certs::init_ca(&t.certs, if_exists(t)).context("cannot make the cluster CA")?,
+            "cluster CA".to_owned(),
+        ),
+        Command::Node(n) => issue(n, Role::Node)?,
+        Command::Client(n) => issue(n, Role::Client)?,
+        Command::Admin(n) => issue(n, Role::Admin)?,
+    };
+    print_files(&what, &files);
+    Ok(Outcome::Done)
+}
+
+fn issue(named: &Named, role: Role) -> anyhow::Result<(CertFiles, String)> {
+    let files = certs::issue(
+        &named.target.certs,
+        role,
+        &named.name,
+        if_exists(&named.target),
+    )
+    .with_context(|| format!("cannot issue the {role} certificate {:?}", named.name))?;
+    Ok((files, format!("{role} certificate {}", named.name)))
+}
+
+fn if_exists(target: &Target) -> IfExists {
+    if target.force {
+        IfExists::Replace
+    } else {
+        IfExists::Refuse
+    }
+}
+
+fn print_files(what: &str, files: &CertFiles) {
+    println!("{what}:");
+    println!("  certificate  {}", display(&files.cert));
+    println!("  private key  {} (mode 0600)", display(&files.key));
+}
+
+fn display(path: &Path) -> String {
+    std::path::absolute(path)
+        .unwrap_or_else(|_| path.to_owned())
+        .display()
+        .to_string()
+}

@@ -1,0 +1,190 @@
+//! Exit codes, and how an error becomes one.
+
+use std::fmt;
+
+use anyhow::Error;
+use shoal_client::ClientError;
+
+use crate::json::Json;
+
+/// Success.
+pub(crate) const OK: u8 = 0;
+/// `get` found no value (never written, or deleted).
+pub(crate) const NOT_FOUND: u8 = 1;
+/// Bad arguments (clap's own code): unknown flags, bad addresses, a malformed context token.
+pub(crate) const USAGE: u8 = 2;
+/// The cluster could not complete the request now: unavailable, quorum failed, timeout, no node
+/// reachable, overloaded, a network failure. For writes, see the message: quorum failures and
+/// timeouts leave the outcome unknown.
+pub(crate) const UNAVAILABLE: u8 = 3;
+/// The cluster refused the request as asked: unauthorized certificate, too large, too many
+/// siblings, invalid quorum, node shutting down.
+pub(crate) const REFUSED: u8 = 4;
+/// Anything else: certificates, files, a server or dev cluster that failed, protocol errors.
+pub(crate) const FAILURE: u8 = 5;
+
+/// The exit-code table shown at the end of `--help`.
+pub(crate) const HELP: &str = "\
+Exit codes:
+  0  success
+  1  not found (get: the key holds no value)
+  2  usage error (bad arguments, malformed context token)
+  3  the cluster could not complete the request now (unavailable, quorum failed, timeout,
+     no node reachable, overloaded); a failed write may still have been applied when the
+     message says so
+  4  refused (unauthorized certificate, value/key too large, too many siblings, invalid
+     quorum, node shutting down)
+  5  other errors (certificates, files, server start-up, protocol)
+
+Environment: SHOAL_NODES (comma-separated node addresses) and SHOAL_CERTS (certificate
+directory) stand in for --node and --certs; RUST_LOG sets the log filter.";
+
+/// What a successful command found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Done; exit 0.
+    Done,
+    /// A read found nothing; exit 1.
+    NotFound,
+}
+
+/// An error in how the command was asked, found after parsing (exit 2).
+#[derive(Debug)]
+pub(crate) struct UsageError(pub(crate) String);
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// The exit code of an error.
+pub(crate) fn code(error: &Error) -> u8 {
+    if let Some(e) = client_error(error) {
+        return match e {
+            ClientError::InvalidContextToken(_)
+            | ClientError::InvalidKey(_)
+            | ClientError::InvalidConfig(_) => USAGE,
+            e if e.is_availability() => UNAVAILABLE,
+            ClientError::Unauthorized(_)
+            | ClientError::Refused { .. }
+            | ClientError::TooManySiblings { .. }
+            | ClientError::ValueTooLarge { .. }
+            | ClientError::KeyTooLarge { .. }
+            | ClientError::InvalidQuorum(_) => REFUSED,
+            _ => FAILURE,
+        };
+    }
+    if error.chain().any(|e| e.is::<UsageError>()) {
+        return USAGE;
+    }
+    FAILURE
+}
+
+/// Prints `error` (on stderr, and as JSON on stdout when asked) and returns its exit code.
+pub(crate) fn report(error: &Error, json: bool) -> u8 {
+    let code = code(error);
+    eprintln!("error: {error:#}");
+    if let Some(e) = client_error(error)
+        && e.is_indeterminate()
+    {
+        eprintln!(
+            "note: the outcome is unknown: a write may have been applied; read the key to see"
+        );
+    }
+    if json {
+        let kind = client_error(error).map_or(if code == USAGE { "usage" } else { "other" }, kind);
+        let indeterminate = client_error(error).is_some_and(ClientError::is_indeterminate);
+        let out = Json::object([(
+            "error",
+            Json::object([
+                ("kind", Json::string(kind)),
+                ("message", Json::string(format!("{error:#}"))),
+                ("indeterminate", Json::Bool(indeterminate)),
+                ("exit_code", Json::Number(u64::from(code))),
+            ]),
+        )]);
+        println!("{out}");
+    }
+    code
+}
+
+fn client_error(error: &Error) -> Option<&ClientError> {
+    error.chain().find_map(|e| e.downcast_ref::<ClientError>())
+}
+
+/// A stable, snake_case name of each client error, for `--json` consumers.
+fn kind(e: &ClientError) -> &'static str {
+    match e {
+        ClientError::Unavailable { .. } => "unavailable",
+        ClientError::QuorumFailed { .. } => "quorum_failed",
+        ClientError::Timeout { .. } => "timeout",
+        ClientError::TooManySiblings { .. } => "too_many_siblings",
+        ClientError::ValueTooLarge { .. } => "value_too_large",
+        ClientError::KeyTooLarge { .. } => "key_too_large",
+        ClientError::InvalidQuorum(_) => "invalid_quorum",
+        ClientError::Overloaded => "overloaded",
+        ClientError::NodeFailed(_) => "node_failed",
+        ClientError::Unauthorized(_) => "unauthorized",
+        ClientError::Refused { .. } => "refused",
+        ClientError::Transport { .. } => "transport",
+        ClientError::NoNodeReachable { .. } => "no_node_reachable",
+        ClientError::Protocol { .. } => "protocol",
+        ClientError::Certificates(_) => "certificates",
+        ClientError::Endpoint(_) => "endpoint",
+        ClientError::InvalidConfig(_) => "invalid_config",
+        ClientError::InvalidKey(_) => "invalid_key",
+        ClientError::InvalidContextToken(_) => "invalid_context_token",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_map_to_documented_codes() {
+        let cases: Vec<(ClientError, u8)> = vec![
+            (
+                ClientError::Unavailable {
+                    required: 2,
+                    alive: 1,
+                },
+                UNAVAILABLE,
+            ),
+            (
+                ClientError::QuorumFailed {
+                    required: 2,
+                    answered: 1,
+                },
+                UNAVAILABLE,
+            ),
+            (
+                ClientError::Timeout {
+                    required: 2,
+                    answered: 0,
+                },
+                UNAVAILABLE,
+            ),
+            (
+                ClientError::NoNodeReachable {
+                    tried: vec![],
+                    last_error: None,
+                },
+                UNAVAILABLE,
+            ),
+            (ClientError::Unauthorized("x".into()), REFUSED),
+            (ClientError::ValueTooLarge { size: 2, max: 1 }, REFUSED),
+            (ClientError::InvalidContextToken("x".into()), USAGE),
+        ];
+        for (e, expected) in cases {
+            let name = format!("{e:?}");
+            let error = Error::new(e).context("while doing something");
+            assert_eq!(code(&error), expected, "{name}");
+        }
+        assert_eq!(code(&Error::new(UsageError("bad".into()))), USAGE);
+        assert_eq!(code(&anyhow::anyhow!("disk full")), FAILURE);
+    }
+}

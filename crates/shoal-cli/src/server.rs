@@ -1,0 +1,179 @@
+//! `shoal server`: one node, until SIGINT or SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args as ClapArgs;
+use shoal_ring::Member;
+use shoal_server::{Server, ServerConfig};
+use shoal_types::{NodeId, PartitionCount, Quorum, Zone};
+
+use crate::args::{parse_addr, parse_duration};
+use crate::exit::{Outcome, UsageError};
+
+/// Arguments of `shoal server`.
+#[derive(Debug, ClapArgs)]
+#[command(after_help = "Every node of a cluster must be started with the same \
+                        --initial-members, --partitions and --n: each computes the ring from \
+                        them.")]
+pub(crate) struct Args {
+    /// This node's id; the node certificate `node-ID.pem` in --certs must name it.
+    #[arg(long, value_name = "ID")]
+    node_id: NodeId,
+    /// The UDP address QUIC listens on, e.g. 127.0.0.1:7001.
+    #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
+    listen: SocketAddr,
+    /// The data directory (created if missing).
+    #[arg(long, value_name = "DIR")]
+    data_dir: PathBuf,
+    /// The certificate directory: ca.pem and this node's node-ID.pem / node-ID.key.
+    #[arg(long, value_name = "DIR")]
+    certs: PathBuf,
+    /// The cluster's members, this node included: ID=ADDR or ID=ADDR@ZONE, comma-separated.
+    /// Without it, a one-node cluster.
+    #[arg(long, value_name = "ID=ADDR[@ZONE],...", value_delimiter = ',', value_parser = parse_member)]
+    initial_members: Vec<MemberArg>,
+    /// This node's zone (failure domain); must match its entry in --initial-members.
+    #[arg(long, value_name = "ZONE")]
+    zone: Option<Zone>,
+    /// Serve Prometheus metrics at http://ADDR/metrics.
+    #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
+    metrics: Option<SocketAddr>,
+    /// Q, the number of partitions (a power of two), fixed when the cluster is created.
+    #[arg(long, value_name = "Q", default_value_t = PartitionCount::DEFAULT.get())]
+    partitions: u32,
+    /// N: replicas per key [default: 3, or the member count if smaller].
+    #[arg(long, value_name = "N")]
+    n: Option<u8>,
+    /// R: replies a read waits for [default: a majority of N].
+    #[arg(long, value_name = "R")]
+    r: Option<u8>,
+    /// W: durable acks a write waits for [default: a majority of N].
+    #[arg(long, value_name = "W")]
+    w: Option<u8>,
+    /// PR: of the R replies, how many must come from primaries.
+    #[arg(long, value_name = "PR", default_value_t = 0)]
+    pr: u8,
+    /// PW: of the W acks, how many must come from primaries.
+    #[arg(long, value_name = "PW", default_value_t = 0)]
+    pw: u8,
+    /// How long a request may take when the client gives no timeout.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    request_timeout: Option<Duration>,
+    /// How long a graceful shutdown waits for requests in flight.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    shutdown_timeout: Option<Duration>,
+}
+
+/// One `ID=ADDR[@ZONE]` of `--initial-members`.
+#[derive(Debug, Clone)]
+pub(crate) struct MemberArg {
+    id: NodeId,
+    addr: SocketAddr,
+    zone: Option<Zone>,
+}
+
+pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
+    let config = config(args)?;
+    let node = config.node_id.clone();
+    let server = Server::start(config)
+        .await
+        .with_context(|| format!("node {node} could not start"))?;
+    tracing::info!(node = %node, "listening on {}", server.local_addr());
+    server
+        .run_until_signal()
+        .await
+        .with_context(|| format!("node {node} did not shut down cleanly"))?;
+    tracing::info!(node = %node, "stopped");
+    Ok(Outcome::Done)
+}
+
+fn config(args: Args) -> anyhow::Result<ServerConfig> {
+    let zone = args.zone.clone().unwrap_or_default();
+    let mut members: Vec<Member> = args
+        .initial_members
+        .iter()
+        .map(|m| {
+            // This node's entry takes --zone when it names none itself.
+            let zone = match (&m.zone, m.id == args.node_id) {
+                (Some(z), _) => z.clone(),
+                (None, true) => zone.clone(),
+                (None, false) => Zone::default_zone(),
+            };
+            Member::new(m.id.clone(), m.addr).in_zone(zone)
+        })
+        .collect();
+    if !members.is_empty() && !members.iter().any(|m| m.id == args.node_id) {
+        members.push(Member::new(args.node_id.clone(), args.listen).in_zone(zone.clone()));
+    }
+    let size = members.len().max(1);
+    let n = args.n.unwrap_or_else(|| size.min(3) as u8);
+    let majority = n / 2 + 1;
+    let quorum = Quorum::new(
+        n,
+        args.r.unwrap_or(majority),
+        args.w.unwrap_or(majority),
+        args.pr,
+        args.pw,
+    )
+    .map_err(|e| UsageError(e.to_string()))?;
+    let partitions = PartitionCount::new(args.partitions).map_err(|e| UsageError(e.to_string()))?;
+
+    let mut config = ServerConfig::new(args.node_id, args.listen, args.data_dir, args.certs);
+    config.members = members;
+    config.zone = zone;
+    config.metrics = args.metrics;
+    config.quorum = quorum;
+    config.partitions = partitions;
+    if let Some(t) = args.request_timeout {
+        config.request_timeout = t;
+    }
+    if let Some(t) = args.shutdown_timeout {
+        config.shutdown_timeout = t;
+    }
+    Ok(config)
+}
+
+/// Parses `ID=ADDR` or `ID=ADDR@ZONE`.
+fn parse_member(s: &str) -> Result<MemberArg, String> {
+    let (id, rest) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not ID=ADDR[@ZONE]"))?;
+    let (addr, zone) = match rest.split_once('@') {
+        Some((addr, zone)) => (addr, Some(zone.parse::<Zone>().map_err(|e| e.to_string())?)),
+        None => (rest, None),
+    };
+    Ok(MemberArg {
+        id: id
+            .parse()
+            .map_err(|e: shoal_types::TypesError| e.to_string())?,
+        addr: parse_addr(addr)?,
+        zone,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn members_parse_with_and_without_zones() {
+        let m = parse_member("n1=127.0.0.1:7001").unwrap();
+        assert_eq!(m.id.as_str(), "n1");
+        assert_eq!(m.addr.port(), 7001);
+        assert!(m.zone.is_none());
+        let m = parse_member("n2=127.0.0.1:7002@east").unwrap();
+        assert_eq!(m.zone.unwrap().as_str(), "east");
+        for bad in [
+            "n1",
+            "n1=",
+            "bad id=127.0.0.1:1",
+            "n1=127.0.0.1:1@",
+            "n1=nowhere",
+        ] {
+            assert!(parse_member(bad).is_err(), "{bad}");
+        }
+    }
+}

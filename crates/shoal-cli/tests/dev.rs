@@ -1,0 +1,140 @@
+//! `shoal dev` end to end: a real three-node cluster of `shoal server` processes, used through
+//! the binary, stopped with SIGTERM (every node must exit), restarted on the same directory
+//! (same ports, same data).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Dev, Env, alive, assert_exit, json_string, shoal, stderr, stdout};
+
+const START: Duration = Duration::from_secs(60);
+const STOP: Duration = Duration::from_secs(30);
+
+fn put(env: &Env, key: &str, value: &str, context: Option<&str>) -> String {
+    let mut args = vec!["put", key, value, "--json"];
+    if let Some(context) = context {
+        args.extend(["--context", context]);
+    }
+    let output = shoal(&args, &env.vars());
+    assert_exit(&output, 0);
+    json_string(&stdout(&output), "context")
+}
+
+/// The JSON of `shoal get KEY --json`, after checking the exit code.
+fn get(env: &Env, key: &str, expected_exit: i32) -> String {
+    let output = shoal(&["get", key, "--json"], &env.vars());
+    assert_exit(&output, expected_exit);
+    stdout(&output)
+}
+
+#[test]
+fn a_dev_cluster_serves_stops_cleanly_and_restarts_with_its_data() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("cluster");
+    let mut dev = Dev::start(&dir, &["--nodes", "3"]);
+    let env = dev.wait_ready(START);
+    assert_eq!(env.nodes.split(',').count(), 3);
+    assert!(
+        dev.output().contains("export SHOAL_NODES="),
+        "{}",
+        dev.output()
+    );
+
+    // Write, read back; text output puts values on stdout and the context on stderr.
+    put(&env, "greeting", "hello", None);
+    let output = shoal(&["get", "greeting"], &env.vars());
+    assert_exit(&output, 0);
+    assert_eq!(stdout(&output), "hello\n");
+    assert!(stderr(&output).contains("context: "), "{}", stderr(&output));
+
+    // A blind write next to it makes siblings; a write with the read's context resolves them.
+    put(&env, "greeting", "bonjour", None);
+    let read = get(&env, "greeting", 0);
+    assert!(read.contains(r#""siblings":2"#), "{read}");
+    assert!(
+        read.contains(r#""hello""#) && read.contains(r#""bonjour""#),
+        "{read}"
+    );
+    let output = shoal(&["get", "greeting"], &env.vars());
+    assert!(
+        stderr(&output).contains("siblings: 2"),
+        "{}",
+        stderr(&output)
+    );
+    let context = json_string(&read, "context");
+    put(&env, "greeting", "hello+bonjour", Some(&context));
+    let read = get(&env, "greeting", 0);
+    assert!(read.contains(r#""values":["hello+bonjour"]"#), "{read}");
+
+    // Not found is exit 1; a delete with the read's context makes the key not found.
+    let missing = get(&env, "never-written", 1);
+    assert!(missing.contains(r#""found":false"#), "{missing}");
+    let context = json_string(&read, "context");
+    let output = shoal(&["delete", "greeting", "--context", &context], &env.vars());
+    assert_exit(&output, 0);
+    get(&env, "greeting", 1);
+
+    // Every replica holds the tombstone; --local shows it.
+    let output = shoal(&["get", "--local", "greeting", "--json"], &env.vars());
+    assert_exit(&output, 0);
+    let local = stdout(&output);
+    assert_eq!(local.matches(r#""state":"found""#).count(), 3, "{local}");
+    assert!(local.contains(r#""tombstone":true"#), "{local}");
+
+    let output = shoal(&["cluster", "status", "--json"], &env.vars());
+    assert_exit(&output, 0);
+    let status = stdout(&output);
+    assert_eq!(status.matches(r#""zone":"default""#).count(), 3, "{status}");
+
+    put(&env, "kept", "across restarts", None);
+
+    // SIGTERM: dev exits 0 and every node it started is gone.
+    let nodes = dev.node_pids();
+    assert_eq!(nodes.len(), 3);
+    assert_eq!(dev.stop(STOP), Some(0), "{}", dev.output());
+    for pid in &nodes {
+        assert!(
+            !alive(*pid),
+            "node pid {pid} still running after shoal dev stopped"
+        );
+    }
+    assert!(
+        !dir.join("env").exists(),
+        "the env file goes with the cluster"
+    );
+
+    // Restart on the same directory: same ports, same data.
+    let mut dev = Dev::start(&dir, &[]);
+    let again = dev.wait_ready(START);
+    assert_eq!(again, env, "same addresses and certificates");
+    let read = get(&again, "kept", 0);
+    assert!(read.contains(r#""values":["across restarts"]"#), "{read}");
+    get(&again, "greeting", 1);
+    let nodes = dev.node_pids();
+    assert_eq!(dev.stop(STOP), Some(0), "{}", dev.output());
+    for pid in &nodes {
+        assert!(
+            !alive(*pid),
+            "node pid {pid} still running after the second stop"
+        );
+    }
+}
+
+#[test]
+fn a_second_dev_on_a_running_directory_is_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("cluster");
+    let mut dev = Dev::start(&dir, &["--nodes", "1"]);
+    dev.wait_ready(START);
+    let output = shoal(&["dev", "--dir", dir.to_str().unwrap()], &[]);
+    assert_exit(&output, 2);
+    assert!(
+        stderr(&output).contains("already running"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(dev.stop(STOP), Some(0), "{}", dev.output());
+}
