@@ -717,8 +717,12 @@ impl<S: Storage> Node<S> {
             // Refused before processing: nothing applied there, try the next primary.
             Ok(ReplicaResponse::Failed(_))
             | Err(SendError::Unreachable | SendError::Refused(_)) => self.forward_next(id),
+            // The primary may have applied the write. Trying another primary would apply it a
+            // second time, under a second dot (false concurrency, and a definite refusal there
+            // would hide the first attempt), so the outcome is unknown.
             Ok(_) | Err(SendError::Lost) => {
                 fwd.maybe_applied = true;
+                fwd.candidates.clear();
                 self.forward_next(id);
             }
         }
@@ -729,10 +733,13 @@ impl<S: Storage> Node<S> {
             return;
         };
         if !durable {
-            // Nothing was sent anywhere yet: the write is applied nowhere.
+            // Nothing was sent anywhere yet, but the write may still be applied: a later write
+            // to the key was built on it (the overlay) and may become durable, and a failed
+            // commit may have reached the disk anyway. So the outcome is unknown.
             let origin = put.origin;
+            let error = put.quorum.failed_error();
             self.requests.remove(&request);
-            let error = RequestError::NodeFailed("local storage write failed".into());
+            self.metrics.quorum_failures += 1;
             return self.answer(origin, ClientResponse::Failed(error));
         }
         put.quorum.add_ack(true);

@@ -213,6 +213,15 @@ impl WriteQuorum {
         }
     }
 
+    /// The error to give when the write cannot reach its quorum but may have been applied
+    /// somewhere (indeterminate).
+    pub fn failed_error(&self) -> RequestError {
+        RequestError::QuorumFailed {
+            required: self.required.w(),
+            answered: self.acks,
+        }
+    }
+
     /// Whether every target has acked or failed.
     pub fn is_complete(&self) -> bool {
         self.acks + self.failures >= self.targets
