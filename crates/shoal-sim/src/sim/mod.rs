@@ -1,0 +1,1183 @@
+//! The simulator: real [`Node`]s over a simulated network, clock and disk, driven by one seed.
+//!
+//! Everything happens in one thread, in an event queue ordered by (simulated time, sequence
+//! number). Every message between nodes, and between clients and nodes, goes through the real
+//! codec; the network drops, duplicates, delays and partitions; disks complete batches in order
+//! after a random fsync latency and lose what was pending when their node crashes; clocks jump
+//! and drift. A run is a safety phase (faults and operations), then a heal, a settling time, a
+//! liveness phase (no faults; every operation must succeed in time), a final read of every key
+//! with R = N from one node (read repair converges the replicas: anti-entropy does not exist
+//! yet), and a direct comparison of every replica in storage. The [checker](crate::checker)
+//! judges the recorded history against that final state.
+//!
+//! A run is a pure function of its [`SimConfig`] and seed: the trace hash (xxh3 over every event
+//! processed) is equal for equal seeds, which the tests check.
+
+mod clock;
+mod faults;
+mod queue;
+mod storage;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use shoal_coordinator::{InboundId, Node, NodeConfig, OutboundId, Output, PersistId, SendError};
+use shoal_protocol::{
+    ClientRequest, ClientResponse, DecodeLimits, ReplicaBody, Request, Response, decode, encode,
+};
+use shoal_ring::{Member, Ring, RingError};
+use shoal_storage::{MemoryStorage, ReadOutcome, RedbStorage, Storage, StorageError, WriteBatch};
+use shoal_types::{
+    Incarnation, Limits, NodeId, PartitionCount, ReplicationFactor, RequestOptions, TypesError,
+};
+use xxhash_rust::xxh3::Xxh3;
+
+use crate::checker::{self, CheckOptions, FinalState, Report};
+use crate::history::{ClientId, History, OpId, OpKind, Outcome};
+use crate::workload::{Workload, WorkloadConfig, WorkloadKind};
+use clock::{NORMAL_RATE_PERMILLE, NodeClock};
+pub use faults::{FaultAction, FaultMix, FaultSchedule};
+use queue::EventQueue;
+use storage::SimStorage;
+
+/// Which storage the simulated nodes run on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StorageKind {
+    /// `MemoryStorage`: ordered maps (fast; the default).
+    Memory,
+    /// `RedbStorage` on redb's in-memory backend: the real storage engine.
+    Redb,
+}
+
+/// How a run is set up. Every field has a default; see [`SimConfig::new`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct SimConfig {
+    /// What clients do.
+    pub workload: WorkloadKind,
+    /// Which faults the safety phase injects.
+    pub faults: FaultMix,
+    /// Which storage the nodes run on.
+    pub storage: StorageKind,
+    /// Fewest nodes; each run draws its node count from `min_nodes..=max_nodes`.
+    pub min_nodes: usize,
+    /// Most nodes.
+    pub max_nodes: usize,
+    /// Ring sizes to draw from (small, so that keys share partitions).
+    pub partition_counts: Vec<u32>,
+    /// Keys the workload spreads over.
+    pub keys: usize,
+    /// Concurrent clients, each one operation at a time.
+    pub clients: usize,
+    /// Length of the safety phase (faults and operations).
+    pub safety: Duration,
+    /// Quiet time after the heal before the liveness phase (failure detectors catch up).
+    pub settle: Duration,
+    /// Length of the liveness phase, in which every operation must succeed.
+    pub liveness: Duration,
+    /// A client waits between operations for a time drawn from this range.
+    pub think_time: (Duration, Duration),
+    /// The nodes' request timeout.
+    pub request_timeout: Duration,
+    /// How long a node's transport waits for an answer before reporting `Lost`.
+    pub transport_timeout: Duration,
+    /// How long a client waits for an answer before recording the operation indeterminate.
+    pub client_timeout: Duration,
+    /// A healthy-window operation must succeed within this time (I7).
+    pub liveness_deadline: Duration,
+    /// Fraction of safety-phase writes made to fail definitely (impossible W, value too large).
+    pub poison_fraction: f64,
+    /// A run that processes more events than this is stopped and fails (a livelock).
+    pub max_events: u64,
+    /// Sabotage, to prove the checker catches lost writes: disks acknowledge every tenth batch
+    /// without storing it (a disk that lies about fsync, which no replication survives).
+    pub lying_disks: bool,
+}
+
+/// What one run did and found.
+#[derive(Clone, Debug)]
+pub struct RunResult {
+    /// The seed.
+    pub seed: u64,
+    /// Nodes in the cluster.
+    pub nodes: usize,
+    /// Partitions in the ring.
+    pub partitions: u32,
+    /// The checker's figures.
+    pub report: Report,
+    /// xxh3 over every event processed: equal for equal seeds.
+    pub trace_hash: u64,
+    /// The faults injected.
+    pub schedule: FaultSchedule,
+    /// Counters of the run.
+    pub stats: SimStats,
+    /// Every operation the clients ran.
+    pub history: History,
+    /// What every replica of every key held at the end.
+    pub final_state: FinalState,
+    /// Things that must never happen in the simulator itself (a message that does not decode,
+    /// a reply to nobody, a livelock). Any fails the run.
+    pub anomalies: Vec<String>,
+}
+
+/// Counters of one run.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SimStats {
+    /// Events processed.
+    pub events: u64,
+    /// Simulated time at the end.
+    pub simulated: Duration,
+    /// Operations invoked (final reads included).
+    pub operations: u64,
+    /// Node-to-node messages sent (requests and responses).
+    pub messages: u64,
+    /// Messages dropped by the network, cut links or dead receivers.
+    pub dropped: u64,
+    /// Messages delivered twice.
+    pub duplicated: u64,
+    /// Sends refused as unreachable.
+    pub unreachable: u64,
+    /// Node crashes.
+    pub crashes: u64,
+    /// Batches lost in crashes (handed to the disk, not yet durable).
+    pub batches_lost: u64,
+    /// Read repairs the nodes made.
+    pub read_repairs: u64,
+    /// Writes the nodes forwarded to a primary.
+    pub forwarded: u64,
+}
+
+/// Why a run could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    /// A node id, partition count or limit was refused.
+    #[error("invalid setting: {0}")]
+    Settings(#[from] TypesError),
+    /// The ring could not be built.
+    #[error("ring: {0}")]
+    Ring(#[from] RingError),
+    /// A node's storage could not be opened.
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+}
+
+impl SimConfig {
+    /// Defaults: 3–5 nodes, Q of 16 or 32, N=3 R=2 W=2, 24 keys, 5 clients, 8 s of faults,
+    /// 5 s of settling, 2 s of liveness, `MemoryStorage`.
+    pub fn new(workload: WorkloadKind, faults: FaultMix) -> Self {
+        let ms = Duration::from_millis;
+        SimConfig {
+            workload,
+            faults,
+            storage: StorageKind::Memory,
+            min_nodes: 3,
+            max_nodes: 5,
+            partition_counts: vec![16, 32],
+            keys: 24,
+            clients: 5,
+            safety: ms(8000),
+            settle: ms(5000),
+            liveness: ms(2000),
+            think_time: (ms(5), ms(60)),
+            request_timeout: ms(2000),
+            transport_timeout: ms(1000),
+            client_timeout: ms(3000),
+            liveness_deadline: ms(1000),
+            poison_fraction: 0.02,
+            max_events: 5_000_000,
+            lying_disks: false,
+        }
+    }
+}
+
+impl RunResult {
+    /// Whether every promise held and the simulator saw nothing impossible.
+    pub fn passed(&self) -> bool {
+        self.report.passed() && self.anomalies.is_empty()
+    }
+}
+
+impl fmt::Display for RunResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "seed {}: {} nodes, Q={}, trace {:016x}, {} events, {} operations, {:?} simulated",
+            self.seed,
+            self.nodes,
+            self.partitions,
+            self.trace_hash,
+            self.stats.events,
+            self.stats.operations,
+            self.stats.simulated
+        )?;
+        writeln!(f, "fault schedule:")?;
+        write!(f, "{}", self.schedule)?;
+        write!(f, "{}", self.report)?;
+        for anomaly in &self.anomalies {
+            writeln!(f, "anomaly: {anomaly}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs one simulation.
+pub fn run(config: &SimConfig, seed: u64) -> Result<RunResult, SimError> {
+    let mut sim = Simulation::new(config, seed)?;
+    sim.run();
+    Ok(sim.finish())
+}
+
+/// The phases of a run, in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Phase {
+    /// Faults and operations.
+    Safety,
+    /// Healed; failure detectors catch up. Operations go on but need not succeed.
+    Settle,
+    /// Healed and settled: every operation must succeed in time.
+    Liveness,
+    /// No new operations; those in flight finish.
+    Drain,
+    /// Every key is read with R = N.
+    FinalReads,
+    /// The run stops.
+    End,
+}
+
+/// Who waits for a node's reply to an inbound request.
+#[derive(Clone, Copy, Debug)]
+enum Route {
+    /// A peer's outbound message `out`, sent in its life `life`.
+    Peer {
+        node: usize,
+        life: u32,
+        out: OutboundId,
+    },
+    /// A client operation.
+    Client { op: OpId },
+}
+
+#[derive(Debug)]
+enum Event {
+    /// A request arrives at node `to` (if it is still in life `life`).
+    Deliver {
+        to: usize,
+        life: u32,
+        bytes: Bytes,
+        route: Route,
+    },
+    /// A response arrives at node `to` for its outbound message `out`.
+    Respond {
+        to: usize,
+        life: u32,
+        from: usize,
+        out: OutboundId,
+        bytes: Bytes,
+    },
+    /// Node `to`'s transport gives up on its outbound message `out`.
+    SendFailed {
+        to: usize,
+        life: u32,
+        out: OutboundId,
+        error: SendError,
+    },
+    /// Node `node`'s disk may have completed batches.
+    DiskDone { node: usize, life: u32 },
+    /// Node `node`'s timer, if `generation` is still current.
+    Timer { node: usize, generation: u64 },
+    /// A client starts its next operation.
+    ClientStart { client: usize },
+    /// A node's answer reaches the client of `op`.
+    ClientReply { op: OpId, bytes: Bytes },
+    /// The client of `op` gives up waiting.
+    ClientTimeout { op: OpId },
+    /// A scheduled fault.
+    Fault(FaultAction),
+    /// The run moves to the next phase.
+    Phase(Phase),
+}
+
+/// One simulated machine: the node process (if running), its disk and its clock.
+#[derive(Debug)]
+struct SimNode {
+    config: NodeConfig,
+    storage: SimStorage,
+    node: Option<Node<SimStorage>>,
+    /// Bumped at every crash: messages, timers and disk completions of an earlier life are void.
+    life: u32,
+    clock: NodeClock,
+    paused: bool,
+    /// Events that arrived while paused, processed in order on resume.
+    held: Vec<Event>,
+    /// Batches handed to the disk and not yet durable, in completion order.
+    disk: VecDeque<PendingBatch>,
+    disk_busy_until: Duration,
+    fail_next_fsync: bool,
+    disk_failed: bool,
+    /// Batches completed, for the lying disk.
+    fsyncs: u64,
+    timer_at: Option<Duration>,
+    timer_generation: u64,
+}
+
+#[derive(Debug)]
+struct PendingBatch {
+    id: PersistId,
+    batch: WriteBatch,
+    done_at: Duration,
+    fail: bool,
+}
+
+/// Message fault rates of the safety phase.
+#[derive(Clone, Copy, Debug, Default)]
+struct Weather {
+    drop: f64,
+    duplicate: f64,
+    delay: f64,
+    client_drop: f64,
+}
+
+/// Whose operation is in flight: a workload client, or the final reader.
+#[derive(Clone, Copy, Debug)]
+enum Caller {
+    Client(usize),
+    FinalRead,
+}
+
+struct Simulation<'a> {
+    config: &'a SimConfig,
+    seed: u64,
+    base: Instant,
+    now: Duration,
+    phase: Phase,
+    queue: EventQueue<Event>,
+    net_rng: StdRng,
+    client_rng: StdRng,
+    ring: Ring,
+    q: u32,
+    nodes: Vec<SimNode>,
+    index: BTreeMap<NodeId, usize>,
+    cut: BTreeSet<(usize, usize)>,
+    weather: Weather,
+    workload: Workload,
+    history: History,
+    routes: BTreeMap<(usize, InboundId), Route>,
+    pending_out: BTreeSet<(usize, u32, OutboundId)>,
+    inflight: BTreeMap<OpId, Caller>,
+    next_inbound: u64,
+    limits: DecodeLimits,
+    trace: Xxh3,
+    stats: SimStats,
+    anomalies: Vec<String>,
+    schedule: FaultSchedule,
+}
+
+/// The client id final reads are recorded under.
+const FINAL_READER: ClientId = ClientId(u32::MAX);
+
+impl<'a> Simulation<'a> {
+    fn new(config: &'a SimConfig, seed: u64) -> Result<Self, SimError> {
+        let mut master = StdRng::seed_from_u64(seed);
+        let mut fault_rng = StdRng::seed_from_u64(master.random());
+        let mut net_rng = StdRng::seed_from_u64(master.random());
+        let client_rng = StdRng::seed_from_u64(master.random());
+        let count = master.random_range(config.min_nodes..=config.max_nodes.max(config.min_nodes));
+        let q = match config.partition_counts.len() {
+            0 => 16,
+            n => config.partition_counts[master.random_range(0..n)],
+        };
+        let partitions = PartitionCount::new(q)?;
+        let mut members = Vec::with_capacity(count);
+        for i in 0..count {
+            let id = NodeId::new(&format!("n{}", i + 1))?;
+            let port = 7001 + u16::try_from(i).unwrap_or(0);
+            members.push(Member::new(id, SocketAddr::from(([127, 0, 0, 1], port))));
+        }
+        let ring = Ring::new(members.clone(), partitions, ReplicationFactor::new(3)?)?;
+        let limits = Limits::new(1024, 16 * 1024, 64)?;
+        let base = Instant::now();
+        let mut nodes = Vec::with_capacity(count);
+        let mut index = BTreeMap::new();
+        for (i, member) in members.iter().enumerate() {
+            let incarnation = Incarnation::new(master.random());
+            let mut node_config = NodeConfig::new(member.id.clone(), incarnation);
+            node_config.limits = limits;
+            node_config.request_timeout = config.request_timeout;
+            let storage = match config.storage {
+                StorageKind::Memory => SimStorage::Memory(MemoryStorage::new(partitions)),
+                StorageKind::Redb => {
+                    let (s, _) = RedbStorage::open_in_memory(&member.id, partitions, incarnation)?;
+                    SimStorage::Redb(s)
+                }
+            };
+            let clock = NodeClock::new(Duration::from_millis(master.random_range(0..10_000)));
+            let node = Node::new(
+                base + clock.local(Duration::ZERO),
+                node_config.clone(),
+                ring.clone(),
+                storage.clone(),
+                net_rng.random(),
+            );
+            index.insert(member.id.clone(), i);
+            nodes.push(SimNode {
+                config: node_config,
+                storage,
+                node: Some(node),
+                life: 0,
+                clock,
+                paused: false,
+                held: Vec::new(),
+                disk: VecDeque::new(),
+                disk_busy_until: Duration::ZERO,
+                fail_next_fsync: false,
+                disk_failed: false,
+                fsyncs: 0,
+                timer_at: None,
+                timer_generation: 0,
+            });
+        }
+        let weather = if config.faults.lossy_network {
+            Weather {
+                drop: fault_rng.random_range(0.0..0.05),
+                duplicate: fault_rng.random_range(0.0..0.05),
+                delay: fault_rng.random_range(0.0..0.1),
+                client_drop: fault_rng.random_range(0.0..0.01),
+            }
+        } else {
+            Weather::default()
+        };
+        let schedule =
+            FaultSchedule::generate(&config.faults, count, config.safety, &mut fault_rng);
+        let mut workload_config = WorkloadConfig::new(config.workload, config.keys, config.clients);
+        workload_config.max_value_bytes = limits.max_value_bytes();
+        let mut workload = Workload::new(workload_config);
+        workload.set_poison_fraction(config.poison_fraction);
+        let mut sim = Simulation {
+            config,
+            seed,
+            base,
+            now: Duration::ZERO,
+            phase: Phase::Safety,
+            queue: EventQueue::new(),
+            net_rng,
+            client_rng,
+            ring,
+            q,
+            nodes,
+            index,
+            cut: BTreeSet::new(),
+            weather,
+            workload,
+            history: History::new(),
+            routes: BTreeMap::new(),
+            pending_out: BTreeSet::new(),
+            inflight: BTreeMap::new(),
+            next_inbound: 0,
+            limits: DecodeLimits::default(),
+            trace: Xxh3::new(),
+            stats: SimStats::default(),
+            anomalies: Vec::new(),
+            schedule,
+        };
+        for (at, action) in sim.schedule.actions.clone() {
+            sim.queue.push(at, Event::Fault(action));
+        }
+        let settle = config.safety + config.settle;
+        let drain = settle + config.liveness;
+        let final_reads = drain + config.client_timeout + Duration::from_millis(100);
+        let end = final_reads + config.client_timeout + Duration::from_secs(1);
+        sim.queue.push(config.safety, Event::Phase(Phase::Settle));
+        sim.queue.push(settle, Event::Phase(Phase::Liveness));
+        sim.queue.push(drain, Event::Phase(Phase::Drain));
+        sim.queue.push(final_reads, Event::Phase(Phase::FinalReads));
+        sim.queue.push(end, Event::Phase(Phase::End));
+        for n in 0..count {
+            sim.reschedule_timer(n);
+        }
+        for client in 0..config.clients {
+            let at = sim.think_time();
+            sim.queue.push(at, Event::ClientStart { client });
+        }
+        Ok(sim)
+    }
+
+    fn run(&mut self) {
+        while let Some((at, event)) = self.queue.pop() {
+            self.now = at;
+            self.stats.events += 1;
+            if self.stats.events > self.config.max_events {
+                self.anomalies.push(format!(
+                    "more than {} events by {:?}: a livelock?",
+                    self.config.max_events, self.now
+                ));
+                return;
+            }
+            if let Event::Phase(Phase::End) = event {
+                self.trace(9, 0, &[]);
+                return;
+            }
+            self.process(event);
+        }
+    }
+
+    fn process(&mut self, event: Event) {
+        match event {
+            Event::Deliver {
+                to,
+                life,
+                bytes,
+                route,
+            } => self.deliver(to, life, bytes, route),
+            Event::Respond {
+                to,
+                life,
+                from,
+                out,
+                bytes,
+            } => self.respond(to, life, from, out, bytes),
+            Event::SendFailed {
+                to,
+                life,
+                out,
+                error,
+            } => self.send_failed(to, life, out, error),
+            Event::DiskDone { node, life } => self.disk_done(node, life),
+            Event::Timer { node, generation } => self.timer(node, generation),
+            Event::ClientStart { client } => self.client_start(client),
+            Event::ClientReply { op, bytes } => self.client_reply(op, bytes),
+            Event::ClientTimeout { op } => {
+                if self.inflight.contains_key(&op) {
+                    self.trace(7, op.0 as usize, &[]);
+                    let outcome =
+                        Outcome::Indeterminate("no reply before the client timeout".into());
+                    self.complete(op, outcome, None);
+                }
+            }
+            Event::Fault(action) => self.fault(action),
+            Event::Phase(phase) => self.enter(phase),
+        }
+    }
+
+    // ---- node inputs -----------------------------------------------------------------
+
+    fn deliver(&mut self, to: usize, life: u32, bytes: Bytes, route: Route) {
+        let node = &self.nodes[to];
+        let cut = matches!(route, Route::Peer { node: from, .. } if self.cut.contains(&(from, to)));
+        if node.node.is_none() || node.life != life || cut {
+            self.stats.dropped += 1;
+            return;
+        }
+        if node.paused {
+            self.nodes[to].held.push(Event::Deliver {
+                to,
+                life,
+                bytes,
+                route,
+            });
+            return;
+        }
+        self.trace(1, to, &bytes);
+        let request = match decode::<Request>(&bytes, &self.limits) {
+            Ok(r) => r,
+            Err(e) => return self.anomaly(format!("a request to n{} did not decode: {e}", to + 1)),
+        };
+        self.next_inbound += 1;
+        let inbound = InboundId(self.next_inbound);
+        self.routes.insert((to, inbound), route);
+        self.with_node(to, |node, now| node.handle_request(now, inbound, request));
+    }
+
+    fn respond(&mut self, to: usize, life: u32, from: usize, out: OutboundId, bytes: Bytes) {
+        let node = &self.nodes[to];
+        if node.node.is_none() || node.life != life || self.cut.contains(&(from, to)) {
+            self.stats.dropped += 1;
+            return;
+        }
+        if node.paused {
+            self.nodes[to].held.push(Event::Respond {
+                to,
+                life,
+                from,
+                out,
+                bytes,
+            });
+            return;
+        }
+        // Answered already (a duplicate's answer), or the transport gave up on it.
+        if !self.pending_out.remove(&(to, life, out)) {
+            return;
+        }
+        self.trace(2, to, &bytes);
+        let result = match decode::<Response>(&bytes, &self.limits) {
+            Ok(Response::Replica(r)) => Ok(r),
+            Ok(other) => Err(SendError::Refused(format!("{other:?}"))),
+            Err(e) => {
+                return self.anomaly(format!("a response to n{} did not decode: {e}", to + 1));
+            }
+        };
+        self.with_node(to, |node, now| node.handle_response(now, out, result));
+    }
+
+    fn send_failed(&mut self, to: usize, life: u32, out: OutboundId, error: SendError) {
+        let node = &self.nodes[to];
+        if node.node.is_none() || node.life != life {
+            return;
+        }
+        if node.paused {
+            self.nodes[to].held.push(Event::SendFailed {
+                to,
+                life,
+                out,
+                error,
+            });
+            return;
+        }
+        if !self.pending_out.remove(&(to, life, out)) {
+            return;
+        }
+        let tag = if error == SendError::Unreachable {
+            3
+        } else {
+            4
+        };
+        self.trace(tag, to, &out.0.to_le_bytes());
+        self.with_node(to, |node, now| node.handle_response(now, out, Err(error)));
+    }
+
+    fn disk_done(&mut self, n: usize, life: u32) {
+        let node = &self.nodes[n];
+        if node.node.is_none() || node.life != life {
+            return;
+        }
+        if node.paused {
+            self.nodes[n].held.push(Event::DiskDone { node: n, life });
+            return;
+        }
+        while self.nodes[n]
+            .disk
+            .front()
+            .is_some_and(|b| b.done_at <= self.now)
+        {
+            let Some(done) = self.nodes[n].disk.pop_front() else {
+                break;
+            };
+            self.trace(5, n, &done.id.0.to_le_bytes());
+            let result = if done.fail {
+                self.nodes[n].disk_failed = true;
+                Err(StorageError::Database {
+                    during: "committing",
+                    reason: "simulated fsync failure".into(),
+                })
+            } else if self.config.lying_disks && self.nodes[n].fsyncs % 10 == 9 {
+                self.nodes[n].fsyncs += 1;
+                Ok(())
+            } else {
+                self.nodes[n].fsyncs += 1;
+                let result = self.nodes[n].storage.write(done.batch);
+                if let Err(e) = &result {
+                    self.anomaly(format!("storage of n{} refused a batch: {e}", n + 1));
+                }
+                result
+            };
+            self.with_node(n, |node, now| node.handle_persisted(now, done.id, result));
+        }
+    }
+
+    fn timer(&mut self, n: usize, generation: u64) {
+        let node = &self.nodes[n];
+        if generation != node.timer_generation || node.node.is_none() || node.paused {
+            return;
+        }
+        self.nodes[n].timer_at = None;
+        self.trace(6, n, &[]);
+        self.with_node(n, |node, now| node.handle_timeout(now));
+    }
+
+    /// Gives node `n` one input at its local time, then carries out what it wants done.
+    fn with_node(&mut self, n: usize, input: impl FnOnce(&mut Node<SimStorage>, Instant)) {
+        let now = self.local_now(n);
+        let Some(node) = self.nodes[n].node.as_mut() else {
+            return;
+        };
+        input(node, now);
+        while let Some(output) = self.nodes[n].node.as_mut().and_then(Node::poll_output) {
+            self.output(n, output);
+        }
+        self.reschedule_timer(n);
+    }
+
+    fn local_now(&self, n: usize) -> Instant {
+        self.base + self.nodes[n].clock.local(self.now)
+    }
+
+    fn reschedule_timer(&mut self, n: usize) {
+        let node = &self.nodes[n];
+        let Some(deadline) = node.node.as_ref().and_then(Node::poll_timeout) else {
+            return;
+        };
+        if node.paused {
+            return;
+        }
+        let local = deadline.saturating_duration_since(self.base);
+        let at = node.clock.sim_time_of(local).max(self.now);
+        if node.timer_at == Some(at) {
+            return;
+        }
+        let node = &mut self.nodes[n];
+        node.timer_generation += 1;
+        node.timer_at = Some(at);
+        let generation = node.timer_generation;
+        self.queue.push(
+            at,
+            Event::Timer {
+                node: n,
+                generation,
+            },
+        );
+    }
+
+    // ---- node outputs ----------------------------------------------------------------
+
+    fn output(&mut self, n: usize, output: Output) {
+        match output {
+            Output::Reply { id, response } => self.reply(n, id, &response),
+            Output::Send { id, to, request } => {
+                let coordinate = matches!(request.body, ReplicaBody::Coordinate(_));
+                match self.index.get(&to).copied() {
+                    Some(to) => self.send(n, id, to, &Request::Replica(request), coordinate),
+                    None => self.anomaly(format!("n{} sent to unknown node {to}", n + 1)),
+                }
+            }
+            Output::Persist { id, batch } => {
+                let fsync = self.fsync_latency();
+                let node = &mut self.nodes[n];
+                let done_at = self.now.max(node.disk_busy_until) + fsync;
+                node.disk_busy_until = done_at;
+                let fail = std::mem::take(&mut node.fail_next_fsync);
+                node.disk.push_back(PendingBatch {
+                    id,
+                    batch,
+                    done_at,
+                    fail,
+                });
+                let life = node.life;
+                self.queue.push(done_at, Event::DiskDone { node: n, life });
+            }
+        }
+    }
+
+    fn reply(&mut self, n: usize, id: InboundId, response: &Response) {
+        let Some(route) = self.routes.remove(&(n, id)) else {
+            return self.anomaly(format!("n{} answered {id:?}, which nobody asked", n + 1));
+        };
+        let bytes = match encode(response) {
+            Ok(b) => b,
+            Err(e) => {
+                return self.anomaly(format!(
+                    "n{} made a response that does not encode: {e}",
+                    n + 1
+                ));
+            }
+        };
+        match route {
+            Route::Peer {
+                node: to,
+                life,
+                out,
+            } => {
+                self.stats.messages += 1;
+                if self.cut.contains(&(n, to)) || self.roll(self.weather.drop) {
+                    self.stats.dropped += 1;
+                    return;
+                }
+                let at = self.now + self.latency();
+                let respond = Event::Respond {
+                    to,
+                    life,
+                    from: n,
+                    out,
+                    bytes,
+                };
+                self.queue.push(at, respond);
+            }
+            Route::Client { op } => {
+                if self.roll(self.weather.client_drop) {
+                    self.stats.dropped += 1;
+                    return;
+                }
+                let at = self.now + self.latency();
+                self.queue.push(at, Event::ClientReply { op, bytes });
+            }
+        }
+    }
+
+    fn send(&mut self, n: usize, out: OutboundId, to: usize, request: &Request, coordinate: bool) {
+        self.stats.messages += 1;
+        let life = self.nodes[n].life;
+        self.pending_out.insert((n, life, out));
+        let bytes = match encode(request) {
+            Ok(b) => b,
+            Err(e) => {
+                return self.anomaly(format!(
+                    "n{} made a request that does not encode: {e}",
+                    n + 1
+                ));
+            }
+        };
+        if self.cut.contains(&(n, to)) || self.nodes[to].node.is_none() {
+            // No connection can be made: the message is not delivered, and the sender knows.
+            self.stats.unreachable += 1;
+            let at = self.now + Duration::from_micros(self.net_rng.random_range(10..500));
+            let error = SendError::Unreachable;
+            self.queue.push(
+                at,
+                Event::SendFailed {
+                    to: n,
+                    life,
+                    out,
+                    error,
+                },
+            );
+            return;
+        }
+        let at = self.now + self.config.transport_timeout;
+        let error = SendError::Lost;
+        self.queue.push(
+            at,
+            Event::SendFailed {
+                to: n,
+                life,
+                out,
+                error,
+            },
+        );
+        if self.roll(self.weather.drop) {
+            self.stats.dropped += 1;
+            return;
+        }
+        // A forwarded write is never duplicated: QUIC delivers a stream once, and a second
+        // coordination would be a second write, not a network fault.
+        let copies = if !coordinate && self.roll(self.weather.duplicate) {
+            self.stats.duplicated += 1;
+            2
+        } else {
+            1
+        };
+        let route = Route::Peer { node: n, life, out };
+        let to_life = self.nodes[to].life;
+        for _ in 0..copies {
+            let at = self.now + self.latency();
+            let deliver = Event::Deliver {
+                to,
+                life: to_life,
+                bytes: bytes.clone(),
+                route,
+            };
+            self.queue.push(at, deliver);
+        }
+    }
+
+    // ---- clients ---------------------------------------------------------------------
+
+    fn client_start(&mut self, client: usize) {
+        if self.phase >= Phase::Drain {
+            return;
+        }
+        let id = ClientId(u32::try_from(client).unwrap_or(u32::MAX - 1));
+        let step = self.workload.next(id, &mut self.client_rng);
+        let healthy = self.phase == Phase::Liveness;
+        let op = self
+            .history
+            .invoke(id, step.key.clone(), step.kind.clone(), self.now, healthy);
+        self.workload.invoked(id, op, &step);
+        let target = self.client_rng.random_range(0..self.nodes.len());
+        self.client_request(op, Caller::Client(client), target, step.request);
+    }
+
+    fn client_request(&mut self, op: OpId, caller: Caller, target: usize, request: ClientRequest) {
+        self.stats.operations += 1;
+        self.inflight.insert(op, caller);
+        if self.nodes[target].node.is_none() {
+            let outcome = Outcome::Failed("connection refused: the node is down".into());
+            return self.complete(op, outcome, None);
+        }
+        let bytes = match encode(&Request::Client(request)) {
+            Ok(b) => b,
+            Err(e) => return self.anomaly(format!("a client request does not encode: {e}")),
+        };
+        self.queue.push(
+            self.now + self.config.client_timeout,
+            Event::ClientTimeout { op },
+        );
+        if self.roll(self.weather.client_drop) {
+            self.stats.dropped += 1;
+            return;
+        }
+        let at = self.now + self.latency();
+        let deliver = Event::Deliver {
+            to: target,
+            life: self.nodes[target].life,
+            bytes,
+            route: Route::Client { op },
+        };
+        self.queue.push(at, deliver);
+    }
+
+    fn client_reply(&mut self, op: OpId, bytes: Bytes) {
+        if !self.inflight.contains_key(&op) {
+            return;
+        }
+        self.trace(8, op.0 as usize, &bytes);
+        match decode::<Response>(&bytes, &self.limits) {
+            Ok(Response::Client(answer)) => {
+                let outcome = Outcome::from_response(&answer);
+                self.complete(op, outcome, Some(&answer));
+            }
+            Ok(Response::Refused(refusal)) => {
+                self.complete(op, Outcome::Failed(refusal.to_string()), None);
+            }
+            Ok(other) => self.anomaly(format!("a client got {other:?}")),
+            Err(e) => self.anomaly(format!("a client's answer did not decode: {e}")),
+        }
+    }
+
+    fn complete(&mut self, op: OpId, outcome: Outcome, answer: Option<&ClientResponse>) {
+        let Some(caller) = self.inflight.remove(&op) else {
+            return;
+        };
+        self.history.complete(op, self.now, outcome);
+        if let Caller::Client(client) = caller {
+            let id = ClientId(u32::try_from(client).unwrap_or(u32::MAX - 1));
+            self.workload.completed(id, op, answer);
+            let at = self.now + self.think_time();
+            self.queue.push(at, Event::ClientStart { client });
+        }
+    }
+
+    // ---- faults and phases -----------------------------------------------------------
+
+    fn fault(&mut self, action: FaultAction) {
+        self.trace(10, 0, action.to_string().as_bytes());
+        match action {
+            FaultAction::Cut { links, .. } => self.cut.extend(links),
+            FaultAction::Heal { links } => {
+                for link in links {
+                    self.cut.remove(&link);
+                }
+            }
+            FaultAction::Crash(n) => self.crash(n),
+            FaultAction::Restart(n) => self.restart(n),
+            FaultAction::Pause(n) => {
+                if self.nodes[n].node.is_some() {
+                    self.nodes[n].paused = true;
+                }
+            }
+            FaultAction::Resume(n) => self.resume(n),
+            FaultAction::ClockJump { node, by } => {
+                let now = self.now;
+                self.nodes[node].clock.jump(now, by);
+                self.reschedule_timer(node);
+            }
+            FaultAction::ClockRate { node, permille } => {
+                let now = self.now;
+                self.nodes[node].clock.set_rate(now, permille);
+                self.reschedule_timer(node);
+            }
+            FaultAction::DiskError(n) => self.nodes[n].fail_next_fsync = true,
+            FaultAction::HealAll => {
+                self.cut.clear();
+                self.weather = Weather::default();
+                self.workload.set_poison_fraction(0.0);
+                for n in 0..self.nodes.len() {
+                    self.nodes[n].fail_next_fsync = false;
+                    let now = self.now;
+                    self.nodes[n].clock.set_rate(now, NORMAL_RATE_PERMILLE);
+                    self.resume(n);
+                    // A node whose disk failed stops coordinating writes until it restarts.
+                    if self.nodes[n].disk_failed {
+                        self.crash(n);
+                    }
+                    self.restart(n);
+                }
+            }
+        }
+    }
+
+    fn crash(&mut self, n: usize) {
+        let node = &mut self.nodes[n];
+        if node.node.is_none() {
+            return;
+        }
+        self.stats.crashes += 1;
+        self.stats.batches_lost += node.disk.len() as u64;
+        node.node = None;
+        node.life += 1;
+        node.paused = false;
+        node.held.clear();
+        node.disk.clear();
+        node.disk_busy_until = self.now;
+        node.fail_next_fsync = false;
+        node.disk_failed = false;
+        node.timer_at = None;
+        node.timer_generation += 1;
+        self.routes.retain(|(m, _), _| *m != n);
+        self.pending_out.retain(|(m, _, _)| *m != n);
+    }
+
+    fn restart(&mut self, n: usize) {
+        if self.nodes[n].node.is_some() {
+            return;
+        }
+        let now = self.local_now(n);
+        let seed = self.net_rng.random();
+        let node = &mut self.nodes[n];
+        node.node = Some(Node::new(
+            now,
+            node.config.clone(),
+            self.ring.clone(),
+            node.storage.clone(),
+            seed,
+        ));
+        self.trace(11, n, &[]);
+        self.reschedule_timer(n);
+    }
+
+    fn resume(&mut self, n: usize) {
+        if !self.nodes[n].paused {
+            return;
+        }
+        self.nodes[n].paused = false;
+        for event in std::mem::take(&mut self.nodes[n].held) {
+            self.queue.push(self.now, event);
+        }
+        self.reschedule_timer(n);
+    }
+
+    fn enter(&mut self, phase: Phase) {
+        self.trace(12, phase as usize, &[]);
+        self.phase = phase;
+        if phase == Phase::FinalReads {
+            let options = RequestOptions {
+                r: Some(3),
+                ..RequestOptions::default()
+            };
+            for key in self.workload.keys().to_vec() {
+                let op =
+                    self.history
+                        .invoke(FINAL_READER, key.clone(), OpKind::Read, self.now, true);
+                let target = self.client_rng.random_range(0..self.nodes.len());
+                let request = ClientRequest::Get { key, options };
+                self.client_request(op, Caller::FinalRead, target, request);
+            }
+        }
+    }
+
+    // ---- the end ---------------------------------------------------------------------
+
+    fn finish(mut self) -> RunResult {
+        let mut final_state = FinalState::new();
+        for key in self.workload.keys().to_vec() {
+            let partition = self.ring.partition_for_key(&key);
+            for primary in self.ring.primaries(partition).to_vec() {
+                let Some(&n) = self.index.get(&primary) else {
+                    continue;
+                };
+                let object = match self.nodes[n].storage.object(partition, &key) {
+                    Ok(ReadOutcome::Found(o)) => Some(o),
+                    Ok(ReadOutcome::NotFound) => None,
+                    Ok(ReadOutcome::Corrupted) | Err(_) => {
+                        self.anomaly(format!("n{} cannot read {key:?}", n + 1));
+                        None
+                    }
+                };
+                final_state.add_replica(key.clone(), primary, object);
+            }
+        }
+        for partition in self.ring.q().partitions() {
+            for primary in self.ring.primaries(partition).to_vec() {
+                let Some(&n) = self.index.get(&primary) else {
+                    continue;
+                };
+                match self.nodes[n].storage.tree(partition) {
+                    Ok(tree) => final_state.add_tree(partition, primary, tree.root()),
+                    Err(e) => self.anomaly(format!("n{} cannot read its tree: {e}", n + 1)),
+                }
+            }
+        }
+        let options = CheckOptions {
+            liveness_deadline: self.config.liveness_deadline,
+        };
+        let report = checker::check(&self.history, &final_state, &options);
+        self.trace(13, 0, &[]);
+        for node in self.nodes.iter().filter_map(|n| n.node.as_ref()) {
+            self.stats.read_repairs += node.metrics().read_repairs;
+            self.stats.forwarded += node.metrics().forwarded;
+        }
+        self.stats.simulated = self.now;
+        RunResult {
+            seed: self.seed,
+            nodes: self.nodes.len(),
+            partitions: self.q,
+            report,
+            trace_hash: self.trace.digest(),
+            schedule: self.schedule,
+            stats: self.stats,
+            history: self.history,
+            final_state,
+            anomalies: self.anomalies,
+        }
+    }
+
+    // ---- randomness and bookkeeping --------------------------------------------------
+
+    fn roll(&mut self, probability: f64) -> bool {
+        probability > 0.0 && self.net_rng.random_bool(probability.min(1.0))
+    }
+
+    /// One-way network latency: 50 µs – 2 ms, and now and then a long delay (reordering).
+    fn latency(&mut self) -> Duration {
+        let mut latency = Duration::from_micros(self.net_rng.random_range(50..2000));
+        if self.roll(self.weather.delay) {
+            latency += Duration::from_millis(self.net_rng.random_range(10..300));
+        }
+        latency
+    }
+
+    /// fsync: 50 µs – 2 ms, and 2% of the time a slow one of 10–50 ms.
+    fn fsync_latency(&mut self) -> Duration {
+        if self.net_rng.random_bool(0.02) {
+            Duration::from_millis(self.net_rng.random_range(10..50))
+        } else {
+            Duration::from_micros(self.net_rng.random_range(50..2000))
+        }
+    }
+
+    fn think_time(&mut self) -> Duration {
+        let (low, high) = self.config.think_time;
+        if high <= low {
+            return low;
+        }
+        let nanos = self
+            .client_rng
+            .random_range(low.as_nanos() as u64..high.as_nanos() as u64);
+        Duration::from_nanos(nanos)
+    }
+
+    fn trace(&mut self, tag: u8, who: usize, bytes: &[u8]) {
+        self.trace
+            .update(&(self.now.as_nanos() as u64).to_le_bytes());
+        self.trace.update(&[tag]);
+        self.trace.update(&(who as u64).to_le_bytes());
+        self.trace.update(bytes);
+    }
+
+    fn anomaly(&mut self, text: String) {
+        if self.anomalies.len() < 20 {
+            self.anomalies.push(format!("{:?}: {text}", self.now));
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! The storage a simulated node runs on: the in-memory maps, or redb on an in-memory backend.
+
+use shoal_storage::{
+    CommitCallback, HintEntry, MemoryStorage, ObjectDigest, ReadOutcome, RedbStorage, SegmentId,
+    Storage, StorageError, StorageStats, TictacTree, WriteBatch,
+};
+use shoal_types::{Key, NodeId, PartitionId};
+
+/// One node's disk. It only ever holds batches whose simulated fsync completed: the simulator
+/// keeps pending batches itself and writes them here when they become durable, so a crash
+/// loses exactly what was not yet durable.
+#[derive(Clone, Debug)]
+pub(crate) enum SimStorage {
+    Memory(MemoryStorage),
+    Redb(RedbStorage),
+}
+
+impl Storage for SimStorage {
+    fn object(&self, partition: PartitionId, key: &Key) -> Result<ReadOutcome, StorageError> {
+        match self {
+            SimStorage::Memory(s) => s.object(partition, key),
+            SimStorage::Redb(s) => s.object(partition, key),
+        }
+    }
+
+    fn write(&self, batch: WriteBatch) -> Result<(), StorageError> {
+        match self {
+            SimStorage::Memory(s) => s.write(batch),
+            SimStorage::Redb(s) => s.write(batch),
+        }
+    }
+
+    fn submit(&self, batch: WriteBatch, done: CommitCallback) {
+        match self {
+            SimStorage::Memory(s) => s.submit(batch, done),
+            SimStorage::Redb(s) => s.submit(batch, done),
+        }
+    }
+
+    fn partition_objects(
+        &self,
+        partition: PartitionId,
+        after: Option<&Key>,
+        limit: usize,
+    ) -> Result<Vec<(Key, ReadOutcome)>, StorageError> {
+        match self {
+            SimStorage::Memory(s) => s.partition_objects(partition, after, limit),
+            SimStorage::Redb(s) => s.partition_objects(partition, after, limit),
+        }
+    }
+
+    fn tree(&self, partition: PartitionId) -> Result<TictacTree, StorageError> {
+        match self {
+            SimStorage::Memory(s) => s.tree(partition),
+            SimStorage::Redb(s) => s.tree(partition),
+        }
+    }
+
+    fn segment_keys(
+        &self,
+        partition: PartitionId,
+        segment: SegmentId,
+    ) -> Result<Vec<(Key, ObjectDigest)>, StorageError> {
+        match self {
+            SimStorage::Memory(s) => s.segment_keys(partition, segment),
+            SimStorage::Redb(s) => s.segment_keys(partition, segment),
+        }
+    }
+
+    fn hints(
+        &self,
+        target: &NodeId,
+        after: Option<(PartitionId, &Key)>,
+        limit: usize,
+    ) -> Result<Vec<HintEntry>, StorageError> {
+        match self {
+            SimStorage::Memory(s) => s.hints(target, after, limit),
+            SimStorage::Redb(s) => s.hints(target, after, limit),
+        }
+    }
+
+    fn stats(&self) -> StorageStats {
+        match self {
+            SimStorage::Memory(s) => s.stats(),
+            SimStorage::Redb(s) => s.stats(),
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! Smoke campaigns: each workload under every fault, and each kind of fault alone, over a few
+//! hundred seeds in all. Replay a failing seed with
+//! `SHOAL_SEED=<seed> cargo test -p shoal-sim <test name> -- --nocapture`; run more seeds with
+//! `SHOAL_SIM_SEEDS=<count>`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use shoal_sim::sim::{self, FaultMix, SimConfig, StorageKind};
+use shoal_sim::workload::WorkloadKind;
+
+#[test]
+fn set_adds_survive_every_fault() {
+    let config = SimConfig::new(WorkloadKind::SetAdd, FaultMix::ALL);
+    common::campaign("set_adds_survive_every_fault", &config, 1_000, 50);
+}
+
+#[test]
+fn blind_writes_survive_every_fault() {
+    let config = SimConfig::new(WorkloadKind::BlindWrites, FaultMix::ALL);
+    common::campaign("blind_writes_survive_every_fault", &config, 2_000, 40);
+}
+
+#[test]
+fn single_writers_never_see_siblings_under_every_fault() {
+    let config = SimConfig::new(WorkloadKind::SingleWriter, FaultMix::ALL);
+    let summary = common::campaign(
+        "single_writers_never_see_siblings_under_every_fault",
+        &config,
+        3_000,
+        40,
+    );
+    let keys = summary.figure("siblings from single writers").unwrap();
+    assert!(
+        keys.total > 0,
+        "no key qualified for the single-writer check"
+    );
+}
+
+#[test]
+fn puts_and_deletes_survive_every_fault() {
+    let config = SimConfig::new(WorkloadKind::PutDelete, FaultMix::ALL);
+    let summary = common::campaign("puts_and_deletes_survive_every_fault", &config, 4_000, 50);
+    assert!(summary.figure("deletes undone").unwrap().total > 0);
+}
+
+#[test]
+fn partitions_alone() {
+    let faults = FaultMix {
+        partitions: true,
+        ..FaultMix::NONE
+    };
+    let config = SimConfig::new(WorkloadKind::PutDelete, faults);
+    common::campaign("partitions_alone", &config, 5_000, 30);
+}
+
+#[test]
+fn crashes_and_failed_fsyncs_alone() {
+    let faults = FaultMix {
+        crashes: true,
+        disk_errors: true,
+        ..FaultMix::NONE
+    };
+    let config = SimConfig::new(WorkloadKind::SetAdd, faults);
+    common::campaign("crashes_and_failed_fsyncs_alone", &config, 6_000, 30);
+}
+
+#[test]
+fn pauses_and_clock_skew_alone() {
+    let faults = FaultMix {
+        pauses: true,
+        clock_skew: true,
+        ..FaultMix::NONE
+    };
+    let config = SimConfig::new(WorkloadKind::SingleWriter, faults);
+    common::campaign("pauses_and_clock_skew_alone", &config, 7_000, 30);
+}
+
+#[test]
+fn a_lossy_network_alone() {
+    let faults = FaultMix {
+        lossy_network: true,
+        ..FaultMix::NONE
+    };
+    let config = SimConfig::new(WorkloadKind::BlindWrites, faults);
+    common::campaign("a_lossy_network_alone", &config, 8_000, 30);
+}
+
+#[test]
+fn redb_storage_survives_every_fault() {
+    let mut config = SimConfig::new(WorkloadKind::PutDelete, FaultMix::ALL);
+    config.storage = StorageKind::Redb;
+    common::campaign("redb_storage_survives_every_fault", &config, 9_000, 10);
+}
+
+#[test]
+fn without_faults_every_operation_succeeds() {
+    let mut config = SimConfig::new(WorkloadKind::SetAdd, FaultMix::NONE);
+    config.poison_fraction = 0.0;
+    for seed in common::seeds(10_000, 5) {
+        let result = sim::run(&config, seed).unwrap();
+        assert!(
+            result.passed(),
+            "{}",
+            common::describe("without_faults_every_operation_succeeds", &result)
+        );
+        assert!(result.stats.operations > 100);
+        assert_eq!(result.stats.dropped, 0);
+        assert_eq!(result.report.indeterminate_applied.total, 0, "{result}");
+        assert_eq!(result.report.stale_reads.value, 0, "{result}");
+    }
+}
+
+#[test]
+fn a_run_replays_exactly_from_its_seed() {
+    for (workload, seed) in [
+        (WorkloadKind::SetAdd, 11_000),
+        (WorkloadKind::PutDelete, 11_001),
+        (WorkloadKind::SingleWriter, 11_002),
+    ] {
+        let config = SimConfig::new(workload, FaultMix::ALL);
+        let a = sim::run(&config, seed).unwrap();
+        let b = sim::run(&config, seed).unwrap();
+        println!(
+            "seed {seed}: trace {:016x} and {:016x}",
+            a.trace_hash, b.trace_hash
+        );
+        assert_eq!(
+            a.trace_hash, b.trace_hash,
+            "seed {seed} is not deterministic"
+        );
+        assert_eq!(a.report, b.report);
+        assert_eq!(a.stats, b.stats);
+        let other = sim::run(&config, seed + 100).unwrap();
+        assert_ne!(a.trace_hash, other.trace_hash, "the hash ignores the run");
+    }
+}
+
+#[test]
+fn lying_disks_are_caught_as_lost_writes() {
+    let mut config = SimConfig::new(WorkloadKind::BlindWrites, FaultMix::NONE);
+    config.lying_disks = true;
+    let result = sim::run(&config, 12_000).unwrap();
+    println!("{result}");
+    assert!(result.report.acknowledged_writes_lost.value > 0, "{result}");
+    assert!(!result.passed());
+}
+
+#[test]
+fn hot_keys_survive_every_fault() {
+    let config = common::hot_keys(FaultMix::ALL);
+    common::campaign("hot_keys_survive_every_fault", &config, 13_000, 20);
+}
