@@ -138,7 +138,16 @@ impl Object {
             };
             match order {
                 Ordering::Equal => {
-                    siblings.push(a[i].clone());
+                    // One dot names one write, so both sides normally hold the same sibling.
+                    // When they differ (a dot reused: a node restored from an old backup with its
+                    // incarnation, or a faulty peer), keep the greater, so that merge stays
+                    // commutative and replicas still converge.
+                    let keep = if sibling_rank(&b[j].1) > sibling_rank(&a[i].1) {
+                        &b[j]
+                    } else {
+                        &a[i]
+                    };
+                    siblings.push(keep.clone());
                     i += 1;
                     j += 1;
                 }
@@ -233,6 +242,15 @@ impl fmt::Debug for Object {
             .field("vv", &self.vv)
             .field("siblings", &self.siblings)
             .finish()
+    }
+}
+
+/// A total order on siblings (tombstones first, then values by their bytes), used only to pick
+/// one of two different siblings that carry the same dot.
+fn sibling_rank(s: &Sibling) -> (bool, &[u8]) {
+    match s {
+        Sibling::Tombstone => (false, &[]),
+        Sibling::Value(v) => (true, v),
     }
 }
 
