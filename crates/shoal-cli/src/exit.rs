@@ -84,14 +84,17 @@ pub(crate) fn code(error: &Error) -> u8 {
 }
 
 /// Prints `error` (on stderr, and as JSON on stdout when asked) and returns its exit code.
-pub(crate) fn report(error: &Error, json: bool) -> u8 {
+/// `writes` says whether the command was a write, which an indeterminate failure may have
+/// applied.
+pub(crate) fn report(error: &Error, json: bool, writes: bool) -> u8 {
     let code = code(error);
     eprintln!("error: {error:#}");
-    if let Some(e) = client_error(error)
+    if writes
+        && let Some(e) = client_error(error)
         && e.is_indeterminate()
     {
         eprintln!(
-            "note: the outcome is unknown: a write may have been applied; read the key to see"
+            "note: the outcome is unknown: the write may have been applied; read the key to see"
         );
     }
     if json {

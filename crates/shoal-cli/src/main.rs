@@ -68,6 +68,11 @@ impl Command {
             Command::Certs(_) | Command::Server(_) | Command::Dev(_) => false,
         }
     }
+
+    /// Whether the command writes, so that an indeterminate failure may have been applied.
+    fn writes(&self) -> bool {
+        matches!(self, Command::Put(_) | Command::Delete(_))
+    }
 }
 
 fn main() -> ExitCode {
@@ -81,6 +86,7 @@ fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let json = cli.command.json();
+    let writes = cli.command.writes();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -97,7 +103,7 @@ fn main() -> ExitCode {
     match result {
         Ok(Outcome::Done) => ExitCode::from(exit::OK),
         Ok(Outcome::NotFound) => ExitCode::from(exit::NOT_FOUND),
-        Err(error) => ExitCode::from(exit::report(&error, json)),
+        Err(error) => ExitCode::from(exit::report(&error, json, writes)),
     }
 }
 

@@ -25,9 +25,7 @@ pub enum ClientError {
         alive: usize,
     },
     /// Indeterminate: too few replicas answered; a write may have been applied on some.
-    #[error(
-        "quorum failed: {required} replicas required, {answered} answered; a write may have been applied"
-    )]
+    #[error("quorum failed: {required} replicas required, {answered} answered")]
     QuorumFailed {
         /// Replies or acks the quorum needs.
         required: usize,
@@ -35,9 +33,7 @@ pub enum ClientError {
         answered: usize,
     },
     /// Indeterminate: the coordinator's deadline passed first; a write may have been applied.
-    #[error(
-        "timeout: {answered} of {required} required replicas answered in time; a write may have been applied"
-    )]
+    #[error("timeout: {answered} of {required} required replicas answered in time")]
     Timeout {
         /// Replies or acks the quorum needs.
         required: usize,

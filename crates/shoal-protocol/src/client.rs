@@ -119,9 +119,7 @@ pub enum RequestError {
     },
     /// Indeterminate: the request was tried but too few replicas answered. A write may have
     /// been applied on some replicas.
-    #[error(
-        "quorum failed: {required} replicas required, {answered} answered; a write may have been applied"
-    )]
+    #[error("quorum failed: {required} replicas required, {answered} answered")]
     QuorumFailed {
         /// Replies or acks the quorum needs.
         required: usize,
@@ -129,9 +127,7 @@ pub enum RequestError {
         answered: usize,
     },
     /// Indeterminate: the deadline passed first. A write may have been applied.
-    #[error(
-        "timeout: {answered} of {required} required replicas answered in time; a write may have been applied"
-    )]
+    #[error("timeout: {answered} of {required} required replicas answered in time")]
     Timeout {
         /// Replies or acks the quorum needs.
         required: usize,
