@@ -26,6 +26,8 @@
 //! [`StorageStats`], [`StorageError`].
 
 mod commit;
+#[cfg(test)]
+mod crash;
 mod digest;
 mod error;
 mod memory;

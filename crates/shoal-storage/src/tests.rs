@@ -1,6 +1,6 @@
 //! Behaviour both implementations share (checked against a `BTreeMap` model, with the database
 //! closed and reopened between steps), and what only `RedbStorage` has: damaged records, the
-//! identity record, and group commit.
+//! identity record, and group commit. Power loss and I/O errors are in [`crash`].
 
 use std::collections::BTreeMap;
 use std::io;
@@ -25,6 +25,8 @@ use crate::record::{
 };
 use crate::redb_storage::segment_hash;
 use crate::*;
+
+mod crash;
 
 const Q: u32 = 4;
 const KEYS: usize = 6;
@@ -83,7 +85,7 @@ fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
 // ---- the model --------------------------------------------------------------------------------
 
 /// What storage should hold: plain maps, with every rule spelled out once more.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct Model {
     objects: BTreeMap<(PartitionId, SegmentId, Key), Object>,
     hints: BTreeMap<(NodeId, PartitionId, Key), (Object, u64)>,
