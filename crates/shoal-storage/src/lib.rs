@@ -14,7 +14,9 @@
 //! peer. A write updates the partition's [`TictacTree`] in the same transaction as the object,
 //! so tree and data agree after any crash. The database records the node id, Q and the node's
 //! incarnation when it is created, and refuses to open for another node or Q.
-//! `docs/storage-format.md` draws the on-disk format.
+//! `docs/storage-format.md` draws the on-disk format; [`decode_object_record`],
+//! [`decode_hint_record`] and [`decode_identity_record`] decode stored bytes exactly as reads do,
+//! for fuzzing and inspection tools.
 //!
 //! Not here: deciding what to write (merges on put, read repair, hint delivery and limits,
 //! reaping) is the coordinator's; the key → partition mapping is the ring's (storage takes the
@@ -39,6 +41,7 @@ mod tree;
 pub use digest::ObjectDigest;
 pub use error::StorageError;
 pub use memory::MemoryStorage;
+pub use record::{decode_hint_record, decode_identity_record, decode_object_record};
 pub use redb_storage::{DATABASE_FILE, RedbStorage};
 pub use storage::{
     CommitCallback, Hint, HintEntry, ReadOutcome, Storage, StorageStats, Write, WriteBatch,

@@ -10,7 +10,8 @@ use redb::TableDefinition;
 use serde::{Deserialize, Serialize};
 use shoal_types::{Incarnation, Key, NodeId, PartitionCount, PartitionId};
 
-use crate::{ObjectDigest, SegmentId};
+use crate::digest::decode_object;
+use crate::{Hint, HintEntry, ObjectDigest, ReadOutcome, SegmentId, StorageError};
 
 /// The newest storage format this build writes and reads.
 pub(crate) const FORMAT_VERSION: u8 = 1;
@@ -37,6 +38,56 @@ const HINT_HEADER: usize = OBJECT_HEADER + 8;
 const AAE_ENTRY_LEN: usize = CRC_LEN + 16;
 /// `[partition 4][segment 2]`.
 const SEGMENT_PREFIX_LEN: usize = 6;
+
+// ---- decoding stored bytes --------------------------------------------------------------------
+
+/// What a read makes of `record`, the bytes stored under the objects-table key `table_key`:
+/// [`ReadOutcome::Found`] with the object, or [`ReadOutcome::Corrupted`] when the checksum, the
+/// format version or the object's encoding is wrong (never `NotFound`).
+///
+/// Reads decode object records with the same checks. This is public so that fuzzing and
+/// inspection tools can feed any bytes to them; it never panics. Writes do not use it.
+pub fn decode_object_record(table_key: &[u8], record: &[u8]) -> ReadOutcome {
+    match check_object_record(table_key, record).and_then(|r| decode_object(r.encoded)) {
+        Some(object) => ReadOutcome::Found(object),
+        None => ReadOutcome::Corrupted,
+    }
+}
+
+/// What a hint listing makes of `record`, the bytes stored under the hints-table key
+/// `table_key`: `None` when the key itself is malformed (a listing skips such keys), otherwise
+/// [`HintEntry::Found`] or, when the checksum, version or object is wrong,
+/// [`HintEntry::Corrupted`]. Public for fuzzing and tools, like [`decode_object_record`].
+pub fn decode_hint_record(table_key: &[u8], record: &[u8]) -> Option<HintEntry> {
+    let len = usize::from(*table_key.first()?);
+    let id = std::str::from_utf8(table_key.get(1..1 + len)?).ok()?;
+    let target = NodeId::new(id).ok()?;
+    let (partition, key) = parse_hint_key(table_key, 1 + len)?;
+    Some(
+        match hint_from_record(&target, partition, &key, table_key, record) {
+            Some(hint) => HintEntry::Found(hint),
+            None => HintEntry::Corrupted { partition, key },
+        },
+    )
+}
+
+/// What opening a database makes of its identity record: the node id, Q and incarnation it
+/// belongs to, or [`StorageError::UnsupportedFormat`] / [`StorageError::IdentityCorrupted`].
+/// Public for fuzzing and tools, like [`decode_object_record`].
+pub fn decode_identity_record(
+    record: &[u8],
+) -> Result<(NodeId, PartitionCount, Incarnation), StorageError> {
+    match decode_identity(record) {
+        Ok(id) => Ok((id.node, id.partition_count, id.incarnation)),
+        Err(IdentityProblem::Newer(found)) => Err(StorageError::UnsupportedFormat {
+            found,
+            supported: FORMAT_VERSION,
+        }),
+        Err(IdentityProblem::Damaged) => Err(StorageError::IdentityCorrupted(
+            "checksum or decoding failed".into(),
+        )),
+    }
+}
 
 // ---- objects ----------------------------------------------------------------------------------
 
@@ -175,6 +226,26 @@ pub(crate) fn check_hint_record<'a>(table_key: &[u8], bytes: &'a [u8]) -> Option
         digest: digest_at(bytes, CRC_LEN + 1)?,
         stored_at_unix_ms: u64::from_be_bytes(bytes.get(at..at + 8)?.try_into().ok()?),
         encoded: &bytes[HINT_HEADER..],
+    })
+}
+
+/// The hint stored in `record` under `table_key` for (target, partition, key), if its
+/// checksum, version and object are sound.
+pub(crate) fn hint_from_record(
+    target: &NodeId,
+    partition: PartitionId,
+    key: &Key,
+    table_key: &[u8],
+    record: &[u8],
+) -> Option<Hint> {
+    let rec = check_hint_record(table_key, record)?;
+    Some(Hint {
+        target: target.clone(),
+        partition,
+        key: key.clone(),
+        object: decode_object(rec.encoded)?,
+        digest: rec.digest,
+        stored_at_unix_ms: rec.stored_at_unix_ms,
     })
 }
 
@@ -366,6 +437,60 @@ mod tests {
             Err(IdentityProblem::Newer(FORMAT_VERSION + 1))
         );
         assert_eq!(decode_identity(b"xx"), Err(IdentityProblem::Damaged));
+    }
+
+    #[test]
+    fn the_public_decoders_read_what_storage_writes_and_refuse_the_rest() {
+        use crate::digest::encode_object;
+        let object = shoal_causality::Object::new();
+        let tk = object_key(p(3), SegmentId::new(9).unwrap(), &Key::new("k").unwrap());
+        let (rec, _) = encode_object_record(&tk, &encode_object(&object));
+        assert_eq!(
+            decode_object_record(&tk, &rec),
+            ReadOutcome::Found(object.clone())
+        );
+        assert_eq!(
+            decode_object_record(&tk, &rec[..10]),
+            ReadOutcome::Corrupted
+        );
+        let (undecodable, _) = encode_object_record(&tk, b"\xc1");
+        assert_eq!(
+            decode_object_record(&tk, &undecodable),
+            ReadOutcome::Corrupted
+        );
+
+        let target = NodeId::new("n2").unwrap();
+        let hk = hint_key(&target, p(3), &Key::new("k").unwrap());
+        let h = encode_hint_record(&hk, &encode_object(&object), 42);
+        match decode_hint_record(&hk, &h) {
+            Some(HintEntry::Found(hint)) => {
+                assert_eq!((hint.target, hint.partition), (target, p(3)));
+                assert_eq!((hint.object, hint.stored_at_unix_ms), (object, 42));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            decode_hint_record(&hk, &h[1..]),
+            Some(HintEntry::Corrupted {
+                partition: p(3),
+                key: Key::new("k").unwrap()
+            })
+        );
+        assert_eq!(decode_hint_record(&[9, b'n'], &h), None, "a malformed key");
+
+        let id = Identity {
+            node: NodeId::new("n1").unwrap(),
+            partition_count: PartitionCount::new(64).unwrap(),
+            incarnation: Incarnation::new(99),
+        };
+        assert_eq!(
+            decode_identity_record(&encode_identity(&id)),
+            Ok((id.node, id.partition_count, id.incarnation))
+        );
+        assert!(matches!(
+            decode_identity_record(b"\0\0\0\0\x01"),
+            Err(StorageError::IdentityCorrupted(_))
+        ));
     }
 
     #[test]

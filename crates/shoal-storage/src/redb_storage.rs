@@ -15,14 +15,14 @@ use crate::digest::decode_object;
 use crate::error::During;
 use crate::memory::check_partitions;
 use crate::record::{
-    self, AAE, HINTS, IDENTITY, Identity, IdentityProblem, META, OBJECTS, check_hint_record,
-    check_object_record, check_tree_entry, hint_key, hint_target_prefix, key_of_object_key,
-    object_key, parse_hint_key, partition_range, prefix_end, segment_in_key, segment_range,
+    self, AAE, HINTS, IDENTITY, Identity, META, OBJECTS, check_object_record, check_tree_entry,
+    hint_from_record, hint_key, hint_target_prefix, key_of_object_key, object_key, parse_hint_key,
+    partition_range, prefix_end, segment_in_key, segment_range,
 };
 use crate::storage::CommitCallback;
 use crate::tree::{entry_hash, xor_into};
 use crate::{
-    Hint, HintEntry, ObjectDigest, ReadOutcome, SegmentId, Storage, StorageError, StorageStats,
+    HintEntry, ObjectDigest, ReadOutcome, SegmentId, Storage, StorageError, StorageStats,
     TictacTree, WriteBatch,
 };
 
@@ -437,23 +437,15 @@ impl Storage for RedbStorage {
                 self.note_corrupt("hint key", tk, None);
                 continue;
             };
-            let hint = check_hint_record(tk, v.value()).and_then(|rec| {
-                Some(Hint {
-                    target: target.clone(),
-                    partition,
-                    key: key.clone(),
-                    object: decode_object(rec.encoded)?,
-                    digest: rec.digest,
-                    stored_at_unix_ms: rec.stored_at_unix_ms,
-                })
-            });
-            out.push(match hint {
-                Some(hint) => HintEntry::Found(hint),
-                None => {
-                    self.note_corrupt("hint", tk, None);
-                    HintEntry::Corrupted { partition, key }
-                }
-            });
+            out.push(
+                match hint_from_record(target, partition, &key, tk, v.value()) {
+                    Some(hint) => HintEntry::Found(hint),
+                    None => {
+                        self.note_corrupt("hint", tk, None);
+                        HintEntry::Corrupted { partition, key }
+                    }
+                },
+            );
         }
         Ok(out)
     }
@@ -535,7 +527,7 @@ fn init_identity(
         let stored = meta
             .get(IDENTITY)
             .during("reading the identity")?
-            .map(|g| record::decode_identity(g.value()));
+            .map(|g| record::decode_identity_record(g.value()));
         match stored {
             None => {
                 let holds_data = !objects.is_empty().during("reading the identity")?
@@ -555,31 +547,21 @@ fn init_identity(
                 tracing::info!(%node, incarnation = %candidate, "created a new data directory");
                 candidate
             }
-            Some(Err(IdentityProblem::Newer(found))) => {
-                return Err(StorageError::UnsupportedFormat {
-                    found,
-                    supported: record::FORMAT_VERSION,
-                });
-            }
-            Some(Err(IdentityProblem::Damaged)) => {
-                return Err(StorageError::IdentityCorrupted(
-                    "checksum or decoding failed".into(),
-                ));
-            }
-            Some(Ok(identity)) => {
-                if identity.node != *node {
+            Some(Err(e)) => return Err(e),
+            Some(Ok((found, found_q, incarnation))) => {
+                if found != *node {
                     return Err(StorageError::WrongNode {
                         expected: node.clone(),
-                        found: identity.node,
+                        found,
                     });
                 }
-                if identity.partition_count != q {
+                if found_q != q {
                     return Err(StorageError::WrongPartitionCount {
                         expected: q,
-                        found: identity.partition_count,
+                        found: found_q,
                     });
                 }
-                identity.incarnation
+                incarnation
             }
         }
     };
