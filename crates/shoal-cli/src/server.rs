@@ -25,6 +25,11 @@ pub(crate) struct Args {
     /// The UDP address QUIC listens on, e.g. 127.0.0.1:7001.
     #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
     listen: SocketAddr,
+    /// The address other nodes and clients reach this node at, when it is not --listen (a
+    /// proxy, NAT or port forward in front of it); it must be this node's address in
+    /// --initial-members [default: --listen].
+    #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
+    advertise: Option<SocketAddr>,
     /// The data directory (created if missing).
     #[arg(long, value_name = "DIR")]
     data_dir: PathBuf,
@@ -106,7 +111,8 @@ fn config(args: Args) -> anyhow::Result<ServerConfig> {
         })
         .collect();
     if !members.is_empty() && !members.iter().any(|m| m.id == args.node_id) {
-        members.push(Member::new(args.node_id.clone(), args.listen).in_zone(zone.clone()));
+        let addr = args.advertise.unwrap_or(args.listen);
+        members.push(Member::new(args.node_id.clone(), addr).in_zone(zone.clone()));
     }
     let size = members.len().max(1);
     let n = args.n.unwrap_or_else(|| size.min(3) as u8);
@@ -122,6 +128,7 @@ fn config(args: Args) -> anyhow::Result<ServerConfig> {
     let partitions = PartitionCount::new(args.partitions).map_err(|e| UsageError(e.to_string()))?;
 
     let mut config = ServerConfig::new(args.node_id, args.listen, args.data_dir, args.certs);
+    config.advertise = args.advertise;
     config.members = members;
     config.zone = zone;
     config.metrics = args.metrics;

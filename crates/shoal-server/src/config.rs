@@ -19,8 +19,14 @@ use crate::ServerError;
 pub struct ServerConfig {
     /// This node's id; the node certificate in `certs_dir` must name it.
     pub node_id: NodeId,
-    /// The UDP address QUIC listens on. Port 0 picks a free port (one-node clusters only).
+    /// The UDP address QUIC listens on. Port 0 picks a free port (one-node clusters only,
+    /// unless `advertise` is set).
     pub listen: SocketAddr,
+    /// The address other nodes and clients reach this node at, when it is not `listen`: a
+    /// proxy, a NAT or a port forward in front of the node (the whole-system tests put a
+    /// fault-injecting UDP proxy there). It must be this node's address in `members`. `None`:
+    /// `listen` is that address.
+    pub advertise: Option<SocketAddr>,
     /// The data directory; the database is `data_dir/shoal.redb`.
     pub data_dir: PathBuf,
     /// The directory with `ca.pem` and this node's `node-<id>.pem` / `node-<id>.key`.
@@ -76,6 +82,7 @@ impl ServerConfig {
         ServerConfig {
             node_id,
             listen,
+            advertise: None,
             data_dir: data_dir.into(),
             certs_dir: certs_dir.into(),
             members: Vec::new(),
@@ -104,17 +111,28 @@ impl ServerConfig {
                     node: self.node_id.clone(),
                 });
             };
-            if self.listen.port() == 0 && self.members.len() > 1 {
-                return Err(ServerError::EphemeralPortInCluster {
-                    members: self.members.len(),
-                });
-            }
-            if self.listen.port() != 0 && !same_address(self.listen, me.addr) {
-                return Err(ServerError::AddressMismatch {
-                    node: self.node_id.clone(),
-                    listen: self.listen,
-                    member: me.addr,
-                });
+            match self.advertise {
+                Some(advertise) if advertise != me.addr => {
+                    return Err(ServerError::AdvertiseMismatch {
+                        node: self.node_id.clone(),
+                        advertise,
+                        member: me.addr,
+                    });
+                }
+                Some(_) => {}
+                None if self.listen.port() == 0 && self.members.len() > 1 => {
+                    return Err(ServerError::EphemeralPortInCluster {
+                        members: self.members.len(),
+                    });
+                }
+                None if self.listen.port() != 0 && !same_address(self.listen, me.addr) => {
+                    return Err(ServerError::AddressMismatch {
+                        node: self.node_id.clone(),
+                        listen: self.listen,
+                        member: me.addr,
+                    });
+                }
+                None => {}
             }
             if me.zone != self.zone {
                 return Err(ServerError::ZoneMismatch {
@@ -144,11 +162,13 @@ impl ServerConfig {
     }
 
     /// The ring of the configured members, with this node at `bound` (the address actually
-    /// bound, which differs from `listen` only when `listen` asked for port 0).
+    /// bound, which differs from `listen` only when `listen` asked for port 0) unless it
+    /// advertises another address.
     pub(crate) fn ring(&self, bound: SocketAddr) -> Result<Ring, ServerError> {
+        let me = self.advertise.unwrap_or(bound);
         let members = if self.members.is_empty() {
-            vec![Member::new(self.node_id.clone(), bound).in_zone(self.zone.clone())]
-        } else if self.listen.port() == 0 {
+            vec![Member::new(self.node_id.clone(), me).in_zone(self.zone.clone())]
+        } else if self.listen.port() == 0 && self.advertise.is_none() {
             // validate() allows port 0 only for a single member: this node.
             self.members
                 .iter()
@@ -259,6 +279,30 @@ mod tests {
         alone.validate().unwrap();
         let ring = alone.ring(addr(4242)).unwrap();
         assert_eq!(ring.member(&id("n1")).unwrap().addr, addr(4242));
+    }
+
+    #[test]
+    fn an_advertised_address_stands_in_for_listen_in_the_member_list() {
+        let mut c = config(addr(7101), &[("n1", 7001), ("n2", 7002), ("n3", 7003)]);
+        assert!(matches!(
+            c.validate(),
+            Err(ServerError::AddressMismatch { .. })
+        ));
+        c.advertise = Some(addr(7001));
+        c.validate().unwrap();
+        let ring = c.ring(addr(7101)).unwrap();
+        assert_eq!(ring.member(&id("n1")).unwrap().addr, addr(7001));
+        // Behind a proxy the listen port may be picked by the system.
+        c.listen = addr(0);
+        c.validate().unwrap();
+        assert_eq!(
+            c.ring(addr(4242)).unwrap().member(&id("n1")).unwrap().addr,
+            addr(7001)
+        );
+        c.advertise = Some(addr(7009));
+        let err = c.validate().unwrap_err();
+        assert!(matches!(err, ServerError::AdvertiseMismatch { .. }), "{err}");
+        assert!(err.to_string().contains("127.0.0.1:7009"), "{err}");
     }
 
     #[test]

@@ -32,6 +32,16 @@ pub enum ServerError {
         /// The address the member list gives it.
         member: SocketAddr,
     },
+    /// The member list names this node with another address than the one it advertises.
+    #[error("the member list gives {node} the address {member}, but it advertises {advertise}")]
+    AdvertiseMismatch {
+        /// This node's id.
+        node: NodeId,
+        /// The configured advertised address.
+        advertise: SocketAddr,
+        /// The address the member list gives it.
+        member: SocketAddr,
+    },
     /// The member list puts this node in another zone than the one configured.
     #[error("the member list puts {node} in zone {member}, but it is configured in zone {zone}")]
     ZoneMismatch {

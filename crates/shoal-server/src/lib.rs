@@ -34,7 +34,8 @@
 //! - **Node-to-node messages** leave from a second, client-only QUIC endpoint with the node's
 //!   certificate and a short idle timeout (`ServerConfig::peer_connect_timeout`): a QUIC
 //!   handshake to a dead peer otherwise waits for the full idle timeout, far longer than a
-//!   request may, and the coordinator must learn quickly that a peer is unreachable.
+//!   request may, and the coordinator must learn quickly that a peer is unreachable. Its
+//!   (ephemeral) address is logged as `peer_endpoint` in the `shoal node started` line.
 //! - **Storage** ([`RedbStorage`](shoal_storage::RedbStorage)) is owned by the node (its only
 //!   handle), written only through the node's `Persist` outputs, and closed after the node
 //!   task has ended, on a blocking thread: closing finishes the queued commits.

@@ -169,6 +169,10 @@ impl Server {
         tracing::info!(
             node = %config.node_id,
             listen = %local_addr,
+            advertise = ?config.advertise,
+            // Node-to-node requests leave from this address, not from `listen`: the
+            // whole-system tests' proxies tell node traffic from client traffic by it.
+            peer_endpoint = %peers.local_addr(),
             incarnation = %incarnation,
             members = ring.members().len(),
             partitions = ring.q().get(),
