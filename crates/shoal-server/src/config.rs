@@ -301,7 +301,10 @@ mod tests {
         );
         c.advertise = Some(addr(7009));
         let err = c.validate().unwrap_err();
-        assert!(matches!(err, ServerError::AdvertiseMismatch { .. }), "{err}");
+        assert!(
+            matches!(err, ServerError::AdvertiseMismatch { .. }),
+            "{err}"
+        );
         assert!(err.to_string().contains("127.0.0.1:7009"), "{err}");
     }
 
