@@ -562,41 +562,50 @@ impl<'a> Checker<'a> {
 
     fn stale_reads(&self, report: &mut Report) {
         for ops in self.by_key.values() {
-            for read in ops.iter().filter(|o| o.read_values().is_some()) {
-                report.stale_reads.total += 1;
-                let (started, ended) = (read.invoked, read.completed.unwrap_or(Duration::MAX));
-                let values = read.read_values().unwrap_or(&[]);
-                let atoms: BTreeSet<Atom> = values.iter().flat_map(|v| atoms_of(v)).collect();
-                // Atoms that a write invoked before the read ended may have superseded.
-                let mut superseded = BTreeSet::new();
-                for w in ops.iter().filter(|w| w.is_write() && w.invoked < ended) {
-                    if w.is_definite_failure() {
-                        continue;
-                    }
-                    let kept: BTreeSet<Atom> = match &w.kind {
-                        OpKind::Put { value, .. } => atoms_of(value).into_iter().collect(),
-                        _ => BTreeSet::new(),
-                    };
-                    for value in self.context_values(w).unwrap_or(&[]) {
-                        superseded
-                            .extend(atoms_of(value).into_iter().filter(|a| !kept.contains(a)));
+            // When each atom was first possibly superseded: the invocation of the earliest
+            // write (not definitely failed) that read it and wrote a value without it.
+            let mut superseded_at: BTreeMap<Atom, Duration> = BTreeMap::new();
+            for w in ops
+                .iter()
+                .filter(|w| w.is_write() && !w.is_definite_failure())
+            {
+                let kept: BTreeSet<Atom> = match &w.kind {
+                    OpKind::Put { value, .. } => atoms_of(value).into_iter().collect(),
+                    _ => BTreeSet::new(),
+                };
+                for value in self.context_values(w).unwrap_or(&[]) {
+                    for atom in atoms_of(value).into_iter().filter(|a| !kept.contains(a)) {
+                        let at = superseded_at.entry(atom).or_insert(w.invoked);
+                        *at = (*at).min(w.invoked);
                     }
                 }
-                let acked_before = |w: &&&Op| w.is_ok() && w.completed.is_some_and(|c| c < started);
-                let missed = ops.iter().filter(acked_before).any(|w| {
-                    w.atom()
-                        .is_some_and(|a| !atoms.contains(&a) && !superseded.contains(&a))
+            }
+            // Acknowledged puts (atom, completion) and deletes (values deleted, completion).
+            let acked_puts: Vec<(Atom, Duration)> = ops
+                .iter()
+                .filter(|w| w.is_ok())
+                .filter_map(|w| Some((w.atom()?, w.completed?)))
+                .collect();
+            let acked_deletes: Vec<(&[Bytes], Duration)> = ops
+                .iter()
+                .filter(|d| d.is_ok() && matches!(d.kind, OpKind::Delete { .. }))
+                .filter_map(|d| Some((self.context_values(d)?, d.completed?)))
+                .collect();
+            for read in ops.iter() {
+                let Some(values) = read.read_values() else {
+                    continue;
+                };
+                report.stale_reads.total += 1;
+                let (started, ended) = (read.invoked, read.completed.unwrap_or(Duration::MAX));
+                let atoms: BTreeSet<Atom> = values.iter().flat_map(|v| atoms_of(v)).collect();
+                let missed = acked_puts.iter().any(|(atom, acked)| {
+                    *acked < started
+                        && !atoms.contains(atom)
+                        && superseded_at.get(atom).is_none_or(|at| *at >= ended)
                 });
-                let resurrected = ops
-                    .iter()
-                    .filter(acked_before)
-                    .filter(|w| matches!(w.kind, OpKind::Delete { .. }))
-                    .any(|d| {
-                        self.context_values(d)
-                            .unwrap_or(&[])
-                            .iter()
-                            .any(|v| values.contains(v))
-                    });
+                let resurrected = acked_deletes.iter().any(|(deleted, acked)| {
+                    *acked < started && deleted.iter().any(|v| values.contains(v))
+                });
                 if missed || resurrected {
                     report.stale_reads.value += 1;
                 }

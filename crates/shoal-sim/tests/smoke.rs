@@ -13,13 +13,13 @@ use shoal_sim::workload::WorkloadKind;
 #[test]
 fn set_adds_survive_every_fault() {
     let config = SimConfig::new(WorkloadKind::SetAdd, FaultMix::ALL);
-    common::campaign("set_adds_survive_every_fault", &config, 1_000, 50);
+    common::campaign("set_adds_survive_every_fault", &config, 1_000, 60);
 }
 
 #[test]
 fn blind_writes_survive_every_fault() {
     let config = SimConfig::new(WorkloadKind::BlindWrites, FaultMix::ALL);
-    common::campaign("blind_writes_survive_every_fault", &config, 2_000, 40);
+    common::campaign("blind_writes_survive_every_fault", &config, 2_000, 50);
 }
 
 #[test]
@@ -29,7 +29,7 @@ fn single_writers_never_see_siblings_under_every_fault() {
         "single_writers_never_see_siblings_under_every_fault",
         &config,
         3_000,
-        40,
+        50,
     );
     let keys = summary.figure("siblings from single writers").unwrap();
     assert!(
@@ -41,7 +41,7 @@ fn single_writers_never_see_siblings_under_every_fault() {
 #[test]
 fn puts_and_deletes_survive_every_fault() {
     let config = SimConfig::new(WorkloadKind::PutDelete, FaultMix::ALL);
-    let summary = common::campaign("puts_and_deletes_survive_every_fault", &config, 4_000, 50);
+    let summary = common::campaign("puts_and_deletes_survive_every_fault", &config, 4_000, 60);
     assert!(summary.figure("deletes undone").unwrap().total > 0);
 }
 
@@ -52,7 +52,7 @@ fn partitions_alone() {
         ..FaultMix::NONE
     };
     let config = SimConfig::new(WorkloadKind::PutDelete, faults);
-    common::campaign("partitions_alone", &config, 5_000, 30);
+    common::campaign("partitions_alone", &config, 5_000, 40);
 }
 
 #[test]
@@ -63,7 +63,7 @@ fn crashes_and_failed_fsyncs_alone() {
         ..FaultMix::NONE
     };
     let config = SimConfig::new(WorkloadKind::SetAdd, faults);
-    common::campaign("crashes_and_failed_fsyncs_alone", &config, 6_000, 30);
+    common::campaign("crashes_and_failed_fsyncs_alone", &config, 6_000, 40);
 }
 
 #[test]
@@ -74,7 +74,7 @@ fn pauses_and_clock_skew_alone() {
         ..FaultMix::NONE
     };
     let config = SimConfig::new(WorkloadKind::SingleWriter, faults);
-    common::campaign("pauses_and_clock_skew_alone", &config, 7_000, 30);
+    common::campaign("pauses_and_clock_skew_alone", &config, 7_000, 40);
 }
 
 #[test]
@@ -84,14 +84,14 @@ fn a_lossy_network_alone() {
         ..FaultMix::NONE
     };
     let config = SimConfig::new(WorkloadKind::BlindWrites, faults);
-    common::campaign("a_lossy_network_alone", &config, 8_000, 30);
+    common::campaign("a_lossy_network_alone", &config, 8_000, 40);
 }
 
 #[test]
 fn redb_storage_survives_every_fault() {
     let mut config = SimConfig::new(WorkloadKind::PutDelete, FaultMix::ALL);
     config.storage = StorageKind::Redb;
-    common::campaign("redb_storage_survives_every_fault", &config, 9_000, 10);
+    common::campaign("redb_storage_survives_every_fault", &config, 9_000, 15);
 }
 
 #[test]
@@ -118,8 +118,12 @@ fn a_run_replays_exactly_from_its_seed() {
         (WorkloadKind::SetAdd, 11_000),
         (WorkloadKind::PutDelete, 11_001),
         (WorkloadKind::SingleWriter, 11_002),
+        (WorkloadKind::BlindWrites, 11_003),
     ] {
-        let config = SimConfig::new(workload, FaultMix::ALL);
+        let mut config = SimConfig::new(workload, FaultMix::ALL);
+        if workload == WorkloadKind::BlindWrites {
+            config.storage = StorageKind::Redb;
+        }
         let a = sim::run(&config, seed).unwrap();
         let b = sim::run(&config, seed).unwrap();
         println!(
@@ -150,5 +154,5 @@ fn lying_disks_are_caught_as_lost_writes() {
 #[test]
 fn hot_keys_survive_every_fault() {
     let config = common::hot_keys(FaultMix::ALL);
-    common::campaign("hot_keys_survive_every_fault", &config, 13_000, 20);
+    common::campaign("hot_keys_survive_every_fault", &config, 13_000, 30);
 }

@@ -71,11 +71,27 @@ pub enum FaultAction {
     HealAll,
 }
 
-/// The faults of one run, in time order.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// The faults of one run: message fault rates for the whole safety phase, and actions in time
+/// order.
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct FaultSchedule {
+    /// Message fault rates until the heal.
+    pub network: NetworkFaults,
     /// (when, what), sorted by time.
     pub actions: Vec<(Duration, FaultAction)>,
+}
+
+/// Message fault rates of a safety phase, as probabilities per message.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct NetworkFaults {
+    /// A message between nodes is dropped.
+    pub drop: f64,
+    /// A message between nodes is delivered twice (forwarded writes never are).
+    pub duplicate: f64,
+    /// A message is delayed by 10–300 ms more (so it is reordered).
+    pub delay: f64,
+    /// A message between a client and a node is dropped.
+    pub client_drop: f64,
 }
 
 impl FaultMix {
@@ -108,6 +124,16 @@ impl FaultMix {
 impl FaultSchedule {
     /// Draws the schedule of a run with `nodes` nodes whose safety phase lasts `safety`.
     pub fn generate(mix: &FaultMix, nodes: usize, safety: Duration, rng: &mut StdRng) -> Self {
+        let network = if mix.lossy_network {
+            NetworkFaults {
+                drop: rng.random_range(0.0..0.05),
+                duplicate: rng.random_range(0.0..0.05),
+                delay: rng.random_range(0.0..0.1),
+                client_drop: rng.random_range(0.0..0.01),
+            }
+        } else {
+            NetworkFaults::default()
+        };
         let mut kinds = Vec::new();
         if mix.partitions {
             kinds.push(Kind::Partition);
@@ -173,7 +199,7 @@ impl FaultSchedule {
         actions.retain(|(at, _)| *at < safety);
         actions.sort_by_key(|(at, _)| *at);
         actions.push((safety, FaultAction::HealAll));
-        FaultSchedule { actions }
+        FaultSchedule { network, actions }
     }
 }
 
@@ -309,6 +335,15 @@ impl fmt::Display for FaultAction {
 
 impl fmt::Display for FaultSchedule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = &self.network;
+        writeln!(
+            f,
+            "  until the heal: drop {:.2}%, duplicate {:.2}%, delay {:.2}%, client drop {:.2}%",
+            n.drop * 100.0,
+            n.duplicate * 100.0,
+            n.delay * 100.0,
+            n.client_drop * 100.0
+        )?;
         for (at, action) in &self.actions {
             writeln!(f, "  {:>10.3?} {action}", at)?;
         }

@@ -41,7 +41,7 @@ use crate::checker::{self, CheckOptions, FinalState, Report};
 use crate::history::{ClientId, History, OpId, OpKind, Outcome};
 use crate::workload::{Workload, WorkloadConfig, WorkloadKind};
 use clock::{NORMAL_RATE_PERMILLE, NodeClock};
-pub use faults::{FaultAction, FaultMix, FaultSchedule};
+pub use faults::{FaultAction, FaultMix, FaultSchedule, NetworkFaults};
 use queue::EventQueue;
 use storage::SimStorage;
 
@@ -166,7 +166,7 @@ pub enum SimError {
 }
 
 impl SimConfig {
-    /// Defaults: 3–5 nodes, Q of 16 or 32, N=3 R=2 W=2, 24 keys, 5 clients, 8 s of faults,
+    /// Defaults: 3–7 nodes, Q of 16 or 32, N=3 R=2 W=2, 24 keys, 5 clients, 8 s of faults,
     /// 5 s of settling, 2 s of liveness, `MemoryStorage`.
     pub fn new(workload: WorkloadKind, faults: FaultMix) -> Self {
         let ms = Duration::from_millis;
@@ -175,7 +175,7 @@ impl SimConfig {
             faults,
             storage: StorageKind::Memory,
             min_nodes: 3,
-            max_nodes: 5,
+            max_nodes: 7,
             partition_counts: vec![16, 32],
             keys: 24,
             clients: 5,
@@ -332,15 +332,6 @@ struct PendingBatch {
     fail: bool,
 }
 
-/// Message fault rates of the safety phase.
-#[derive(Clone, Copy, Debug, Default)]
-struct Weather {
-    drop: f64,
-    duplicate: f64,
-    delay: f64,
-    client_drop: f64,
-}
-
 /// Whose operation is in flight: a workload client, or the final reader.
 #[derive(Clone, Copy, Debug)]
 enum Caller {
@@ -362,7 +353,7 @@ struct Simulation<'a> {
     nodes: Vec<SimNode>,
     index: BTreeMap<NodeId, usize>,
     cut: BTreeSet<(usize, usize)>,
-    weather: Weather,
+    weather: NetworkFaults,
     workload: Workload,
     history: History,
     routes: BTreeMap<(usize, InboundId), Route>,
@@ -440,18 +431,9 @@ impl<'a> Simulation<'a> {
                 timer_generation: 0,
             });
         }
-        let weather = if config.faults.lossy_network {
-            Weather {
-                drop: fault_rng.random_range(0.0..0.05),
-                duplicate: fault_rng.random_range(0.0..0.05),
-                delay: fault_rng.random_range(0.0..0.1),
-                client_drop: fault_rng.random_range(0.0..0.01),
-            }
-        } else {
-            Weather::default()
-        };
         let schedule =
             FaultSchedule::generate(&config.faults, count, config.safety, &mut fault_rng);
+        let weather = schedule.network;
         let mut workload_config = WorkloadConfig::new(config.workload, config.keys, config.clients);
         workload_config.max_value_bytes = limits.max_value_bytes();
         let mut workload = Workload::new(workload_config);
@@ -688,11 +670,14 @@ impl<'a> Simulation<'a> {
     }
 
     fn timer(&mut self, n: usize, generation: u64) {
-        let node = &self.nodes[n];
-        if generation != node.timer_generation || node.node.is_none() || node.paused {
+        if generation != self.nodes[n].timer_generation {
             return;
         }
         self.nodes[n].timer_at = None;
+        // A paused node's timer is set again when it resumes.
+        if self.nodes[n].node.is_none() || self.nodes[n].paused {
+            return;
+        }
         self.trace(6, n, &[]);
         self.with_node(n, |node, now| node.handle_timeout(now));
     }
@@ -990,10 +975,13 @@ impl<'a> Simulation<'a> {
             FaultAction::DiskError(n) => self.nodes[n].fail_next_fsync = true,
             FaultAction::HealAll => {
                 self.cut.clear();
-                self.weather = Weather::default();
+                self.weather = NetworkFaults::default();
                 self.workload.set_poison_fraction(0.0);
                 for n in 0..self.nodes.len() {
                     self.nodes[n].fail_next_fsync = false;
+                    for batch in &mut self.nodes[n].disk {
+                        batch.fail = false;
+                    }
                     let now = self.now;
                     self.nodes[n].clock.set_rate(now, NORMAL_RATE_PERMILLE);
                     self.resume(n);
