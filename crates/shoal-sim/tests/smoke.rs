@@ -156,3 +156,26 @@ fn hot_keys_survive_every_fault() {
     let config = common::hot_keys(FaultMix::ALL);
     common::campaign("hot_keys_survive_every_fault", &config, 13_000, 30);
 }
+
+#[test]
+fn the_nemesis_really_injects_every_fault() {
+    let config = SimConfig::new(WorkloadKind::PutDelete, FaultMix::ALL);
+    let mut total = sim::SimStats::default();
+    for seed in 14_000..14_010 {
+        let s = sim::run(&config, seed).unwrap().stats;
+        total.crashes += s.crashes;
+        total.batches_lost += s.batches_lost;
+        total.dropped += s.dropped;
+        total.duplicated += s.duplicated;
+        total.unreachable += s.unreachable;
+        total.forwarded += s.forwarded;
+        total.read_repairs += s.read_repairs;
+    }
+    println!("{total:?}");
+    assert!(total.crashes > 0 && total.batches_lost > 0, "{total:?}");
+    assert!(
+        total.dropped > 0 && total.duplicated > 0 && total.unreachable > 0,
+        "{total:?}"
+    );
+    assert!(total.forwarded > 0 && total.read_repairs > 0, "{total:?}");
+}
