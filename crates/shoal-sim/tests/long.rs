@@ -56,3 +56,16 @@ fn long_redb_storage() {
     config.storage = StorageKind::Redb;
     common::campaign("long_redb_storage", &config, 6_000_000, SEEDS / 10);
 }
+
+#[test]
+#[ignore = "long: run with --ignored in release"]
+fn long_with_a_node_down_in_the_liveness_phase() {
+    let mut config = SimConfig::new(WorkloadKind::SetAdd, FaultMix::ALL);
+    config.down_in_liveness = 1;
+    common::campaign(
+        "long_with_a_node_down_in_the_liveness_phase",
+        &config,
+        7_000_000,
+        SEEDS,
+    );
+}

@@ -1,5 +1,10 @@
 //! Seeds that once found a bug, kept as tests. Each names the bug; the fix is in the commit
 //! that added the test. Replay one with `cargo test -p shoal-sim <test name> -- --nocapture`.
+//!
+//! A change to the simulator can turn a seed into another run that no longer reaches the bug.
+//! Each test says what the bug was: to check a seed still reaches it, revert the fix and watch
+//! the test fail; if it does not, search a few hundred seeds of the same configuration for one
+//! that does.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -30,7 +35,7 @@ fn a_forwarded_write_is_not_retried_on_another_primary_after_a_lost_answer() {
     replay(
         "a_forwarded_write_is_not_retried_on_another_primary_after_a_lost_answer",
         &config,
-        1_049,
+        1_139,
     );
     let faults = FaultMix {
         pauses: true,

@@ -159,7 +159,8 @@ fn hot_keys_survive_every_fault() {
 
 #[test]
 fn the_nemesis_really_injects_every_fault() {
-    let config = SimConfig::new(WorkloadKind::PutDelete, FaultMix::ALL);
+    // Hot keys: writes are pending on some disk most of the time, so crashes lose some.
+    let config = common::hot_keys(FaultMix::ALL);
     let mut total = sim::SimStats::default();
     for seed in 14_000..14_010 {
         let s = sim::run(&config, seed).unwrap().stats;
@@ -178,4 +179,24 @@ fn the_nemesis_really_injects_every_fault() {
         "{total:?}"
     );
     assert!(total.forwarded > 0 && total.read_repairs > 0, "{total:?}");
+}
+
+#[test]
+fn liveness_holds_with_a_node_down() {
+    let mut config = SimConfig::new(WorkloadKind::PutDelete, FaultMix::ALL);
+    config.down_in_liveness = 1;
+    common::campaign("liveness_holds_with_a_node_down", &config, 15_000, 30);
+}
+
+#[test]
+fn liveness_is_not_promised_with_two_nodes_down() {
+    // N − max(R, W) = 1: with two of four nodes down some keys lose two primaries, and their
+    // requests must fail. This proves the liveness figure can fail.
+    let mut config = SimConfig::new(WorkloadKind::PutDelete, FaultMix::NONE);
+    config.down_in_liveness = 2;
+    config.min_nodes = 4;
+    config.max_nodes = 4;
+    let result = sim::run(&config, 16_000).unwrap();
+    assert!(result.report.stuck_requests.value > 0, "{result}");
+    assert_eq!(result.report.unconverged_keys.value, 0, "{result}");
 }

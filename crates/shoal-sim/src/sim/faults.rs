@@ -44,6 +44,9 @@ pub enum FaultAction {
     },
     /// The node crashes: its memory and its pending disk batches are gone.
     Crash(usize),
+    /// The node crashes at its next write, while that batch is on its way to disk (unless
+    /// its restart comes first).
+    CrashDuringWrite(usize),
     /// The node restarts on its disk, with the same incarnation.
     Restart(usize),
     /// The node stops processing anything.
@@ -166,7 +169,13 @@ impl FaultSchedule {
                         let span = if kind == Kind::Pause { span / 2 } else { span };
                         down_until[node] = t + span;
                         let (stop, start) = if kind == Kind::Crash {
-                            (FaultAction::Crash(node), FaultAction::Restart(node))
+                            // Half the crashes strike while a write is on its way to disk.
+                            let crash = if rng.random_bool(0.5) {
+                                FaultAction::CrashDuringWrite(node)
+                            } else {
+                                FaultAction::Crash(node)
+                            };
+                            (crash, FaultAction::Restart(node))
                         } else {
                             (FaultAction::Pause(node), FaultAction::Resume(node))
                         };
@@ -318,6 +327,7 @@ impl fmt::Display for FaultAction {
                 links(f, l)
             }
             FaultAction::Crash(n) => write!(f, "crash n{}", n + 1),
+            FaultAction::CrashDuringWrite(n) => write!(f, "crash n{} during its next write", n + 1),
             FaultAction::Restart(n) => write!(f, "restart n{}", n + 1),
             FaultAction::Pause(n) => write!(f, "pause n{}", n + 1),
             FaultAction::Resume(n) => write!(f, "resume n{}", n + 1),

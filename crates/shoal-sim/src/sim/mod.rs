@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
 use rand::{RngExt, SeedableRng};
 use shoal_coordinator::{InboundId, Node, NodeConfig, OutboundId, Output, PersistId, SendError};
 use shoal_protocol::{
@@ -93,6 +94,9 @@ pub struct SimConfig {
     pub poison_fraction: f64,
     /// A run that processes more events than this is stopped and fails (a livelock).
     pub max_events: u64,
+    /// Nodes kept down from the heal through the liveness phase (restarted when it ends), to
+    /// check I7 with part of every preference list down. Promised up to N − max(R, W) = 1.
+    pub down_in_liveness: usize,
     /// Sabotage, to prove the checker catches lost writes: disks acknowledge every tenth batch
     /// without storing it (a disk that lies about fsync, which no replication survives).
     pub lying_disks: bool,
@@ -189,6 +193,7 @@ impl SimConfig {
             liveness_deadline: ms(1000),
             poison_fraction: 0.02,
             max_events: 5_000_000,
+            down_in_liveness: 0,
             lying_disks: false,
         }
     }
@@ -317,6 +322,7 @@ struct SimNode {
     disk: VecDeque<PendingBatch>,
     disk_busy_until: Duration,
     fail_next_fsync: bool,
+    crash_on_next_write: bool,
     disk_failed: bool,
     /// Batches completed, for the lying disk.
     fsyncs: u64,
@@ -365,6 +371,8 @@ struct Simulation<'a> {
     stats: SimStats,
     anomalies: Vec<String>,
     schedule: FaultSchedule,
+    /// Nodes kept down through the liveness phase.
+    kept_down: Vec<usize>,
 }
 
 /// The client id final reads are recorded under.
@@ -425,6 +433,7 @@ impl<'a> Simulation<'a> {
                 disk: VecDeque::new(),
                 disk_busy_until: Duration::ZERO,
                 fail_next_fsync: false,
+                crash_on_next_write: false,
                 disk_failed: false,
                 fsyncs: 0,
                 timer_at: None,
@@ -434,6 +443,9 @@ impl<'a> Simulation<'a> {
         let schedule =
             FaultSchedule::generate(&config.faults, count, config.safety, &mut fault_rng);
         let weather = schedule.network;
+        let mut kept_down: Vec<usize> = (0..count).collect();
+        kept_down.shuffle(&mut fault_rng);
+        kept_down.truncate(config.down_in_liveness.min(count.saturating_sub(1)));
         let mut workload_config = WorkloadConfig::new(config.workload, config.keys, config.clients);
         workload_config.max_value_bytes = limits.max_value_bytes();
         let mut workload = Workload::new(workload_config);
@@ -464,6 +476,7 @@ impl<'a> Simulation<'a> {
             stats: SimStats::default(),
             anomalies: Vec::new(),
             schedule,
+            kept_down,
         };
         for (at, action) in sim.schedule.actions.clone() {
             sim.queue.push(at, Event::Fault(action));
@@ -750,7 +763,13 @@ impl<'a> Simulation<'a> {
                     fail,
                 });
                 let life = node.life;
+                let crash = std::mem::take(&mut node.crash_on_next_write);
                 self.queue.push(done_at, Event::DiskDone { node: n, life });
+                if crash {
+                    // Before the batch is durable: it is lost, and with it the write.
+                    let at = self.now + (done_at - self.now) / 2;
+                    self.queue.push(at, Event::Fault(FaultAction::Crash(n)));
+                }
             }
         }
     }
@@ -886,6 +905,12 @@ impl<'a> Simulation<'a> {
     fn client_request(&mut self, op: OpId, caller: Caller, target: usize, request: ClientRequest) {
         self.stats.operations += 1;
         self.inflight.insert(op, caller);
+        // A refused connection delivered nothing: the client tries the next node.
+        let count = self.nodes.len();
+        let target = (0..count)
+            .map(|i| (target + i) % count)
+            .find(|n| self.nodes[*n].node.is_some())
+            .unwrap_or(target);
         if self.nodes[target].node.is_none() {
             let outcome = Outcome::Failed("connection refused: the node is down".into());
             return self.complete(op, outcome, None);
@@ -955,7 +980,15 @@ impl<'a> Simulation<'a> {
                 }
             }
             FaultAction::Crash(n) => self.crash(n),
-            FaultAction::Restart(n) => self.restart(n),
+            FaultAction::CrashDuringWrite(n) => {
+                if self.nodes[n].node.is_some() {
+                    self.nodes[n].crash_on_next_write = true;
+                }
+            }
+            FaultAction::Restart(n) => {
+                self.nodes[n].crash_on_next_write = false;
+                self.restart(n);
+            }
             FaultAction::Pause(n) => {
                 if self.nodes[n].node.is_some() {
                     self.nodes[n].paused = true;
@@ -979,6 +1012,7 @@ impl<'a> Simulation<'a> {
                 self.workload.set_poison_fraction(0.0);
                 for n in 0..self.nodes.len() {
                     self.nodes[n].fail_next_fsync = false;
+                    self.nodes[n].crash_on_next_write = false;
                     for batch in &mut self.nodes[n].disk {
                         batch.fail = false;
                     }
@@ -986,10 +1020,12 @@ impl<'a> Simulation<'a> {
                     self.nodes[n].clock.set_rate(now, NORMAL_RATE_PERMILLE);
                     self.resume(n);
                     // A node whose disk failed stops coordinating writes until it restarts.
-                    if self.nodes[n].disk_failed {
+                    if self.nodes[n].disk_failed || self.kept_down.contains(&n) {
                         self.crash(n);
                     }
-                    self.restart(n);
+                    if !self.kept_down.contains(&n) {
+                        self.restart(n);
+                    }
                 }
             }
         }
@@ -1009,6 +1045,7 @@ impl<'a> Simulation<'a> {
         node.disk.clear();
         node.disk_busy_until = self.now;
         node.fail_next_fsync = false;
+        node.crash_on_next_write = false;
         node.disk_failed = false;
         node.timer_at = None;
         node.timer_generation += 1;
@@ -1048,6 +1085,11 @@ impl<'a> Simulation<'a> {
     fn enter(&mut self, phase: Phase) {
         self.trace(12, phase as usize, &[]);
         self.phase = phase;
+        if phase == Phase::Drain {
+            for n in self.kept_down.clone() {
+                self.restart(n);
+            }
+        }
         if phase == Phase::FinalReads {
             let options = RequestOptions {
                 r: Some(3),
