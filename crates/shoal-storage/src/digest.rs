@@ -53,9 +53,22 @@ pub(crate) fn encode_object(object: &Object) -> Vec<u8> {
     rmp_serde::to_vec(object).expect("an Object always encodes")
 }
 
+/// How deeply a stored value may nest. An object nests six levels; rmp-serde's default (1024)
+/// lets a damaged record that still passes its checksum recurse deep enough to overflow a
+/// thread's stack (2 MiB, in a debug build), which aborts the process instead of reading as
+/// corrupted.
+pub(crate) const MAX_RECORD_DEPTH: usize = 32;
+
 /// Decodes an object read from disk. `None` when the bytes are not a valid object.
 pub(crate) fn decode_object(bytes: &[u8]) -> Option<Object> {
-    rmp_serde::from_slice(bytes).ok()
+    decode_bounded(bytes)
+}
+
+/// Decodes one rmp-serde value nested at most [`MAX_RECORD_DEPTH`] deep.
+pub(crate) fn decode_bounded<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Option<T> {
+    let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
+    de.set_max_depth(MAX_RECORD_DEPTH);
+    T::deserialize(&mut de).ok()
 }
 
 #[cfg(test)]
@@ -81,6 +94,30 @@ mod tests {
         assert_ne!(ObjectDigest::of(&a), ObjectDigest::of(&Object::new()));
         assert_eq!(decode_object(&encode_object(&a)), Some(a));
         assert_eq!(decode_object(b"\xc1garbage"), None);
+    }
+
+    /// Found by the corpus replay of the `object_merge` fuzz target: a thousand nested maps in an
+    /// object's unknown field were skipped a thousand levels deep, which overflowed a 2 MiB test
+    /// thread's stack in a debug build (an abort, not a corrupted read). Decoding now stops at
+    /// `MAX_RECORD_DEPTH`.
+    #[test]
+    fn nesting_deeper_than_the_record_depth_is_refused() {
+        // [vv: [[{"node": "n1", "incarnation": 7, "x": {"x": ... nil}}, 1]], siblings: []]
+        let nested = |levels: usize| {
+            let mut b = vec![0x92, 0x91, 0x92, 0x83, 0xa4];
+            b.extend(b"node\xa2n1\xabincarnation\x07\xa1x");
+            for _ in 0..levels {
+                b.extend([0x81, 0xa1, b'x']);
+            }
+            b.extend([0xc0, 0x01, 0x90]);
+            b
+        };
+        assert!(
+            decode_object(&nested(2)).is_some(),
+            "unknown fields are skipped"
+        );
+        assert_eq!(decode_object(&nested(MAX_RECORD_DEPTH)), None);
+        assert_eq!(decode_object(&nested(1000)), None);
     }
 
     /// Digests are compared between nodes, which may run different builds: the encoding they

@@ -10,7 +10,7 @@ use redb::TableDefinition;
 use serde::{Deserialize, Serialize};
 use shoal_types::{Incarnation, Key, NodeId, PartitionCount, PartitionId};
 
-use crate::digest::decode_object;
+use crate::digest::{decode_bounded, decode_object};
 use crate::{Hint, HintEntry, ObjectDigest, ReadOutcome, SegmentId, StorageError};
 
 /// The newest storage format this build writes and reads.
@@ -312,9 +312,7 @@ pub(crate) fn decode_identity(bytes: &[u8]) -> Result<Identity, IdentityProblem>
         return Err(IdentityProblem::Damaged);
     }
     match bytes[CRC_LEN] {
-        FORMAT_VERSION => {
-            rmp_serde::from_slice(&bytes[CRC_LEN + 1..]).map_err(|_| IdentityProblem::Damaged)
-        }
+        FORMAT_VERSION => decode_bounded(&bytes[CRC_LEN + 1..]).ok_or(IdentityProblem::Damaged),
         v if v > FORMAT_VERSION => Err(IdentityProblem::Newer(v)),
         _ => Err(IdentityProblem::Damaged),
     }
