@@ -98,7 +98,10 @@ pub(crate) fn report(error: &Error, json: bool, writes: bool) -> u8 {
         );
     }
     if json {
-        let kind = client_error(error).map_or(if code == USAGE { "usage" } else { "other" }, kind);
+        let kind = client_error(error).map_or(
+            if code == USAGE { "usage" } else { "other" },
+            ClientError::kind,
+        );
         let indeterminate = client_error(error).is_some_and(ClientError::is_indeterminate);
         let out = Json::object([(
             "error",
@@ -116,31 +119,6 @@ pub(crate) fn report(error: &Error, json: bool, writes: bool) -> u8 {
 
 fn client_error(error: &Error) -> Option<&ClientError> {
     error.chain().find_map(|e| e.downcast_ref::<ClientError>())
-}
-
-/// A stable, snake_case name of each client error, for `--json` consumers.
-fn kind(e: &ClientError) -> &'static str {
-    match e {
-        ClientError::Unavailable { .. } => "unavailable",
-        ClientError::QuorumFailed { .. } => "quorum_failed",
-        ClientError::Timeout { .. } => "timeout",
-        ClientError::TooManySiblings { .. } => "too_many_siblings",
-        ClientError::ValueTooLarge { .. } => "value_too_large",
-        ClientError::KeyTooLarge { .. } => "key_too_large",
-        ClientError::InvalidQuorum(_) => "invalid_quorum",
-        ClientError::Overloaded => "overloaded",
-        ClientError::NodeFailed(_) => "node_failed",
-        ClientError::Unauthorized(_) => "unauthorized",
-        ClientError::Refused { .. } => "refused",
-        ClientError::Transport { .. } => "transport",
-        ClientError::NoNodeReachable { .. } => "no_node_reachable",
-        ClientError::Protocol { .. } => "protocol",
-        ClientError::Certificates(_) => "certificates",
-        ClientError::Endpoint(_) => "endpoint",
-        ClientError::InvalidConfig(_) => "invalid_config",
-        ClientError::InvalidKey(_) => "invalid_key",
-        ClientError::InvalidContextToken(_) => "invalid_context_token",
-    }
 }
 
 #[cfg(test)]

@@ -158,6 +158,32 @@ impl ClientError {
         }
     }
 
+    /// A stable snake_case name of the variant, for machine-readable output (`--json` errors,
+    /// benchmark error counts).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ClientError::Unavailable { .. } => "unavailable",
+            ClientError::QuorumFailed { .. } => "quorum_failed",
+            ClientError::Timeout { .. } => "timeout",
+            ClientError::TooManySiblings { .. } => "too_many_siblings",
+            ClientError::ValueTooLarge { .. } => "value_too_large",
+            ClientError::KeyTooLarge { .. } => "key_too_large",
+            ClientError::InvalidQuorum(_) => "invalid_quorum",
+            ClientError::Overloaded => "overloaded",
+            ClientError::NodeFailed(_) => "node_failed",
+            ClientError::Unauthorized(_) => "unauthorized",
+            ClientError::Refused { .. } => "refused",
+            ClientError::Transport { .. } => "transport",
+            ClientError::NoNodeReachable { .. } => "no_node_reachable",
+            ClientError::Protocol { .. } => "protocol",
+            ClientError::Certificates(_) => "certificates",
+            ClientError::Endpoint(_) => "endpoint",
+            ClientError::InvalidConfig(_) => "invalid_config",
+            ClientError::InvalidKey(_) => "invalid_key",
+            ClientError::InvalidContextToken(_) => "invalid_context_token",
+        }
+    }
+
     /// Whether the cluster could not complete the request now, so a later retry may succeed:
     /// quorum, timeout, reachability and load failures.
     pub fn is_availability(&self) -> bool {
