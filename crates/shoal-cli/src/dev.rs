@@ -1,5 +1,6 @@
 //! `shoal dev`: a local cluster of N `shoal server` processes on loopback, with its own
-//! certificates, for trying Shoal out and for tests.
+//! certificates, for trying Shoal out and for tests. [`DevCluster`] is also what
+//! `shoal bench --dev N` starts, measures and stops.
 //!
 //! Everything lives in one directory:
 //!
@@ -83,63 +84,160 @@ pub(crate) struct Args {
 }
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
-    let dir = std::path::absolute(&args.dir)
-        .with_context(|| format!("cannot resolve {}", args.dir.display()))?;
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    refuse_if_running(&dir)?;
-    let layout = Layout::prepare(&dir, args.nodes, args.base_port)?;
-    let certs = dir.join("certs");
-    ensure_certificates(&certs, &layout)?;
-    remove_if_present(&dir.join(ENV_FILE))?;
-
     // Signals first, so a Ctrl-C during start-up still stops whatever was started.
-    let mut sigint = signal(SignalKind::interrupt()).context("cannot catch SIGINT")?;
-    let mut sigterm = signal(SignalKind::terminate()).context("cannot catch SIGTERM")?;
-    let mut cluster = Cluster::start(&dir, &certs, &layout)?;
-
-    let deadline = Instant::now() + args.start_timeout;
-    for (i, node) in layout.nodes.iter().enumerate() {
-        let ready = tokio::select! {
-            ready = wait_until_answers(node.listen, &certs, deadline) => ready,
-            Some(exit) = cluster.exits.recv() => {
-                let index = exit.0;
-                cluster.exited(exit);
-                Err(anyhow::anyhow!("node {} exited while starting", cluster.nodes[index].id))
-            }
-            _ = sigint.recv() => return cluster.stop(&dir).await,
-            _ = sigterm.recv() => return cluster.stop(&dir).await,
-        };
-        if let Err(e) = ready {
-            cluster.report_dead();
-            let _ = cluster.stop(&dir).await;
-            return Err(e.context(format!(
-                "node {} did not come up; see {}",
-                layout.nodes[i].id,
-                log_path(&dir, &layout.nodes[i].id).display()
-            )));
-        }
-    }
-
-    let exports = exports(&layout, &certs);
-    write_atomically(&dir.join(ENV_FILE), &format!("{exports}\n"))?;
-    print_banner(&dir, &layout, &exports);
+    let mut signals = Signals::catch()?;
+    let options = DevOptions {
+        dir: args.dir,
+        nodes: args.nodes,
+        base_port: args.base_port,
+        start_timeout: args.start_timeout,
+    };
+    let Some(mut dev) = DevCluster::start(&options, &mut signals).await? else {
+        return Ok(Outcome::Done);
+    };
+    let exports = exports(&dev.layout, &dev.certs);
+    write_atomically(&dev.dir.join(ENV_FILE), &format!("{exports}\n"))?;
+    print_banner(&dev.dir, &dev.layout, &exports);
 
     loop {
         tokio::select! {
-            Some(exit) = cluster.exits.recv() => {
-                cluster.exited(exit);
-                cluster.report_dead();
-                if cluster.running() == 0 {
-                    let _ = cluster.stop(&dir).await;
-                    bail!("every node has exited; see the logs in {}", dir.display());
+            Some(exit) = dev.cluster.exits.recv() => {
+                dev.cluster.exited(exit);
+                dev.cluster.report_dead();
+                if dev.cluster.running() == 0 {
+                    let _ = dev.stop().await;
+                    bail!("every node has exited; see the logs in {}", dev.dir.display());
                 }
-                eprintln!("shoal dev: {} of {} nodes still running", cluster.running(), cluster.nodes.len());
+                eprintln!("shoal dev: {} of {} nodes still running", dev.cluster.running(), dev.cluster.nodes.len());
             }
-            _ = sigint.recv() => break,
-            _ = sigterm.recv() => break,
+            () = signals.recv() => break,
         }
     }
-    cluster.stop(&dir).await
+    dev.stop().await
+}
+
+/// What a dev cluster is made of (`shoal dev`'s arguments; `shoal bench --dev` sets them too).
+#[derive(Debug, Clone)]
+pub(crate) struct DevOptions {
+    /// The directory for certificates, data, logs and the layout.
+    pub(crate) dir: PathBuf,
+    /// How many nodes (default 3, or as many as the directory was created with).
+    pub(crate) nodes: Option<usize>,
+    /// Fixed ports instead of free ones.
+    pub(crate) base_port: Option<u16>,
+    /// How long the nodes may take to answer.
+    pub(crate) start_timeout: Duration,
+}
+
+/// A running dev cluster: its directory, port layout, certificates and node processes. Stop it
+/// with [`DevCluster::stop`]; dropping it kills the nodes (their handles kill on drop).
+pub(crate) struct DevCluster {
+    dir: PathBuf,
+    certs: PathBuf,
+    layout: Layout,
+    cluster: Cluster,
+}
+
+/// SIGINT and SIGTERM, caught: what stops `shoal dev` and `shoal bench --dev`.
+pub(crate) struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Catches both from now on.
+    pub(crate) fn catch() -> anyhow::Result<Signals> {
+        Ok(Signals {
+            interrupt: signal(SignalKind::interrupt()).context("cannot catch SIGINT")?,
+            terminate: signal(SignalKind::terminate()).context("cannot catch SIGTERM")?,
+        })
+    }
+
+    /// Waits for either.
+    pub(crate) async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+    }
+}
+
+impl DevCluster {
+    /// Prepares the directory (layout, certificates), starts the nodes and waits until each
+    /// answers. `None` when a signal came meanwhile (the nodes are stopped then).
+    pub(crate) async fn start(
+        options: &DevOptions,
+        signals: &mut Signals,
+    ) -> anyhow::Result<Option<DevCluster>> {
+        let dir = std::path::absolute(&options.dir)
+            .with_context(|| format!("cannot resolve {}", options.dir.display()))?;
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        refuse_if_running(&dir)?;
+        let layout = Layout::prepare(&dir, options.nodes, options.base_port)?;
+        let certs = dir.join("certs");
+        ensure_certificates(&certs, &layout)?;
+        remove_if_present(&dir.join(ENV_FILE))?;
+        let cluster = Cluster::start(&dir, &certs, &layout)?;
+        let mut dev = DevCluster {
+            dir,
+            certs,
+            layout,
+            cluster,
+        };
+
+        let deadline = Instant::now() + options.start_timeout;
+        for i in 0..dev.layout.nodes.len() {
+            let node = dev.layout.nodes[i].clone();
+            let ready = tokio::select! {
+                ready = wait_until_answers(node.listen, &dev.certs, deadline) => ready,
+                Some(exit) = dev.cluster.exits.recv() => {
+                    let index = exit.0;
+                    dev.cluster.exited(exit);
+                    Err(anyhow::anyhow!("node {} exited while starting", dev.cluster.nodes[index].id))
+                }
+                () = signals.recv() => {
+                    dev.stop().await?;
+                    return Ok(None);
+                }
+            };
+            if let Err(e) = ready {
+                dev.cluster.report_dead();
+                let _ = dev.stop().await;
+                return Err(e.context(format!(
+                    "node {} did not come up; see {}",
+                    node.id,
+                    log_path(&dev.dir, &node.id).display()
+                )));
+            }
+        }
+        Ok(Some(dev))
+    }
+
+    /// The certificate directory (`client`, `admin` and node certificates).
+    pub(crate) fn certs(&self) -> &Path {
+        &self.certs
+    }
+
+    /// The nodes' QUIC addresses, in node order.
+    pub(crate) fn addrs(&self) -> Vec<SocketAddr> {
+        self.layout.nodes.iter().map(|n| n.listen).collect()
+    }
+
+    /// The id and process id of node `index` (0-based), if it runs.
+    pub(crate) fn node(&self, index: usize) -> Option<(NodeId, u32)> {
+        self.cluster
+            .nodes
+            .get(index)
+            .filter(|n| n.exit.is_none())
+            .map(|n| (n.id.clone(), n.pid))
+    }
+
+    /// SIGTERM to every running node, then SIGKILL to those that do not stop; removes the env
+    /// and pid files.
+    pub(crate) async fn stop(&mut self) -> anyhow::Result<Outcome> {
+        self.cluster.stop(&self.dir).await
+    }
 }
 
 /// Where each node listens.
@@ -581,7 +679,7 @@ fn is_our_node(pid: u32, dir: &Path) -> bool {
 /// Sends `signal` to the process `pid` (0 only checks that it exists). `Ok(false)` when there
 /// is no such process.
 #[allow(unsafe_code)]
-fn send_signal(pid: u32, signal: libc::c_int) -> io::Result<bool> {
+pub(crate) fn send_signal(pid: u32, signal: libc::c_int) -> io::Result<bool> {
     // 0 and negative pids address process groups; refuse them rather than signal a group.
     let pid = libc::pid_t::try_from(pid)
         .ok()

@@ -2,9 +2,10 @@
 //!
 //! Each subcommand lives in its own module with its clap arguments and a `run` function; `main`
 //! parses, sets up logging, dispatches, and turns the outcome into an exit code ([`exit`]).
-//! Adding a subcommand (the coming `bench`) is one module and one variant of [`Command`].
+//! Adding a subcommand is one module and one variant of [`Command`].
 
 mod args;
+mod bench;
 mod certs;
 mod cluster;
 mod dev;
@@ -47,6 +48,8 @@ enum Command {
     /// Inspect the cluster (admin certificate).
     #[command(subcommand)]
     Cluster(cluster::Command),
+    /// Measure throughput and latency: W1, custom loads, a node killed mid-run; Shoal or etcd.
+    Bench(Box<bench::Args>),
 }
 
 impl Command {
@@ -65,7 +68,7 @@ impl Command {
             Command::Put(a) => a.output.json,
             Command::Delete(a) => a.output.json,
             Command::Cluster(c) => c.json(),
-            Command::Certs(_) | Command::Server(_) | Command::Dev(_) => false,
+            Command::Certs(_) | Command::Server(_) | Command::Dev(_) | Command::Bench(_) => false,
         }
     }
 
@@ -116,5 +119,6 @@ async fn run(command: Command) -> anyhow::Result<Outcome> {
         Command::Put(a) => kv::put(a).await,
         Command::Delete(a) => kv::delete(a).await,
         Command::Cluster(c) => cluster::run(c).await,
+        Command::Bench(a) => bench::run(*a).await,
     }
 }

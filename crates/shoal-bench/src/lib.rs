@@ -1,0 +1,197 @@
+//! Shoal's load generator, behind `shoal bench`: it answers "what p99 will my application see, at
+//! what throughput, and what happens when a node fails?" with numbers that can be trusted.
+//!
+//! - Load: closed loop (a fixed number of requests in flight, latency from each request's start)
+//!   or open loop (requests start on a fixed schedule, latency from each request's *scheduled*
+//!   start, so a stall counts against every request it delays — no coordinated omission); a
+//!   read/update mix; uniform or zipfian keys ([`Zipfian`], YCSB's generator); warm-up, then a
+//!   duration or an exact number of operations ([`PhaseSpec`]).
+//! - Records: HDR histograms per operation (p50/p99/p99.9/max, the whole percentile spectrum),
+//!   errors per kind, a per-second timeline, and around a fault the latency before and after
+//!   ([`PhaseReport`]). A live progress line shows throughput and p99 of the last second.
+//! - Output: [`BenchReport`] as tables, as JSON ([`BenchReport::to_json`]) and as an SVG chart
+//!   ([`plot::svg`]).
+//! - Workloads: the standard W1 of WORKLOADS.md ([`W1`]: phases A, B and C, C killing a node
+//!   through a [`Fault`] the caller supplies), or one phase as given.
+//! - Targets: anything implementing [`Target`]; [`ShoalTarget`] drives a Shoal cluster through
+//!   `shoal-client`, [`EtcdTarget`] an etcd 3.4 cluster through its JSON gateway, for
+//!   side-by-side comparisons.
+//!
+//! Not here: starting or stopping clusters and killing processes (the `shoal` binary's `bench`
+//! command does that, for `--dev` clusters or through `--kill-cmd`), command-line parsing, and
+//! any timing assertion: the figures are reported, never checked.
+//!
+//! Main types and functions: [`run`], [`run_phase`], [`preload`], [`Workload`], [`PhaseSpec`],
+//! [`W1`], [`Target`], [`BenchReport`], [`Fault`], [`BenchError`].
+
+mod driver;
+mod error;
+mod etcd;
+mod keys;
+pub mod plot;
+mod progress;
+mod recorder;
+pub mod report;
+mod shoal;
+pub mod spec;
+pub mod target;
+pub mod zipf;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+
+pub use driver::{Fault, preload, run_phase};
+pub use error::BenchError;
+pub use etcd::EtcdTarget;
+pub use keys::key_name;
+pub use progress::Progress;
+pub use report::{BenchReport, Machine, PhaseReport, PreloadReport, TargetInfo};
+pub use shoal::ShoalTarget;
+pub use spec::{Distribution, Limit, Load, PhaseSpec, W1};
+pub use target::{Found, KeyRef, Op, OpError, Target};
+pub use zipf::Zipfian;
+
+/// What [`run`] runs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Workload {
+    /// One phase as given (its fault, if it names a time, is the one passed to [`run`]).
+    Custom(PhaseSpec),
+    /// Phases of W1, in the order A, B, C.
+    W1 {
+        /// The workload's knobs.
+        w1: W1,
+        /// Which phases to run.
+        phases: Vec<W1Phase>,
+        /// Phase B's rate; by default half of phase A's measured throughput (then A must run).
+        phase_b_rate: Option<f64>,
+    },
+}
+
+/// A phase of W1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum W1Phase {
+    /// Closed loop.
+    A,
+    /// Open loop at half of A's throughput.
+    B,
+    /// As A, with a node killed.
+    C,
+}
+
+impl Workload {
+    /// Whether a phase of it injects a fault (so [`run`] needs one).
+    pub fn needs_fault(&self) -> bool {
+        match self {
+            Workload::Custom(spec) => spec.fault_at.is_some(),
+            Workload::W1 { phases, .. } => phases.contains(&W1Phase::C),
+        }
+    }
+
+    /// Checks every phase's settings before anything runs (a preload takes a while).
+    pub fn validate(&self) -> Result<(), BenchError> {
+        match self {
+            Workload::Custom(spec) => spec.validate(),
+            Workload::W1 {
+                w1,
+                phases,
+                phase_b_rate,
+            } => {
+                if phases.is_empty() {
+                    return Err(BenchError::InvalidSpec("no phase to run".into()));
+                }
+                if phases.contains(&W1Phase::B)
+                    && !phases.contains(&W1Phase::A)
+                    && phase_b_rate.is_none()
+                {
+                    return Err(BenchError::InvalidSpec(
+                        "phase B runs at half of phase A's throughput: run A too, or give --rate"
+                            .into(),
+                    ));
+                }
+                w1.phase_a().validate()?;
+                w1.phase_b_at(phase_b_rate.unwrap_or(1.0)).validate()?;
+                w1.phase_c().validate()
+            }
+        }
+    }
+}
+
+/// Runs `workload`'s phases against `target` (already preloaded, if it should be), handing
+/// `fault` to the phase that injects one.
+pub async fn run<T: Target>(
+    target: Arc<T>,
+    workload: &Workload,
+    mut fault: Option<Fault>,
+    progress: Progress,
+) -> Result<Vec<PhaseReport>, BenchError> {
+    workload.validate()?;
+    if workload.needs_fault() && fault.is_none() {
+        return Err(BenchError::InvalidSpec(
+            "this workload kills a node: it needs a fault (--dev, or --kill-cmd)".into(),
+        ));
+    }
+    match workload {
+        Workload::Custom(spec) => {
+            let fault = if spec.fault_at.is_some() {
+                fault.take()
+            } else {
+                None
+            };
+            Ok(vec![run_phase(target, spec, fault, progress).await?])
+        }
+        Workload::W1 {
+            w1,
+            phases,
+            phase_b_rate,
+        } => {
+            let mut phases = phases.clone();
+            phases.sort();
+            phases.dedup();
+            let mut reports: Vec<PhaseReport> = Vec::new();
+            for phase in phases {
+                let (spec, fault) = match phase {
+                    W1Phase::A => (w1.phase_a(), None),
+                    W1Phase::B => {
+                        let half_a = reports
+                            .iter()
+                            .find(|r| r.name == "A")
+                            .map(|r| (r.throughput / 2.0).max(1.0));
+                        // Validated: either A ran before or a rate was given.
+                        let rate = phase_b_rate.or(half_a).unwrap_or(1.0);
+                        (w1.phase_b_at(rate), None)
+                    }
+                    W1Phase::C => (w1.phase_c(), fault.take()),
+                };
+                let report = run_phase(target.clone(), &spec, fault, progress).await?;
+                reports.push(report);
+            }
+            Ok(reports)
+        }
+    }
+}
+
+impl Machine {
+    /// This machine: CPUs, CPU model, kernel (what Linux's /proc says; "unknown" elsewhere).
+    pub fn detect() -> Machine {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|info| {
+                info.lines()
+                    .find(|l| l.starts_with("model name"))
+                    .and_then(|l| l.split_once(':'))
+                    .map(|(_, model)| model.trim().to_owned())
+            })
+            .unwrap_or_else(|| "unknown".into());
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|k| k.trim().to_owned())
+            .unwrap_or_else(|_| "unknown".into());
+        Machine {
+            cpus,
+            cpu_model,
+            kernel,
+        }
+    }
+}

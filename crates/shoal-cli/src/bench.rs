@@ -1,0 +1,540 @@
+//! `shoal bench`: the load generator (`shoal-bench`) against a running cluster, a `--dev N`
+//! cluster it starts and stops itself, or etcd for comparison.
+//!
+//! This module only turns arguments into a [`Workload`] and a target, owns the processes
+//! (`--dev`) or the kill command (`--kill-cmd`) for phase C, and writes the outputs; everything
+//! measured is `shoal-bench`'s.
+
+use std::net::SocketAddr;
+use std::num::{NonZeroU64, NonZeroUsize};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use clap::{Args as ClapArgs, ValueEnum};
+use shoal_bench::{
+    BenchReport, Distribution, EtcdTarget, Fault, Limit, Load, Machine, PhaseReport, PhaseSpec,
+    PreloadReport, Progress, ShoalTarget, Target, TargetInfo, W1, W1Phase, Workload, Zipfian,
+};
+use shoal_client::{Client, ClientConfig, RequestOptions};
+
+use crate::args::{parse_addr, parse_duration};
+use crate::dev::{DevCluster, DevOptions, Signals, send_signal};
+use crate::exit::{Outcome, UsageError};
+
+/// Arguments of `shoal bench`.
+#[derive(Debug, ClapArgs)]
+#[command(
+    after_help = "Examples:\n  shoal bench --dev 3 --workload w1 --json w1.json --plot w1.svg\n  \
+    shoal bench --dev 3 --concurrency 1 --ops 10000 --read-ratio 0\n  \
+    shoal bench --node 127.0.0.1:7001 --certs DIR --rate 5000 --duration 60s\n  \
+    shoal bench --target etcd --etcd-endpoints http://127.0.0.1:2379 --workload w1 \
+    --kill-cmd 'kill -9 PID'\n\nDefaults are W1's: 100,000 keys of 1,024 bytes, 32 in flight, \
+    50% reads, uniform keys, 5 s of warm-up, 30 s measured."
+)]
+pub(crate) struct Args {
+    /// Start a local cluster of N nodes (as `shoal dev` does), measure it, and stop it.
+    #[arg(long, value_name = "N", conflicts_with = "nodes")]
+    dev: Option<usize>,
+    /// The `--dev` cluster's directory [default: a new temporary directory, removed afterwards].
+    #[arg(long, value_name = "DIR", requires = "dev")]
+    dev_dir: Option<PathBuf>,
+    /// A node of a running cluster (repeatable or comma-separated) [default: $SHOAL_NODES].
+    #[arg(long = "node", value_name = "ADDR", env = "SHOAL_NODES", hide_env = true, value_delimiter = ',', value_parser = parse_addr)]
+    nodes: Vec<SocketAddr>,
+    /// The certificate directory of a running cluster [default: $SHOAL_CERTS].
+    #[arg(long, value_name = "DIR", env = "SHOAL_CERTS", hide_env = true)]
+    certs: Option<PathBuf>,
+    /// Which client certificate to use when the directory holds several.
+    #[arg(long, value_name = "NAME")]
+    cert_name: Option<String>,
+    /// What to drive.
+    #[arg(long, value_enum, default_value_t = TargetKind::Shoal)]
+    target: TargetKind,
+    /// etcd's client URLs, comma-separated (with --target etcd).
+    #[arg(long, value_name = "URL,...", value_delimiter = ',')]
+    etcd_endpoints: Vec<String>,
+
+    /// A standard workload of WORKLOADS.md: w1 runs phases A, B and C.
+    #[arg(long, value_enum)]
+    workload: Option<WorkloadName>,
+    /// Which of the workload's phases to run, e.g. A,B (phase B alone needs --rate).
+    #[arg(
+        long,
+        value_name = "A,B,C",
+        value_delimiter = ',',
+        requires = "workload",
+        ignore_case = true
+    )]
+    phases: Vec<PhaseName>,
+    /// Keys user00000000 ..; all written before timing unless --no-preload.
+    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    keys: u64,
+    /// Bytes per value (random bytes).
+    #[arg(long, value_name = "BYTES", default_value_t = 1024)]
+    value_size: usize,
+    /// Requests in flight (closed loop); in an open loop, the most in flight.
+    #[arg(long, value_name = "N", default_value_t = 32)]
+    concurrency: usize,
+    /// Open loop: start requests at this many per second, latency counted from each request's
+    /// scheduled start. With --workload w1, phase B's rate (default: half of phase A's).
+    #[arg(long, value_name = "OPS_PER_S")]
+    rate: Option<f64>,
+    /// The share of reads, 0 to 1; the rest are updates.
+    #[arg(long, value_name = "RATIO", default_value_t = 0.5)]
+    read_ratio: f64,
+    /// How keys are chosen.
+    #[arg(long, value_enum, default_value_t = KeyDistribution::Uniform)]
+    distribution: KeyDistribution,
+    /// The zipfian skew (s).
+    #[arg(long, value_name = "S", default_value_t = Zipfian::DEFAULT_THETA)]
+    zipf_theta: f64,
+    /// R of each read [default: the cluster's].
+    #[arg(long, value_name = "R")]
+    r: Option<u8>,
+    /// W of each update [default: the cluster's].
+    #[arg(long, value_name = "W")]
+    w: Option<u8>,
+    /// Load before measuring, not recorded.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration_or_zero)]
+    warmup: Duration,
+    /// How long each phase is measured.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration, conflicts_with = "ops")]
+    duration: Duration,
+    /// Measure exactly this many operations instead of a duration.
+    #[arg(long, value_name = "N")]
+    ops: Option<u64>,
+    /// When the node is killed, after warm-up [default: a third of --duration, 10 s for W1].
+    /// Without --workload, a kill at this time happens in the one phase.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    kill_at: Option<Duration>,
+    /// The command that kills a node of an external cluster (run with sh -c).
+    #[arg(long, value_name = "CMD")]
+    kill_cmd: Option<String>,
+    /// Which --dev node to kill (1-based) [default: the last].
+    #[arg(long, value_name = "I", requires = "dev")]
+    kill_node: Option<usize>,
+    /// Do not write the keys first (they are already there).
+    #[arg(long)]
+    no_preload: bool,
+    /// How long one request may take.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    timeout: Duration,
+    /// Seeds the key, operation and value choices.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    seed: u64,
+    /// Write every figure and the settings as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Draw the latency percentile spectrum (and p99 over time around a kill) as SVG to FILE.
+    #[arg(long, value_name = "FILE")]
+    plot: Option<PathBuf>,
+    /// No progress line.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum TargetKind {
+    /// A Shoal cluster (--dev N, or --node and --certs).
+    Shoal,
+    /// An etcd 3.4 cluster, through its JSON gateway (--etcd-endpoints).
+    Etcd,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum WorkloadName {
+    /// W1: quorum key-value, phases A (closed loop), B (open loop), C (a node killed).
+    W1,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum PhaseName {
+    A,
+    B,
+    C,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum KeyDistribution {
+    Uniform,
+    Zipfian,
+}
+
+pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
+    let workload = workload(&args)?;
+    workload.validate().map_err(|e| UsageError(e.to_string()))?;
+    if workload.needs_fault() && args.dev.is_none() && args.kill_cmd.is_none() {
+        return Err(UsageError(
+            "killing a node needs --dev (the bench owns the nodes) or --kill-cmd".into(),
+        )
+        .into());
+    }
+    let progress = if args.quiet {
+        Progress::Hidden
+    } else {
+        Progress::Stderr
+    };
+    let mut signals = Signals::catch()?;
+    match args.target {
+        TargetKind::Etcd => {
+            if args.dev.is_some() {
+                return Err(UsageError("--dev starts Shoal nodes, not etcd".into()).into());
+            }
+            let target = Arc::new(EtcdTarget::new(&args.etcd_endpoints, args.timeout)?);
+            target.check().await.context("etcd does not answer")?;
+            let info = TargetInfo {
+                kind: "etcd".into(),
+                endpoints: target.endpoints(),
+                consistency: "linearizable range, put (WAL fsync on a majority)".into(),
+            };
+            let fault = args.kill_cmd.as_deref().map(command_fault);
+            tokio::select! {
+                outcome = measure(&args, target, info, &workload, fault, progress) => outcome,
+                () = signals.recv() => anyhow::bail!("interrupted"),
+            }
+        }
+        TargetKind::Shoal => match args.dev {
+            Some(nodes) => with_dev_cluster(&args, nodes, &workload, progress, &mut signals).await,
+            None => {
+                if args.nodes.is_empty() {
+                    return Err(UsageError(
+                        "give --dev N, or --node ADDR (or $SHOAL_NODES) and --certs".into(),
+                    )
+                    .into());
+                }
+                let Some(certs) = &args.certs else {
+                    return Err(UsageError("--node needs --certs (or $SHOAL_CERTS)".into()).into());
+                };
+                let target =
+                    shoal_target(&args, args.nodes.clone(), certs, args.cert_name.clone()).await?;
+                let info = shoal_info(&args, &args.nodes);
+                let fault = args.kill_cmd.as_deref().map(command_fault);
+                let client = target.client().clone();
+                let outcome = tokio::select! {
+                    outcome = measure(&args, target, info, &workload, fault, progress) => outcome,
+                    () = signals.recv() => Err(anyhow::anyhow!("interrupted")),
+                };
+                client.close().await;
+                outcome
+            }
+        },
+    }
+}
+
+/// Starts the `--dev` cluster, measures it, and stops it whatever happened.
+async fn with_dev_cluster(
+    args: &Args,
+    nodes: usize,
+    workload: &Workload,
+    progress: Progress,
+    signals: &mut Signals,
+) -> anyhow::Result<Outcome> {
+    if nodes == 0 {
+        return Err(UsageError("--dev needs at least one node".into()).into());
+    }
+    // A fresh temporary directory unless one is given; removed when this returns.
+    let temporary = match &args.dev_dir {
+        Some(_) => None,
+        None => Some(
+            tempfile::Builder::new()
+                .prefix("shoal-bench-")
+                .tempdir()
+                .context("cannot make a temporary directory")?,
+        ),
+    };
+    let dir = args
+        .dev_dir
+        .clone()
+        .or_else(|| temporary.as_ref().map(|t| t.path().to_owned()))
+        .unwrap_or_default();
+    let options = DevOptions {
+        dir: dir.clone(),
+        nodes: Some(nodes),
+        base_port: None,
+        start_timeout: Duration::from_secs(60),
+    };
+    let Some(mut dev) = DevCluster::start(&options, signals).await? else {
+        anyhow::bail!("interrupted while the nodes started");
+    };
+    eprintln!(
+        "shoal bench: {nodes} node(s) running in {} ({})",
+        dir.display(),
+        filesystem_of(&dir)
+    );
+    let outcome = async {
+        let fault = match &args.kill_cmd {
+            Some(cmd) => Some(command_fault(cmd)),
+            None => {
+                let index = args
+                    .kill_node
+                    .unwrap_or(nodes)
+                    .checked_sub(1)
+                    .filter(|i| *i < nodes);
+                let index = index.ok_or_else(|| {
+                    UsageError(format!("--kill-node must be between 1 and {nodes}"))
+                })?;
+                let (id, pid) = dev.node(index).context("the node to kill is not running")?;
+                Some(kill_fault(id.to_string(), pid))
+            }
+        };
+        let addrs = dev.addrs();
+        let target = shoal_target(args, addrs.clone(), dev.certs(), Some("client".into())).await?;
+        let info = shoal_info(args, &addrs);
+        let client = target.client().clone();
+        let fault = if workload.needs_fault() { fault } else { None };
+        let outcome = tokio::select! {
+            outcome = measure(args, target, info, workload, fault, progress) => outcome,
+            () = signals.recv() => Err(anyhow::anyhow!("interrupted")),
+        };
+        client.close().await;
+        outcome
+    }
+    .await;
+    let stopped = dev.stop().await;
+    drop(temporary);
+    let outcome = outcome?;
+    // A node killed on purpose has exited already; only nodes that would not stop fail this.
+    stopped?;
+    Ok(outcome)
+}
+
+/// Preloads, runs the phases, prints and writes the report.
+async fn measure<T: Target>(
+    args: &Args,
+    target: Arc<T>,
+    info: TargetInfo,
+    workload: &Workload,
+    fault: Option<Fault>,
+    progress: Progress,
+) -> anyhow::Result<Outcome> {
+    let started_unix_s = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let preload: Option<PreloadReport> = if args.no_preload {
+        None
+    } else {
+        let concurrency = args.concurrency.max(32);
+        let report = shoal_bench::preload(
+            target.clone(),
+            args.keys,
+            args.value_size,
+            concurrency,
+            args.seed,
+            progress,
+        )
+        .await
+        .context("preload")?;
+        eprintln!(
+            "preload: {} keys in {:.1} s ({:.0} keys/s)",
+            report.keys, report.seconds, report.throughput
+        );
+        Some(report)
+    };
+    let phases: Vec<PhaseReport> = shoal_bench::run(target, workload, fault, progress).await?;
+    let report = BenchReport {
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        target: info,
+        workload: args.workload.map(|_| "w1".to_owned()),
+        machine: Machine::detect(),
+        started_unix_s,
+        preload,
+        phases,
+    };
+    println!("{}", report.to_text());
+    if let Some(path) = &args.json {
+        write(path, &report.to_json()?)?;
+        eprintln!("wrote {}", path.display());
+    }
+    if let Some(path) = &args.plot {
+        write(path, &shoal_bench::plot::svg(&report))?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(Outcome::Done)
+}
+
+/// The workload the arguments describe.
+fn workload(args: &Args) -> anyhow::Result<Workload> {
+    let usage = |m: String| anyhow::Error::new(UsageError(m));
+    let keys = NonZeroU64::new(args.keys).ok_or_else(|| usage("--keys must be positive".into()))?;
+    let concurrency = NonZeroUsize::new(args.concurrency)
+        .ok_or_else(|| usage("--concurrency must be positive".into()))?;
+    let distribution = match args.distribution {
+        KeyDistribution::Uniform => Distribution::Uniform,
+        KeyDistribution::Zipfian => Distribution::Zipfian {
+            theta: args.zipf_theta,
+        },
+    };
+    match args.workload {
+        Some(WorkloadName::W1) => {
+            if args.ops.is_some() {
+                return Err(usage("--ops runs one phase: drop --workload".into()));
+            }
+            let w1 = W1 {
+                keys,
+                value_size: args.value_size,
+                concurrency,
+                read_ratio: args.read_ratio,
+                distribution,
+                warmup: args.warmup,
+                duration: args.duration,
+                kill_at: args
+                    .kill_at
+                    .unwrap_or_else(|| default_kill_at(args.duration)),
+                seed: args.seed,
+            };
+            let phases = if args.phases.is_empty() {
+                vec![W1Phase::A, W1Phase::B, W1Phase::C]
+            } else {
+                args.phases
+                    .iter()
+                    .map(|p| match p {
+                        PhaseName::A => W1Phase::A,
+                        PhaseName::B => W1Phase::B,
+                        PhaseName::C => W1Phase::C,
+                    })
+                    .collect()
+            };
+            Ok(Workload::W1 {
+                w1,
+                phases,
+                phase_b_rate: args.rate,
+            })
+        }
+        None => {
+            let load = match args.rate {
+                Some(rate) => Load::Open {
+                    rate,
+                    workers: concurrency,
+                },
+                None => Load::Closed { concurrency },
+            };
+            let limit = match args.ops {
+                Some(n) => Limit::Ops(n),
+                None => Limit::Duration(args.duration),
+            };
+            let fault_at = match (args.kill_at, &args.kill_cmd, args.kill_node) {
+                (Some(at), _, _) => Some(at),
+                (None, Some(_), _) | (None, None, Some(_)) => Some(default_kill_at(args.duration)),
+                (None, None, None) => None,
+            };
+            Ok(Workload::Custom(PhaseSpec {
+                name: "run".into(),
+                load,
+                read_ratio: args.read_ratio,
+                keys,
+                distribution,
+                value_size: args.value_size,
+                warmup: args.warmup,
+                limit,
+                fault_at,
+                seed: args.seed,
+            }))
+        }
+    }
+}
+
+/// W1's 10 s of 30; a third of other durations.
+fn default_kill_at(duration: Duration) -> Duration {
+    duration / 3
+}
+
+async fn shoal_target(
+    args: &Args,
+    nodes: Vec<SocketAddr>,
+    certs: &Path,
+    name: Option<String>,
+) -> anyhow::Result<Arc<ShoalTarget>> {
+    let mut config = ClientConfig::new(nodes, certs);
+    config.name = name;
+    config.timeout = args.timeout;
+    let client = Client::connect(config)
+        .await
+        .context("cannot connect to the cluster")?;
+    let read = RequestOptions {
+        r: args.r,
+        timeout: Some(args.timeout),
+        ..RequestOptions::default()
+    };
+    let write = RequestOptions {
+        w: args.w,
+        timeout: Some(args.timeout),
+        ..RequestOptions::default()
+    };
+    Ok(Arc::new(ShoalTarget::new(client, args.keys, read, write)))
+}
+
+fn shoal_info(args: &Args, nodes: &[SocketAddr]) -> TargetInfo {
+    let quorum = |name: &str, v: Option<u8>| {
+        v.map_or_else(
+            || format!("{name}=cluster default"),
+            |v| format!("{name}={v}"),
+        )
+    };
+    TargetInfo {
+        kind: "shoal".into(),
+        endpoints: nodes.iter().map(ToString::to_string).collect(),
+        consistency: format!("{} {}", quorum("R", args.r), quorum("W", args.w)),
+    }
+}
+
+/// SIGKILL to a `--dev` node.
+fn kill_fault(id: String, pid: u32) -> Fault {
+    Box::new(move || {
+        Box::pin(async move {
+            match send_signal(pid, libc::SIGKILL) {
+                Ok(true) => Ok(format!("SIGKILL to node {id} (pid {pid})")),
+                Ok(false) => Err(format!("node {id} (pid {pid}) was not running")),
+                Err(e) => Err(format!("cannot kill node {id} (pid {pid}): {e}")),
+            }
+        })
+    })
+}
+
+/// `sh -c CMD`, which must exit 0.
+fn command_fault(cmd: &str) -> Fault {
+    let cmd = cmd.to_owned();
+    Box::new(move || {
+        Box::pin(async move {
+            let status = tokio::process::Command::new("sh")
+                .arg("-c")
+                .arg(&cmd)
+                .status()
+                .await
+                .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+            if status.success() {
+                Ok(format!("sh -c {cmd:?}"))
+            } else {
+                Err(format!("{cmd:?} failed: {status}"))
+            }
+        })
+    })
+}
+
+fn write(path: &Path, text: &str) -> anyhow::Result<()> {
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// `0s` is a valid warm-up; other durations as usual.
+fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
+    match s.trim() {
+        "0" | "0s" | "0ms" => Ok(Duration::ZERO),
+        other => parse_duration(other),
+    }
+}
+
+/// The filesystem type holding `path`, from /proc/mounts (the longest matching mount point).
+fn filesystem_of(path: &Path) -> String {
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+    mounts
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() >= 3 && path.starts_with(f[1]))
+                .then(|| (f[1].len(), format!("{} on {}", f[2], f[0])))
+        })
+        .max()
+        .map_or_else(|| "unknown filesystem".into(), |(_, fs)| fs)
+}
