@@ -302,6 +302,9 @@ enum Event {
     ClientTimeout { op: OpId },
     /// A scheduled fault.
     Fault(FaultAction),
+    /// Node `node` crashes while a batch is on its way to disk (unless it already crashed, or
+    /// the faults were healed meanwhile).
+    CrashMidWrite { node: usize, life: u32 },
     /// The run moves to the next phase.
     Phase(Phase),
 }
@@ -553,6 +556,12 @@ impl<'a> Simulation<'a> {
                 }
             }
             Event::Fault(action) => self.fault(action),
+            Event::CrashMidWrite { node, life } => {
+                if self.phase == Phase::Safety && self.nodes[node].life == life {
+                    self.trace(14, node, &[]);
+                    self.crash(node);
+                }
+            }
             Event::Phase(phase) => self.enter(phase),
         }
     }
@@ -768,7 +777,7 @@ impl<'a> Simulation<'a> {
                 if crash {
                     // Before the batch is durable: it is lost, and with it the write.
                     let at = self.now + (done_at - self.now) / 2;
-                    self.queue.push(at, Event::Fault(FaultAction::Crash(n)));
+                    self.queue.push(at, Event::CrashMidWrite { node: n, life });
                 }
             }
         }
