@@ -1,10 +1,12 @@
-use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
 use std::fmt;
+use std::future::{Future, poll_fn};
 use std::hash::BuildHasher;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,17 +18,16 @@ use shoal_protocol::{
 use shoal_ring::Ring;
 use shoal_transport::{Endpoint, Identity, Role, TransportError};
 use shoal_types::{Key, RequestOptions};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::health::{self, Health, StartProbe};
 use crate::routing::{Target, any_targets, healthy_first, key_targets};
 use crate::{ClientConfig, ClientError, ProtocolError};
 
 /// How much longer than the coordinator's deadline the client waits for its answer, so that a
 /// node's `Timeout` (which says how many replicas answered) arrives before the client gives up.
 const RESPONSE_GRACE: Duration = Duration::from_secs(1);
-
-/// How long a node that could not be reached is tried after the others.
-const DOWN_BACKOFF: Duration = Duration::from_secs(5);
 
 /// A ring older than this is refreshed in the background on the next request.
 const RING_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
@@ -92,7 +93,9 @@ impl Client {
         let wire = Wire {
             endpoint,
             limits: DecodeLimits::default(),
-            down: Mutex::new(HashMap::new()),
+            health: Arc::new(Health::default()),
+            hedge_after: config.hedge_after,
+            alive: watch::Sender::new(()),
         };
         let seeds: Vec<Target> = config.nodes.iter().copied().map(Target::any_node).collect();
         let ring = wire
@@ -347,7 +350,9 @@ impl Inner {
             )
             .await;
         // A node that cannot be reached may have left or moved: look at the ring again.
-        if matches!(outcome, Err(ClientError::NoNodeReachable { .. })) || self.wire.saw_down() {
+        if matches!(outcome, Err(ClientError::NoNodeReachable { .. }))
+            || self.wire.health.any_down()
+        {
             self.refresh_if_older_than(RING_MIN_REFRESH_INTERVAL);
         }
         match outcome? {
@@ -421,12 +426,16 @@ impl Inner {
     }
 }
 
-/// The endpoint, the codec and the client's memory of unreachable nodes.
+/// The endpoint, the codec, and what the client believes about each node's health.
 struct Wire {
     endpoint: Endpoint,
     limits: DecodeLimits,
-    /// Nodes that could not be reached, and until when they are tried last.
-    down: Mutex<HashMap<SocketAddr, Instant>>,
+    /// Which nodes to try after the others (see [`crate::health`]).
+    health: Arc<Health>,
+    /// A read not answered this long is also sent to the next target (`None`: never).
+    hedge_after: Option<Duration>,
+    /// Dropped with the client, which stops the probes.
+    alive: watch::Sender<()>,
 }
 
 /// What one attempt did, as far as failover is concerned.
@@ -438,6 +447,9 @@ enum Attempt {
     /// A final error: return it.
     Fail(ClientError),
 }
+
+/// An attempt in flight: its target's address and its outcome.
+type Running<'a> = Pin<Box<dyn Future<Output = (SocketAddr, Attempt)> + Send + 'a>>;
 
 impl Wire {
     async fn fetch_ring(&self, targets: Vec<Target>, budget: Budget) -> Result<Ring, ClientError> {
@@ -455,7 +467,10 @@ impl Wire {
         }
     }
 
-    /// Tries `targets` in order until one answers, failing over only where `retry` allows.
+    /// Tries `targets` in order until one answers, failing over only where `retry` allows. A
+    /// read still unanswered after `hedge_after` is also sent to the next target (its node is
+    /// suspected and probed); the first answer wins and the others are cancelled. Writes are
+    /// never sent to two nodes at once.
     async fn send(
         &self,
         targets: Vec<Target>,
@@ -466,29 +481,56 @@ impl Wire {
         let frame = encode(request).map_err(|e| {
             ClientError::InvalidConfig(format!("request could not be encoded: {e}"))
         })?;
-        let mut tried = Vec::with_capacity(targets.len());
+        let hedge_after = match retry {
+            Retry::Reads => self.hedge_after,
+            Retry::Never => None,
+        };
+        let mut queue = targets.into_iter();
+        let mut tried = Vec::with_capacity(queue.len());
+        let mut running: Vec<Running<'_>> = Vec::new();
         let mut last: Option<ClientError> = None;
-        for target in targets {
-            let timeout = match budget {
-                Budget::PerAttempt(timeout) => timeout,
-                Budget::Until(deadline) => match deadline.checked_duration_since(Instant::now()) {
-                    Some(left) if !left.is_zero() => left,
-                    _ => break,
-                },
-            };
-            tried.push(target.addr);
-            match self.attempt(&target, frame.clone(), retry, timeout).await {
-                Attempt::Answered(response) => {
-                    self.mark_up(target.addr);
-                    return Ok((target.addr, response));
+        loop {
+            if running.is_empty() {
+                match self.launch(&mut queue, &frame, retry, budget, &mut tried) {
+                    Some(attempt) => running.push(attempt),
+                    None => break,
                 }
-                Attempt::NextNode(e) => {
-                    tracing::debug!(node = %target.addr, error = %e, "trying the next node");
+            }
+            let hedge = async {
+                match hedge_after {
+                    Some(after) if queue.len() > 0 => tokio::time::sleep(after).await,
+                    _ => std::future::pending().await,
+                }
+            };
+            // `None`: the newest attempt is late.
+            let done = tokio::select! {
+                done = first(&mut running) => Some(done),
+                () = hedge => None,
+            };
+            match done {
+                Some((addr, Attempt::Answered(response))) => {
+                    self.health.answered(addr);
+                    return Ok((addr, response));
+                }
+                Some((addr, Attempt::NextNode(e))) => {
+                    tracing::debug!(node = %addr, error = %e, "trying the next node");
                     last = Some(e);
                 }
-                Attempt::Fail(e) => return Err(e),
+                Some((_, Attempt::Fail(e))) => return Err(e),
+                None => {
+                    if let Some(late) = tried.last().cloned() {
+                        tracing::debug!(node = %late.addr, "read late: asking the next node too");
+                        self.suspect(late);
+                    }
+                    if let Some(attempt) =
+                        self.launch(&mut queue, &frame, retry, budget, &mut tried)
+                    {
+                        running.push(attempt);
+                    }
+                }
             }
         }
+        let tried = tried.into_iter().map(|t| t.addr).collect();
         Err(match last {
             Some(ClientError::Transport { source, .. }) if !source.may_have_reached_peer() => {
                 ClientError::NoNodeReachable {
@@ -504,9 +546,34 @@ impl Wire {
         })
     }
 
+    /// Starts an attempt on the next target, unless none is left or the budget is spent.
+    fn launch<'a>(
+        &'a self,
+        queue: &mut std::vec::IntoIter<Target>,
+        frame: &Bytes,
+        retry: Retry,
+        budget: Budget,
+        tried: &mut Vec<Target>,
+    ) -> Option<Running<'a>> {
+        let timeout = match budget {
+            Budget::PerAttempt(timeout) => timeout,
+            Budget::Until(deadline) => match deadline.checked_duration_since(Instant::now()) {
+                Some(left) if !left.is_zero() => left,
+                _ => return None,
+            },
+        };
+        let target = queue.next()?;
+        tried.push(target.clone());
+        let frame = frame.clone();
+        Some(Box::pin(async move {
+            let addr = target.addr;
+            (addr, self.attempt(target, frame, retry, timeout).await)
+        }))
+    }
+
     async fn attempt(
         &self,
-        target: &Target,
+        target: Target,
         frame: Bytes,
         retry: Retry,
         timeout: Duration,
@@ -519,14 +586,25 @@ impl Wire {
         {
             Ok(reply) => reply,
             Err(e) if is_local(&e) => return Attempt::Fail(ClientError::from_transport(addr, e)),
-            Err(e) if !e.may_have_reached_peer() => {
-                self.mark_down(addr);
-                return Attempt::NextNode(ClientError::from_transport(addr, e));
+            Err(e) => {
+                // The node could not be reached, or went silent: try it last until a probe
+                // finds it answering. (A reset stream came from a live node.)
+                if !e.may_have_reached_peer()
+                    || matches!(
+                        e,
+                        TransportError::ConnectionLost { .. } | TransportError::Timeout { .. }
+                    )
+                {
+                    self.mark_down(target);
+                }
+                let e_reached = e.may_have_reached_peer();
+                let error = ClientError::from_transport(addr, e);
+                return if !e_reached || retry == Retry::Reads {
+                    Attempt::NextNode(error)
+                } else {
+                    Attempt::Fail(error)
+                };
             }
-            Err(e) if retry == Retry::Reads => {
-                return Attempt::NextNode(ClientError::from_transport(addr, e));
-            }
-            Err(e) => return Attempt::Fail(ClientError::from_transport(addr, e)),
         };
         let response: Response = match decode(&reply, &self.limits) {
             Ok(response) => response,
@@ -560,38 +638,51 @@ impl Wire {
         }
     }
 
-    /// The targets with the nodes believed down moved last.
+    /// The targets with the nodes believed down or suspected moved last.
     fn ordered(&self, targets: Vec<Target>) -> Vec<Target> {
-        let now = Instant::now();
-        let mut down = self.down();
-        down.retain(|_, until| *until > now);
-        if down.is_empty() {
-            return targets;
-        }
-        healthy_first(targets, |addr| down.contains_key(&addr))
+        healthy_first(targets, |addr| self.health.avoid(addr))
     }
 
-    /// Whether any node is believed down.
-    fn saw_down(&self) -> bool {
-        let now = Instant::now();
-        self.down().values().any(|until| *until > now)
-    }
-
-    fn mark_down(&self, addr: SocketAddr) {
-        self.down().insert(addr, Instant::now() + DOWN_BACKOFF);
-    }
-
-    fn mark_up(&self, addr: SocketAddr) {
-        let mut down = self.down();
-        if !down.is_empty() {
-            down.remove(&addr);
+    fn mark_down(&self, target: Target) {
+        if let Some(start) = self.health.down(target.addr) {
+            self.start_probe(target, start);
         }
     }
 
-    fn down(&self) -> MutexGuard<'_, HashMap<SocketAddr, Instant>> {
-        // Every update is a single insert or remove, so a poisoned map is still consistent.
-        self.down.lock().unwrap_or_else(PoisonError::into_inner)
+    fn suspect(&self, target: Target) {
+        if let Some(start) = self.health.suspect(target.addr) {
+            self.start_probe(target, start);
+        }
     }
+
+    fn start_probe(&self, target: Target, start: StartProbe) {
+        let Ok(frame) = encode(&Request::Client(ClientRequest::Ring)) else {
+            return;
+        };
+        tokio::spawn(health::probe(
+            self.health.clone(),
+            self.endpoint.clone(),
+            target,
+            start,
+            frame,
+            self.alive.subscribe(),
+        ));
+    }
+}
+
+/// The first of the running attempts to finish (removed from the list); pending while none has.
+fn first<'a, 'b>(
+    running: &'b mut Vec<Running<'a>>,
+) -> impl Future<Output = (SocketAddr, Attempt)> + 'b {
+    poll_fn(move |cx| {
+        for i in 0..running.len() {
+            if let Poll::Ready(outcome) = running[i].as_mut().poll(cx) {
+                drop(running.swap_remove(i));
+                return Poll::Ready(outcome);
+            }
+        }
+        Poll::Pending
+    })
 }
 
 /// Failures of this process, not of a node: no other node would do better.

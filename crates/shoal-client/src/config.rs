@@ -26,6 +26,10 @@ pub struct ClientConfig {
     /// handshake before three probe timeouts, about 3 s on a fresh connection, whatever this
     /// says.)
     pub transport: TransportConfig,
+    /// A read (or ring request) not answered this long is also sent to the next node; the
+    /// first answer wins. `None` never hedges. Writes are never hedged: a second copy would be
+    /// a second write. Default [`ClientConfig::DEFAULT_HEDGE_AFTER`].
+    pub hedge_after: Option<Duration>,
 }
 
 impl ClientConfig {
@@ -35,6 +39,9 @@ impl ClientConfig {
     pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3);
     /// The default keep-alive interval, below the idle timeout.
     pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(1);
+    /// The default hedge delay of reads: well above a healthy read's latency, well below the
+    /// seconds QUIC takes to declare a dead node's connection lost.
+    pub const DEFAULT_HEDGE_AFTER: Duration = Duration::from_millis(50);
 
     /// A client certificate from `certs_dir`, talking to `nodes`, with default timeouts.
     pub fn new(nodes: Vec<SocketAddr>, certs_dir: impl Into<PathBuf>) -> Self {
@@ -49,6 +56,7 @@ impl ClientConfig {
                 keep_alive_interval: Self::DEFAULT_KEEP_ALIVE,
                 ..TransportConfig::default()
             },
+            hedge_after: Some(Self::DEFAULT_HEDGE_AFTER),
         }
     }
 

@@ -6,15 +6,19 @@
 //! request surely did not leave ([`TransportError::may_have_reached_peer`] is false), the client
 //! tries the next primary, then any other member. A write whose request may have reached a node
 //! is never sent again: the error says the outcome is unknown ([`ClientError::is_indeterminate`]).
-//! Reads may be retried elsewhere on any transport failure.
+//! Reads may be retried elsewhere on any transport failure, and are *hedged*: a read not
+//! answered within [`ClientConfig::hedge_after`] is also sent to the next node, and the first
+//! answer wins. A node that failed in the network, or made a read late, is tried after the
+//! others until a background probe finds it answering again, so requests do not keep waiting on
+//! a node that died (its connection would take seconds to be declared lost).
 //!
 //! Not-found and siblings are values: a [`ReadResult`] with no values is not found, several
 //! values are concurrent writes the application resolves by writing with the read's
 //! [`CausalContext`]. Contexts travel outside Rust (command lines, HTTP) as opaque URL-safe
 //! tokens: [`context_to_token`] and [`context_from_token`].
 //!
-//! Not here: quorum logic, hinted handoff and read repair (the nodes do them); hedged reads and
-//! connection pooling beyond the transport's connection cache.
+//! Not here: quorum logic, hinted handoff and read repair (the nodes do them); connection
+//! pooling beyond the transport's connection cache.
 //!
 //! Main types: [`Client`], [`ClientConfig`], [`ReadResult`], [`RequestOptions`],
 //! [`ClientError`].
@@ -22,6 +26,7 @@
 mod client;
 mod config;
 mod error;
+mod health;
 mod routing;
 mod token;
 

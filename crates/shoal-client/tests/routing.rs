@@ -28,6 +28,8 @@ enum Behaviour {
     Serve,
     /// Takes the request and drops it unanswered: it may have been applied.
     Swallow,
+    /// Takes the request and never answers (keeps the stream open), like a node that froze.
+    Stall,
 }
 
 struct FakeNode {
@@ -116,6 +118,7 @@ async fn cluster(behaviours: &[Option<Behaviour>], n: u8) -> Cluster {
         let addr = endpoint.local_addr();
         let (ring, counter) = (ring.clone(), keyed.clone());
         tokio::spawn(async move {
+            let mut stalled = Vec::new();
             while let Some(request) = incoming.next().await {
                 let (peer, _, frame, responder) = request.into_parts();
                 let request: Request = decode(&frame, &DecodeLimits::default()).unwrap();
@@ -133,9 +136,16 @@ async fn cluster(behaviours: &[Option<Behaviour>], n: u8) -> Cluster {
                     }
                     Request::Client(c) => {
                         counter.fetch_add(1, Ordering::SeqCst);
-                        if behaviour == Behaviour::Swallow {
-                            drop(responder);
-                            continue;
+                        match behaviour {
+                            Behaviour::Swallow => {
+                                drop(responder);
+                                continue;
+                            }
+                            Behaviour::Stall => {
+                                stalled.push(responder);
+                                continue;
+                            }
+                            Behaviour::Serve => {}
                         }
                         Response::Client(match c {
                             ClientRequest::Get { .. } => ClientResponse::Read {
@@ -250,6 +260,47 @@ async fn a_read_is_retried_elsewhere_after_any_failure() {
     assert!(read.is_found());
     let n2 = NodeId::new("n2").unwrap();
     assert_eq!(cluster.node(&n2).keyed.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_read_is_also_sent_to_the_next_node_when_the_first_does_not_answer() {
+    // Every node holds every key (N = 3) and n1 never answers: without hedging, each read that
+    // starts at n1 would wait out its whole deadline and fail.
+    let behaviours = [
+        Some(Behaviour::Stall),
+        Some(Behaviour::Serve),
+        Some(Behaviour::Serve),
+    ];
+    let cluster = cluster(&behaviours, 3).await;
+    let mut config = cluster.config();
+    config.timeout = Duration::from_secs(2);
+    let client = Client::connect(config).await.unwrap();
+    for _ in 0..6 {
+        let read = client.get("k").await.unwrap();
+        assert!(read.is_found());
+    }
+    let n1 = NodeId::new("n1").unwrap();
+    assert!(
+        cluster.node(&n1).keyed.load(Ordering::SeqCst) >= 1,
+        "some reads went to n1 first"
+    );
+}
+
+#[tokio::test]
+async fn a_write_to_a_node_that_does_not_answer_is_never_sent_to_a_second() {
+    let cluster = cluster(&[Some(Behaviour::Stall), Some(Behaviour::Serve)], 1).await;
+    let mut config = cluster.config();
+    config.timeout = Duration::from_millis(500);
+    let client = Client::connect(config).await.unwrap();
+    let key = cluster.key_owned_by("n1");
+    let error = client.put(&key, "x", None).await.unwrap_err();
+    assert!(error.is_indeterminate(), "{error}");
+    let n2 = NodeId::new("n2").unwrap();
+    assert_eq!(
+        cluster.node(&n2).keyed.load(Ordering::SeqCst),
+        0,
+        "a write is not hedged"
+    );
 }
 
 #[tokio::test]
