@@ -73,6 +73,14 @@ fn roots(identity: &Identity) -> Result<Arc<rustls::RootCertStore>, TransportErr
     Ok(Arc::new(roots))
 }
 
+/// Packets a peer may receive before it must acknowledge (it acknowledges sooner when it has
+/// anything else to send, or after [`MAX_ACK_DELAY`]). Request/response traffic piggybacks
+/// acknowledgements on the next frame; acknowledging every other packet, QUIC's default, sent
+/// about one datagram in three carrying nothing but an ACK.
+const ACK_ELICITING_THRESHOLD: u32 = 8;
+/// The longest a peer may hold back an acknowledgement.
+const MAX_ACK_DELAY: std::time::Duration = std::time::Duration::from_millis(5);
+
 /// QUIC limits. Only the server side accepts request streams; the peer of an outgoing
 /// connection may open none, and no side accepts unidirectional streams or datagrams.
 fn transport(
@@ -95,6 +103,10 @@ fn transport(
         .stream_receive_window(VarInt::from_u32(config.stream_receive_window))
         .receive_window(VarInt::from_u32(config.connection_receive_window))
         .datagram_receive_buffer_size(None);
+    let mut acks = quinn::AckFrequencyConfig::default();
+    acks.ack_eliciting_threshold(VarInt::from_u32(ACK_ELICITING_THRESHOLD))
+        .max_ack_delay(Some(MAX_ACK_DELAY));
+    transport.ack_frequency_config(Some(acks));
     Ok(transport)
 }
 
