@@ -122,29 +122,46 @@ impl EtcdTarget {
     }
 
     /// One POST on a pooled connection; the connection goes back to the pool only after a
-    /// complete exchange.
-    async fn post(&self, path: &str, body: &[u8]) -> Result<Vec<u8>, OpError> {
+    /// complete exchange. A connection that cannot be opened is tried on the next endpoint (the
+    /// request was not sent); a request that failed after it was sent is tried again elsewhere
+    /// only when `idempotent` (a read), as etcd's own client does.
+    async fn post(&self, path: &str, body: &[u8], idempotent: bool) -> Result<Vec<u8>, OpError> {
         let exchange = async {
-            let mut conn = match self.take() {
-                Some(conn) => conn,
-                None => {
-                    let i = self.next.fetch_add(1, Ordering::Relaxed) % self.endpoints.len();
-                    Conn::open(&self.endpoints[i], i)
-                        .await
-                        .map_err(|e| OpError::new("connection", e.to_string()))?
+            let mut last = None;
+            for _ in 0..self.endpoints.len().max(2) {
+                let mut conn = match self.take() {
+                    Some(conn) => conn,
+                    None => {
+                        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.endpoints.len();
+                        match Conn::open(&self.endpoints[i], i).await {
+                            Ok(conn) => conn,
+                            Err(e) => {
+                                last = Some(OpError::new("connection", e.to_string()));
+                                continue;
+                            }
+                        }
+                    }
+                };
+                let host = &self.endpoints[conn.endpoint].host;
+                match conn.post(host, path, body).await {
+                    Ok((status, body)) => {
+                        self.put_back(conn);
+                        return if status == 200 {
+                            Ok(body)
+                        } else {
+                            Err(gateway_error(status, &body))
+                        };
+                    }
+                    Err(e) => {
+                        let error = OpError::new("connection", e.to_string());
+                        if !idempotent {
+                            return Err(error);
+                        }
+                        last = Some(error);
+                    }
                 }
-            };
-            let host = &self.endpoints[conn.endpoint].host;
-            let (status, body) = conn
-                .post(host, path, body)
-                .await
-                .map_err(|e| OpError::new("connection", e.to_string()))?;
-            self.put_back(conn);
-            if status == 200 {
-                Ok(body)
-            } else {
-                Err(gateway_error(status, &body))
             }
+            Err(last.unwrap_or_else(|| OpError::new("connection", "no endpoint answered")))
         };
         match tokio::time::timeout(self.timeout, exchange).await {
             Ok(result) => result,
@@ -173,7 +190,7 @@ impl EtcdTarget {
 impl Target for EtcdTarget {
     async fn read(&self, key: KeyRef<'_>) -> Result<Found, OpError> {
         let body = format!(r#"{{"key":"{}"}}"#, BASE64.encode(key.name));
-        let answer = self.post("/v3/kv/range", body.as_bytes()).await?;
+        let answer = self.post("/v3/kv/range", body.as_bytes(), true).await?;
         let range: RangeResponse = serde_json::from_slice(&answer)
             .map_err(|e| OpError::new("protocol", format!("range answer: {e}")))?;
         Ok(if range.kvs.is_empty() {
@@ -189,7 +206,9 @@ impl Target for EtcdTarget {
             BASE64.encode(key.name),
             BASE64.encode(&value)
         );
-        self.post("/v3/kv/put", body.as_bytes()).await.map(|_| ())
+        self.post("/v3/kv/put", body.as_bytes(), false)
+            .await
+            .map(|_| ())
     }
 }
 
