@@ -128,8 +128,10 @@ impl EtcdTarget {
     async fn post(&self, path: &str, body: &[u8], idempotent: bool) -> Result<Vec<u8>, OpError> {
         let exchange = async {
             let mut last = None;
-            for _ in 0..self.endpoints.len().max(2) {
-                let mut conn = match self.take() {
+            for attempt in 0..self.endpoints.len().max(2) {
+                // After a failure, a fresh connection: the pool may hold more to a dead member.
+                let pooled = if attempt == 0 { self.take() } else { None };
+                let mut conn = match pooled {
                     Some(conn) => conn,
                     None => {
                         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.endpoints.len();
