@@ -54,6 +54,8 @@ struct OpRecord {
 struct Window {
     latency: Histogram<u64>,
     errors: u64,
+    /// Of `errors`, those of requests that started before the fault: in flight when it struck.
+    errors_in_flight: u64,
 }
 
 #[derive(Debug)]
@@ -124,6 +126,7 @@ impl Recorder {
         }
         self.last_end = Some(self.last_end.map_or(end, |last| last.max(end)));
         let after_fault = self.fault.as_ref().is_some_and(|(at, _)| end >= *at);
+        let started_before_fault = self.fault.as_ref().is_some_and(|(at, _)| start < *at);
         let second = usize::try_from(end.saturating_duration_since(self.measure_from).as_secs())
             .unwrap_or(usize::MAX);
         let second = self.last_second.map_or(second, |last| second.min(last));
@@ -155,6 +158,9 @@ impl Recorder {
                 record.failed.saturating_record(us);
                 *record.errors.entry(e.kind.to_string()).or_default() += 1;
                 window.errors += 1;
+                if after_fault && started_before_fault {
+                    window.errors_in_flight += 1;
+                }
                 if let Some(slot) = slot {
                     slot.errors += 1;
                 }
@@ -272,6 +278,7 @@ impl Window {
         Window {
             latency: histogram(SIGFIG),
             errors: 0,
+            errors_in_flight: 0,
         }
     }
 
@@ -279,6 +286,7 @@ impl Window {
         WindowOp {
             ok: self.latency.len(),
             errors: self.errors,
+            errors_in_flight: self.errors_in_flight,
             latency: LatencySummary::of(&self.latency),
         }
     }

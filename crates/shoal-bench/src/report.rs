@@ -172,6 +172,9 @@ pub struct WindowOp {
     pub ok: u64,
     /// Failed requests.
     pub errors: u64,
+    /// Of `errors` after a fault, those of requests started before it (in flight when it
+    /// struck); the rest started after it.
+    pub errors_in_flight: u64,
     /// Latency of the successful ones.
     pub latency: LatencySummary,
 }
@@ -300,13 +303,20 @@ impl PhaseReport {
         if let Some(f) = &self.fault {
             let _ = writeln!(out, "  fault at {:.1} s: {}", f.at_s, f.action);
             for (label, w) in [("before", &f.before), ("after", &f.after)] {
+                let errors = w.read.errors + w.update.errors;
+                let in_flight = w.read.errors_in_flight + w.update.errors_in_flight;
+                let split = if in_flight > 0 {
+                    format!(
+                        " ({in_flight} in flight at the fault, {} started after it)",
+                        errors - in_flight
+                    )
+                } else {
+                    String::new()
+                };
                 let _ = writeln!(
                     out,
-                    "    {label:<6} ({:>4.1} s): read p99 {} µs, update p99 {} µs, errors {}",
-                    w.seconds,
-                    w.read.latency.p99_us,
-                    w.update.latency.p99_us,
-                    w.read.errors + w.update.errors
+                    "    {label:<6} ({:>4.1} s): read p99 {} µs, update p99 {} µs, errors {errors}{split}",
+                    w.seconds, w.read.latency.p99_us, w.update.latency.p99_us,
                 );
             }
         }

@@ -257,6 +257,76 @@ async fn a_fault_splits_the_run_into_before_and_after() {
     );
 }
 
+/// A node that dies at `dies` and is noticed `noticed` later: requests in flight at the death,
+/// and requests that start before it is noticed, fail when they would have completed.
+struct Dying {
+    created: Instant,
+    service: Duration,
+    dies: Duration,
+    noticed: Duration,
+}
+
+impl Dying {
+    async fn serve(&self) -> Result<(), OpError> {
+        let start = Instant::now() - self.created;
+        tokio::time::sleep(self.service).await;
+        let end = Instant::now() - self.created;
+        let in_flight = start < self.dies && end >= self.dies;
+        let unnoticed = start >= self.dies && start < self.dies + self.noticed;
+        if in_flight || unnoticed {
+            Err(OpError::new("transport", "connection lost"))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl Target for Dying {
+    async fn read(&self, _key: KeyRef<'_>) -> Result<Found, OpError> {
+        self.serve().await.map(|()| Found::Value)
+    }
+
+    async fn update(&self, _key: KeyRef<'_>, _value: Bytes) -> Result<(), OpError> {
+        self.serve().await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn errors_after_a_fault_say_which_requests_were_in_flight_when_it_struck() {
+    // Two workers, 30 ms per request: at 1 s two requests are in flight (started at 0.99 s);
+    // they fail, and so do the two that start at 1.02 s, before the death is noticed at 1.05 s.
+    let target = Arc::new(Dying {
+        created: Instant::now(),
+        service: Duration::from_millis(30),
+        dies: Duration::from_secs(1),
+        noticed: Duration::from_millis(50),
+    });
+    let fault: Fault = Box::new(|| Box::pin(async { Ok("SIGKILL to node n3".to_owned()) }));
+    let spec = PhaseSpec {
+        fault_at: Some(Duration::from_secs(1)),
+        ..spec(
+            Load::Closed {
+                concurrency: workers(2),
+            },
+            Duration::ZERO,
+            Limit::Duration(Duration::from_secs(2)),
+        )
+    };
+    let report = run_phase(target, &spec, Some(fault), Progress::Hidden)
+        .await
+        .unwrap();
+    let fault = report.fault.as_ref().unwrap();
+    let errors = fault.after.read.errors + fault.after.update.errors;
+    let in_flight = fault.after.read.errors_in_flight + fault.after.update.errors_in_flight;
+    assert_eq!(fault.before.read.errors + fault.before.update.errors, 0);
+    assert_eq!((errors, in_flight), (4, 2), "{}", report.to_text());
+    assert!(
+        report
+            .to_text()
+            .contains("2 in flight at the fault, 2 started after it")
+    );
+}
+
 async fn sample_report() -> BenchReport {
     let target = Arc::new(Stalling::new(Duration::from_millis(1), None));
     let injected: Fault =
