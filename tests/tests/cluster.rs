@@ -449,15 +449,19 @@ async fn a_client_certificate_from_another_ca_is_refused_and_the_nodes_keep_serv
         "unclear refusal: {error}"
     );
 
-    // The command line: a failure exit code and a message that names the certificate. (The
-    // client reports "no node reachable", exit 3, with the certificate refusal as the reason.)
+    // The command line: "refused" (exit 4), not an availability failure, and a message that
+    // names the certificate.
     let foreign_dir = foreign.path().to_str().unwrap();
     let out = cluster
         .shoal(&["get", "k", "--certs", foreign_dir, "--json"])
         .await
         .unwrap();
-    assert!(matches!(out.code, Some(3..=5)), "{out}");
+    assert_eq!(out.code, Some(4), "{out}");
     assert!(out.stderr.contains("refused the certificate"), "{out}");
+    assert!(
+        out.stdout.contains(r#""kind":"handshake_refused""#),
+        "{out}"
+    );
     assert!(out.stdout.contains(r#""indeterminate":false"#), "{out}");
 
     // A peer that trusts the cluster's CA but presents a foreign certificate: the node refuses

@@ -17,7 +17,8 @@ pub(crate) const USAGE: u8 = 2;
 /// reachable, overloaded, a network failure. For writes, see the message: quorum failures and
 /// timeouts leave the outcome unknown.
 pub(crate) const UNAVAILABLE: u8 = 3;
-/// The cluster refused the request as asked: unauthorized certificate, too large, too many
+/// The cluster refused the request as asked: unauthorized certificate, a refused TLS handshake
+/// (certificates from another CA), too large, too many
 /// siblings, invalid quorum, node shutting down.
 pub(crate) const REFUSED: u8 = 4;
 /// Anything else: certificates, files, a server or dev cluster that failed, protocol errors.
@@ -32,8 +33,8 @@ Exit codes:
   3  the cluster could not complete the request now (unavailable, quorum failed, timeout,
      no node reachable, overloaded); a failed write may still have been applied when the
      message says so
-  4  refused (unauthorized certificate, value/key too large, too many siblings, invalid
-     quorum, node shutting down)
+  4  refused (unauthorized certificate, a refused TLS handshake, value/key too large, too
+     many siblings, invalid quorum, node shutting down)
   5  other errors (certificates, files, server start-up, protocol)
 
 Environment: SHOAL_NODES (comma-separated node addresses) and SHOAL_CERTS (certificate
@@ -70,6 +71,7 @@ pub(crate) fn code(error: &Error) -> u8 {
             e if e.is_availability() => UNAVAILABLE,
             ClientError::Unauthorized(_)
             | ClientError::Refused { .. }
+            | ClientError::HandshakeRefused { .. }
             | ClientError::TooManySiblings { .. }
             | ClientError::ValueTooLarge { .. }
             | ClientError::KeyTooLarge { .. }
@@ -157,6 +159,13 @@ mod tests {
                 UNAVAILABLE,
             ),
             (ClientError::Unauthorized("x".into()), REFUSED),
+            (
+                ClientError::HandshakeRefused {
+                    tried: vec![],
+                    reason: "x".into(),
+                },
+                REFUSED,
+            ),
             (ClientError::ValueTooLarge { size: 2, max: 1 }, REFUSED),
             (ClientError::InvalidContextToken("x".into()), USAGE),
         ];

@@ -489,6 +489,8 @@ impl Wire {
         let mut tried = Vec::with_capacity(queue.len());
         let mut running: Vec<Running<'_>> = Vec::new();
         let mut last: Option<ClientError> = None;
+        // Attempts that ended in a refused TLS handshake (a certificate either side distrusts).
+        let mut refused_handshakes = 0;
         loop {
             if running.is_empty() {
                 match self.launch(&mut queue, &frame, retry, budget, &mut tried) {
@@ -514,6 +516,16 @@ impl Wire {
                 }
                 Some((addr, Attempt::NextNode(e))) => {
                     tracing::debug!(node = %addr, error = %e, "trying the next node");
+                    if matches!(
+                        &e,
+                        ClientError::Transport {
+                            source: TransportError::PeerRejected { .. }
+                                | TransportError::RejectedByPeer { .. },
+                            ..
+                        }
+                    ) {
+                        refused_handshakes += 1;
+                    }
                     last = Some(e);
                 }
                 Some((_, Attempt::Fail(e))) => return Err(e),
@@ -530,8 +542,15 @@ impl Wire {
                 }
             }
         }
+        let every_handshake_refused = refused_handshakes > 0 && refused_handshakes == tried.len();
         let tried = tried.into_iter().map(|t| t.addr).collect();
         Err(match last {
+            Some(ClientError::Transport { source, .. }) if every_handshake_refused => {
+                ClientError::HandshakeRefused {
+                    tried,
+                    reason: source.to_string(),
+                }
+            }
             Some(ClientError::Transport { source, .. }) if !source.may_have_reached_peer() => {
                 ClientError::NoNodeReachable {
                     tried,

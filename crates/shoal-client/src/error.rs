@@ -96,6 +96,19 @@ pub enum ClientError {
         #[source]
         source: TransportError,
     },
+    /// Definite: every node tried refused the TLS handshake, or presented a certificate this
+    /// client does not trust — certificates from another cluster's CA, most likely. Nothing was
+    /// sent; trying again will not help until the certificates are fixed.
+    #[error(
+        "every node tried refused the handshake (tried {}): {reason}; check that the certificates come from this cluster's CA",
+        Tried(tried)
+    )]
+    HandshakeRefused {
+        /// Every address tried, in order.
+        tried: Vec<SocketAddr>,
+        /// What the last refusal said.
+        reason: String,
+    },
     /// Definite: no node could be reached; nothing was sent anywhere.
     #[error("no node reachable (tried {}){}", Tried(tried), last_error.as_deref().map(|e| format!(": {e}")).unwrap_or_default())]
     NoNodeReachable {
@@ -150,6 +163,7 @@ impl ClientError {
             | ClientError::Unauthorized(_)
             | ClientError::Refused { .. }
             | ClientError::NoNodeReachable { .. }
+            | ClientError::HandshakeRefused { .. }
             | ClientError::Certificates(_)
             | ClientError::Endpoint(_)
             | ClientError::InvalidConfig(_)
@@ -175,6 +189,7 @@ impl ClientError {
             ClientError::Refused { .. } => "refused",
             ClientError::Transport { .. } => "transport",
             ClientError::NoNodeReachable { .. } => "no_node_reachable",
+            ClientError::HandshakeRefused { .. } => "handshake_refused",
             ClientError::Protocol { .. } => "protocol",
             ClientError::Certificates(_) => "certificates",
             ClientError::Endpoint(_) => "endpoint",
