@@ -18,8 +18,8 @@ pub(crate) const USAGE: u8 = 2;
 /// timeouts leave the outcome unknown.
 pub(crate) const UNAVAILABLE: u8 = 3;
 /// The cluster refused the request as asked: unauthorized certificate, a refused TLS handshake
-/// (certificates from another CA), too large, too many
-/// siblings, invalid quorum, node shutting down.
+/// (certificates from another CA), too large, too many siblings, invalid quorum, node shutting
+/// down.
 pub(crate) const REFUSED: u8 = 4;
 /// Anything else: certificates, files, a server or dev cluster that failed, protocol errors.
 pub(crate) const FAILURE: u8 = 5;

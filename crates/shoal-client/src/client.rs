@@ -489,7 +489,7 @@ impl Wire {
         let mut tried = Vec::with_capacity(queue.len());
         let mut running: Vec<Running<'_>> = Vec::new();
         let mut last: Option<ClientError> = None;
-        // Attempts that ended in a refused TLS handshake (a certificate either side distrusts).
+        // Attempts that ended in a refused TLS handshake: a certificate one side distrusts.
         let mut refused_handshakes = 0;
         loop {
             if running.is_empty() {
@@ -520,7 +520,10 @@ impl Wire {
                         &e,
                         ClientError::Transport {
                             source: TransportError::PeerRejected { .. }
-                                | TransportError::RejectedByPeer { .. },
+                                | TransportError::RejectedByPeer {
+                                    tls_alert: true,
+                                    ..
+                                },
                             ..
                         }
                     ) {

@@ -461,7 +461,7 @@ enum HandshakeFailure {
     Closed,
     Unreachable(String),
     PeerRejected(String),
-    RejectedByPeer(String),
+    RejectedByPeer { reason: String, tls_alert: bool },
 }
 
 /// What a request stream shares with its connection.
@@ -635,7 +635,9 @@ impl Inner {
         let conn = connecting.await.map_err(|e| {
             failed(match classify(&e) {
                 Refusal::OursTls(reason) => HandshakeFailure::PeerRejected(reason),
-                Refusal::Theirs(reason) => HandshakeFailure::RejectedByPeer(reason),
+                Refusal::Theirs { reason, tls_alert } => {
+                    HandshakeFailure::RejectedByPeer { reason, tls_alert }
+                }
                 Refusal::LocallyClosed => HandshakeFailure::Closed,
                 Refusal::Other(reason) => HandshakeFailure::Unreachable(reason),
             })
@@ -978,8 +980,12 @@ impl HandshakeFailure {
             HandshakeFailure::Closed => TransportError::Closed,
             HandshakeFailure::Unreachable(reason) => TransportError::Unreachable { addr, reason },
             HandshakeFailure::PeerRejected(reason) => TransportError::PeerRejected { addr, reason },
-            HandshakeFailure::RejectedByPeer(reason) => {
-                TransportError::RejectedByPeer { addr, reason }
+            HandshakeFailure::RejectedByPeer { reason, tls_alert } => {
+                TransportError::RejectedByPeer {
+                    addr,
+                    reason,
+                    tls_alert,
+                }
             }
         }
     }
@@ -991,7 +997,7 @@ enum Refusal {
     OursTls(String),
     /// The peer refused us: a TLS alert (our certificate), or the connection limit. Its
     /// application saw nothing of this connection.
-    Theirs(String),
+    Theirs { reason: String, tls_alert: bool },
     /// Our own endpoint closed the connection.
     LocallyClosed,
     /// Anything else: timeouts, resets, application closes.
@@ -1007,7 +1013,10 @@ fn classify(error: &ConnectionError) -> Refusal {
             if is_tls_alert(close.error_code)
                 || close.error_code == TransportErrorCode::CONNECTION_REFUSED =>
         {
-            Refusal::Theirs(close.to_string())
+            Refusal::Theirs {
+                reason: close.to_string(),
+                tls_alert: is_tls_alert(close.error_code),
+            }
         }
         ConnectionError::LocallyClosed => Refusal::LocallyClosed,
         other => Refusal::Other(other.to_string()),
@@ -1025,7 +1034,11 @@ fn connection_error(addr: SocketAddr, error: &ConnectionError, sent: bool) -> Tr
     match classify(error) {
         Refusal::OursTls(reason) => TransportError::PeerRejected { addr, reason },
         // A refused handshake never reached the peer's application, whatever we had written.
-        Refusal::Theirs(reason) => TransportError::RejectedByPeer { addr, reason },
+        Refusal::Theirs { reason, tls_alert } => TransportError::RejectedByPeer {
+            addr,
+            reason,
+            tls_alert,
+        },
         Refusal::LocallyClosed if !sent => TransportError::Closed,
         Refusal::LocallyClosed => TransportError::ConnectionLost {
             addr,

@@ -182,6 +182,9 @@ pub enum TransportError {
         addr: SocketAddr,
         /// What the peer said.
         reason: String,
+        /// The refusal was a TLS alert (the peer does not accept our certificate), not a
+        /// refused connection (its connection limit, shutting down).
+        tls_alert: bool,
     },
     /// The connection broke while the request was in flight; it may have reached the peer.
     #[error("connection to {addr} lost: {reason}")]

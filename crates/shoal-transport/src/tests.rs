@@ -261,7 +261,13 @@ async fn a_client_of_another_ca_is_refused_and_the_server_keeps_serving() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, TransportError::RejectedByPeer { .. }),
+        matches!(
+            err,
+            TransportError::RejectedByPeer {
+                tls_alert: true,
+                ..
+            }
+        ),
         "{err:?}"
     );
     assert!(!err.may_have_reached_peer());
@@ -672,7 +678,13 @@ async fn connections_beyond_the_limit_are_refused() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, TransportError::RejectedByPeer { .. }),
+        matches!(
+            err,
+            TransportError::RejectedByPeer {
+                tls_alert: false,
+                ..
+            }
+        ),
         "{err:?}"
     );
     assert!(!err.may_have_reached_peer());
