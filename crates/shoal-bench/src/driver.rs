@@ -316,10 +316,29 @@ async fn open_loop<T: Target>(
 ) {
     while let Some((scheduled, measured)) = plan.open_slot() {
         // A late worker does not wait: its request is already due, and its lateness counts.
+        let ready = Instant::now();
         tokio::time::sleep_until(scheduled).await;
+        let start = measured_start(scheduled, ready, Instant::now());
         let (op, outcome) = execute(&*target, &mut chooser).await;
         let end = Instant::now();
-        lock(&recorder).record(op, measured, scheduled, end, &outcome);
+        lock(&recorder).record(op, measured, start, end, &outcome);
+    }
+}
+
+/// Where an open-loop request's latency is counted from, for a worker that took its slot at
+/// `ready` and got past the timer at `woke`.
+///
+/// A worker still busy with its previous request when the slot came due (`ready >=
+/// scheduled`) was held up by the system under test: its request counts from the schedule, so a
+/// stall counts against every request it delays (no coordinated omission). A worker that was
+/// idle and waiting was held up by nothing but the timer, which wakes it up to a millisecond
+/// late (tokio's timer granularity): that delay is the load generator's, not the system's, so
+/// the request counts from when it was actually sent.
+pub(crate) fn measured_start(scheduled: Instant, ready: Instant, woke: Instant) -> Instant {
+    if ready >= scheduled {
+        scheduled
+    } else {
+        woke.max(scheduled)
     }
 }
 

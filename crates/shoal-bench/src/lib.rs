@@ -3,7 +3,8 @@
 //!
 //! - Load: closed loop (a fixed number of requests in flight, latency from each request's start)
 //!   or open loop (requests start on a fixed schedule, latency from each request's *scheduled*
-//!   start, so a stall counts against every request it delays — no coordinated omission); a
+//!   start whenever the system held it up, so a stall counts against every request it delays —
+//!   no coordinated omission — but not the timer's own millisecond of slack); a
 //!   read/update mix; uniform or zipfian keys ([`Zipfian`], YCSB's generator); warm-up, then a
 //!   duration or an exact number of operations ([`PhaseSpec`]).
 //! - Records: HDR histograms per operation (p50/p99/p99.9/max, the whole percentile spectrum),

@@ -327,6 +327,21 @@ async fn errors_after_a_fault_say_which_requests_were_in_flight_when_it_struck()
     );
 }
 
+#[test]
+fn an_open_loop_request_counts_from_its_schedule_only_when_the_system_held_it_up() {
+    use crate::driver::measured_start;
+    let t0 = std::time::Instant::now();
+    let at = |us: u64| Instant::from_std(t0 + Duration::from_micros(us));
+    let scheduled = at(10_000);
+    // An idle worker woken 0.9 ms late by the timer: the request starts when it is sent.
+    assert_eq!(measured_start(scheduled, at(2_000), at(10_900)), at(10_900));
+    // An idle worker woken on time.
+    assert_eq!(measured_start(scheduled, at(2_000), at(10_000)), scheduled);
+    // A worker busy until after the slot came due: the lateness is the system's and counts.
+    assert_eq!(measured_start(scheduled, at(13_000), at(13_000)), scheduled);
+    assert_eq!(measured_start(scheduled, scheduled, at(10_050)), scheduled);
+}
+
 async fn sample_report() -> BenchReport {
     let target = Arc::new(Stalling::new(Duration::from_millis(1), None));
     let injected: Fault =
