@@ -14,7 +14,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
-use std::path::Path;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -151,7 +150,7 @@ fn writes(c: &mut Criterion) {
     println!(
         "database in {} ({})",
         dir.path().display(),
-        filesystem_of(dir.path())
+        shoal_bench::Machine::filesystem_of(dir.path())
     );
     // Settle: the first overwrites after a bulk load land in file space never written before,
     // and each such fdatasync also commits the filesystem journal (~4 ms here). A node in
@@ -211,21 +210,6 @@ fn stats_delta(before: &StorageStats, after: &StorageStats) -> StorageStats {
         commit_latency_total: after.commit_latency_total - before.commit_latency_total,
         ..*after
     }
-}
-
-/// The filesystem type holding `path`, from /proc/mounts (the longest matching mount point).
-fn filesystem_of(path: &Path) -> String {
-    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
-    let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
-    mounts
-        .lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.len() >= 3 && path.starts_with(f[1]))
-                .then(|| (f[1].len(), format!("{} on {}", f[2], f[0])))
-        })
-        .max()
-        .map_or_else(|| "unknown filesystem".into(), |(_, fs)| fs)
 }
 
 criterion_group!(benches, writes, reads);

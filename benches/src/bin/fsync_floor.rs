@@ -10,20 +10,19 @@
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
 use std::time::{Duration, Instant};
+
+use shoal_bench::Machine;
+use shoal_benches::floor;
 
 const BLOCK: usize = 4096;
 const BLOCKS: u64 = 256;
 
 fn main() {
-    let mut args = std::env::args().skip(1);
-    let dir = args
-        .next()
+    let dir = std::env::args()
+        .nth(1)
         .map_or_else(std::env::temp_dir, std::path::PathBuf::from);
-    let samples: usize = args
-        .next()
-        .map_or(2000, |s| s.parse().expect("SAMPLES is a number"));
+    let samples: usize = floor::arg(1, "SAMPLES is a number", 2000);
     let path = dir.join(format!("fsync-floor-{}.dat", std::process::id()));
     let file = OpenOptions::new()
         .read(true)
@@ -49,29 +48,10 @@ fn main() {
     drop(file);
     std::fs::remove_file(&path).unwrap();
 
-    times.sort();
-    let at = |q: f64| times[((times.len() - 1) as f64 * q) as usize];
     println!(
-        "4 KiB write + fdatasync in {} ({}): p50 {:?}, p99 {:?}, max {:?} over {samples} samples",
+        "4 KiB write + fdatasync in {} ({}): {}",
         dir.display(),
-        filesystem_of(&dir),
-        at(0.50),
-        at(0.99),
-        times[times.len() - 1],
+        Machine::filesystem_of(&dir),
+        floor::summary(&mut times),
     );
-}
-
-/// The filesystem type holding `path`, from /proc/mounts (the longest matching mount point).
-fn filesystem_of(path: &Path) -> String {
-    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
-    let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
-    mounts
-        .lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.len() >= 3 && path.starts_with(f[1]))
-                .then(|| (f[1].len(), format!("{} on {}", f[2], f[0])))
-        })
-        .max()
-        .map_or_else(|| "unknown filesystem".into(), |(_, fs)| fs)
 }

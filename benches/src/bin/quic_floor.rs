@@ -13,6 +13,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use shoal_benches::floor;
 use shoal_transport::certs::{self, IfExists};
 use shoal_transport::{Endpoint, ExpectedPeer, Identity, Role, TransportConfig};
 use shoal_types::NodeId;
@@ -22,21 +23,19 @@ const WARMUP: usize = 1000;
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 fn main() {
-    let mut args = std::env::args().skip(1);
-    let samples: usize = args
-        .next()
-        .map_or(20_000, |s| s.parse().expect("SAMPLES is a number"));
-    let bytes: usize = args
-        .next()
-        .map_or(1024, |s| s.parse().expect("BYTES is a number"));
+    let samples: usize = floor::arg(0, "SAMPLES is a number", 20_000);
+    let bytes: usize = floor::arg(1, "BYTES is a number", 1024);
     // Two worker threads, as a node's runtime has on this machine.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    let times = runtime.block_on(measure(samples, bytes));
-    print(&times, samples, bytes);
+    let mut times = runtime.block_on(measure(samples, bytes));
+    println!(
+        "QUIC+mTLS request of {bytes} B and response over loopback (shoal-transport): {}",
+        floor::summary(&mut times)
+    );
 }
 
 async fn measure(samples: usize, bytes: usize) -> Vec<Duration> {
@@ -78,16 +77,4 @@ async fn measure(samples: usize, bytes: usize) -> Vec<Duration> {
     client.close().await;
     server.close().await;
     times
-}
-
-fn print(times: &[Duration], samples: usize, bytes: usize) {
-    let mut times = times.to_vec();
-    times.sort();
-    let at = |q: f64| times[((times.len() - 1) as f64 * q) as usize];
-    println!(
-        "QUIC+mTLS request of {bytes} B and response over loopback (shoal-transport): p50 {:?}, p99 {:?}, max {:?} over {samples} samples",
-        at(0.50),
-        at(0.99),
-        times[times.len() - 1],
-    );
 }

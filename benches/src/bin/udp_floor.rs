@@ -11,17 +11,14 @@
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
+use shoal_benches::floor;
+
 /// Round trips made before measuring (socket buffers, caches, the echo thread's first wake-up).
 const WARMUP: usize = 1000;
 
 fn main() {
-    let mut args = std::env::args().skip(1);
-    let samples: usize = args
-        .next()
-        .map_or(20_000, |s| s.parse().expect("SAMPLES is a number"));
-    let bytes: usize = args
-        .next()
-        .map_or(64, |s| s.parse().expect("BYTES is a number"));
+    let samples: usize = floor::arg(0, "SAMPLES is a number", 20_000);
+    let bytes: usize = floor::arg(1, "BYTES is a number", 64);
     let echo = UdpSocket::bind("127.0.0.1:0").unwrap();
     let echo_addr = echo.local_addr().unwrap();
     let total = WARMUP + samples;
@@ -51,12 +48,8 @@ fn main() {
     }
     server.join().unwrap();
 
-    times.sort();
-    let at = |q: f64| times[((times.len() - 1) as f64 * q) as usize];
     println!(
-        "loopback UDP round trip of {bytes} B: p50 {:?}, p99 {:?}, max {:?} over {samples} samples",
-        at(0.50),
-        at(0.99),
-        times[times.len() - 1],
+        "loopback UDP round trip of {bytes} B: {}",
+        floor::summary(&mut times)
     );
 }

@@ -195,4 +195,20 @@ impl Machine {
             kernel,
         }
     }
+
+    /// The filesystem holding `path` and its device (`ext4 on /dev/vda`), from /proc/mounts:
+    /// the longest mount point that contains it; "unknown filesystem" elsewhere.
+    pub fn filesystem_of(path: &std::path::Path) -> String {
+        let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+        let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+        mounts
+            .lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.len() >= 3 && path.starts_with(f[1]))
+                    .then(|| (f[1].len(), format!("{} on {}", f[2], f[0])))
+            })
+            .max()
+            .map_or_else(|| "unknown filesystem".into(), |(_, fs)| fs)
+    }
 }

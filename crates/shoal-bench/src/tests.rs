@@ -78,6 +78,20 @@ fn workers(n: usize) -> NonZeroUsize {
     NonZeroUsize::new(n).unwrap()
 }
 
+/// Two workers in a closed loop for `seconds`, no warm-up, a fault 1 s in.
+fn closed_with_a_fault_at_1s(seconds: u64) -> PhaseSpec {
+    PhaseSpec {
+        fault_at: Some(Duration::from_secs(1)),
+        ..spec(
+            Load::Closed {
+                concurrency: workers(2),
+            },
+            Duration::ZERO,
+            Limit::Duration(Duration::from_secs(seconds)),
+        )
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn open_loop_latency_counts_from_the_schedule_through_a_stall() {
     // 100 requests/s for 3 s; the target freezes from 1.0 s to 1.5 s. Every request scheduled
@@ -216,16 +230,7 @@ async fn a_fault_splits_the_run_into_before_and_after() {
             Ok("SIGKILL to node n3".to_owned())
         })
     });
-    let spec = PhaseSpec {
-        fault_at: Some(Duration::from_secs(1)),
-        ..spec(
-            Load::Closed {
-                concurrency: workers(2),
-            },
-            Duration::ZERO,
-            Limit::Duration(Duration::from_secs(3)),
-        )
-    };
+    let spec = closed_with_a_fault_at_1s(3);
     let report = run_phase(target, &spec, Some(fault), Progress::Hidden)
         .await
         .unwrap();
@@ -302,16 +307,7 @@ async fn errors_after_a_fault_say_which_requests_were_in_flight_when_it_struck()
         noticed: Duration::from_millis(50),
     });
     let fault: Fault = Box::new(|| Box::pin(async { Ok("SIGKILL to node n3".to_owned()) }));
-    let spec = PhaseSpec {
-        fault_at: Some(Duration::from_secs(1)),
-        ..spec(
-            Load::Closed {
-                concurrency: workers(2),
-            },
-            Duration::ZERO,
-            Limit::Duration(Duration::from_secs(2)),
-        )
-    };
+    let spec = closed_with_a_fault_at_1s(2);
     let report = run_phase(target, &spec, Some(fault), Progress::Hidden)
         .await
         .unwrap();

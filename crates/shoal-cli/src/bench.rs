@@ -261,7 +261,7 @@ async fn with_dev_cluster(
     eprintln!(
         "shoal bench: {nodes} node(s) running in {} ({})",
         dir.display(),
-        filesystem_of(&dir)
+        Machine::filesystem_of(&dir)
     );
     let outcome = async {
         let fault = match &args.kill_cmd {
@@ -522,19 +522,4 @@ fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
         "0" | "0s" | "0ms" => Ok(Duration::ZERO),
         other => parse_duration(other),
     }
-}
-
-/// The filesystem type holding `path`, from /proc/mounts (the longest matching mount point).
-fn filesystem_of(path: &Path) -> String {
-    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
-    let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
-    mounts
-        .lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.len() >= 3 && path.starts_with(f[1]))
-                .then(|| (f[1].len(), format!("{} on {}", f[2], f[0])))
-        })
-        .max()
-        .map_or_else(|| "unknown filesystem".into(), |(_, fs)| fs)
 }
