@@ -70,6 +70,18 @@ pub enum StorageError {
     /// The storage has shut down (or its commit thread died), so nothing more can be written.
     #[error("storage is closed")]
     Closed,
+    /// A clean close was asked while other handles of the storage were still open, so commits
+    /// may still come; the run is not recorded clean.
+    #[error("other handles of the storage are still open; the run is not recorded clean")]
+    StillInUse,
+    /// A commit failed during this run (or the commit thread died), so a write this node made a
+    /// dot for may be missing here; the run is not recorded clean and the next open takes a new
+    /// incarnation.
+    #[error("{failed_commits} commit(s) failed in this run; the run is not recorded clean")]
+    RunFailed {
+        /// Commits that failed in this run (0 if the commit thread died).
+        failed_commits: u64,
+    },
     /// `write` was called from a completion callback, which runs on the commit thread and would
     /// wait for itself forever. Use `submit` there.
     #[error("write called from a commit callback; use submit")]

@@ -13,7 +13,10 @@
 //! and never wrong data — and its tree segment is recomputed so anti-entropy repairs it from a
 //! peer. A write updates the partition's [`TictacTree`] in the same transaction as the object,
 //! so tree and data agree after any crash. The database records the node id, Q and the node's
-//! incarnation when it is created, and refuses to open for another node or Q.
+//! incarnation when it is created, and refuses to open for another node or Q. It also records
+//! whether the last run stopped cleanly ([`RedbStorage::close_clean`]); a run that follows any
+//! other end (crash, kill, failed write) takes a new incarnation ([`RunStart`]), so a node never
+//! makes a dot of an earlier run again, even one that run sent out before it was durable.
 //! `docs/storage-format.md` draws the on-disk format; [`decode_object_record`],
 //! [`decode_hint_record`] and [`decode_identity_record`] decode stored bytes exactly as reads do,
 //! for fuzzing and inspection tools.
@@ -23,7 +26,7 @@
 //! partition from the caller and derives the segment from the bits of the same `xxh3_64(key)`
 //! hash below the partition bits). No async, no network; the commit thread is a plain thread.
 //!
-//! Main types: [`Storage`], [`RedbStorage`], [`MemoryStorage`], [`WriteBatch`], [`Write`],
+//! Main types: [`Storage`], [`RedbStorage`], [`MemoryStorage`], [`RunStart`], [`WriteBatch`], [`Write`],
 //! [`ReadOutcome`], [`Hint`], [`HintEntry`], [`TictacTree`], [`SegmentId`], [`ObjectDigest`],
 //! [`StorageStats`], [`StorageError`].
 
@@ -35,6 +38,7 @@ mod error;
 mod memory;
 mod record;
 mod redb_storage;
+mod run;
 mod storage;
 mod tree;
 
@@ -43,6 +47,7 @@ pub use error::StorageError;
 pub use memory::MemoryStorage;
 pub use record::{decode_hint_record, decode_identity_record, decode_object_record};
 pub use redb_storage::{DATABASE_FILE, RedbStorage};
+pub use run::RunStart;
 pub use storage::{
     CommitCallback, Hint, HintEntry, ReadOutcome, Storage, StorageStats, Write, WriteBatch,
 };

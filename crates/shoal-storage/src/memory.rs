@@ -3,8 +3,9 @@ use std::ops::Bound;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use shoal_causality::Object;
-use shoal_types::{Key, NodeId, PartitionCount, PartitionId};
+use shoal_types::{Incarnation, Key, NodeId, PartitionCount, PartitionId};
 
+use crate::run::{self, RunStart, RunState};
 use crate::storage::CommitCallback;
 use crate::{
     Hint, HintEntry, ObjectDigest, ReadOutcome, SegmentId, Storage, StorageError, StorageStats,
@@ -29,6 +30,8 @@ struct State {
     hints: BTreeMap<(NodeId, PartitionId, Key), StoredHint>,
     trees: BTreeMap<PartitionId, TictacTree>,
     stats: StorageStats,
+    /// The current (or last) run's incarnation and how it ended; `None` until the first run.
+    run: Option<(Incarnation, RunState)>,
 }
 
 #[derive(Debug)]
@@ -44,6 +47,24 @@ impl MemoryStorage {
         MemoryStorage {
             q,
             state: Arc::new(Mutex::new(State::default())),
+        }
+    }
+
+    /// Begins a run by the same rule as [`crate::RedbStorage::open`]: the incarnation of the
+    /// last run is kept only if it was closed with [`MemoryStorage::close_clean`]; otherwise
+    /// (and for a store never run on) the run takes `candidate`.
+    pub fn begin_run(&self, candidate: Incarnation) -> (Incarnation, RunStart) {
+        let mut state = self.state();
+        let (incarnation, start) = run::begin(state.run, candidate);
+        state.run = Some((incarnation, RunState::Running));
+        (incarnation, start)
+    }
+
+    /// Records that the current run stopped cleanly (nothing here can fail or be pending).
+    pub fn close_clean(&self) {
+        let mut state = self.state();
+        if let Some((incarnation, _)) = state.run {
+            state.run = Some((incarnation, RunState::Clean));
         }
     }
 

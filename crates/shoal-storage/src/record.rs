@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use shoal_types::{Incarnation, Key, NodeId, PartitionCount, PartitionId};
 
 use crate::digest::{decode_bounded, decode_object};
+use crate::run::RunState;
 use crate::{Hint, HintEntry, ObjectDigest, ReadOutcome, SegmentId, StorageError};
 
 /// The newest storage format this build writes and reads.
@@ -77,16 +78,20 @@ pub fn decode_hint_record(table_key: &[u8], record: &[u8]) -> Option<HintEntry> 
 pub fn decode_identity_record(
     record: &[u8],
 ) -> Result<(NodeId, PartitionCount, Incarnation), StorageError> {
-    match decode_identity(record) {
-        Ok(id) => Ok((id.node, id.partition_count, id.incarnation)),
-        Err(IdentityProblem::Newer(found)) => Err(StorageError::UnsupportedFormat {
+    identity_from_record(record).map(|id| (id.node, id.partition_count, id.incarnation))
+}
+
+/// The identity record checked, with the errors an open reports.
+pub(crate) fn identity_from_record(record: &[u8]) -> Result<Identity, StorageError> {
+    decode_identity(record).map_err(|problem| match problem {
+        IdentityProblem::Newer(found) => StorageError::UnsupportedFormat {
             found,
             supported: FORMAT_VERSION,
-        }),
-        Err(IdentityProblem::Damaged) => Err(StorageError::IdentityCorrupted(
-            "checksum or decoding failed".into(),
-        )),
-    }
+        },
+        IdentityProblem::Damaged => {
+            StorageError::IdentityCorrupted("checksum or decoding failed".into())
+        }
+    })
 }
 
 // ---- objects ----------------------------------------------------------------------------------
@@ -278,12 +283,17 @@ pub(crate) fn segment_in_key(table_key: &[u8]) -> Option<SegmentId> {
 
 // ---- meta -------------------------------------------------------------------------------------
 
-/// Who the database belongs to. Written once, when the data directory is created.
+/// Who the database belongs to, and how its last run ended. Written when the data directory
+/// is created, at every open (running, with the run's incarnation) and at a clean close.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Identity {
     pub(crate) node: NodeId,
     pub(crate) partition_count: PartitionCount,
     pub(crate) incarnation: Incarnation,
+    /// Absent in records written before it existed: those read as `Running` (not clean), so the
+    /// next open takes a new incarnation.
+    #[serde(default)]
+    pub(crate) run: RunState,
 }
 
 /// Why the identity record could not be read.
@@ -425,6 +435,7 @@ mod tests {
             node: NodeId::new("n1").unwrap(),
             partition_count: PartitionCount::new(64).unwrap(),
             incarnation: Incarnation::new(99),
+            run: RunState::Clean,
         };
         let mut bytes = encode_identity(&id);
         assert_eq!(decode_identity(&bytes), Ok(id));
@@ -480,6 +491,7 @@ mod tests {
             node: NodeId::new("n1").unwrap(),
             partition_count: PartitionCount::new(64).unwrap(),
             incarnation: Incarnation::new(99),
+            run: RunState::Running,
         };
         assert_eq!(
             decode_identity_record(&encode_identity(&id)),
@@ -489,6 +501,29 @@ mod tests {
             decode_identity_record(b"\0\0\0\0\x01"),
             Err(StorageError::IdentityCorrupted(_))
         ));
+    }
+
+    #[test]
+    fn an_identity_written_before_the_run_state_reads_as_running() {
+        let (node, q, inc) = (
+            NodeId::new("n1").unwrap(),
+            PartitionCount::new(64).unwrap(),
+            Incarnation::new(99),
+        );
+        // The three-field record of format 1 before the run state was added.
+        let mut bytes = vec![0; CRC_LEN];
+        bytes.push(FORMAT_VERSION);
+        bytes.extend(rmp_serde::to_vec(&(node.clone(), q, inc)).unwrap());
+        seal(IDENTITY.as_bytes(), &mut bytes);
+        assert_eq!(
+            decode_identity(&bytes),
+            Ok(Identity {
+                node,
+                partition_count: q,
+                incarnation: inc,
+                run: RunState::Running,
+            })
+        );
     }
 
     #[test]

@@ -19,6 +19,7 @@ use crate::record::{
     hint_from_record, hint_key, hint_target_prefix, key_of_object_key, object_key, parse_hint_key,
     partition_range, prefix_end, segment_in_key, segment_range,
 };
+use crate::run::{self, RunStart, RunState};
 use crate::storage::CommitCallback;
 use crate::tree::{entry_hash, xor_into};
 use crate::{
@@ -61,7 +62,8 @@ pub(crate) struct Shared {
     pub(crate) db: Database,
     pub(crate) q: PartitionCount,
     node: NodeId,
-    incarnation: Incarnation,
+    /// The incarnation of the current run, and how the run began.
+    run: Mutex<(Incarnation, RunStart)>,
     pub(crate) counters: Counters,
     /// Segments with a rebuild queued, so that repeated reads of one corrupted record queue one.
     pub(crate) pending_rebuilds: Mutex<HashSet<(PartitionId, SegmentId)>>,
@@ -85,12 +87,16 @@ pub(crate) struct Counters {
 }
 
 impl RedbStorage {
-    /// Opens (or creates) the database `dir/shoal.redb` for `node` in a ring of `q` partitions.
+    /// Opens (or creates) the database `dir/shoal.redb` for `node` in a ring of `q` partitions,
+    /// and begins a run on it; returns the run's incarnation.
     ///
-    /// A new data directory records `node`, `q` and `candidate_incarnation`; an existing one
-    /// keeps the incarnation it was created with, which is returned. Opening a directory that
-    /// belongs to another node or another Q fails with [`StorageError::WrongNode`] or
-    /// [`StorageError::WrongPartitionCount`].
+    /// A new data directory records `node`, `q` and `candidate_incarnation`. An existing one
+    /// keeps its incarnation only if its last run ended with [`RedbStorage::close_clean`];
+    /// otherwise (a crash, a kill, a failed commit, or a record from before the run state) the
+    /// run takes `candidate_incarnation`, so it never makes a dot of an earlier run again.
+    /// Either way "running" is durably recorded before this returns; [`RedbStorage::run_start`]
+    /// says which case it was. Opening a directory that belongs to another node or another Q
+    /// fails with [`StorageError::WrongNode`] or [`StorageError::WrongPartitionCount`].
     pub fn open(
         dir: &Path,
         node: &NodeId,
@@ -142,9 +148,66 @@ impl RedbStorage {
         &self.inner.shared.node
     }
 
-    /// The incarnation recorded when the data directory was created.
+    /// The incarnation of the current run.
     pub fn incarnation(&self) -> Incarnation {
-        self.inner.shared.incarnation
+        self.run().0
+    }
+
+    /// How the current run began: on a new directory, keeping the incarnation after a clean
+    /// stop, or with a new one.
+    pub fn run_start(&self) -> RunStart {
+        self.run().1
+    }
+
+    /// Begins a new run on this open database, as an open would: the incarnation is kept only
+    /// if the last run was closed cleanly, which the current one has not been. For a simulator
+    /// whose "disk" outlives a simulated process: its crash-restart goes through this, the same
+    /// rule as a real restart. A real node opens the directory again instead.
+    pub fn begin_run(
+        &self,
+        candidate: Incarnation,
+    ) -> Result<(Incarnation, RunStart), StorageError> {
+        let shared = self.shared();
+        let begun = begin_run(&shared.db, &shared.node, shared.q, candidate)?;
+        *shared.run.lock().unwrap_or_else(PoisonError::into_inner) = begun;
+        Ok(begun)
+    }
+
+    /// Ends the run cleanly: finishes every queued commit, stops the commit thread, and, if no
+    /// commit of this run failed, durably records that the run stopped cleanly, so the next open
+    /// keeps the incarnation. Call it only after the node stopped taking requests and made no
+    /// dot since (everything it made is in the queue). Fails with
+    /// [`StorageError::StillInUse`] if other handles exist, and with
+    /// [`StorageError::RunFailed`] if a commit failed; the run then stays "running" and the
+    /// next open takes a new incarnation. Either way the database is closed.
+    pub fn close_clean(self) -> Result<(), StorageError> {
+        if thread::current().id() == self.inner.committer_id {
+            return Err(StorageError::WriteFromCommitThread);
+        }
+        let mut inner = Arc::try_unwrap(self.inner).map_err(|_| StorageError::StillInUse)?;
+        drop(inner.queue.take());
+        let joined = inner.committer.take().is_none_or(|c| c.join().is_ok());
+        let shared = &inner.shared;
+        let failed_commits = shared.counters.failed_commits.load(Ordering::Relaxed);
+        if !joined || failed_commits > 0 {
+            tracing::warn!(
+                failed_commits,
+                "storage closed; the run is not recorded clean"
+            );
+            return Err(StorageError::RunFailed { failed_commits });
+        }
+        let (incarnation, _) = *shared.run.lock().unwrap_or_else(PoisonError::into_inner);
+        write_identity(
+            &shared.db,
+            &Identity {
+                node: shared.node.clone(),
+                partition_count: shared.q,
+                incarnation,
+                run: RunState::Clean,
+            },
+        )?;
+        tracing::info!(node = %shared.node, %incarnation, "storage closed cleanly");
+        Ok(())
     }
 
     /// The ring size the database was created for.
@@ -152,19 +215,20 @@ impl RedbStorage {
         self.inner.shared.q
     }
 
-    /// Checks (or writes) the identity record, then starts the commit thread.
+    /// Checks (or writes) the identity record and begins a run, then starts the commit thread.
     fn start(
         db: Database,
         node: &NodeId,
         q: PartitionCount,
         candidate: Incarnation,
     ) -> Result<(RedbStorage, Incarnation), StorageError> {
-        let incarnation = init_identity(&db, node, q, candidate)?;
+        let begun = begin_run(&db, node, q, candidate)?;
+        let incarnation = begun.0;
         let shared = Arc::new(Shared {
             db,
             q,
             node: node.clone(),
-            incarnation,
+            run: Mutex::new(begun),
             counters: Counters::default(),
             pending_rebuilds: Mutex::new(HashSet::new()),
         });
@@ -191,6 +255,14 @@ impl RedbStorage {
 
     fn shared(&self) -> &Shared {
         &self.inner.shared
+    }
+
+    fn run(&self) -> (Incarnation, RunStart) {
+        *self
+            .shared()
+            .run
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The database itself, for tests that damage records on purpose.
@@ -509,17 +581,19 @@ pub(crate) fn segment_hash(
     Ok(hash)
 }
 
-/// Reads the identity record, or writes it if the database is new; returns the incarnation.
-fn init_identity(
+/// Begins a run: reads the identity record (or makes one if the database is new), picks the
+/// run's incarnation by the rule in [`run`], and durably records it with the state "running"
+/// before any write of the run can happen.
+fn begin_run(
     db: &Database,
     node: &NodeId,
     q: PartitionCount,
     candidate: Incarnation,
-) -> Result<Incarnation, StorageError> {
+) -> Result<(Incarnation, RunStart), StorageError> {
     let mut txn = db.begin_write().during("beginning the first commit")?;
     txn.set_durability(Durability::Immediate)
         .during("beginning the first commit")?;
-    let incarnation = {
+    let begun = {
         let objects = txn.open_table(OBJECTS).during("creating the tables")?;
         let hints = txn.open_table(HINTS).during("creating the tables")?;
         txn.open_table(AAE).during("creating the tables")?;
@@ -527,8 +601,8 @@ fn init_identity(
         let stored = meta
             .get(IDENTITY)
             .during("reading the identity")?
-            .map(|g| record::decode_identity_record(g.value()));
-        match stored {
+            .map(|g| record::identity_from_record(g.value()));
+        let recorded = match stored {
             None => {
                 let holds_data = !objects.is_empty().during("reading the identity")?
                     || !hints.is_empty().during("reading the identity")?;
@@ -537,34 +611,58 @@ fn init_identity(
                         "the database holds data but no identity record".into(),
                     ));
                 }
-                let identity = Identity {
-                    node: node.clone(),
-                    partition_count: q,
-                    incarnation: candidate,
-                };
-                meta.insert(IDENTITY, record::encode_identity(&identity).as_slice())
-                    .during("writing the identity")?;
-                tracing::info!(%node, incarnation = %candidate, "created a new data directory");
-                candidate
+                None
             }
             Some(Err(e)) => return Err(e),
-            Some(Ok((found, found_q, incarnation))) => {
-                if found != *node {
+            Some(Ok(found)) => {
+                if found.node != *node {
                     return Err(StorageError::WrongNode {
                         expected: node.clone(),
-                        found,
+                        found: found.node,
                     });
                 }
-                if found_q != q {
+                if found.partition_count != q {
                     return Err(StorageError::WrongPartitionCount {
                         expected: q,
-                        found: found_q,
+                        found: found.partition_count,
                     });
                 }
-                incarnation
+                Some((found.incarnation, found.run))
             }
-        }
+        };
+        let (incarnation, start) = run::begin(recorded, candidate);
+        let identity = Identity {
+            node: node.clone(),
+            partition_count: q,
+            incarnation,
+            run: RunState::Running,
+        };
+        meta.insert(IDENTITY, record::encode_identity(&identity).as_slice())
+            .during("writing the identity")?;
+        (incarnation, start)
     };
     txn.commit().during("writing the identity")?;
-    Ok(incarnation)
+    let (incarnation, start) = begun;
+    match start {
+        RunStart::Renewed { .. } => {
+            tracing::warn!(%node, %incarnation, %start, "new incarnation: the last run did not stop cleanly")
+        }
+        RunStart::Created | RunStart::Kept => {
+            tracing::info!(%node, %incarnation, %start, "run begun")
+        }
+    }
+    Ok(begun)
+}
+
+/// Durably replaces the identity record.
+fn write_identity(db: &Database, identity: &Identity) -> Result<(), StorageError> {
+    let mut txn = db.begin_write().during("beginning the last commit")?;
+    txn.set_durability(Durability::Immediate)
+        .during("beginning the last commit")?;
+    {
+        let mut meta = txn.open_table(META).during("opening the meta table")?;
+        meta.insert(IDENTITY, record::encode_identity(identity).as_slice())
+            .during("writing the identity")?;
+    }
+    txn.commit().during("writing the identity")
 }

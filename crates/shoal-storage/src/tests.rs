@@ -259,10 +259,14 @@ impl Harness for OnDisk {
     }
 
     fn reopen(&mut self) {
-        drop(self.storage.take());
+        self.storage.take().unwrap().close_clean().unwrap();
         let (storage, incarnation) =
             RedbStorage::open(self.dir.path(), &node("n1"), q(), Incarnation::new(1)).unwrap();
-        assert_eq!(incarnation, OnDisk::INCARNATION);
+        assert_eq!(
+            incarnation,
+            OnDisk::INCARNATION,
+            "kept across a clean close"
+        );
         self.storage = Some(storage);
     }
 }
@@ -841,29 +845,31 @@ fn a_damaged_hint_is_listed_as_corrupted_and_removable() {
 // ---- identity ---------------------------------------------------------------------------------
 
 #[test]
-fn the_incarnation_is_created_once_and_kept_across_restarts() {
+fn a_clean_close_keeps_the_incarnation_and_the_identity_is_checked() {
     let dir = tempfile::tempdir().unwrap();
     let n1 = node("n1");
     let (s, inc) = RedbStorage::open(dir.path(), &n1, q(), Incarnation::new(7)).unwrap();
     assert_eq!(inc, Incarnation::new(7));
+    assert_eq!(s.run_start(), RunStart::Created);
     s.write(put(part(0), key(0), value(0, "kept"))).unwrap();
     // A second handle on an open database is refused.
     assert_eq!(
         RedbStorage::open(dir.path(), &n1, q(), Incarnation::new(8)).err(),
         Some(StorageError::AlreadyOpen)
     );
-    drop(s);
+    s.close_clean().unwrap();
 
     let (s, inc) = RedbStorage::open(dir.path(), &n1, q(), Incarnation::new(8)).unwrap();
     assert_eq!(inc, Incarnation::new(7));
     assert_eq!(s.incarnation(), Incarnation::new(7));
+    assert_eq!(s.run_start(), RunStart::Kept);
     assert_eq!(s.node(), &n1);
     assert_eq!(s.partition_count(), q());
     assert_eq!(
         s.object(part(0), &key(0)).unwrap(),
         ReadOutcome::Found(value(0, "kept"))
     );
-    drop(s);
+    s.close_clean().unwrap();
 
     assert_eq!(
         RedbStorage::open(dir.path(), &node("n2"), q(), Incarnation::new(9)).err(),
@@ -880,9 +886,81 @@ fn the_incarnation_is_created_once_and_kept_across_restarts() {
             found: q()
         })
     );
-    // The refused opens changed nothing.
-    let (_, inc) = RedbStorage::open(dir.path(), &n1, q(), Incarnation::new(10)).unwrap();
+    // The refused opens changed nothing: the clean stop still counts.
+    let (s, inc) = RedbStorage::open(dir.path(), &n1, q(), Incarnation::new(10)).unwrap();
     assert_eq!(inc, Incarnation::new(7));
+    assert_eq!(s.run_start(), RunStart::Kept);
+}
+
+#[test]
+fn a_run_that_was_not_closed_cleanly_gives_the_next_one_a_new_incarnation() {
+    let dir = tempfile::tempdir().unwrap();
+    let n1 = node("n1");
+    let (s, _) = RedbStorage::open(dir.path(), &n1, q(), Incarnation::new(7)).unwrap();
+    s.write(put(part(0), key(0), value(0, "kept"))).unwrap();
+    // Dropped without a clean close, as a crash or kill -9 leaves it.
+    drop(s);
+    let (s, inc) = RedbStorage::open(dir.path(), &n1, q(), Incarnation::new(8)).unwrap();
+    assert_eq!(inc, Incarnation::new(8));
+    assert_eq!(
+        s.run_start(),
+        RunStart::Renewed {
+            previous: Incarnation::new(7)
+        }
+    );
+    assert_eq!(
+        s.object(part(0), &key(0)).unwrap(),
+        ReadOutcome::Found(value(0, "kept")),
+        "the data stays; only the dots made from now on change"
+    );
+    // A clean close of the renewed run keeps the renewed incarnation.
+    s.close_clean().unwrap();
+    let (s, inc) = RedbStorage::open(dir.path(), &n1, q(), Incarnation::new(9)).unwrap();
+    assert_eq!((inc, s.run_start()), (Incarnation::new(8), RunStart::Kept));
+}
+
+#[test]
+fn a_clean_close_is_refused_while_other_handles_are_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let n1 = node("n1");
+    let (s, _) = RedbStorage::open(dir.path(), &n1, q(), Incarnation::new(7)).unwrap();
+    let other = s.clone();
+    assert_eq!(s.close_clean(), Err(StorageError::StillInUse));
+    drop(other);
+    let (_, inc) = RedbStorage::open(dir.path(), &n1, q(), Incarnation::new(8)).unwrap();
+    assert_eq!(inc, Incarnation::new(8), "not recorded clean");
+}
+
+#[test]
+fn a_new_run_on_an_open_database_takes_a_new_incarnation_like_a_crash_restart() {
+    let n1 = node("n1");
+    let (s, inc) = RedbStorage::open_in_memory(&n1, q(), Incarnation::new(7)).unwrap();
+    assert_eq!(inc, Incarnation::new(7));
+    let (inc, start) = s.begin_run(Incarnation::new(8)).unwrap();
+    assert_eq!(inc, Incarnation::new(8));
+    assert_eq!(
+        start,
+        RunStart::Renewed {
+            previous: Incarnation::new(7)
+        }
+    );
+    assert_eq!(s.incarnation(), Incarnation::new(8));
+
+    let m = MemoryStorage::new(q());
+    assert_eq!(
+        m.begin_run(Incarnation::new(1)),
+        (Incarnation::new(1), RunStart::Created)
+    );
+    assert_eq!(
+        m.begin_run(Incarnation::new(2)).0,
+        Incarnation::new(2),
+        "a run not closed cleanly is renewed"
+    );
+    m.close_clean();
+    assert_eq!(
+        m.begin_run(Incarnation::new(3)),
+        (Incarnation::new(2), RunStart::Kept)
+    );
 }
 
 #[test]
@@ -1067,6 +1145,10 @@ fn a_failed_commit_fails_every_batch_of_its_group() {
     assert_eq!(
         s.object(part(0), &key(0)).unwrap(),
         ReadOutcome::Found(value(0, "before"))
+    );
+    // A run in which a commit failed is never recorded clean.
+    assert!(
+        matches!(s.close_clean(), Err(StorageError::RunFailed { failed_commits }) if failed_commits > 0)
     );
 }
 
