@@ -49,9 +49,12 @@
 //! finishes every request in flight and every pending commit (bounded by
 //! `ServerConfig::shutdown_timeout`) and ends; the listen endpoint then delivers the last
 //! answers and closes its connections with the shutdown code; the peer endpoint closes; the
-//! storage closes after its queue is committed. A write acknowledged `Written` was durable
-//! before the acknowledgement, so a restart on the same data directory finds it, with the same
-//! incarnation.
+//! storage closes after its queue is committed and, if no storage write failed in the run,
+//! records a clean stop. A write acknowledged `Written` was durable on W replicas before the
+//! acknowledgement; after a graceful shutdown it is durable here too, and a restart on the same
+//! data directory finds it, with the same incarnation. Any other end (a crash, `kill -9`, a
+//! dropped `Server`, a failed write) makes the next start take a new incarnation, because the
+//! coordinator sends a dot to replicas before its own copy is durable.
 //!
 //! Not here: command-line parsing (`shoal-cli`), quorum logic (`shoal-coordinator`), framing
 //! and TLS (`shoal-transport`), gossip and ring changes (membership is static for now).

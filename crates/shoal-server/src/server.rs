@@ -21,8 +21,9 @@ const PEER_CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// A running Shoal node: its QUIC endpoint, its node task, its storage and its metrics
 /// endpoint. See the crate docs for the tasks and what each owns.
 ///
-/// Stop it with [`Server::shutdown`] (or [`Server::run_until_signal`]). Dropping it without
-/// shutting down also drains the node, but nobody waits for it.
+/// Stop it with [`Server::shutdown`] (or [`Server::run_until_signal`]): only that records a clean
+/// stop, which lets the next start keep the incarnation. Dropping it without shutting down also
+/// drains the node, but nobody waits for it, and the next start takes a new incarnation.
 #[derive(Debug)]
 pub struct Server {
     node_id: NodeId,
@@ -59,8 +60,8 @@ impl Server {
         let storage = open_storage(&config).await?;
         let started = Server::launch(config, listen_identity, peer_identity, &storage).await;
         if started.is_err() {
-            // Ours is the last handle: closing joins the commit thread, off the runtime.
-            close_storage(storage).await;
+            // No node ran, so no dot was made: a clean close keeps the incarnation.
+            close_storage(storage.0, None).await;
         }
         started
     }
@@ -75,7 +76,8 @@ impl Server {
         self.metrics_addr
     }
 
-    /// The incarnation of this node's data directory.
+    /// The incarnation this run makes dots with: the data directory's, kept after a clean stop,
+    /// or a new one after any other stop.
     pub fn incarnation(&self) -> Incarnation {
         self.incarnation
     }
@@ -87,7 +89,8 @@ impl Server {
 
     /// Graceful shutdown: stop accepting (new requests get `Refused(ShuttingDown)`), finish
     /// in-flight requests and pending commits (bounded by `shutdown_timeout`), close QUIC with a
-    /// code, close storage (its commit thread finishes the queue).
+    /// code, close storage (its commit thread finishes the queue) and record a clean stop, unless
+    /// a storage write failed during the run.
     pub async fn shutdown(self) -> Result<(), ServerError> {
         tracing::info!(node = %self.node_id, "shutting down");
         let _ = self.shutdown.send(true);
@@ -138,6 +141,7 @@ impl Server {
         storage: &(RedbStorage, Incarnation),
     ) -> Result<Server, ServerError> {
         let (storage, incarnation) = (storage.0.clone(), storage.1);
+        let run_start = storage.run_start();
         let (listen, incoming) =
             Endpoint::server(config.listen, listen_identity, config.transport.clone()).map_err(
                 |source| ServerError::Bind {
@@ -174,6 +178,8 @@ impl Server {
             // whole-system tests' proxies tell node traffic from client traffic by it.
             peer_endpoint = %peers.local_addr(),
             incarnation = %incarnation,
+            incarnation_renewed = run_start.renewed(),
+            run = %run_start,
             members = ring.members().len(),
             partitions = ring.q().get(),
             quorum = ?config.quorum,
@@ -257,7 +263,10 @@ impl Server {
         tracing::debug!(node = %node_id, "peer endpoint closed");
         let result = match node {
             Ok(node) => {
-                close_storage(node).await;
+                // The node task has ended: the node makes no more dots, and every one it made
+                // is in the commit queue, which the close finishes.
+                let failed = node.storage_failed().map(str::to_owned);
+                close_storage(node.into_storage(), failed).await;
                 Ok(())
             }
             Err(e) => Err(ServerError::TaskFailed {
@@ -299,11 +308,27 @@ async fn open_storage(config: &ServerConfig) -> Result<(RedbStorage, Incarnation
     })
 }
 
-/// Drops the last handle of a storage (inside whatever owns it) on a blocking thread: dropping
-/// it finishes the queued commits and joins the commit thread.
-async fn close_storage<T: Send + 'static>(owner: T) {
-    if let Err(error) = tokio::task::spawn_blocking(move || drop(owner)).await {
-        tracing::error!(%error, "closing storage failed");
+/// Closes the storage, whose last handle this is, on a blocking thread (it finishes the queued
+/// commits and joins the commit thread). Records a clean stop, so the next start keeps the
+/// incarnation, unless `storage_failed` says a write of this run failed (or a commit fails while
+/// closing): then the run stays "running" and the next start takes a new incarnation, since a
+/// dot this node sent out may be missing from its disk.
+async fn close_storage(storage: RedbStorage, storage_failed: Option<String>) {
+    let closed = tokio::task::spawn_blocking(move || match storage_failed {
+        Some(e) => {
+            drop(storage);
+            Err(format!("a storage write failed in this run: {e}"))
+        }
+        None => storage.close_clean().map_err(|e| e.to_string()),
+    })
+    .await;
+    match closed {
+        Ok(Ok(())) => tracing::info!("storage closed; clean stop recorded"),
+        Ok(Err(why)) => tracing::warn!(
+            %why,
+            "storage closed; the stop is not recorded clean, the next start takes a new incarnation"
+        ),
+        Err(error) => tracing::error!(%error, "closing storage failed"),
     }
 }
 

@@ -423,3 +423,39 @@ async fn sigterm_shuts_the_server_down_gracefully() {
     client.close().await;
     within("shutdown", server.shutdown()).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_after_a_stop_that_was_not_graceful_takes_a_new_incarnation() {
+    let certs = cluster_certs(1);
+    let data = tempfile::tempdir().unwrap();
+    let config = single_node_config(certs.path(), data.path());
+    let server = Server::start(config.clone()).await.unwrap();
+    let (addr, incarnation) = (server.local_addr(), server.incarnation());
+    let client = TestClient::new(certs.path(), Role::Client, "app");
+    let written = client.put(addr, "k", "v", RequestOptions::default()).await;
+    assert!(matches!(written, ClientResponse::Written { .. }));
+    client.close().await;
+    // Dropped without `shutdown`: nobody records a clean stop. The node drains on its own and
+    // then lets go of the data directory.
+    drop(server);
+    let deadline = Instant::now() + std::time::Duration::from_secs(30);
+    let server = loop {
+        match Server::start(config.clone()).await {
+            Ok(server) => break server,
+            // Still held by the dropped node: polled, not slept on for an outcome.
+            Err(ServerError::Storage { .. }) if Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("restart failed: {e}"),
+        }
+    };
+    assert_ne!(
+        server.incarnation(),
+        incarnation,
+        "a run that did not stop cleanly was resumed under its incarnation"
+    );
+    let client = TestClient::new(certs.path(), Role::Client, "app");
+    assert_eq!(client.local_values(server.local_addr(), "k").await, ["v"]);
+    client.close().await;
+    within("shutdown", server.shutdown()).await.unwrap();
+}
