@@ -47,7 +47,7 @@ pub enum FaultAction {
     /// The node crashes at its next write, while that batch is on its way to disk (unless
     /// its restart comes first).
     CrashDuringWrite(usize),
-    /// The node restarts on its disk, with the same incarnation.
+    /// The node restarts on its disk. It crashed, so it runs under a new incarnation.
     Restart(usize),
     /// The node stops processing anything.
     Pause(usize),

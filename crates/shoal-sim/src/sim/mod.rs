@@ -405,17 +405,22 @@ impl<'a> Simulation<'a> {
         let mut nodes = Vec::with_capacity(count);
         let mut index = BTreeMap::new();
         for (i, member) in members.iter().enumerate() {
-            let incarnation = Incarnation::new(master.random());
+            let candidate = Incarnation::new(master.random());
+            let (storage, incarnation) = match config.storage {
+                StorageKind::Memory => {
+                    let s = MemoryStorage::new(partitions);
+                    let (incarnation, _) = s.begin_run(candidate);
+                    (SimStorage::Memory(s), incarnation)
+                }
+                StorageKind::Redb => {
+                    let (s, incarnation) =
+                        RedbStorage::open_in_memory(&member.id, partitions, candidate)?;
+                    (SimStorage::Redb(s), incarnation)
+                }
+            };
             let mut node_config = NodeConfig::new(member.id.clone(), incarnation);
             node_config.limits = limits;
             node_config.request_timeout = config.request_timeout;
-            let storage = match config.storage {
-                StorageKind::Memory => SimStorage::Memory(MemoryStorage::new(partitions)),
-                StorageKind::Redb => {
-                    let (s, _) = RedbStorage::open_in_memory(&member.id, partitions, incarnation)?;
-                    SimStorage::Redb(s)
-                }
-            };
             let clock = NodeClock::new(Duration::from_millis(master.random_range(0..10_000)));
             let node = Node::new(
                 base + clock.local(Duration::ZERO),
@@ -1068,6 +1073,16 @@ impl<'a> Simulation<'a> {
         }
         let now = self.local_now(n);
         let seed = self.net_rng.random();
+        // Every simulated stop is a crash, so the run takes a new incarnation, through the
+        // same rule a real node's open follows: the node never makes a dot of an earlier run
+        // again, even one that run sent out before it was durable.
+        let candidate = Incarnation::new(self.net_rng.random());
+        match self.nodes[n].storage.begin_run(candidate) {
+            Ok((incarnation, _)) => self.nodes[n].config.incarnation = incarnation,
+            Err(e) => {
+                return self.anomaly(format!("n{} could not begin a run on its disk: {e}", n + 1));
+            }
+        }
         let node = &mut self.nodes[n];
         node.node = Some(Node::new(
             now,

@@ -1,10 +1,10 @@
 //! The storage a simulated node runs on: the in-memory maps, or redb on an in-memory backend.
 
 use shoal_storage::{
-    CommitCallback, HintEntry, MemoryStorage, ObjectDigest, ReadOutcome, RedbStorage, SegmentId,
-    Storage, StorageError, StorageStats, TictacTree, WriteBatch,
+    CommitCallback, HintEntry, MemoryStorage, ObjectDigest, ReadOutcome, RedbStorage, RunStart,
+    SegmentId, Storage, StorageError, StorageStats, TictacTree, WriteBatch,
 };
-use shoal_types::{Key, NodeId, PartitionId};
+use shoal_types::{Incarnation, Key, NodeId, PartitionId};
 
 /// One node's disk. It only ever holds batches whose simulated fsync completed: the simulator
 /// keeps pending batches itself and writes them here when they become durable, so a crash
@@ -13,6 +13,20 @@ use shoal_types::{Key, NodeId, PartitionId};
 pub(crate) enum SimStorage {
     Memory(MemoryStorage),
     Redb(RedbStorage),
+}
+
+impl SimStorage {
+    /// Begins a run of the node on this disk, by the rule a real node's open follows: a run
+    /// that follows anything but a clean stop (every simulated crash) takes `candidate`.
+    pub(crate) fn begin_run(
+        &self,
+        candidate: Incarnation,
+    ) -> Result<(Incarnation, RunStart), StorageError> {
+        match self {
+            SimStorage::Memory(s) => Ok(s.begin_run(candidate)),
+            SimStorage::Redb(s) => s.begin_run(candidate),
+        }
+    }
 }
 
 impl Storage for SimStorage {
