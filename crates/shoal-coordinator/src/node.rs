@@ -168,12 +168,8 @@ struct GetState {
 #[derive(Debug)]
 struct PutState {
     origin: Origin,
-    partition: PartitionId,
-    key: Key,
     object: Object,
     quorum: WriteQuorum,
-    /// The other primaries, sent the object once the local write is durable.
-    replicas: Vec<NodeId>,
     answered: bool,
 }
 
@@ -265,6 +261,18 @@ impl<S: Storage> Node<S> {
     /// Requests being coordinated right now.
     pub fn in_flight(&self) -> usize {
         self.requests.len()
+    }
+
+    /// Whether a storage write failed in this run (with the error). The node then stops
+    /// coordinating writes, and the run must not be recorded as a clean stop: a dot it made may
+    /// be on other replicas and not on its own disk.
+    pub fn storage_failed(&self) -> Option<&str> {
+        self.storage_failed.as_deref()
+    }
+
+    /// The node's storage, for closing it once the node has stopped.
+    pub fn into_storage(self) -> S {
+        self.storage
     }
 
     /// Batches handed out to persist and not yet reported durable.
@@ -605,9 +613,12 @@ impl<S: Storage> Node<S> {
                 quorum.add_failure(true);
             }
         }
-        // The coordinator's write is durable before the object goes anywhere else: a dot must
-        // never exist on another replica, or in a client's context, before it is durable where
-        // it was made, or a crash could let this node make the same dot again.
+        // The coordinator's own write and the replicas' go out together, so a put waits for
+        // one durable commit, not two in series. A replica (and, after W acks, the client) may
+        // thus hold this dot before it is durable here. That is safe because a node never makes
+        // a dot of an earlier run again: a node that did not stop cleanly starts with a new
+        // incarnation (shoal-storage's run state), so a crash that loses this write cannot
+        // lead to the same (actor, counter) naming another value (Riak's kv679).
         self.persist(
             vec![Write::Object {
                 partition,
@@ -617,13 +628,18 @@ impl<S: Storage> Node<S> {
             &[(partition, key.clone(), object.clone())],
             Waiter::CoordinatorWrite(request),
         );
+        for to in replicas {
+            let body = ReplicaBody::Replicate {
+                partition,
+                key: key.clone(),
+                object: object.clone(),
+            };
+            self.send(to.clone(), body, Purpose::Replicate { request, to });
+        }
         let put = PutState {
             origin,
-            partition,
-            key,
             object,
             quorum,
-            replicas,
             answered: false,
         };
         self.requests.insert(request, Coordination::Put(put));
@@ -732,26 +748,14 @@ impl<S: Storage> Node<S> {
         let Some(Coordination::Put(put)) = self.requests.get_mut(&request) else {
             return;
         };
-        if !durable {
-            // Nothing was sent anywhere yet, but the write may still be applied: a later write
-            // to the key was built on it (the overlay) and may become durable, and a failed
-            // commit may have reached the disk anyway. So the outcome is unknown.
-            let origin = put.origin;
-            let error = put.quorum.failed_error();
-            self.requests.remove(&request);
-            self.metrics.quorum_failures += 1;
-            return self.answer(origin, ClientResponse::Failed(error));
-        }
-        put.quorum.add_ack(true);
-        let (partition, key, object) = (put.partition, put.key.clone(), put.object.clone());
-        let replicas = std::mem::take(&mut put.replicas);
-        for to in replicas {
-            let body = ReplicaBody::Replicate {
-                partition,
-                key: key.clone(),
-                object: object.clone(),
-            };
-            self.send(to.clone(), body, Purpose::Replicate { request, to });
+        if durable {
+            put.quorum.add_ack(true);
+        } else {
+            // A failed local commit is one failed replica, and an indeterminate one: the
+            // replicas may have stored the object, a later write to the key was built on it
+            // (the overlay) and may become durable, and a failed commit may have reached the
+            // disk anyway. W acks from the others can still make the write succeed.
+            put.quorum.add_failure(true);
         }
         self.advance_put(request);
     }

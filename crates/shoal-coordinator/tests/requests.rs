@@ -80,30 +80,89 @@ fn a_write_landing_outside_the_preference_list_is_forwarded_to_a_primary() {
     }
 }
 
+fn put(k: &str, v: &str, options: RequestOptions) -> ClientRequest {
+    ClientRequest::Put {
+        key: key(k),
+        value: Bytes::from(v.to_owned()),
+        context: Default::default(),
+        options,
+    }
+}
+
 #[test]
-fn the_coordinator_persists_before_replicating() {
+fn the_coordinator_replicates_before_its_own_write_is_durable() {
     let mut c = Cluster::new(3);
     let at = c.primaries("k")[0].clone();
     c.hold_persists.insert(at.clone());
-    let id_before = c.sent.len();
-    let now = c.now;
-    c.nodes.get_mut(&at).unwrap().handle_request(
-        now,
-        shoal_coordinator::InboundId(999_999),
-        shoal_protocol::Request::Client(ClientRequest::Put {
-            key: key("k"),
-            value: Bytes::from("v"),
-            context: Default::default(),
-            options: Default::default(),
-        }),
-    );
+    let sent_before = c.sent.len();
+    c.submit(&at, put("k", "v", RequestOptions::default()));
     c.settle();
-    assert!(
-        !c.sent[id_before..].iter().any(|(_, _, k)| k == "replicate"),
-        "replicated before the local write was durable"
+    let replicated: Vec<_> = c.sent[sent_before..]
+        .iter()
+        .filter(|(from, _, k)| *from == at && k == "replicate")
+        .collect();
+    assert_eq!(
+        replicated.len(),
+        2,
+        "the other primaries get the object while the local write is still pending"
     );
+    assert!(c.local(at.as_str(), "k").is_empty(), "not yet durable here");
     c.release_persists();
-    assert!(c.sent[id_before..].iter().any(|(_, _, k)| k == "replicate"));
+    assert_eq!(c.local(at.as_str(), "k"), vec![Bytes::from("v")]);
+}
+
+#[test]
+fn w_acks_from_the_other_primaries_answer_while_the_local_write_is_pending() {
+    let mut c = Cluster::new(3);
+    let at = c.primaries("k")[0].clone();
+    c.hold_persists.insert(at.clone());
+    let id = c.submit(&at, put("k", "v", RequestOptions::default()));
+    c.settle();
+    let answer = c
+        .answer(&at, id)
+        .expect("W=2 met by the two other primaries");
+    assert!(
+        matches!(answer, ClientResponse::Written { .. }),
+        "{answer:?}"
+    );
+    assert!(c.local(at.as_str(), "k").is_empty(), "still pending here");
+    c.release_persists();
+    assert_eq!(values(&c.get(at.as_str(), "k")), vec!["v"]);
+}
+
+#[test]
+fn a_failed_local_commit_makes_the_outcome_indeterminate() {
+    let mut c = Cluster::new(3);
+    let at = c.primaries("k")[0].clone();
+    c.hold_persists.insert(at.clone());
+    let all = RequestOptions {
+        w: Some(3),
+        ..Default::default()
+    };
+    let id = c.submit(&at, put("k", "v", all));
+    c.settle();
+    assert!(c.answer(&at, id).is_none(), "W=3 waits for the local write");
+    c.fail_persists();
+    let Some(ClientResponse::Failed(e)) = c.answer(&at, id) else {
+        panic!("expected a failure");
+    };
+    assert!(e.is_indeterminate(), "{e}");
+    assert!(
+        matches!(
+            e,
+            RequestError::QuorumFailed {
+                required: 3,
+                answered: 2
+            }
+        ),
+        "{e:?}"
+    );
+    let other = c.primaries("k")[1].clone();
+    assert_eq!(
+        c.local(other.as_str(), "k"),
+        vec![Bytes::from("v")],
+        "the replicas hold the write the client was told may have failed"
+    );
 }
 
 #[test]

@@ -242,6 +242,41 @@ impl Cluster {
         self.settle();
     }
 
+    /// Reports every held persist failed (nothing stored), as a failed fsync would.
+    pub fn fail_persists(&mut self) {
+        for (n, id, _) in std::mem::take(&mut self.held) {
+            let error = shoal_storage::StorageError::Database {
+                during: "committing",
+                reason: "injected fsync failure".into(),
+            };
+            self.nodes
+                .get_mut(&n)
+                .unwrap()
+                .handle_persisted(self.now, id, Err(error));
+        }
+        self.settle();
+    }
+
+    /// A client request handed to `at` without running the cluster; collect the answer with
+    /// `answer`.
+    pub fn submit(&mut self, at: &NodeId, request: ClientRequest) -> InboundId {
+        let id = self.inbound();
+        let now = self.now;
+        self.nodes
+            .get_mut(at)
+            .unwrap()
+            .handle_request(now, id, Request::Client(request));
+        id
+    }
+
+    /// The answer to a request from `submit`, if it came.
+    pub fn answer(&mut self, at: &NodeId, id: InboundId) -> Option<ClientResponse> {
+        match self.client_replies.remove(&(at.clone(), id))? {
+            Response::Client(c) => Some(c),
+            other => panic!("unexpected response {other:?}"),
+        }
+    }
+
     fn step(&mut self) {
         if self.pump() {
             return;
