@@ -383,7 +383,7 @@ impl Metrics {
     }
 
     fn render_storage(&self, w: &mut String, st: &StorageStats) {
-        let counters: [(&str, &str, u64); 7] = [
+        let counters: [(&str, &str, u64); 6] = [
             (
                 "shoal_storage_commits_total",
                 "Group commits (one fsync each).",
@@ -408,11 +408,6 @@ impl Metrics {
                 "shoal_storage_corrupt_objects_total",
                 "Object and hint records found corrupt, each time one was read.",
                 st.corrupt_objects,
-            ),
-            (
-                "shoal_storage_corrupt_tree_entries_total",
-                "Hash-tree entries found corrupt.",
-                st.corrupt_tree_entries,
             ),
             (
                 "shoal_storage_segment_rebuilds_total",

@@ -21,8 +21,9 @@ pub(crate) const FORMAT_VERSION: u8 = 1;
 pub(crate) const OBJECTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("objects");
 /// (target, partition, key) → hint record.
 pub(crate) const HINTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("hints");
-/// (partition, segment) → tree entry. Absent means the zero hash.
-pub(crate) const AAE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("aae");
+/// (partition, segment) → tree entry, written by versions that stored the tictac trees; the
+/// trees now live in memory (see `trees.rs`) and an open deletes this table if it finds it.
+pub(crate) const LEGACY_AAE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("aae");
 /// name → setting record.
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
@@ -35,8 +36,6 @@ const DIGEST_LEN: usize = 16;
 const OBJECT_HEADER: usize = CRC_LEN + 1 + DIGEST_LEN;
 /// `[crc 4][version 1][digest 16][stored_at 8]` before the encoded object.
 const HINT_HEADER: usize = OBJECT_HEADER + 8;
-/// `[crc 4][hash 16]`.
-const AAE_ENTRY_LEN: usize = CRC_LEN + 16;
 /// `[partition 4][segment 2]`.
 const SEGMENT_PREFIX_LEN: usize = 6;
 
@@ -254,31 +253,22 @@ pub(crate) fn hint_from_record(
     })
 }
 
-// ---- aae --------------------------------------------------------------------------------------
+// ---- keys -------------------------------------------------------------------------------------
 
-/// `[crc][hash]`.
-pub(crate) fn encode_tree_entry(table_key: &[u8], hash: &[u8; 16]) -> [u8; AAE_ENTRY_LEN] {
-    let mut out = Vec::with_capacity(AAE_ENTRY_LEN);
-    out.extend_from_slice(&[0; CRC_LEN]);
-    out.extend_from_slice(hash);
-    seal(table_key, &mut out);
-    let mut fixed = [0; AAE_ENTRY_LEN];
-    fixed.copy_from_slice(&out);
-    fixed
-}
-
-/// The segment hash, if the entry's checksum matches.
-pub(crate) fn check_tree_entry(table_key: &[u8], bytes: &[u8]) -> Option<[u8; 16]> {
-    if bytes.len() != AAE_ENTRY_LEN || !sealed(table_key, bytes) {
-        return None;
-    }
-    bytes[CRC_LEN..].try_into().ok()
-}
-
-/// The segment named by an objects-table or tree-entry key (both start `[partition][segment]`).
+/// The segment named by an objects-table key (it starts `[partition][segment]`).
 pub(crate) fn segment_in_key(table_key: &[u8]) -> Option<SegmentId> {
     let bytes: [u8; 2] = table_key.get(4..SEGMENT_PREFIX_LEN)?.try_into().ok()?;
     SegmentId::new(u16::from_be_bytes(bytes))
+}
+
+/// The partition and segment named by an objects-table key, if they are valid for `q`.
+pub(crate) fn partition_segment_in_key(
+    table_key: &[u8],
+    q: PartitionCount,
+) -> Option<(PartitionId, SegmentId)> {
+    let bytes: [u8; 4] = table_key.get(..4)?.try_into().ok()?;
+    let partition = q.partition(u32::from_be_bytes(bytes)).ok()?;
+    Some((partition, segment_in_key(table_key)?))
 }
 
 // ---- meta -------------------------------------------------------------------------------------
@@ -419,14 +409,15 @@ mod tests {
         assert_eq!(ok.stored_at_unix_ms, 42);
         assert_eq!(parse_hint_key(&hk, 3), Some((p(3), Key::new("k").unwrap())));
 
-        let ak = segment_prefix(p(3), SegmentId::new(9).unwrap());
-        let e = encode_tree_entry(&ak, &[5; 16]);
-        assert_eq!(check_tree_entry(&ak, &e), Some([5; 16]));
+        let q = PartitionCount::new(8).unwrap();
+        assert_eq!(segment_in_key(&tk), SegmentId::new(9));
         assert_eq!(
-            check_tree_entry(&segment_prefix(p(3), SegmentId::new(8).unwrap()), &e),
-            None
+            partition_segment_in_key(&tk, q),
+            Some((p(3), SegmentId::new(9).unwrap()))
         );
-        assert_eq!(segment_in_key(&ak), SegmentId::new(9));
+        let beyond_q = object_key(p(8), SegmentId::new(9).unwrap(), &Key::new("k").unwrap());
+        assert_eq!(partition_segment_in_key(&beyond_q, q), None);
+        assert_eq!(partition_segment_in_key(&tk[..5], q), None);
     }
 
     #[test]

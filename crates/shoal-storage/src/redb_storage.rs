@@ -15,13 +15,13 @@ use crate::digest::decode_object;
 use crate::error::During;
 use crate::memory::check_partitions;
 use crate::record::{
-    self, AAE, HINTS, IDENTITY, Identity, META, OBJECTS, check_object_record, check_tree_entry,
+    self, HINTS, IDENTITY, Identity, LEGACY_AAE, META, OBJECTS, check_object_record,
     hint_from_record, hint_key, hint_target_prefix, key_of_object_key, object_key, parse_hint_key,
     partition_range, prefix_end, segment_in_key, segment_range,
 };
 use crate::run::{self, RunStart, RunState};
 use crate::storage::CommitCallback;
-use crate::tree::{entry_hash, xor_into};
+use crate::trees::Trees;
 use crate::{
     HintEntry, ObjectDigest, ReadOutcome, SegmentId, Storage, StorageError, StorageStats,
     TictacTree, WriteBatch,
@@ -67,6 +67,8 @@ pub(crate) struct Shared {
     pub(crate) counters: Counters,
     /// Segments with a rebuild queued, so that repeated reads of one corrupted record queue one.
     pub(crate) pending_rebuilds: Mutex<HashSet<(PartitionId, SegmentId)>>,
+    /// The tictac trees, in memory; moved by the commit thread after each commit.
+    pub(crate) trees: Trees,
 }
 
 /// The live counters behind [`StorageStats`].
@@ -80,7 +82,6 @@ pub(crate) struct Counters {
     pub(crate) max_batches: AtomicU64,
     pub(crate) max_writes: AtomicU64,
     pub(crate) corrupt_objects: AtomicU64,
-    pub(crate) corrupt_tree_entries: AtomicU64,
     pub(crate) segment_rebuilds: AtomicU64,
     pub(crate) latency_total_ns: AtomicU64,
     pub(crate) latency_max_ns: AtomicU64,
@@ -224,13 +225,27 @@ impl RedbStorage {
     ) -> Result<(RedbStorage, Incarnation), StorageError> {
         let begun = begin_run(&db, node, q, candidate)?;
         let incarnation = begun.0;
+        let started = std::time::Instant::now();
+        let (trees, built) = Trees::build(&db, q)?;
+        tracing::info!(
+            %node,
+            records = built.records,
+            corrupted = built.corrupted,
+            elapsed_ms = started.elapsed().as_millis(),
+            "tictac trees built"
+        );
+        let counters = Counters::default();
+        counters
+            .corrupt_objects
+            .fetch_add(built.corrupted, Ordering::Relaxed);
         let shared = Arc::new(Shared {
             db,
             q,
             node: node.clone(),
             run: Mutex::new(begun),
-            counters: Counters::default(),
+            counters,
             pending_rebuilds: Mutex::new(HashSet::new()),
+            trees,
         });
         let (queue, jobs) = mpsc::channel();
         let for_thread = Arc::clone(&shared);
@@ -269,6 +284,16 @@ impl RedbStorage {
     #[cfg(test)]
     pub(crate) fn database(&self) -> &Database {
         &self.inner.shared.db
+    }
+
+    /// Rebuilds the trees from the records, as an open does (for tests that write records
+    /// behind the storage's back).
+    #[cfg(test)]
+    pub(crate) fn rebuild_trees(&self) {
+        let shared = self.shared();
+        if let Ok((trees, _)) = Trees::build(&shared.db, shared.q) {
+            shared.trees.replace(trees);
+        }
     }
 
     fn enqueue(&self, job: Job) -> Result<(), Job> {
@@ -419,36 +444,7 @@ impl Storage for RedbStorage {
     }
 
     fn tree(&self, partition: PartitionId) -> Result<TictacTree, StorageError> {
-        let txn = self.shared().db.begin_read().during("beginning a read")?;
-        let aae = txn.open_table(AAE).during("opening the tree table")?;
-        let objects = txn
-            .open_table(OBJECTS)
-            .during("opening the objects table")?;
-        let (start, end) = partition_range(partition);
-        let mut segments = vec![[0u8; 16]; TictacTree::SEGMENTS];
-        for entry in aae
-            .range::<&[u8]>(&start[..]..&end[..])
-            .during("reading a tree")?
-        {
-            let (k, v) = entry.during("reading a tree")?;
-            let Some(segment) = segment_in_key(k.value()) else {
-                continue;
-            };
-            let hash = match check_tree_entry(k.value(), v.value()) {
-                Some(hash) => hash,
-                None => {
-                    self.shared()
-                        .counters
-                        .corrupt_tree_entries
-                        .fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(%partition, ?segment, "corrupted tree entry; recomputing it");
-                    self.request_rebuild((partition, segment));
-                    segment_hash(&objects, partition, segment).during("recomputing a segment")?
-                }
-            };
-            segments[usize::from(segment.index())] = hash;
-        }
-        Ok(TictacTree::from_segments(segments).unwrap_or_default())
+        Ok(self.shared().trees.tree(partition))
     }
 
     fn segment_keys(
@@ -553,32 +549,11 @@ impl Counters {
             max_batches_per_commit: get(&self.max_batches),
             max_writes_per_commit: get(&self.max_writes),
             corrupt_objects: get(&self.corrupt_objects),
-            corrupt_tree_entries: get(&self.corrupt_tree_entries),
             segment_rebuilds: get(&self.segment_rebuilds),
             commit_latency_total: Duration::from_nanos(get(&self.latency_total_ns)),
             commit_latency_max: Duration::from_nanos(get(&self.latency_max_ns)),
         }
     }
-}
-
-/// The hash of one segment, recomputed from its records; records that fail their checksum do
-/// not count.
-pub(crate) fn segment_hash(
-    objects: &impl ReadableTable<&'static [u8], &'static [u8]>,
-    partition: PartitionId,
-    segment: SegmentId,
-) -> Result<[u8; 16], redb::StorageError> {
-    let (start, end) = segment_range(partition, segment);
-    let mut hash = [0u8; 16];
-    for entry in objects.range::<&[u8]>(&start[..]..&end[..])? {
-        let (k, v) = entry?;
-        let tk = k.value();
-        if let (Some(key), Some(rec)) = (key_of_object_key(tk), check_object_record(tk, v.value()))
-        {
-            xor_into(&mut hash, &entry_hash(&key, rec.digest));
-        }
-    }
-    Ok(hash)
 }
 
 /// Begins a run: reads the identity record (or makes one if the database is new), picks the
@@ -596,7 +571,9 @@ fn begin_run(
     let begun = {
         let objects = txn.open_table(OBJECTS).during("creating the tables")?;
         let hints = txn.open_table(HINTS).during("creating the tables")?;
-        txn.open_table(AAE).during("creating the tables")?;
+        // Trees are no longer stored: drop the table older versions kept them in.
+        txn.delete_table(LEGACY_AAE)
+            .during("removing the old tree table")?;
         let mut meta = txn.open_table(META).during("creating the tables")?;
         let stored = meta
             .get(IDENTITY)

@@ -299,9 +299,7 @@ pub struct StorageStats {
     /// Object and hint records found corrupted (checksum mismatch or undecodable), each time one
     /// was read.
     pub corrupt_objects: u64,
-    /// Tree entries found corrupted, each time one was read.
-    pub corrupt_tree_entries: u64,
-    /// Tree segments recomputed from their records because a record or the entry was corrupted.
+    /// Tree segments recomputed from their records because a record was found corrupted.
     pub segment_rebuilds: u64,
     /// Time spent applying and committing, summed over commits.
     pub commit_latency_total: Duration,

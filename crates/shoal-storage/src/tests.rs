@@ -20,10 +20,9 @@ use tempfile::TempDir;
 
 use crate::digest::encode_object;
 use crate::record::{
-    AAE, HINTS, OBJECTS, encode_object_record, encode_tree_entry, hint_key, object_key,
-    segment_prefix,
+    HINTS, LEGACY_AAE, OBJECTS, encode_object_record, hint_key, object_key, segment_prefix,
 };
-use crate::redb_storage::segment_hash;
+use crate::trees::segment_hash;
 use crate::*;
 
 mod crash;
@@ -745,12 +744,10 @@ fn garbage_and_undecodable_records_read_as_corrupted() {
     let tk = object_table_key(p, &key(2));
     let (record, _) = encode_object_record(&tk, b"\xc1 not an object");
     raw_put(&s, OBJECTS, &tk, &record);
-    // Only storage's own writes produce well-sealed records, and those are in the tree: put
-    // this one in, as such a write would have.
-    let segment = SegmentId::of(&key(2), q());
-    let hash = rebuilt_tree(&s, p).segment(segment);
-    let ak = segment_prefix(p, segment);
-    raw_put(&s, AAE, &ak, &encode_tree_entry(&ak, &hash));
+    // Only storage's own writes produce well-sealed records, and those are in the tree: count
+    // this one in, as an open would.
+    s.rebuild_trees();
+    assert_eq!(s.tree(p).unwrap(), rebuilt_tree(&s, p));
     assert_eq!(s.object(p, &key(2)).unwrap(), ReadOutcome::Corrupted);
     // A valid record moved under another key.
     let (moved, _) = encode_object_record(
@@ -779,26 +776,37 @@ fn garbage_and_undecodable_records_read_as_corrupted() {
 }
 
 #[test]
-fn a_damaged_tree_entry_is_recomputed() {
-    let (s, _) = RedbStorage::open_in_memory(&node("n1"), q(), Incarnation::new(1)).unwrap();
+fn an_open_builds_the_trees_from_the_records_leaving_damaged_ones_out() {
+    let dir = tempfile::tempdir().unwrap();
     let p = part(0);
-    for i in 0..10 {
-        s.write(put(p, key(i), value(0, "v"))).unwrap();
-    }
-    let expected = rebuilt_tree(&s, p);
-    let segment = SegmentId::of(&key(3), q());
-    let ak = segment_prefix(p, segment);
-    flip_byte(&s, AAE, &ak, 8);
-    // Reads recompute the damaged entry from the records and queue its repair.
-    assert_eq!(s.tree(p).unwrap(), expected);
-    assert_eq!(s.stats().corrupt_tree_entries, 1);
-    flush(&s);
-    assert_eq!(s.tree(p).unwrap(), expected);
-    assert_eq!(s.stats().corrupt_tree_entries, 1, "the entry was rewritten");
-    // A write to a segment whose entry is damaged rebuilds it too.
-    flip_byte(&s, AAE, &ak, 4);
-    s.write(put(p, key(3), value(1, "w"))).unwrap();
-    assert_eq!(s.tree(p).unwrap(), rebuilt_tree(&s, p));
+    let expected = {
+        let (s, _) = RedbStorage::open(dir.path(), &node("n1"), q(), Incarnation::new(1)).unwrap();
+        for i in 0..40 {
+            s.write(put(p, key(i), value(0, "v"))).unwrap();
+        }
+        s.write(put(part(2), key(1), value(0, "w"))).unwrap();
+        // Damage one record behind the storage's back, and leave a tree table as an older
+        // version would have.
+        flip_byte(&s, OBJECTS, &object_table_key(p, &key(3)), 12);
+        let ak = segment_prefix(p, SegmentId::of(&key(3), q()));
+        raw_put(&s, LEGACY_AAE, &ak, &[0; 20]);
+        (rebuilt_tree(&s, p), rebuilt_tree(&s, part(2)))
+    };
+    let (s, _) = RedbStorage::open(dir.path(), &node("n1"), q(), Incarnation::new(1)).unwrap();
+    assert_eq!(s.tree(p).unwrap(), expected.0);
+    assert_eq!(s.tree(part(2)).unwrap(), expected.1);
+    assert_ne!(expected.1, TictacTree::empty());
+    assert_eq!(s.tree(part(1)).unwrap(), TictacTree::empty());
+    assert_eq!(
+        s.stats().corrupt_objects,
+        1,
+        "the damaged record is counted"
+    );
+    let txn = s.database().begin_read().unwrap();
+    assert!(
+        txn.open_table(LEGACY_AAE).is_err(),
+        "the old tree table is dropped"
+    );
 }
 
 #[test]

@@ -123,6 +123,16 @@ impl TictacTree {
         );
     }
 
+    /// Folds `hash` (a XOR of entry hashes) into one segment.
+    pub(crate) fn fold_into_segment(&mut self, segment: SegmentId, hash: &[u8; 16]) {
+        xor_into(&mut self.segments[usize::from(segment.0)], hash);
+    }
+
+    /// Replaces one segment's hash (recomputed from its records).
+    pub(crate) fn set_segment(&mut self, segment: SegmentId, hash: [u8; 16]) {
+        self.segments[usize::from(segment.0)] = hash;
+    }
+
     /// The hash of one segment.
     pub fn segment(&self, segment: SegmentId) -> [u8; 16] {
         self.segments[usize::from(segment.0)]

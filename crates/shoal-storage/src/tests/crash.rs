@@ -315,7 +315,7 @@ fn read_state(s: &RedbStorage) -> Result<Model, String> {
             }
         }
     }
-    if s.stats().corrupt_objects != 0 || s.stats().corrupt_tree_entries != 0 {
+    if s.stats().corrupt_objects != 0 {
         return Err(format!("corruption counted: {:?}", s.stats()));
     }
     Ok(state)
