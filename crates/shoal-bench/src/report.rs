@@ -21,6 +21,8 @@ pub struct BenchReport {
     pub workload: Option<String>,
     /// Where it ran.
     pub machine: Machine,
+    /// The load generator's async worker threads.
+    pub client_threads: usize,
     /// Seconds since the Unix epoch when the run started.
     pub started_unix_s: u64,
     /// The preload, when keys were written before timing.
@@ -250,10 +252,11 @@ impl BenchReport {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "target: {} at {} ({})",
+            "target: {} at {} ({}); client: {} async thread(s)",
             self.target.kind,
             self.target.endpoints.join(","),
-            self.target.consistency
+            self.target.consistency,
+            self.client_threads
         );
         if let Some(p) = &self.preload {
             let _ = writeln!(

@@ -371,6 +371,7 @@ async fn sample_report() -> BenchReport {
         },
         workload: Some("w1".into()),
         machine: Machine::detect(),
+        client_threads: 1,
         started_unix_s: 0,
         preload: None,
         phases,

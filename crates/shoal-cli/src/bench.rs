@@ -20,7 +20,7 @@ use shoal_bench::{
 use shoal_client::{Client, ClientConfig, RequestOptions};
 
 use crate::args::{parse_addr, parse_duration};
-use crate::dev::{DevCluster, DevOptions, Signals, send_signal};
+use crate::dev::{DevCluster, DevOptions, Signals, cores, send_signal};
 use crate::exit::{Outcome, UsageError};
 
 /// Arguments of `shoal bench`.
@@ -133,6 +133,23 @@ pub(crate) struct Args {
     /// No progress line.
     #[arg(long)]
     quiet: bool,
+    /// The load generator's async worker threads [default: one per core; with --dev N, the
+    /// cores divided among the N nodes and the client, at least one].
+    #[arg(long, value_name = "N")]
+    client_threads: Option<NonZeroUsize>,
+}
+
+impl Args {
+    /// The async worker threads this run's client uses.
+    pub(crate) fn client_threads(&self) -> usize {
+        let cores = cores();
+        match (self.client_threads, self.dev) {
+            (Some(n), _) => n.get(),
+            // The nodes run on the same cores (see `dev`): share them.
+            (None, Some(nodes)) => (cores / (nodes + 1)).max(1),
+            (None, None) => cores,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -338,6 +355,7 @@ async fn measure<T: Target>(
         target: info,
         workload: args.workload.map(|_| "w1".to_owned()),
         machine: Machine::detect(),
+        client_threads: args.client_threads(),
         started_unix_s,
         preload,
         phases,

@@ -15,6 +15,7 @@ mod kv;
 mod server;
 
 use std::io::IsTerminal;
+use std::num::NonZeroUsize;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -72,6 +73,15 @@ impl Command {
         }
     }
 
+    /// The async worker threads the command asks for (`None`: tokio's default, one per core).
+    fn worker_threads(&self) -> Option<usize> {
+        match self {
+            Command::Server(a) => a.worker_threads.map(NonZeroUsize::get),
+            Command::Bench(a) => Some(a.client_threads()),
+            _ => None,
+        }
+    }
+
     /// Whether the command writes, so that an indeterminate failure may have been applied.
     fn writes(&self) -> bool {
         matches!(self, Command::Put(_) | Command::Delete(_))
@@ -90,10 +100,11 @@ fn main() -> ExitCode {
         .init();
     let json = cli.command.json();
     let writes = cli.command.writes();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = cli.command.worker_threads() {
+        builder.worker_threads(threads);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the tokio runtime: {e}");

@@ -1,6 +1,7 @@
 //! `shoal server`: one node, until SIGINT or SIGTERM.
 
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -70,6 +71,11 @@ pub(crate) struct Args {
     /// How long a graceful shutdown waits for requests in flight.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     shutdown_timeout: Option<Duration>,
+    /// Async worker threads (QUIC, streams and the node's task; storage commits have their own
+    /// thread) [default: one per core]. Nodes sharing a machine do best with the cores divided
+    /// among them: `shoal dev` gives each node cores / nodes, at least one.
+    #[arg(long, value_name = "N")]
+    pub(crate) worker_threads: Option<NonZeroUsize>,
 }
 
 /// One `ID=ADDR[@ZONE]` of `--initial-members`.
