@@ -6,6 +6,18 @@ pub mod floor {
 
     use std::time::Duration;
 
+    /// Prints `usage` and exits if the first argument asks for help (`-h`, `--help`), so that a
+    /// request for help is never taken for a directory or a number.
+    pub fn usage_on_help(usage: &str) {
+        if matches!(
+            std::env::args().nth(1).as_deref(),
+            Some("-h" | "--help" | "help")
+        ) {
+            println!("{usage}");
+            std::process::exit(0);
+        }
+    }
+
     /// Positional argument `index` (0 = the first after the program name) as a number, or
     /// `default` when absent. A measuring tool: a malformed argument ends the run with a panic
     /// naming it.

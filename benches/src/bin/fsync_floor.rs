@@ -19,6 +19,10 @@ const BLOCK: usize = 4096;
 const BLOCKS: u64 = 256;
 
 fn main() {
+    floor::usage_on_help(
+        "fsync_floor [DIR] [SAMPLES]: 4 KiB write + fdatasync in DIR (default: the temp \
+         directory), SAMPLES times (default 2000); prints p50 / p99 / max",
+    );
     let dir = std::env::args()
         .nth(1)
         .map_or_else(std::env::temp_dir, std::path::PathBuf::from);

@@ -23,6 +23,10 @@ const WARMUP: usize = 1000;
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 fn main() {
+    floor::usage_on_help(
+        "quic_floor [SAMPLES] [BYTES]: QUIC+mTLS requests of BYTES (default 1024) and 32-byte \
+         answers over shoal-transport, SAMPLES times (default 20000); prints p50 / p99 / max",
+    );
     let samples: usize = floor::arg(0, "SAMPLES is a number", 20_000);
     let bytes: usize = floor::arg(1, "BYTES is a number", 1024);
     // Two worker threads, as a node's runtime has on this machine.

@@ -17,6 +17,10 @@ use shoal_benches::floor;
 const WARMUP: usize = 1000;
 
 fn main() {
+    floor::usage_on_help(
+        "udp_floor [SAMPLES] [BYTES]: loopback UDP round trips of BYTES (default 64), SAMPLES \
+         times (default 20000); prints p50 / p99 / max",
+    );
     let samples: usize = floor::arg(0, "SAMPLES is a number", 20_000);
     let bytes: usize = floor::arg(1, "BYTES is a number", 64);
     let echo = UdpSocket::bind("127.0.0.1:0").unwrap();
