@@ -142,12 +142,11 @@ pub(crate) struct Args {
 impl Args {
     /// The async worker threads this run's client uses.
     pub(crate) fn client_threads(&self) -> usize {
-        let cores = cores();
         match (self.client_threads, self.dev) {
             (Some(n), _) => n.get(),
             // The nodes run on the same cores (see `dev`): share them.
-            (None, Some(nodes)) => (cores / (nodes + 1)).max(1),
-            (None, None) => cores,
+            (None, Some(nodes)) => (cores() / (nodes + 1)).max(1),
+            (None, None) => cores(),
         }
     }
 }

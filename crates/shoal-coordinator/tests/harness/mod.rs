@@ -121,19 +121,11 @@ impl Cluster {
 
     /// Sends a client request to `at` and runs the cluster until it is answered.
     pub fn request(&mut self, at: &NodeId, request: ClientRequest) -> ClientResponse {
-        let id = self.inbound();
-        let now = self.now;
-        self.nodes
-            .get_mut(at)
-            .unwrap()
-            .handle_request(now, id, Request::Client(request));
+        let id = self.submit(at, request);
         for _ in 0..100_000 {
             self.step();
-            if let Some(r) = self.client_replies.remove(&(at.clone(), id)) {
-                match r {
-                    Response::Client(c) => return c,
-                    other => panic!("unexpected response {other:?}"),
-                }
+            if let Some(answer) = self.answer(at, id) {
+                return answer;
             }
         }
         panic!("request at {at} was never answered");
