@@ -390,6 +390,35 @@ async fn a_killed_node_leaves_quorums_of_two_working_and_is_read_repaired_after_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_write_started_after_a_killed_node_is_gone_fails() {
+    let mut cluster = Cluster::start_plain(3).await.unwrap();
+    let client = cluster.client().await.unwrap();
+    // Every node coordinates some of these, so the client holds a connection to each.
+    for i in 0..30 {
+        client.put(format!("warm{i}"), "x", None).await.unwrap();
+    }
+    // SIGKILL and reap: the process and its socket are gone; nothing told the client.
+    cluster.kill(2).unwrap();
+    // A write sent on the dead connection would wait out the idle timeout and fail as "may
+    // have been applied". The client's transport finds the silent node's port closed before it
+    // sends, so each write that picks n3 first goes to another node instead.
+    for i in 0..60 {
+        client
+            .put_with(format!("after{i}"), format!("v{i}"), None, options_w(2))
+            .await
+            .unwrap_or_else(|e| panic!("write {i} after the kill: {e}"));
+    }
+    for i in 0..60 {
+        let read = client
+            .get_with(format!("after{i}"), options_r(2))
+            .await
+            .unwrap();
+        assert_eq!(strings(&read.values), [format!("v{i}")]);
+    }
+    client.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn data_survives_restarting_the_whole_cluster() {
     let mut cluster = Cluster::start_plain(3).await.unwrap();
     let client = cluster.client().await.unwrap();

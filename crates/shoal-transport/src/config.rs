@@ -32,6 +32,11 @@ pub struct TransportConfig {
     pub frame_timeout: Duration,
     /// The timeout callers use when they have no better one. Default 5 s.
     pub request_timeout: Duration,
+    /// An outgoing connection from which nothing has arrived for this long has its peer's port
+    /// checked, when a request starts on it and while requests are outstanding; a closed port
+    /// (the peer's process is gone) fails them at once instead of after the idle timeout. See
+    /// the `liveness` module. `None`: never check. Default 1 ms.
+    pub peer_silence: Option<Duration>,
     /// How long [`crate::Endpoint::close`] waits for answers in flight and for peers to
     /// acknowledge the close, each. Default 5 s.
     pub close_timeout: Duration,
@@ -52,6 +57,7 @@ impl Default for TransportConfig {
             incoming_queue: 1024,
             frame_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(5),
+            peer_silence: Some(Duration::from_millis(1)),
             close_timeout: Duration::from_secs(5),
         }
     }
@@ -87,6 +93,11 @@ impl TransportConfig {
         }
         if self.frame_timeout.is_zero() || self.request_timeout.is_zero() {
             return fail("frame_timeout and request_timeout must be positive");
+        }
+        if let Some(silence) = self.peer_silence
+            && (silence.is_zero() || silence >= self.idle_timeout)
+        {
+            return fail("peer_silence must be positive and below idle_timeout");
         }
         Ok(())
     }

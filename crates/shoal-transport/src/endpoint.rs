@@ -25,6 +25,7 @@ use crate::frame::{
     CloseCode, FrameError, ReadFrameError, ResetCode, read_frame, read_frame_body, read_frame_end,
     read_frame_len, write_frame,
 };
+use crate::liveness::{self, Outgoing, PortCheck};
 use crate::peer::{ExpectedPeer, PeerIdentity, Role};
 use crate::tls;
 
@@ -293,6 +294,21 @@ impl Endpoint {
         self.handle.inner.state.subscribe()
     }
 
+    /// How many times the ports of peers at `addr` were checked (see [`crate::liveness`]).
+    #[cfg(test)]
+    pub(crate) fn peer_checks(&self, addr: SocketAddr) -> u64 {
+        self.handle
+            .inner
+            .cache()
+            .iter()
+            .filter(|(key, _)| key.addr == addr)
+            .map(|(_, slot)| match slot {
+                Slot::Ready(out) => out.checks(),
+                Slot::Connecting(_) => 0,
+            })
+            .sum()
+    }
+
     /// Opens a raw request stream, for tests that send what a well-behaved peer never would.
     #[cfg(test)]
     pub(crate) async fn open_raw_stream(
@@ -301,8 +317,9 @@ impl Endpoint {
         expect: ExpectedPeer,
     ) -> Result<(SendStream, RecvStream), TransportError> {
         let inner = &self.handle.inner;
-        let conn = inner.connection(addr, expect).await?;
-        conn.open_bi()
+        let out = inner.connection(addr, expect).await?;
+        out.conn
+            .open_bi()
             .await
             .map_err(|e| connection_error(addr, &e, false))
     }
@@ -446,11 +463,11 @@ struct CacheKey {
     expect: ExpectedPeer,
 }
 
-type HandshakeOutcome = Option<Result<quinn::Connection, HandshakeFailure>>;
+type HandshakeOutcome = Option<Result<Arc<Outgoing>, HandshakeFailure>>;
 
 enum Slot {
     /// An established connection; used while quinn has not reported it closed.
-    Ready(quinn::Connection),
+    Ready(Arc<Outgoing>),
     /// A handshake in progress; every request for the key waits for its outcome.
     Connecting(watch::Receiver<HandshakeOutcome>),
 }
@@ -528,8 +545,38 @@ impl Inner {
         priority: Priority,
         sent: &mut bool,
     ) -> Result<Bytes, TransportError> {
-        let conn = self.connection(addr, expect).await?;
-        let (send, mut recv) = conn
+        let out = self.connection(addr, expect).await?;
+        let _outstanding = out.begin();
+        // A peer silent past `peer_silence` may be gone: check before sending anything.
+        if out.peer_found_gone() {
+            return Err(peer_gone(addr, false));
+        }
+        let result = self.exchange_on(&out, addr, frame, priority, sent).await;
+        match result {
+            Ok(response) => {
+                out.answered();
+                Ok(response)
+            }
+            // Our own close, made because the peer's port was found closed.
+            Err(TransportError::Closed | TransportError::ConnectionLost { .. })
+                if out.peer_gone() =>
+            {
+                Err(peer_gone(addr, *sent))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn exchange_on(
+        &self,
+        out: &Outgoing,
+        addr: SocketAddr,
+        frame: Bytes,
+        priority: Priority,
+        sent: &mut bool,
+    ) -> Result<Bytes, TransportError> {
+        let (send, mut recv) = out
+            .conn
             .open_bi()
             .await
             .map_err(|e| connection_error(addr, &e, false))?;
@@ -556,13 +603,13 @@ impl Inner {
         self: &Arc<Self>,
         addr: SocketAddr,
         expect: ExpectedPeer,
-    ) -> Result<quinn::Connection, TransportError> {
+    ) -> Result<Arc<Outgoing>, TransportError> {
         let key = CacheKey { addr, expect };
         let mut outcome = {
             let mut cache = self.cache();
             match cache.get(&key) {
-                Some(Slot::Ready(conn)) if conn.close_reason().is_none() => {
-                    return Ok(conn.clone());
+                Some(Slot::Ready(out)) if out.conn.close_reason().is_none() => {
+                    return Ok(out.clone());
                 }
                 // A live handshake: wait for it. (A dead one, whose task is gone, is replaced.)
                 Some(Slot::Connecting(outcome)) if outcome.has_changed().is_ok() => outcome.clone(),
@@ -582,7 +629,7 @@ impl Inner {
             Err(_) => None,
         };
         match result {
-            Some(Ok(conn)) => Ok(conn),
+            Some(Ok(out)) => Ok(out),
             Some(Err(failure)) => Err(failure.into_error(addr)),
             None => Err(TransportError::Unreachable {
                 addr,
@@ -593,7 +640,11 @@ impl Inner {
 
     /// Runs one handshake for the key and publishes its outcome to everyone waiting.
     async fn connect(self: Arc<Self>, key: CacheKey, outcome: watch::Sender<HandshakeOutcome>) {
-        let result = self.handshake(key.addr, &key.expect).await;
+        let result = self.handshake(key.addr, &key.expect).await.map(|conn| {
+            let out = Arc::new(Outgoing::new(conn, key.addr, self.config.peer_silence));
+            self.runtime.spawn(liveness::watch(out.clone()));
+            out
+        });
         {
             let mut cache = self.cache();
             let ours = matches!(cache.get(&key),
@@ -608,8 +659,8 @@ impl Inner {
                 _ => {}
             }
         }
-        if let (Ok(conn), State::Closed) = (&result, self.state()) {
-            conn.close(CloseCode::Shutdown.var_int(), CloseCode::Shutdown.reason());
+        if let (Ok(out), State::Closed) = (&result, self.state()) {
+            close(&out.conn, CloseCode::Shutdown);
         }
         outcome.send_replace(Some(result));
     }
@@ -625,6 +676,17 @@ impl Inner {
                 .fetch_add(1, Ordering::Relaxed);
             failure
         };
+        // A closed port (on loopback the refusal is immediate) is not worth a handshake, which
+        // would wait out the idle timeout; from afar the refusal arrives during the handshake.
+        let check = liveness::port_check(addr, self.config.peer_silence);
+        let port_closed = || {
+            failed(HandshakeFailure::Unreachable(
+                "nothing listens there: the port is closed".to_owned(),
+            ))
+        };
+        if check.as_ref().is_some_and(PortCheck::refused) {
+            return Err(port_closed());
+        }
         let connecting = self
             .quinn
             .connect_with(self.client.clone(), addr, &expect.server_name())
@@ -632,7 +694,12 @@ impl Inner {
                 quinn::ConnectError::EndpointStopping => HandshakeFailure::Closed,
                 other => failed(HandshakeFailure::Unreachable(other.to_string())),
             })?;
-        let conn = connecting.await.map_err(|e| {
+        let silence = self.config.peer_silence.unwrap_or(Duration::MAX);
+        let handshake = tokio::select! {
+            handshake = connecting => handshake,
+            () = liveness::port_closed(check.as_ref(), silence) => return Err(port_closed()),
+        };
+        let conn = handshake.map_err(|e| {
             failed(match classify(&e) {
                 Refusal::OursTls(reason) => HandshakeFailure::PeerRejected(reason),
                 Refusal::Theirs { reason, tls_alert } => {
@@ -1026,6 +1093,16 @@ fn classify(error: &ConnectionError) -> Refusal {
 /// QUIC carries TLS alerts as transport error codes 0x100 to 0x1ff.
 fn is_tls_alert(code: TransportErrorCode) -> bool {
     (0x100..0x200).contains(&u64::from(code))
+}
+
+/// A request on a connection closed because the peer's port was found closed.
+fn peer_gone(addr: SocketAddr, sent: bool) -> TransportError {
+    let reason = "the peer's port is closed: its process is gone".to_owned();
+    if sent {
+        TransportError::ConnectionLost { addr, reason }
+    } else {
+        TransportError::Unreachable { addr, reason }
+    }
 }
 
 /// A connection error met while sending a request; `sent` says whether the request had started

@@ -115,6 +115,9 @@ pub enum CloseCode {
     BadIdentity,
     /// The peer is not the node that was expected.
     UnexpectedPeer,
+    /// Nothing listens at the peer's address any more: its process is gone (closed locally; the
+    /// peer cannot hear it).
+    PeerGone,
 }
 
 impl CloseCode {
@@ -125,6 +128,7 @@ impl CloseCode {
             CloseCode::TooManyBadFrames => 0x20,
             CloseCode::BadIdentity => 0x21,
             CloseCode::UnexpectedPeer => 0x22,
+            CloseCode::PeerGone => 0x23,
         }
     }
 
@@ -138,6 +142,7 @@ impl CloseCode {
             CloseCode::TooManyBadFrames => b"too many bad frames",
             CloseCode::BadIdentity => b"certificate carries no Shoal identity",
             CloseCode::UnexpectedPeer => b"not the expected peer",
+            CloseCode::PeerGone => b"the peer's port is closed",
         }
     }
 }

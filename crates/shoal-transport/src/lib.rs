@@ -26,6 +26,7 @@ mod der;
 mod endpoint;
 mod error;
 mod frame;
+mod liveness;
 mod peer;
 mod tls;
 

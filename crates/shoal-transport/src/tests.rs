@@ -866,3 +866,168 @@ async fn an_unanswered_address_times_out_without_sending() {
     assert!(!err.may_have_reached_peer());
     app.close().await;
 }
+
+/// A UDP relay on its own port in front of a server: the peer's address as the client sees it.
+/// Stopping it closes that port, as the death of the peer's process would.
+struct Relay {
+    addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    async fn start(server: SocketAddr) -> Relay {
+        let front = tokio::net::UdpSocket::bind(LOCALHOST).await.unwrap();
+        let back = tokio::net::UdpSocket::bind(LOCALHOST).await.unwrap();
+        back.connect(server).await.unwrap();
+        let addr = front.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let mut client = None;
+            let mut up = vec![0u8; 65_536];
+            let mut down = vec![0u8; 65_536];
+            loop {
+                tokio::select! {
+                    received = front.recv_from(&mut up) => {
+                        let Ok((len, from)) = received else { continue };
+                        client = Some(from);
+                        let _ = back.send(&up[..len]).await;
+                    }
+                    received = back.recv(&mut down) => {
+                        let (Ok(len), Some(to)) = (received, client) else { continue };
+                        let _ = front.send_to(&down[..len], to).await;
+                    }
+                }
+            }
+        });
+        Relay { addr, task }
+    }
+
+    /// Closes the relay's port without a word to the client.
+    async fn kill(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+}
+
+/// A client whose connections would otherwise wait a minute to notice a dead peer.
+fn patient_client(dir: &Path) -> Endpoint {
+    let config = TransportConfig {
+        idle_timeout: Duration::from_secs(60),
+        ..TransportConfig::default()
+    };
+    Endpoint::client(identity(dir, Role::Client, "app"), config).unwrap()
+}
+
+#[tokio::test]
+async fn a_request_to_a_peer_whose_process_died_fails_at_once_and_the_next_is_not_sent() {
+    let dir = cluster_certs();
+    let (n1, mut incoming) = server(dir.path(), "n1", TransportConfig::default());
+    let relay = Relay::start(addr_of(&n1)).await;
+    let peer = relay.addr;
+    let app = patient_client(dir.path());
+    let answered = app.request(
+        peer,
+        ExpectedPeer::AnyNode,
+        Bytes::from_static(b"a"),
+        REQUEST_TIMEOUT,
+    );
+    let serve_one = async {
+        let request = incoming.next().await.unwrap();
+        request.respond(Bytes::from_static(b"ok"));
+    };
+    let (answer, ()) = within("the first exchange", async {
+        tokio::join!(answered, serve_one)
+    })
+    .await;
+    assert_eq!(answer.unwrap(), Bytes::from_static(b"ok"));
+
+    // A request the server takes and never answers, then the peer's port closes.
+    let app2 = app.clone();
+    let pending = tokio::spawn(async move {
+        app2.request(
+            peer,
+            ExpectedPeer::AnyNode,
+            Bytes::from_static(b"held"),
+            Duration::from_secs(60),
+        )
+        .await
+    });
+    let held = within("the held request to arrive", incoming.next())
+        .await
+        .unwrap();
+    relay.kill().await;
+
+    let err = within("the request on the dead connection to fail", pending)
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        matches!(&err, TransportError::ConnectionLost { reason, .. } if reason.contains("process is gone")),
+        "{err:?}"
+    );
+    assert!(err.may_have_reached_peer(), "it was sent: {err:?}");
+
+    // Nothing listens there now: the next request fails without being sent.
+    let err = within(
+        "a request to the dead address to fail",
+        app.request(
+            peer,
+            ExpectedPeer::AnyNode,
+            Bytes::from_static(b"b"),
+            Duration::from_secs(60),
+        ),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, TransportError::Unreachable { .. }), "{err:?}");
+    assert!(!err.may_have_reached_peer(), "{err:?}");
+    drop(held);
+    app.close().await;
+    n1.close().await;
+}
+
+#[tokio::test]
+async fn a_slow_live_peer_is_checked_and_keeps_its_connection() {
+    let dir = cluster_certs();
+    let (n1, mut incoming) = server(dir.path(), "n1", TransportConfig::default());
+    let app = patient_client(dir.path());
+    let peer = addr_of(&n1);
+    let request = app.request(
+        peer,
+        ExpectedPeer::AnyNode,
+        Bytes::from_static(b"slow"),
+        REQUEST_TIMEOUT,
+    );
+    let app2 = app.clone();
+    let serve = async {
+        let request = incoming.next().await.unwrap();
+        // Answer only once the client has checked the silent peer's port a few times.
+        eventually("the client to check the port", || {
+            app2.peer_checks(peer) >= 3
+        })
+        .await;
+        request.respond(Bytes::from_static(b"late"));
+    };
+    let (answer, ()) = within("the slow exchange", async { tokio::join!(request, serve) }).await;
+    assert_eq!(answer.unwrap(), Bytes::from_static(b"late"));
+    // The probes did not disturb the server, and the connection is the same one.
+    let again = within("a second exchange", async {
+        tokio::join!(
+            app.request(
+                peer,
+                ExpectedPeer::AnyNode,
+                Bytes::from_static(b"x"),
+                REQUEST_TIMEOUT
+            ),
+            async {
+                let request = incoming.next().await.unwrap();
+                request.respond(Bytes::from_static(b"y"));
+            }
+        )
+    })
+    .await;
+    assert_eq!(again.0.unwrap(), Bytes::from_static(b"y"));
+    assert_eq!(app.stats().connections_opened, 1);
+    assert_eq!(n1.stats().bad_frames, 0);
+    app.close().await;
+    n1.close().await;
+}
