@@ -21,9 +21,30 @@ use crate::spec::{Limit, Load, PhaseSpec};
 use crate::target::{Found, KeyRef, Op, Target};
 
 /// A fault to inject during a phase: called once, at the phase's `fault_at`; says what it did
-/// ("SIGKILL to node n3, pid 1234") or why it could not.
+/// or why it could not.
 pub type Fault =
-    Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = Result<String, String>> + Send>> + Send>;
+    Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = Result<Injected, String>> + Send>> + Send>;
+
+/// What a [`Fault`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Injected {
+    /// What was done ("SIGKILL to node n3 (pid 1234)").
+    pub action: String,
+    /// When it had taken full effect, if the fault can tell: a killed process is gone (its
+    /// sockets closed) some milliseconds after the signal. Requests that start in between
+    /// reach a process that can no longer answer them.
+    pub took_effect: Option<Instant>,
+}
+
+impl Injected {
+    /// A fault that cannot tell when it took effect.
+    pub fn action(action: impl Into<String>) -> Injected {
+        Injected {
+            action: action.into(),
+            took_effect: None,
+        }
+    }
+}
 
 /// How often the progress line is refreshed (and over what interval its figures are).
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
@@ -82,10 +103,11 @@ pub async fn run_phase<T: Target>(
                 // Requests completing from here on count as after the fault.
                 lock(&recorder).fault_injected(Instant::now(), "(injecting)".into());
                 let outcome = fault().await;
-                if let Ok(action) = &outcome {
-                    lock(&recorder).set_fault_action(action.clone());
+                if let Ok(injected) = &outcome {
+                    tracing::debug!(action = %injected.action, "fault injected");
+                    lock(&recorder).fault_done(injected.clone());
                 }
-                outcome
+                outcome.map(|_| ())
             }))
         }
         _ => None,

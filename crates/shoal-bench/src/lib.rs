@@ -43,7 +43,7 @@ mod tests;
 
 use std::sync::Arc;
 
-pub use driver::{Fault, preload, run_phase};
+pub use driver::{Fault, Injected, preload, run_phase};
 pub use error::BenchError;
 pub use etcd::EtcdTarget;
 pub use keys::key_name;

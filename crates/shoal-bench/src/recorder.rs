@@ -8,6 +8,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use tokio::time::Instant;
 
+use crate::driver::Injected;
 use crate::report::{
     FaultReport, LatencySummary, OpReport, PhaseReport, SecondOp, SecondReport, WindowOp,
     WindowReport, spectrum,
@@ -32,12 +33,20 @@ pub(crate) struct Recorder {
     /// The last second of the timeline: requests completing after the measured duration (they
     /// started within it) count in its last second rather than making a partial one.
     last_second: Option<usize>,
-    fault: Option<(Instant, String)>,
+    fault: Option<FaultRecord>,
     ops: [OpRecord; 2],
     seconds: Vec<[SecondRecord; 2]>,
     live: [Histogram<u64>; 2],
     live_errors: u64,
     last_end: Option<Instant>,
+}
+
+/// When the fault was injected, what it was, and when it had taken effect.
+#[derive(Debug)]
+struct FaultRecord {
+    at: Instant,
+    action: String,
+    took_effect: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -54,8 +63,10 @@ struct OpRecord {
 struct Window {
     latency: Histogram<u64>,
     errors: u64,
-    /// Of `errors`, those of requests that started before the fault: in flight when it struck.
-    errors_in_flight: u64,
+    /// When each failed request started (sorted when the report is made), so that the report
+    /// can tell those in flight at the fault and those started before it took effect (which
+    /// may be known only after they failed).
+    error_starts: Vec<Instant>,
 }
 
 #[derive(Debug)]
@@ -95,13 +106,18 @@ impl Recorder {
 
     /// The fault struck at `at`: requests completing from then on count as "after".
     pub(crate) fn fault_injected(&mut self, at: Instant, action: String) {
-        self.fault = Some((at, action));
+        self.fault = Some(FaultRecord {
+            at,
+            action,
+            took_effect: None,
+        });
     }
 
     /// What the fault did, once it is done.
-    pub(crate) fn set_fault_action(&mut self, action: String) {
-        if let Some((_, a)) = &mut self.fault {
-            *a = action;
+    pub(crate) fn fault_done(&mut self, injected: Injected) {
+        if let Some(fault) = &mut self.fault {
+            fault.action = injected.action;
+            fault.took_effect = injected.took_effect;
         }
     }
 
@@ -125,8 +141,7 @@ impl Recorder {
             return;
         }
         self.last_end = Some(self.last_end.map_or(end, |last| last.max(end)));
-        let after_fault = self.fault.as_ref().is_some_and(|(at, _)| end >= *at);
-        let started_before_fault = self.fault.as_ref().is_some_and(|(at, _)| start < *at);
+        let after_fault = self.fault.as_ref().is_some_and(|f| end >= f.at);
         let second = usize::try_from(end.saturating_duration_since(self.measure_from).as_secs())
             .unwrap_or(usize::MAX);
         let second = self.last_second.map_or(second, |last| second.min(last));
@@ -158,8 +173,8 @@ impl Recorder {
                 record.failed.saturating_record(us);
                 *record.errors.entry(e.kind.to_string()).or_default() += 1;
                 window.errors += 1;
-                if after_fault && started_before_fault {
-                    window.errors_in_flight += 1;
+                if after_fault {
+                    window.error_starts.push(start);
                 }
                 if let Some(slot) = slot {
                     slot.errors += 1;
@@ -215,18 +230,21 @@ impl Recorder {
         let update = op_report(&self.ops[1]);
         let ops = read.count + update.count;
         let errors = self.ops.iter().map(|r| r.failed.len()).sum();
-        let fault = self.fault.as_ref().map(|(at, action)| {
-            let at_s = at
-                .saturating_duration_since(self.measure_from)
-                .as_secs_f64();
+        let fault = self.fault.as_ref().map(|f| {
+            let at_s =
+                f.at.saturating_duration_since(self.measure_from)
+                    .as_secs_f64();
             let window = |seconds: f64, pick: fn(&OpRecord) -> &Window| WindowReport {
                 seconds,
-                read: pick(&self.ops[0]).summary(),
-                update: pick(&self.ops[1]).summary(),
+                read: pick(&self.ops[0]).summary(Some(f)),
+                update: pick(&self.ops[1]).summary(Some(f)),
             };
             FaultReport {
-                action: action.clone(),
+                action: f.action.clone(),
                 at_s,
+                took_effect_ms: f
+                    .took_effect
+                    .map(|t| t.saturating_duration_since(f.at).as_secs_f64() * 1e3),
                 before: window(at_s, |r| &r.before),
                 after: window((seconds - at_s).max(0.0), |r| &r.after),
             }
@@ -278,15 +296,23 @@ impl Window {
         Window {
             latency: histogram(SIGFIG),
             errors: 0,
-            errors_in_flight: 0,
+            error_starts: Vec::new(),
         }
     }
 
-    fn summary(&self) -> WindowOp {
+    fn summary(&self, fault: Option<&FaultRecord>) -> WindowOp {
+        let started_before = |at: Option<Instant>| {
+            at.map_or(0, |at| {
+                self.error_starts.iter().filter(|&&s| s < at).count() as u64
+            })
+        };
+        let in_flight = started_before(fault.map(|f| f.at));
+        let before_effect = started_before(fault.and_then(|f| f.took_effect));
         WindowOp {
             ok: self.latency.len(),
             errors: self.errors,
-            errors_in_flight: self.errors_in_flight,
+            errors_in_flight: in_flight,
+            errors_before_effect: before_effect.saturating_sub(in_flight),
             latency: LatencySummary::of(&self.latency),
         }
     }

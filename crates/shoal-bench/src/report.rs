@@ -150,6 +150,9 @@ pub struct FaultReport {
     pub action: String,
     /// When, in seconds from the end of warm-up.
     pub at_s: f64,
+    /// How long after `at_s` it had taken full effect (the killed process was gone), if the
+    /// fault could tell.
+    pub took_effect_ms: Option<f64>,
     /// Requests completed before the fault.
     pub before: WindowReport,
     /// Requests completed after it.
@@ -175,8 +178,12 @@ pub struct WindowOp {
     /// Failed requests.
     pub errors: u64,
     /// Of `errors` after a fault, those of requests started before it (in flight when it
-    /// struck); the rest started after it.
+    /// struck).
     pub errors_in_flight: u64,
+    /// Of `errors` after a fault, those of requests started after it was injected but before
+    /// it had taken effect (sent to a killed process that was still exiting); the rest
+    /// started after that.
+    pub errors_before_effect: u64,
     /// Latency of the successful ones.
     pub latency: LatencySummary,
 }
@@ -304,17 +311,25 @@ impl PhaseReport {
             }
         }
         if let Some(f) = &self.fault {
-            let _ = writeln!(out, "  fault at {:.1} s: {}", f.at_s, f.action);
+            let effect = f
+                .took_effect_ms
+                .map(|ms| format!("; it took effect {ms:.1} ms later"))
+                .unwrap_or_default();
+            let _ = writeln!(out, "  fault at {:.1} s: {}{effect}", f.at_s, f.action);
             for (label, w) in [("before", &f.before), ("after", &f.after)] {
                 let errors = w.read.errors + w.update.errors;
                 let in_flight = w.read.errors_in_flight + w.update.errors_in_flight;
-                let split = if in_flight > 0 {
-                    format!(
-                        " ({in_flight} in flight at the fault, {} started after it)",
-                        errors - in_flight
-                    )
-                } else {
-                    String::new()
+                let before_effect = w.read.errors_before_effect + w.update.errors_before_effect;
+                let after = errors - in_flight - before_effect;
+                let split = match (in_flight + before_effect, f.took_effect_ms) {
+                    (0, _) => String::new(),
+                    (_, None) => {
+                        format!(" ({in_flight} in flight at the fault, {after} started after it)")
+                    }
+                    (_, Some(_)) => format!(
+                        " ({in_flight} in flight at the fault, {before_effect} started before \
+                         it took effect, {after} after)"
+                    ),
                 };
                 let _ = writeln!(
                     out,

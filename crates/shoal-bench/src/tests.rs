@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use crate::report::BenchReport;
 use crate::spec::{Distribution, Limit, Load, PhaseSpec};
 use crate::target::{Found, KeyRef, OpError, Target};
-use crate::{Fault, Machine, Progress, TargetInfo, plot, run_phase};
+use crate::{Fault, Injected, Machine, Progress, TargetInfo, plot, run_phase};
 
 /// Answers every request after `service`, except that nothing completes during the stall: a
 /// request that arrives in `[stall_from, stall_until)` (times from the target's creation)
@@ -227,7 +227,7 @@ async fn a_fault_splits_the_run_into_before_and_after() {
     let fault: Fault = Box::new(move || {
         Box::pin(async move {
             flag.fetch_add(1, Ordering::Relaxed);
-            Ok("SIGKILL to node n3".to_owned())
+            Ok(Injected::action("SIGKILL to node n3"))
         })
     });
     let spec = closed_with_a_fault_at_1s(3);
@@ -306,7 +306,7 @@ async fn errors_after_a_fault_say_which_requests_were_in_flight_when_it_struck()
         dies: Duration::from_secs(1),
         noticed: Duration::from_millis(50),
     });
-    let fault: Fault = Box::new(|| Box::pin(async { Ok("SIGKILL to node n3".to_owned()) }));
+    let fault: Fault = Box::new(|| Box::pin(async { Ok(Injected::action("SIGKILL to node n3")) }));
     let spec = closed_with_a_fault_at_1s(2);
     let report = run_phase(target, &spec, Some(fault), Progress::Hidden)
         .await
@@ -320,6 +320,52 @@ async fn errors_after_a_fault_say_which_requests_were_in_flight_when_it_struck()
         report
             .to_text()
             .contains("2 in flight at the fault, 2 started after it")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn errors_after_a_fault_say_which_started_before_it_took_effect() {
+    // As above, but the death is noticed at 1.06 s and the fault reports that it took effect
+    // (the process was gone) at 1.03 s: the requests of 0.99 s were in flight, those of 1.02 s
+    // started before the effect, and those of 1.05 s after it.
+    let target = Arc::new(Dying {
+        created: Instant::now(),
+        service: Duration::from_millis(30),
+        dies: Duration::from_secs(1),
+        noticed: Duration::from_millis(60),
+    });
+    let fault: Fault = Box::new(|| {
+        Box::pin(async {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            Ok(Injected {
+                action: "SIGKILL to node n3".to_owned(),
+                took_effect: Some(Instant::now()),
+            })
+        })
+    });
+    let report = run_phase(
+        target,
+        &closed_with_a_fault_at_1s(2),
+        Some(fault),
+        Progress::Hidden,
+    )
+    .await
+    .unwrap();
+    let fault = report.fault.as_ref().unwrap();
+    let after = &fault.after;
+    let split = (
+        after.read.errors + after.update.errors,
+        after.read.errors_in_flight + after.update.errors_in_flight,
+        after.read.errors_before_effect + after.update.errors_before_effect,
+    );
+    assert_eq!(split, (6, 2, 2), "{}", report.to_text());
+    let effect = fault.took_effect_ms.unwrap();
+    assert!((effect - 30.0).abs() < 1.0, "{effect}");
+    let text = report.to_text();
+    assert!(text.contains("took effect 30.0 ms later"), "{text}");
+    assert!(
+        text.contains("2 in flight at the fault, 2 started before it took effect, 2 after"),
+        "{text}"
     );
 }
 
@@ -341,7 +387,7 @@ fn an_open_loop_request_counts_from_its_schedule_only_when_the_system_held_it_up
 async fn sample_report() -> BenchReport {
     let target = Arc::new(Stalling::new(Duration::from_millis(1), None));
     let injected: Fault =
-        Box::new(|| Box::pin(async { Ok("SIGKILL to node n3 (pid 1)".to_owned()) }));
+        Box::new(|| Box::pin(async { Ok(Injected::action("SIGKILL to node n3 (pid 1)")) }));
     let a = spec(
         Load::Closed {
             concurrency: workers(2),

@@ -14,13 +14,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use clap::{Args as ClapArgs, ValueEnum};
 use shoal_bench::{
-    BenchReport, Distribution, EtcdTarget, Fault, Limit, Load, Machine, PhaseReport, PhaseSpec,
-    PreloadReport, Progress, ShoalTarget, Target, TargetInfo, W1, W1Phase, Workload, Zipfian,
+    BenchReport, Distribution, EtcdTarget, Fault, Injected, Limit, Load, Machine, PhaseReport,
+    PhaseSpec, PreloadReport, Progress, ShoalTarget, Target, TargetInfo, W1, W1Phase, Workload,
+    Zipfian,
 };
 use shoal_client::{Client, ClientConfig, RequestOptions};
 
 use crate::args::{parse_addr, parse_duration};
-use crate::dev::{DevCluster, DevOptions, Signals, cores, send_signal};
+use crate::dev::{DevCluster, DevOptions, Signals, cores, process_exited, send_signal};
 use crate::exit::{Outcome, UsageError};
 
 /// Arguments of `shoal bench`.
@@ -496,18 +497,44 @@ fn shoal_info(args: &Args, nodes: &[SocketAddr]) -> TargetInfo {
     }
 }
 
-/// SIGKILL to a `--dev` node.
+/// SIGKILL to a `--dev` node; it has taken effect when the process has exited (its sockets
+/// closed), which takes the kernel some milliseconds.
 fn kill_fault(id: String, pid: u32) -> Fault {
     Box::new(move || {
         Box::pin(async move {
             match send_signal(pid, libc::SIGKILL) {
-                Ok(true) => Ok(format!("SIGKILL to node {id} (pid {pid})")),
-                Ok(false) => Err(format!("node {id} (pid {pid}) was not running")),
-                Err(e) => Err(format!("cannot kill node {id} (pid {pid}): {e}")),
+                Ok(true) => {}
+                Ok(false) => return Err(format!("node {id} (pid {pid}) was not running")),
+                Err(e) => return Err(format!("cannot kill node {id} (pid {pid}): {e}")),
             }
+            let exited = tokio::task::spawn_blocking(move || wait_exited(pid))
+                .await
+                .ok()
+                .flatten();
+            Ok(Injected {
+                action: format!("SIGKILL to node {id} (pid {pid})"),
+                took_effect: exited.map(tokio::time::Instant::from_std),
+            })
         })
     })
 }
+
+/// Polls until `pid` has exited (see [`process_exited`]), for at most [`EXIT_WAIT`]; when.
+fn wait_exited(pid: u32) -> Option<std::time::Instant> {
+    let start = std::time::Instant::now();
+    while start.elapsed() < EXIT_WAIT {
+        if process_exited(pid) {
+            return Some(std::time::Instant::now());
+        }
+        std::thread::sleep(EXIT_POLL);
+    }
+    None
+}
+
+/// How long a killed node may take to exit before the bench stops watching.
+const EXIT_WAIT: Duration = Duration::from_secs(10);
+/// How often the bench looks.
+const EXIT_POLL: Duration = Duration::from_micros(100);
 
 /// `sh -c CMD`, which must exit 0.
 fn command_fault(cmd: &str) -> Fault {
@@ -521,7 +548,7 @@ fn command_fault(cmd: &str) -> Fault {
                 .await
                 .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
             if status.success() {
-                Ok(format!("sh -c {cmd:?}"))
+                Ok(Injected::action(format!("sh -c {cmd:?}")))
             } else {
                 Err(format!("{cmd:?} failed: {status}"))
             }

@@ -714,6 +714,26 @@ pub(crate) fn send_signal(pid: u32, signal: libc::c_int) -> io::Result<bool> {
     }
 }
 
+/// Whether the process `pid` has exited: gone, or a zombie whose other threads have exited too
+/// (its memory and sockets released, only its exit status left). A killed process's main
+/// thread can be a zombie while another thread is still finishing a system call (an
+/// `fdatasync`), holding the sockets open. Linux's /proc; elsewhere, only "no such process".
+pub(crate) fn process_exited(pid: u32) -> bool {
+    let proc = PathBuf::from(format!("/proc/{pid}"));
+    match std::fs::read_to_string(proc.join("stat")) {
+        // "PID (COMM) STATE ...": COMM may hold spaces and parentheses, so look after the last.
+        Ok(stat) => {
+            let zombie = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.trim_start().chars().next())
+                .is_some_and(|state| matches!(state, 'Z' | 'X'));
+            zombie && std::fs::read_dir(proc.join("task")).is_ok_and(|threads| threads.count() <= 1)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => true,
+        Err(_) => matches!(send_signal(pid, 0), Ok(false)),
+    }
+}
+
 fn print_banner(dir: &Path, layout: &Layout, exports: &str) {
     println!(
         "shoal dev: {} node(s) running; data and logs in {}",
@@ -855,6 +875,28 @@ mod tests {
         assert_eq!(shell_quote("/tmp/shoal-dev/certs"), "/tmp/shoal-dev/certs");
         assert_eq!(shell_quote("/tmp/my dir"), "'/tmp/my dir'");
         assert_eq!(shell_quote("it's"), r"'it'\''s'");
+    }
+
+    #[test]
+    fn a_process_has_exited_once_it_is_a_zombie_or_reaped() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("100")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        assert!(!process_exited(pid), "a sleeping process is running");
+        assert!(send_signal(pid, libc::SIGKILL).unwrap());
+        // Not reaped yet: a zombie once the kernel has torn it down.
+        let start = std::time::Instant::now();
+        while !process_exited(pid) {
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(10),
+                "never exited"
+            );
+            std::thread::yield_now();
+        }
+        assert!(child.try_wait().unwrap().is_some(), "it can be reaped");
+        assert!(process_exited(pid));
     }
 
     #[test]
