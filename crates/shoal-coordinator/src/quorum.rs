@@ -32,7 +32,8 @@ pub enum ReadProgress {
     Waiting,
     /// R replies (PR from primaries) are in: the merged object can be answered.
     Enough,
-    /// Too many replicas failed for R (or PR) to be reached.
+    /// Too many replicas failed for R (or PR) to be reached, and every other replica asked
+    /// has answered (so the error counts every replica that could answer).
     Failed(RequestError),
 }
 
@@ -78,7 +79,11 @@ impl ReadQuorum {
             return ReadProgress::Enough;
         }
         let outstanding = self.outstanding();
-        if replies + outstanding < self.required.r() || primary + outstanding < self.required.pr() {
+        let impossible =
+            replies + outstanding < self.required.r() || primary + outstanding < self.required.pr();
+        // Wait for the replicas still out before failing: a replica that fails fast (its
+        // node is known gone) must not make the error undercount those that answer.
+        if impossible && outstanding == 0 {
             return ReadProgress::Failed(RequestError::QuorumFailed {
                 required: self.required.r(),
                 answered: replies,
@@ -150,8 +155,9 @@ pub enum WriteProgress {
     Waiting,
     /// W durable acks (PW from primaries) are in.
     Enough,
-    /// Too many replicas failed for W (or PW) to be reached. Indeterminate: the write may be
-    /// durable on some replicas.
+    /// Too many replicas failed for W (or PW) to be reached, and every other target has
+    /// answered (so the error counts every durable copy). Indeterminate: the write is durable
+    /// on the replicas that acked and may be on those that failed.
     Failed(RequestError),
 }
 
@@ -194,9 +200,10 @@ impl WriteQuorum {
         let primary_outstanding = self
             .primary_targets
             .saturating_sub(self.primary_acks + self.primary_failures);
-        if self.acks + outstanding < self.required.w()
-            || self.primary_acks + primary_outstanding < self.required.pw()
-        {
+        let impossible = self.acks + outstanding < self.required.w()
+            || self.primary_acks + primary_outstanding < self.required.pw();
+        // As for reads: wait for the targets still out, so the error counts every durable ack.
+        if impossible && outstanding == 0 {
             return WriteProgress::Failed(RequestError::QuorumFailed {
                 required: self.required.w(),
                 answered: self.acks,
@@ -275,11 +282,14 @@ mod tests {
         let mut q = ReadQuorum::new(ReadRequirement::new(n3(), 3, 0).unwrap(), 3);
         q.add_reply(node("a"), true, LocalRead::NotFound);
         q.add_failure();
+        // R=3 is out of reach, but the third replica is still out: its answer is counted.
+        assert_eq!(q.progress(), ReadProgress::Waiting);
+        q.add_reply(node("b"), true, LocalRead::NotFound);
         assert_eq!(
             q.progress(),
             ReadProgress::Failed(RequestError::QuorumFailed {
                 required: 3,
-                answered: 1
+                answered: 2
             })
         );
     }
@@ -330,6 +340,9 @@ mod tests {
         let mut q = WriteQuorum::new(WriteRequirement::new(n3(), 3, 0).unwrap(), 3, 3);
         q.add_ack(true);
         q.add_failure(true);
+        // Out of reach, but the third target is still out: its ack is counted.
+        assert_eq!(q.progress(), WriteProgress::Waiting);
+        q.add_ack(true);
         let WriteProgress::Failed(e) = q.progress() else {
             panic!("expected failure, got {:?}", q.progress());
         };
@@ -338,7 +351,7 @@ mod tests {
             e,
             RequestError::QuorumFailed {
                 required: 3,
-                answered: 1
+                answered: 2
             }
         );
     }
