@@ -63,9 +63,9 @@ struct OpRecord {
 struct Window {
     latency: Histogram<u64>,
     errors: u64,
-    /// When each failed request started (sorted when the report is made), so that the report
-    /// can tell those in flight at the fault and those started before it took effect (which
-    /// may be known only after they failed).
+    /// When each failed request after the fault started, so that the report can tell those in
+    /// flight at the fault from those started before it took effect (a moment the fault may
+    /// report only after they failed).
     error_starts: Vec<Instant>,
 }
 
