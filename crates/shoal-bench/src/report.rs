@@ -321,12 +321,13 @@ impl PhaseReport {
                 let in_flight = w.read.errors_in_flight + w.update.errors_in_flight;
                 let before_effect = w.read.errors_before_effect + w.update.errors_before_effect;
                 let after = errors - in_flight - before_effect;
-                let split = match (in_flight + before_effect, f.took_effect_ms) {
-                    (0, _) => String::new(),
-                    (_, None) => {
+                // Only errors after the fault are split by when their request started.
+                let split = match (label, errors, f.took_effect_ms) {
+                    ("before", _, _) | (_, 0, _) => String::new(),
+                    (_, _, None) => {
                         format!(" ({in_flight} in flight at the fault, {after} started after it)")
                     }
-                    (_, Some(_)) => format!(
+                    (_, _, Some(_)) => format!(
                         " ({in_flight} in flight at the fault, {before_effect} started before \
                          it took effect, {after} after)"
                     ),

@@ -694,10 +694,10 @@ impl Inner {
                 quinn::ConnectError::EndpointStopping => HandshakeFailure::Closed,
                 other => failed(HandshakeFailure::Unreachable(other.to_string())),
             })?;
-        let silence = self.config.peer_silence.unwrap_or(Duration::MAX);
+        let watch = check.as_ref().zip(self.config.peer_silence);
         let handshake = tokio::select! {
             handshake = connecting => handshake,
-            () = liveness::port_closed(check.as_ref(), silence) => return Err(port_closed()),
+            () = liveness::port_closed(watch) => return Err(port_closed()),
         };
         let conn = handshake.map_err(|e| {
             failed(match classify(&e) {

@@ -68,8 +68,8 @@ impl PortCheck {
 
 /// Resolves once `check` finds its port closed, checking every `silence`; pending for ever
 /// without a check.
-pub(crate) async fn port_closed(check: Option<&PortCheck>, silence: Duration) {
-    let Some(check) = check else {
+pub(crate) async fn port_closed(check: Option<(&PortCheck, Duration)>) {
+    let Some((check, silence)) = check else {
         return std::future::pending().await;
     };
     loop {
@@ -183,10 +183,14 @@ impl Outgoing {
         let Some(silence) = self.silence else {
             return false;
         };
-        let datagrams = self.conn.stats().udp_rx.datagrams;
         let now = Instant::now();
         {
             let mut heard = self.heard();
+            // Answered within the silence (the common case under load): nothing to look at.
+            if now.saturating_duration_since(heard.since) < silence {
+                return false;
+            }
+            let datagrams = self.conn.stats().udp_rx.datagrams;
             if datagrams != heard.datagrams && now.saturating_duration_since(heard.looked) < silence
             {
                 heard.since = now;
@@ -206,13 +210,7 @@ impl Outgoing {
         let refused = {
             let mut check = self.check.lock().unwrap_or_else(PoisonError::into_inner);
             if check.is_none() {
-                match PortCheck::new(self.addr) {
-                    Ok(made) => *check = Some(made),
-                    Err(error) => {
-                        tracing::debug!(addr = %self.addr, %error, "cannot check the peer's port");
-                        return false;
-                    }
-                }
+                *check = port_check(self.addr, self.silence);
             }
             check.as_ref().is_some_and(PortCheck::refused)
         };
