@@ -12,8 +12,8 @@ use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use shoal_causality::{Actor, CausalContext, Object, Sibling};
 use shoal_protocol::{
-    DecodeLimits, LocalRead, ReplicaBody, ReplicaRequest, ReplicaResponse, Request, Response,
-    decode, encode, encode_sized,
+    DecodeLimits, LocalRead, PeerMessage, PeerRequest, PeerResponse, ReplicaMessage,
+    ReplicaResponse, Request, Response, decode, encode, encode_sized,
 };
 use shoal_types::{Incarnation, Key, NodeId, PartitionCount, RingEpoch};
 
@@ -34,14 +34,14 @@ fn object(value_bytes: usize) -> Object {
 }
 
 fn replicate(value_bytes: usize) -> Request {
-    Request::Replica(ReplicaRequest {
+    Request::Peer(PeerRequest {
         from: NodeId::new("n1").unwrap(),
         epoch: RingEpoch::INITIAL,
-        body: ReplicaBody::Replicate {
+        message: PeerMessage::Replica(ReplicaMessage::Replicate {
             partition: PartitionCount::DEFAULT.partition(17).unwrap(),
             key: Key::new(&b"user00012345"[..]).unwrap(),
             object: object(value_bytes),
-        },
+        }),
     })
 }
 
@@ -67,7 +67,9 @@ fn codec(c: &mut Criterion) {
             &bytes,
             |b, bytes| b.iter(|| decode::<Request>(black_box(bytes), &limits).unwrap()),
         );
-        let reply = Response::Replica(ReplicaResponse::Replica(LocalRead::Found(object(size))));
+        let reply = Response::Peer(PeerResponse::Replica(ReplicaResponse::Replica(
+            LocalRead::Found(object(size)),
+        )));
         let bytes = encode(&reply).unwrap();
         group.bench_with_input(
             BenchmarkId::new("read_reply/decode", size),

@@ -21,7 +21,7 @@ use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
 use shoal_causality::CausalContext;
 use shoal_coordinator::{InboundId, Node, NodeConfig, OutboundId, Output, SendError};
-use shoal_protocol::{ClientRequest, ClientResponse, ReplicaResponse, Request, Response};
+use shoal_protocol::{ClientRequest, ClientResponse, PeerResponse, Request, Response};
 use shoal_ring::{Member, Ring};
 use shoal_storage::{MemoryStorage, Storage};
 use shoal_types::{Incarnation, Key, NodeId, PartitionCount, ReplicationFactor, RequestOptions};
@@ -43,7 +43,7 @@ struct Cluster {
 
 enum Event {
     Deliver(usize, InboundId, Request),
-    Answer(usize, OutboundId, Result<ReplicaResponse, SendError>),
+    Answer(usize, OutboundId, Result<PeerResponse, SendError>),
 }
 
 impl Cluster {
@@ -155,17 +155,19 @@ impl Cluster {
                     .remove(&(from, id))
                     .expect("a reply to a peer request");
                 let result = match response {
-                    Response::Replica(r) => Ok(r),
+                    Response::Peer(r) => Ok(r),
                     other => Err(SendError::Refused(format!("{other:?}"))),
                 };
                 self.queue.push_back(Event::Answer(to, out, result));
             }
-            Output::Send { id, to, request } => {
+            Output::Send {
+                id, to, request, ..
+            } => {
                 let to = self.index[&to];
                 let inbound = self.inbound();
                 self.routes.insert((to, inbound), (from, id));
                 self.queue
-                    .push_back(Event::Deliver(to, inbound, Request::Replica(request)));
+                    .push_back(Event::Deliver(to, inbound, Request::Peer(request)));
             }
             Output::Persist { id, batch } => {
                 let node = &mut self.nodes[from];

@@ -18,7 +18,8 @@ use serde::Deserialize;
 use shoal_causality::{Actor, CausalContext, Object, Sibling};
 use shoal_protocol::{
     AdminRequest, ClientRequest, ClientResponse, DecodeLimits, LocalRead, MAX_DECODE_DEPTH,
-    ReplicaBody, ReplicaRequest, ReplicaResponse, Request, Response, decode, encode,
+    PeerMessage, PeerRequest, PeerResponse, ReplicaMessage, ReplicaResponse, Request, Response,
+    decode, encode,
 };
 use shoal_ring::{Member, Ring};
 use shoal_storage::{
@@ -191,30 +192,32 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
             options,
         }),
         Request::Client(ClientRequest::Ring),
-        Request::Replica(ReplicaRequest {
+        Request::Peer(PeerRequest {
             from: node("n2"),
             epoch: RingEpoch::INITIAL,
-            body: ReplicaBody::Replicate {
+            message: PeerMessage::Replica(ReplicaMessage::Replicate {
                 partition: PartitionId::from_index_unchecked(3),
                 key: key.clone(),
                 object: a.clone(),
-            },
+            }),
         }),
-        Request::Replica(ReplicaRequest {
+        Request::Peer(PeerRequest {
             from: node("n3"),
             epoch: RingEpoch::new(7),
-            body: ReplicaBody::Read {
+            message: PeerMessage::Replica(ReplicaMessage::Read {
                 partition: PartitionId::from_index_unchecked(3),
                 key: key.clone(),
-            },
+            }),
         }),
         Request::Admin(AdminRequest::Status),
     ];
     let responses = vec![
         Response::Client(ClientResponse::Local(LocalRead::Found(b.clone()))),
         Response::Client(ClientResponse::Ring(sample_ring())),
-        Response::Replica(ReplicaResponse::Stored),
-        Response::Replica(ReplicaResponse::Replica(LocalRead::Found(c.clone()))),
+        Response::Peer(PeerResponse::Replica(ReplicaResponse::Stored)),
+        Response::Peer(PeerResponse::Replica(ReplicaResponse::Replica(
+            LocalRead::Found(c.clone()),
+        ))),
     ];
     let mut out = Vec::new();
     for r in &requests {

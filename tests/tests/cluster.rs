@@ -13,8 +13,8 @@ use rand::rngs::StdRng;
 use shoal_causality::{Actor, CausalContext, Object, Sibling};
 use shoal_client::{Client, ClientConfig, ClientError, LocalRead, RequestOptions};
 use shoal_protocol::{
-    ClientRequest, ClientResponse, DecodeLimits, Refusal, ReplicaBody, ReplicaRequest, Request,
-    Response, Role as WireRole, decode, encode,
+    ClientRequest, ClientResponse, DecodeLimits, PeerMessage, PeerRequest, Refusal, ReplicaMessage,
+    Request, Response, Role as WireRole, decode, encode,
 };
 use shoal_tests::hostile::{self, RawConnection, RawOutcome};
 use shoal_tests::{Cluster, NodeState, eventually};
@@ -549,14 +549,14 @@ async fn a_client_certificate_cannot_send_replica_messages() {
             64,
         )
         .unwrap();
-    let replicate = Request::Replica(ReplicaRequest {
+    let replicate = Request::Peer(PeerRequest {
         from: cluster.id(0).clone(),
         epoch: RingEpoch::INITIAL,
-        body: ReplicaBody::Replicate {
+        message: PeerMessage::Replica(ReplicaMessage::Replicate {
             partition: ring.partition_for_key(&k),
             key: k.clone(),
             object,
-        },
+        }),
     });
     for (role, name) in [(Role::Client, "app"), (Role::Admin, "admin")] {
         let direct = Direct::new(&cluster, role, name);

@@ -752,7 +752,7 @@ fn unexpected_response(
         Response::Client(c) => unexpected(addr, request, c),
         other => {
             let response = match other {
-                Response::Replica(_) => "a replica message",
+                Response::Peer(_) => "a peer message",
                 Response::Admin(_) => "an admin answer",
                 Response::Refused(_) => "a refusal",
                 Response::Client(_) => "a client answer",

@@ -11,24 +11,38 @@
 //!
 //! Like quinn-proto, it has no sockets, no threads and no clock. Inputs are `handle_*` methods
 //! that take `now`; effects come out of [`Node::poll_output`] as data ([`Output`]: replies,
-//! messages to send, batches to persist); [`Node::poll_timeout`] says when to call
-//! [`Node::handle_timeout`]. Randomness comes from a seed. The tokio server and the simulator
-//! both drive this same type.
+//! messages to send with a [`Priority`], batches to persist); [`Node::poll_timeout`] says when to
+//! call [`Node::handle_timeout`]. Randomness comes from a seed. The tokio server and the
+//! simulator both drive this same type.
 //!
-//! Reads of the local replica go straight to [`Storage`](shoal_storage::Storage) (they never
-//! wait for a commit); writes leave as [`Output::Persist`] and their durability comes back
-//! through [`Node::handle_persisted`]. Until then the node keeps the written object in an
-//! overlay, so the next write to the key builds on it.
+//! Inside, the node is a thin router (`node`) over parts, each a sans-IO machine in its own
+//! module with its own tests, sharing one effect queue and one timer table (`effects`, `timers`):
+//! - `durability`: the local replica, and the overlay of objects handed to storage but not yet
+//!   durable (writes build on it, reads never see it), with the waiters of each persist;
+//! - `client`: client requests — gets, puts and deletes coordinated here, writes forwarded;
+//! - `replica`: the replica side — storing and reading objects for peers;
+//! - `liveness`: which peers to send to (a ping and back-off stand-in for the membership
+//!   crate's failure detector).
+//!
+//! The quorum arithmetic of one request is a pure value ([`ReadQuorum`], [`WriteQuorum`]).
 //!
 //! Not here: transport, certificates and authorisation (the server checks a sender's role
-//! before calling [`Node::handle_request`]), gossip and failure detection (a minimal
-//! unreachable-peer back-off stands in until the membership crate exists).
+//! before calling [`Node::handle_request`]), gossip membership, hinted handoff, anti-entropy and
+//! ownership handoff (each will be a part of its own).
 
+mod client;
 mod config;
+mod durability;
+mod effects;
+mod liveness;
+mod metrics;
 mod node;
-mod peers;
 pub mod quorum;
+mod replica;
+mod timers;
 
 pub use config::NodeConfig;
-pub use node::{InboundId, Node, NodeMetrics, OutboundId, Output, PersistId, SendError};
+pub use effects::{InboundId, OutboundId, Output, PersistId, Priority};
+pub use metrics::NodeMetrics;
+pub use node::{Node, SendError};
 pub use quorum::{ReadProgress, ReadQuorum, WriteProgress, WriteQuorum};

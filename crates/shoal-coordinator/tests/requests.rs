@@ -335,7 +335,7 @@ fn get_local_shows_one_replica_unmerged() {
 #[test]
 fn a_replica_message_naming_the_wrong_partition_is_refused() {
     use shoal_protocol::{
-        ReplicaBody, ReplicaError, ReplicaRequest, ReplicaResponse, Request, Response,
+        PeerError, PeerMessage, PeerRequest, PeerResponse, ReplicaMessage, Request, Response,
     };
     let mut c = Cluster::new(3);
     let ring = c.ring();
@@ -346,22 +346,19 @@ fn a_replica_message_naming_the_wrong_partition_is_refused() {
     n1.handle_request(
         now,
         shoal_coordinator::InboundId(1 << 40),
-        Request::Replica(ReplicaRequest {
+        Request::Peer(PeerRequest {
             from: node("n2"),
             epoch: ring.epoch(),
-            body: ReplicaBody::Read {
+            message: PeerMessage::Replica(ReplicaMessage::Read {
                 partition: wrong,
                 key: key("k"),
-            },
+            }),
         }),
     );
     match n1.poll_output() {
         Some(shoal_coordinator::Output::Reply {
             response:
-                Response::Replica(ReplicaResponse::Failed(ReplicaError::WrongPartition {
-                    expected,
-                    got,
-                })),
+                Response::Peer(PeerResponse::Failed(PeerError::WrongPartition { expected, got })),
             ..
         }) => assert_eq!((expected, got), (right, wrong)),
         other => panic!("{other:?}"),

@@ -7,12 +7,12 @@ use shoal_types::Limits;
 use thiserror::Error;
 
 use crate::{
-    AdminResponse, ClientRequest, ClientResponse, LocalRead, ReplicaBody, ReplicaRequest,
-    ReplicaResponse, Request, Response,
+    AdminResponse, ClientRequest, ClientResponse, LocalRead, PeerMessage, PeerRequest,
+    PeerResponse, ReplicaMessage, ReplicaResponse, Request, Response,
 };
 
 /// The version byte every frame body starts with. Bumped on any incompatible change.
-pub const PROTOCOL_VERSION: u8 = 1;
+pub const PROTOCOL_VERSION: u8 = 2;
 
 /// How deeply nested a decoded message may be. Shoal's deepest message nests about a dozen
 /// levels; anything deeper is hostile.
@@ -109,7 +109,7 @@ impl Checked for Request {
     fn check(&self, limits: &DecodeLimits) -> Result<(), CodecError> {
         match self {
             Request::Client(c) => check_client_request(c, limits),
-            Request::Replica(r) => check_replica_request(r, limits),
+            Request::Peer(r) => check_peer_request(r, limits),
             Request::Admin(_) => Ok(()),
         }
     }
@@ -119,12 +119,12 @@ impl Checked for Response {
     fn check(&self, limits: &DecodeLimits) -> Result<(), CodecError> {
         match self {
             Response::Client(c) => check_client_response(c, limits),
-            Response::Replica(r) => match r {
-                ReplicaResponse::Coordinated(c) => check_client_response(c, limits),
-                ReplicaResponse::Replica(l) => check_local(l, limits),
-                ReplicaResponse::Stored | ReplicaResponse::Pong | ReplicaResponse::Failed(_) => {
-                    Ok(())
-                }
+            Response::Peer(r) => match r {
+                PeerResponse::Coordinated(c) => check_client_response(c, limits),
+                PeerResponse::Replica(ReplicaResponse::Replica(l)) => check_local(l, limits),
+                PeerResponse::Replica(ReplicaResponse::Stored)
+                | PeerResponse::Pong
+                | PeerResponse::Failed(_) => Ok(()),
             },
             Response::Admin(AdminResponse::Status(s)) => check_ring(&s.ring, limits),
             Response::Refused(_) => Ok(()),
@@ -143,13 +143,13 @@ fn check_client_request(c: &ClientRequest, limits: &DecodeLimits) -> Result<(), 
     }
 }
 
-fn check_replica_request(r: &ReplicaRequest, limits: &DecodeLimits) -> Result<(), CodecError> {
-    match &r.body {
-        ReplicaBody::Coordinate(c) => check_client_request(c, limits),
-        ReplicaBody::Replicate { object, .. } | ReplicaBody::Repair { object, .. } => {
-            check_object(object, limits)
-        }
-        ReplicaBody::Read { .. } | ReplicaBody::Ping => Ok(()),
+fn check_peer_request(r: &PeerRequest, limits: &DecodeLimits) -> Result<(), CodecError> {
+    match &r.message {
+        PeerMessage::Coordinate(c) => check_client_request(c, limits),
+        PeerMessage::Replica(
+            ReplicaMessage::Replicate { object, .. } | ReplicaMessage::Repair { object, .. },
+        ) => check_object(object, limits),
+        PeerMessage::Replica(ReplicaMessage::Read { .. }) | PeerMessage::Ping => Ok(()),
     }
 }
 

@@ -1,5 +1,5 @@
-//! Every message that crosses Shoal's wire — client, replica and admin requests and their
-//! responses — and the codec that turns them into frame bodies and back.
+//! Every message that crosses Shoal's wire — client, peer (node-to-node) and admin requests and
+//! their responses — and the codec that turns them into frame bodies and back.
 //!
 //! A frame body is one version byte ([`PROTOCOL_VERSION`]) followed by the rmp-serde encoding
 //! of a [`Request`] or [`Response`]. Decoding is bounded three ways: the transport checks the
@@ -9,7 +9,7 @@
 //! decoded message is always well formed. Decoding never panics on any input.
 //!
 //! Who may send what is part of the protocol ([`Request::required_role`]); the server enforces
-//! it against the role in the sender's certificate, and checks that a replica message's `from`
+//! it against the role in the sender's certificate, and checks that a peer message's `from`
 //! is the node its certificate names.
 //!
 //! Not here: framing and sockets (`shoal-transport`), what a node does with a message
@@ -19,7 +19,7 @@ mod admin;
 mod client;
 mod codec;
 mod message;
-mod replica;
+mod peer;
 
 pub use admin::{AdminRequest, AdminResponse, NodeStatus, PeerStatus};
 pub use client::{ClientRequest, ClientResponse, LocalRead, RequestError};
@@ -28,4 +28,6 @@ pub use codec::{
     encode_sized,
 };
 pub use message::{Refusal, Request, Response, Role};
-pub use replica::{ReplicaBody, ReplicaError, ReplicaRequest, ReplicaResponse};
+pub use peer::{
+    PeerError, PeerMessage, PeerRequest, PeerResponse, ReplicaMessage, ReplicaResponse,
+};

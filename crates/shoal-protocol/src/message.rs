@@ -1,7 +1,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    AdminRequest, AdminResponse, ClientRequest, ClientResponse, ReplicaRequest, ReplicaResponse,
+    AdminRequest, AdminResponse, ClientRequest, ClientResponse, PeerRequest, PeerResponse,
 };
 
 /// Who a peer is, as its certificate says. Mirrors the transport's role so that this crate
@@ -21,8 +21,8 @@ pub enum Role {
 pub enum Request {
     /// get / put / delete and friends, from clients, admins, or nodes.
     Client(ClientRequest),
-    /// Node-to-node replication traffic. Node certificates only.
-    Replica(ReplicaRequest),
+    /// Node-to-node traffic (replication, liveness). Node certificates only.
+    Peer(PeerRequest),
     /// Cluster inspection and changes. Admin certificates only.
     Admin(AdminRequest),
 }
@@ -32,7 +32,7 @@ impl Request {
     pub fn allowed_for(&self, role: Role) -> bool {
         match self {
             Request::Client(_) => true,
-            Request::Replica(_) => role == Role::Node,
+            Request::Peer(_) => role == Role::Node,
             Request::Admin(_) => role == Role::Admin,
         }
     }
@@ -41,7 +41,7 @@ impl Request {
     pub fn required_role(&self) -> &'static str {
         match self {
             Request::Client(_) => "client, admin or node",
-            Request::Replica(_) => "node",
+            Request::Peer(_) => "node",
             Request::Admin(_) => "admin",
         }
     }
@@ -52,8 +52,8 @@ impl Request {
 pub enum Response {
     /// Answer to a client request.
     Client(ClientResponse),
-    /// Answer to a replica request.
-    Replica(ReplicaResponse),
+    /// Answer to a peer request.
+    Peer(PeerResponse),
     /// Answer to an admin request.
     Admin(AdminResponse),
     /// The request was not processed at all: bad bytes, wrong role, or the node is shutting
@@ -72,7 +72,7 @@ pub enum Refusal {
         /// The sender's role.
         role: Role,
     },
-    /// A replica message named another node than the sender's certificate.
+    /// A peer message named another node than the sender's certificate.
     #[error("unauthorized: message claims to be from {claimed}, certificate names {certified}")]
     WrongSender {
         /// The `from` in the message.

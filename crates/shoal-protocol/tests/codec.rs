@@ -9,8 +9,9 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use shoal_causality::{Actor, CausalContext, Object, Sibling};
 use shoal_protocol::{
-    ClientRequest, ClientResponse, CodecError, DecodeLimits, LocalRead, ReplicaBody,
-    ReplicaRequest, ReplicaResponse, Request, RequestError, Response, decode, encode,
+    ClientRequest, ClientResponse, CodecError, DecodeLimits, LocalRead, PeerError, PeerMessage,
+    PeerRequest, PeerResponse, ReplicaMessage, ReplicaResponse, Request, RequestError, Response,
+    decode, encode,
 };
 use shoal_ring::{Member, Ring};
 use shoal_types::{
@@ -82,14 +83,14 @@ fn every_message_kind_round_trips() {
         options: RequestOptions::default(),
     }));
     roundtrip_request(Request::Client(ClientRequest::Ring));
-    roundtrip_request(Request::Replica(ReplicaRequest {
+    roundtrip_request(Request::Peer(PeerRequest {
         from: node("n1"),
         epoch: RingEpoch::INITIAL,
-        body: ReplicaBody::Replicate {
+        message: PeerMessage::Replica(ReplicaMessage::Replicate {
             partition: PartitionCount::new(64).unwrap().partition(3).unwrap(),
             key: key.clone(),
             object: obj.clone(),
-        },
+        }),
     }));
     roundtrip_response(Response::Client(ClientResponse::Read {
         values: obj.values(),
@@ -102,9 +103,15 @@ fn every_message_kind_round_trips() {
             answered: 2,
         },
     )));
-    roundtrip_response(Response::Replica(ReplicaResponse::Replica(
-        LocalRead::Found(obj),
+    roundtrip_response(Response::Peer(PeerResponse::Replica(
+        ReplicaResponse::Replica(LocalRead::Found(obj)),
     )));
+    roundtrip_response(Response::Peer(PeerResponse::Failed(PeerError::Overloaded)));
+    roundtrip_request(Request::Peer(PeerRequest {
+        from: node("n2"),
+        epoch: RingEpoch::new(3),
+        message: PeerMessage::Ping,
+    }));
 }
 
 #[test]
@@ -144,14 +151,14 @@ fn oversized_values_and_too_many_siblings_are_refused_after_decoding() {
     });
     let err = decode::<Request>(&encode(&big).unwrap(), &limits).unwrap_err();
     assert!(matches!(err, CodecError::OverLimit(_)), "{err}");
-    let many = Request::Replica(ReplicaRequest {
+    let many = Request::Peer(PeerRequest {
         from: node("n1"),
         epoch: RingEpoch::INITIAL,
-        body: ReplicaBody::Repair {
+        message: PeerMessage::Replica(ReplicaMessage::Repair {
             partition: PartitionCount::new(64).unwrap().partition(0).unwrap(),
             key: Key::new(&b"k"[..]).unwrap(),
             object: object_with(&["a", "b", "c"]),
-        },
+        }),
     });
     let err = decode::<Request>(&encode(&many).unwrap(), &limits).unwrap_err();
     assert!(err.to_string().contains("3 siblings"), "{err}");
@@ -204,14 +211,14 @@ proptest! {
     fn mutated_valid_messages_never_panic_the_decoder(
         flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8)
     ) {
-        let msg = Request::Replica(ReplicaRequest {
+        let msg = Request::Peer(PeerRequest {
             from: node("n1"),
             epoch: RingEpoch::INITIAL,
-            body: ReplicaBody::Replicate {
+            message: PeerMessage::Replica(ReplicaMessage::Replicate {
                 partition: PartitionCount::new(64).unwrap().partition(5).unwrap(),
                 key: Key::new(&b"key"[..]).unwrap(),
                 object: object_with(&["x", "y", "z"]),
-            },
+            }),
         });
         let mut bytes = encode(&msg).unwrap().to_vec();
         for (at, b) in flips {

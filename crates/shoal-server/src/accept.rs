@@ -123,7 +123,7 @@ pub(crate) fn authorise(peer: &PeerIdentity, request: &Request) -> Result<(), Re
             role,
         });
     }
-    if let Request::Replica(r) = request
+    if let Request::Peer(r) = request
         && peer.node() != Some(&r.from)
     {
         return Err(Refusal::WrongSender {
@@ -146,7 +146,7 @@ pub(crate) fn respond(responder: Responder, response: &Response) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shoal_protocol::{ClientRequest, ReplicaBody, ReplicaRequest};
+    use shoal_protocol::{ClientRequest, PeerMessage, PeerRequest};
     use shoal_types::{NodeId, RingEpoch};
 
     fn id(s: &str) -> NodeId {
@@ -161,10 +161,10 @@ mod tests {
     }
 
     fn ping_from(from: &str) -> Request {
-        Request::Replica(ReplicaRequest {
+        Request::Peer(PeerRequest {
             from: id(from),
             epoch: RingEpoch::INITIAL,
-            body: ReplicaBody::Ping,
+            message: PeerMessage::Ping,
         })
     }
 

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use shoal_coordinator::NodeMetrics;
 use shoal_protocol::{
-    AdminResponse, ClientRequest, ClientResponse, Refusal, ReplicaBody, ReplicaResponse, Request,
-    RequestError, Response,
+    AdminResponse, ClientRequest, ClientResponse, PeerMessage, PeerResponse, Refusal,
+    ReplicaMessage, Request, RequestError, Response,
 };
 use shoal_storage::StorageStats;
 use shoal_transport::TransportStats;
@@ -64,12 +64,12 @@ impl Op {
                 ClientRequest::GetLocal { .. } => Op::GetLocal,
                 ClientRequest::Ring => Op::Ring,
             },
-            Request::Replica(r) => match r.body {
-                ReplicaBody::Coordinate(_) => Op::ReplicaCoordinate,
-                ReplicaBody::Replicate { .. } => Op::ReplicaReplicate,
-                ReplicaBody::Read { .. } => Op::ReplicaRead,
-                ReplicaBody::Repair { .. } => Op::ReplicaRepair,
-                ReplicaBody::Ping => Op::ReplicaPing,
+            Request::Peer(r) => match r.message {
+                PeerMessage::Coordinate(_) => Op::ReplicaCoordinate,
+                PeerMessage::Replica(ReplicaMessage::Replicate { .. }) => Op::ReplicaReplicate,
+                PeerMessage::Replica(ReplicaMessage::Read { .. }) => Op::ReplicaRead,
+                PeerMessage::Replica(ReplicaMessage::Repair { .. }) => Op::ReplicaRepair,
+                PeerMessage::Ping => Op::ReplicaPing,
             },
             Request::Admin(_) => Op::Admin,
         }
@@ -99,7 +99,7 @@ impl Op {
 /// How a request ended, as metrics name it.
 pub(crate) fn outcome(response: &Response) -> &'static str {
     match response {
-        Response::Client(c) | Response::Replica(ReplicaResponse::Coordinated(c)) => match c {
+        Response::Client(c) | Response::Peer(PeerResponse::Coordinated(c)) => match c {
             ClientResponse::Read { values, .. } if values.is_empty() => "not_found",
             ClientResponse::Read { .. }
             | ClientResponse::Written { .. }
@@ -117,8 +117,8 @@ pub(crate) fn outcome(response: &Response) -> &'static str {
                 RequestError::NodeFailed(_) => "node_failed",
             },
         },
-        Response::Replica(ReplicaResponse::Failed(_)) => "failed",
-        Response::Replica(_) | Response::Admin(AdminResponse::Status(_)) => "ok",
+        Response::Peer(PeerResponse::Failed(_)) => "failed",
+        Response::Peer(_) | Response::Admin(AdminResponse::Status(_)) => "ok",
         Response::Refused(r) => refusal_reason(r),
     }
 }

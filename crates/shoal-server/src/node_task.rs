@@ -9,12 +9,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use shoal_causality::Object;
-use shoal_coordinator::{InboundId, Node, OutboundId, Output, PersistId, SendError};
+use shoal_coordinator::{InboundId, Node, OutboundId, Output, PersistId, Priority, SendError};
 use shoal_protocol::{
-    ClientRequest, ClientResponse, DecodeLimits, LocalRead, ReplicaBody, ReplicaRequest,
+    ClientRequest, ClientResponse, DecodeLimits, LocalRead, PeerMessage, PeerRequest, PeerResponse,
     ReplicaResponse, Request, Response, decode, encode,
 };
 use shoal_storage::{RedbStorage, Storage, StorageError, WriteBatch};
+use shoal_transport::Priority as StreamPriority;
 use shoal_transport::{Endpoint, ExpectedPeer, Responder, TransportError};
 use shoal_types::NodeId;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -32,7 +33,7 @@ const SEND_TIMEOUT_MARGIN: Duration = Duration::from_secs(1);
 #[derive(Debug)]
 pub(crate) enum Event {
     /// The outcome of an [`Output::Send`].
-    Response(OutboundId, Result<ReplicaResponse, SendError>),
+    Response(OutboundId, Result<PeerResponse, SendError>),
     /// The outcome of an [`Output::Persist`], from the storage commit thread.
     Persisted(PersistId, Result<(), StorageError>),
     /// The metrics endpoint asks for the counters only the node task can read.
@@ -164,7 +165,12 @@ impl NodeTask {
         while let Some(output) = self.node.poll_output() {
             match output {
                 Output::Reply { id, response } => self.reply(books, id, response),
-                Output::Send { id, to, request } => self.send(books, id, to, request),
+                Output::Send {
+                    id,
+                    to,
+                    request,
+                    priority,
+                } => self.send(books, id, to, request, priority),
                 Output::Persist { id, batch } => self.persist(id, batch),
             }
         }
@@ -185,7 +191,14 @@ impl NodeTask {
         }
     }
 
-    fn send(&mut self, books: &mut Books, id: OutboundId, to: NodeId, request: ReplicaRequest) {
+    fn send(
+        &mut self,
+        books: &mut Books,
+        id: OutboundId,
+        to: NodeId,
+        request: PeerRequest,
+        priority: Priority,
+    ) {
         let Some(addr) = self.node.ring().member(&to).map(|m| m.addr) else {
             // Not a member of our ring: nothing can be sent. The node queues what follows.
             tracing::warn!(%to, "message to a node outside the ring");
@@ -197,7 +210,7 @@ impl NodeTask {
         let (endpoint, events, limits) = (self.peers.clone(), self.events_tx.clone(), self.limits);
         books.sends_in_flight += 1;
         tokio::spawn(async move {
-            let result = exchange(&endpoint, addr, to, request, timeout, &limits).await;
+            let result = exchange(&endpoint, addr, to, request, priority, timeout, &limits).await;
             // The node task is gone only after shutdown; then nobody needs the answer.
             let _ = events.send(Event::Response(id, result));
         });
@@ -216,9 +229,9 @@ impl NodeTask {
 
     /// How long a message may wait for its answer: as long as the request it serves (a
     /// forwarded write carries the client's timeout), plus a margin.
-    fn send_timeout(&self, request: &ReplicaRequest) -> Duration {
-        let client_timeout = match &request.body {
-            ReplicaBody::Coordinate(
+    fn send_timeout(&self, request: &PeerRequest) -> Duration {
+        let client_timeout = match &request.message {
+            PeerMessage::Coordinate(
                 ClientRequest::Get { options, .. }
                 | ClientRequest::Put { options, .. }
                 | ClientRequest::Delete { options, .. },
@@ -243,25 +256,36 @@ impl NodeTask {
     }
 }
 
-/// Sends one replica request and reads the answer, telling the node what the transport knows
+/// Sends one peer request and reads the answer, telling the node what the transport knows
 /// about delivery: nothing sent is `Unreachable`, possibly delivered is `Lost`.
 async fn exchange(
     endpoint: &Endpoint,
     addr: SocketAddr,
     to: NodeId,
-    request: ReplicaRequest,
+    request: PeerRequest,
+    priority: Priority,
     timeout: Duration,
     limits: &DecodeLimits,
-) -> Result<ReplicaResponse, SendError> {
-    let frame = match encode(&Request::Replica(request)) {
+) -> Result<PeerResponse, SendError> {
+    let priority = match priority {
+        Priority::Normal => StreamPriority::Normal,
+        Priority::Bulk => StreamPriority::Bulk,
+    };
+    let frame = match encode(&Request::Peer(request)) {
         Ok(frame) => frame,
         Err(error) => {
-            tracing::error!(%error, "cannot encode a replica request");
+            tracing::error!(%error, "cannot encode a peer request");
             return Err(SendError::Refused(format!("could not encode: {error}")));
         }
     };
     let answer = match endpoint
-        .request(addr, ExpectedPeer::Node(to.clone()), frame, timeout)
+        .request_with_priority(
+            addr,
+            ExpectedPeer::Node(to.clone()),
+            frame,
+            timeout,
+            priority,
+        )
         .await
     {
         Ok(answer) => answer,
@@ -279,7 +303,7 @@ async fn exchange(
         }
     };
     match decode::<Response>(&answer, limits) {
-        Ok(Response::Replica(response)) => Ok(response),
+        Ok(Response::Peer(response)) => Ok(response),
         Ok(Response::Refused(refusal)) => Err(SendError::Refused(refusal.to_string())),
         Ok(other) => {
             tracing::warn!(%to, ?other, "peer answered a replica request with another kind");
@@ -304,12 +328,14 @@ async fn sleep_until(at: Option<Instant>) {
 fn value_bytes(response: &Response) -> usize {
     let object = |o: &Object| o.value_bytes();
     match response {
-        Response::Client(c) | Response::Replica(ReplicaResponse::Coordinated(c)) => match c {
+        Response::Client(c) | Response::Peer(PeerResponse::Coordinated(c)) => match c {
             ClientResponse::Read { values, .. } => values.iter().map(|v| v.len()).sum(),
             ClientResponse::Local(LocalRead::Found(o)) => object(o),
             _ => 0,
         },
-        Response::Replica(ReplicaResponse::Replica(LocalRead::Found(o))) => object(o),
+        Response::Peer(PeerResponse::Replica(ReplicaResponse::Replica(LocalRead::Found(o)))) => {
+            object(o)
+        }
         _ => 0,
     }
 }

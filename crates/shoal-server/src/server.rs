@@ -265,7 +265,7 @@ impl Server {
             Ok(node) => {
                 // The node task has ended: the node makes no more dots, and every one it made
                 // is in the commit queue, which the close finishes.
-                let failed = node.storage_failed().map(str::to_owned);
+                let failed = node.storage_failed().map(ToString::to_string);
                 close_storage(node.into_storage(), failed).await;
                 Ok(())
             }

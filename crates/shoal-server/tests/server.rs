@@ -10,8 +10,8 @@ use std::time::Instant;
 use bytes::Bytes;
 use common::*;
 use shoal_protocol::{
-    AdminRequest, AdminResponse, ClientRequest, ClientResponse, Refusal, ReplicaBody,
-    ReplicaRequest, ReplicaResponse, Request, RequestError, Response,
+    AdminRequest, AdminResponse, ClientRequest, ClientResponse, PeerMessage, PeerRequest,
+    PeerResponse, Refusal, Request, RequestError, Response,
 };
 use shoal_server::{Server, ServerError};
 use shoal_transport::Role;
@@ -53,10 +53,10 @@ async fn requests_are_authorised_by_certificate_and_bad_frames_are_refused() {
         .unwrap();
     let addr = server.local_addr();
     let ping_from = |from: &str| {
-        Request::Replica(ReplicaRequest {
+        Request::Peer(PeerRequest {
             from: id(from),
             epoch: RingEpoch::INITIAL,
-            body: ReplicaBody::Ping,
+            message: PeerMessage::Ping,
         })
     };
 
@@ -83,7 +83,7 @@ async fn requests_are_authorised_by_certificate_and_bad_frames_are_refused() {
         other => panic!("a node claiming to be another: {other:?}"),
     }
     let pong = n2.request(addr, &ping_from("n2")).await;
-    assert_eq!(pong, Response::Replica(ReplicaResponse::Pong));
+    assert_eq!(pong, Response::Peer(PeerResponse::Pong));
 
     let ops = TestClient::new(certs.path(), Role::Admin, "ops");
     let status = ops

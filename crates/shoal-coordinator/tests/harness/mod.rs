@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use shoal_causality::CausalContext;
 use shoal_coordinator::{InboundId, Node, NodeConfig, OutboundId, Output, SendError};
-use shoal_protocol::{ClientRequest, ClientResponse, ReplicaResponse, Request, Response};
+use shoal_protocol::{
+    ClientRequest, ClientResponse, PeerMessage, PeerResponse, ReplicaMessage, Request, Response,
+};
 use shoal_ring::{Member, Ring};
 use shoal_storage::{MemoryStorage, Storage};
 use shoal_types::{Incarnation, Key, NodeId, PartitionCount, ReplicationFactor, RequestOptions};
@@ -49,7 +51,7 @@ enum Event {
     Answer {
         to: NodeId,
         id: OutboundId,
-        result: Result<ReplicaResponse, SendError>,
+        result: Result<PeerResponse, SendError>,
     },
 }
 
@@ -309,7 +311,7 @@ impl Cluster {
                     to,
                     id: out_id,
                     result: match response {
-                        Response::Replica(r) => Ok(r),
+                        Response::Peer(r) => Ok(r),
                         other => Err(SendError::Refused(format!("{other:?}"))),
                     },
                 }),
@@ -317,9 +319,11 @@ impl Cluster {
                     self.client_replies.insert((from.clone(), id), response);
                 }
             },
-            Output::Send { id, to, request } => {
+            Output::Send {
+                id, to, request, ..
+            } => {
                 self.sent
-                    .push((from.clone(), to.clone(), kind(&request.body)));
+                    .push((from.clone(), to.clone(), kind(&request.message)));
                 if self.down.contains(&to) {
                     self.queue.push_back(Event::Answer {
                         to: from.clone(),
@@ -335,7 +339,7 @@ impl Cluster {
                     self.queue.push_back(Event::Deliver {
                         to,
                         id: inbound,
-                        request: Request::Replica(request),
+                        request: Request::Peer(request),
                     });
                 }
             }
@@ -388,14 +392,13 @@ impl Cluster {
     }
 }
 
-fn kind(body: &shoal_protocol::ReplicaBody) -> String {
-    use shoal_protocol::ReplicaBody::*;
-    match body {
-        Coordinate(_) => "coordinate",
-        Replicate { .. } => "replicate",
-        Read { .. } => "read",
-        Repair { .. } => "repair",
-        Ping => "ping",
+fn kind(message: &PeerMessage) -> String {
+    match message {
+        PeerMessage::Coordinate(_) => "coordinate",
+        PeerMessage::Replica(ReplicaMessage::Replicate { .. }) => "replicate",
+        PeerMessage::Replica(ReplicaMessage::Read { .. }) => "read",
+        PeerMessage::Replica(ReplicaMessage::Repair { .. }) => "repair",
+        PeerMessage::Ping => "ping",
     }
     .to_owned()
 }

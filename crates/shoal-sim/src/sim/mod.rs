@@ -27,9 +27,11 @@ use bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{RngExt, SeedableRng};
-use shoal_coordinator::{InboundId, Node, NodeConfig, OutboundId, Output, PersistId, SendError};
+use shoal_coordinator::{
+    InboundId, Node, NodeConfig, OutboundId, Output, PersistId, Priority, SendError,
+};
 use shoal_protocol::{
-    ClientRequest, ClientResponse, DecodeLimits, ReplicaBody, Request, Response, decode, encode,
+    ClientRequest, ClientResponse, DecodeLimits, PeerMessage, Request, Response, decode, encode,
 };
 use shoal_ring::{Member, Ring, RingError};
 use shoal_storage::{MemoryStorage, ReadOutcome, RedbStorage, Storage, StorageError, WriteBatch};
@@ -139,6 +141,8 @@ pub struct SimStats {
     pub operations: u64,
     /// Node-to-node messages sent (requests and responses).
     pub messages: u64,
+    /// Of the node-to-node requests, those sent at [`Priority::Bulk`] (background transfers).
+    pub bulk_requests: u64,
     /// Messages dropped by the network, cut links or dead receivers.
     pub dropped: u64,
     /// Messages delivered twice.
@@ -622,7 +626,7 @@ impl<'a> Simulation<'a> {
         }
         self.trace(2, to, &bytes);
         let result = match decode::<Response>(&bytes, &self.limits) {
-            Ok(Response::Replica(r)) => Ok(r),
+            Ok(Response::Peer(r)) => Ok(r),
             Ok(other) => Err(SendError::Refused(format!("{other:?}"))),
             Err(e) => {
                 return self.anomaly(format!("a response to n{} did not decode: {e}", to + 1));
@@ -757,10 +761,18 @@ impl<'a> Simulation<'a> {
     fn output(&mut self, n: usize, output: Output) {
         match output {
             Output::Reply { id, response } => self.reply(n, id, &response),
-            Output::Send { id, to, request } => {
-                let coordinate = matches!(request.body, ReplicaBody::Coordinate(_));
+            Output::Send {
+                id,
+                to,
+                request,
+                priority,
+            } => {
+                if priority == Priority::Bulk {
+                    self.stats.bulk_requests += 1;
+                }
+                let coordinate = matches!(request.message, PeerMessage::Coordinate(_));
                 match self.index.get(&to).copied() {
-                    Some(to) => self.send(n, id, to, &Request::Replica(request), coordinate),
+                    Some(to) => self.send(n, id, to, &Request::Peer(request), coordinate),
                     None => self.anomaly(format!("n{} sent to unknown node {to}", n + 1)),
                 }
             }

@@ -1,0 +1,143 @@
+//! Forwarding: a put or delete that lands on a node that cannot coordinate it goes to one
+//! reachable primary at a time (a random first one, to spread the load, then the others in ring
+//! order). The next primary is tried only when the last one surely did not apply the write
+//! (unreachable, or refused it before any processing): trying another after a primary that may
+//! have applied it would apply it a second time under a second dot — false concurrency, and a
+//! definite refusal there would hide the first attempt — so the outcome is then unknown.
+
+use std::time::Duration;
+
+use rand::RngExt;
+use shoal_protocol::{ClientRequest, ClientResponse, PeerMessage, PeerResponse, RequestError};
+use shoal_storage::Storage;
+use shoal_types::NodeId;
+
+use super::{ClientRequests, Coordination, Env, Origin, Purpose, RequestId, answer};
+use crate::SendError;
+use crate::effects::{Part, Priority, Shared};
+
+/// How much longer than the request's own timeout a forwarder waits: the primary answers at
+/// its deadline (a `Timeout` that says how many replicas acked), and that answer needs time to
+/// arrive.
+const FORWARD_ANSWER_MARGIN: Duration = Duration::from_millis(500);
+
+/// One forwarded write in flight.
+#[derive(Debug)]
+pub(super) struct ForwardState {
+    origin: Origin,
+    request: ClientRequest,
+    /// Primaries not tried yet, in the order to try them (the next one last).
+    candidates: Vec<NodeId>,
+    /// Whether an earlier attempt may have reached a primary (so failure is indeterminate).
+    maybe_applied: bool,
+    required: usize,
+}
+
+impl ForwardState {
+    /// The deadline passed with no answer from any primary.
+    pub(super) fn expired(self, shared: &mut Shared) {
+        shared.metrics.timeouts += 1;
+        let error = RequestError::Timeout {
+            required: self.required,
+            answered: 0,
+        };
+        answer(shared, self.origin, ClientResponse::Failed(error));
+    }
+}
+
+impl ClientRequests {
+    pub(super) fn start_forward<S: Storage>(
+        &mut self,
+        env: &mut Env<'_, S>,
+        origin: Origin,
+        request: ClientRequest,
+        primaries: &[NodeId],
+        required: usize,
+        timeout: Duration,
+    ) {
+        let mut candidates: Vec<NodeId> = primaries
+            .iter()
+            .filter(|n| *n != env.shared.id() && env.is_reachable(n))
+            .cloned()
+            .collect();
+        if candidates.is_empty() {
+            env.shared.metrics.unavailable += 1;
+            let error = RequestError::Unavailable { required, alive: 0 };
+            return answer(env.shared, origin, ClientResponse::Failed(error));
+        }
+        let first = env.shared.rng.random_range(0..candidates.len());
+        candidates.rotate_left(first);
+        candidates.reverse();
+        env.shared.metrics.forwarded += 1;
+        let id = RequestId(env.shared.new_id());
+        let fwd = ForwardState {
+            origin,
+            request,
+            candidates,
+            maybe_applied: false,
+            required,
+        };
+        let deadline = env.now + timeout + FORWARD_ANSWER_MARGIN;
+        self.insert(env.shared, id, deadline, Coordination::Forward(fwd));
+        self.forward_next(env, id);
+    }
+
+    pub(super) fn forward_outcome<S: Storage>(
+        &mut self,
+        env: &mut Env<'_, S>,
+        id: RequestId,
+        result: Result<PeerResponse, SendError>,
+    ) {
+        let Some(Coordination::Forward(fwd)) = self.requests.get_mut(&id) else {
+            return;
+        };
+        match result {
+            Ok(PeerResponse::Coordinated(response)) => {
+                let origin = fwd.origin;
+                self.remove(env.shared, id);
+                answer(env.shared, origin, response);
+            }
+            // Refused before processing: nothing applied there, try the next primary.
+            Ok(PeerResponse::Failed(_)) | Err(SendError::Unreachable | SendError::Refused(_)) => {
+                self.forward_next(env, id)
+            }
+            // The primary may have applied the write: see the module docs.
+            Ok(_) | Err(SendError::Lost) => {
+                fwd.maybe_applied = true;
+                fwd.candidates.clear();
+                self.forward_next(env, id);
+            }
+        }
+    }
+
+    fn forward_next<S: Storage>(&mut self, env: &mut Env<'_, S>, id: RequestId) {
+        let Some(Coordination::Forward(fwd)) = self.requests.get_mut(&id) else {
+            return;
+        };
+        match fwd.candidates.pop() {
+            Some(to) => {
+                let message = PeerMessage::Coordinate(fwd.request.clone());
+                let out = env.shared.send(Part::Client, to, message, Priority::Normal);
+                self.outbound.insert(out, Purpose::Forward(id));
+            }
+            None => {
+                let error = if fwd.maybe_applied {
+                    env.shared.metrics.quorum_failures += 1;
+                    RequestError::QuorumFailed {
+                        required: fwd.required,
+                        answered: 0,
+                    }
+                } else {
+                    env.shared.metrics.unavailable += 1;
+                    RequestError::Unavailable {
+                        required: fwd.required,
+                        alive: 0,
+                    }
+                };
+                let origin = fwd.origin;
+                self.remove(env.shared, id);
+                answer(env.shared, origin, ClientResponse::Failed(error));
+            }
+        }
+    }
+}

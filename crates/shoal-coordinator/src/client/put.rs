@@ -1,0 +1,236 @@
+//! Puts and deletes, coordinated by a primary of the key: it reads its local replica (what a
+//! write builds on, not yet durable writes included), applies `Object::update` with the client's
+//! context and its own actor, persists the result and, at the same time, sends it to the other
+//! reachable primaries; it answers after W durable acks (PW from primaries), its own among them
+//! or not. A write that lands on a node outside the preference list, or on a primary that
+//! cannot coordinate it (storage failed, local replica unreadable), is forwarded ([`super::forward`]).
+
+use shoal_causality::{CausalityError, Object, Sibling};
+use shoal_protocol::{
+    ClientRequest, ClientResponse, PeerError, PeerMessage, ReplicaMessage, RequestError,
+};
+use shoal_storage::Storage;
+use shoal_types::NodeId;
+
+use super::{
+    ClientRequests, Coordination, Env, Origin, Purpose, RequestId, answer, refuse_forwarded,
+};
+use crate::durability::Local;
+use crate::effects::{Part, Priority, Shared, Waiter};
+use crate::quorum::{WriteProgress, WriteQuorum};
+
+/// One put or delete in flight.
+#[derive(Debug)]
+pub(super) struct PutState {
+    origin: Origin,
+    object: Object,
+    quorum: WriteQuorum,
+    answered: bool,
+}
+
+impl PutState {
+    /// The deadline passed: answered `Timeout` unless it was answered already.
+    pub(super) fn expired(self, shared: &mut Shared) {
+        if !self.answered {
+            shared.metrics.timeouts += 1;
+            let error = self.quorum.timeout_error();
+            answer(shared, self.origin, ClientResponse::Failed(error));
+        }
+    }
+}
+
+impl ClientRequests {
+    pub(super) fn start_write<S: Storage>(
+        &mut self,
+        env: &mut Env<'_, S>,
+        origin: Origin,
+        request: ClientRequest,
+    ) {
+        let (key, options) = match &request {
+            ClientRequest::Put { key, options, .. }
+            | ClientRequest::Delete { key, options, .. } => (key.clone(), *options),
+            _ => return,
+        };
+        if let Some(error) = self.refuse_early(env.shared, &key) {
+            return answer(env.shared, origin, ClientResponse::Failed(error));
+        }
+        let required = match env.shared.config.quorum.write_with(&options) {
+            Ok(w) => w,
+            Err(e) => {
+                let error = RequestError::InvalidQuorum(e.to_string());
+                return answer(env.shared, origin, ClientResponse::Failed(error));
+            }
+        };
+        let partition = env.shared.ring.partition_for_key(&key);
+        let primaries = env.shared.ring.primaries(partition).to_vec();
+        let timeout = options.timeout.unwrap_or(env.shared.config.request_timeout);
+        let here = primaries.contains(env.shared.id());
+        if !here || env.durability.failed().is_some() {
+            if let Origin::Forwarded(id) = origin {
+                // Never forward twice: the forwarder tries another primary.
+                let error = match env.durability.failed() {
+                    Some(e) => PeerError::Storage(e.to_string()),
+                    None => PeerError::NotPrimary(partition),
+                };
+                return refuse_forwarded(env.shared, id, error);
+            }
+            return self.start_forward(env, origin, request, &primaries, required.w(), timeout);
+        }
+        let alive = primaries.iter().filter(|n| env.is_reachable(n)).count();
+        if alive < required.w() || alive < required.pw() {
+            env.shared.metrics.unavailable += 1;
+            let error = RequestError::Unavailable {
+                required: required.w().max(required.pw()),
+                alive,
+            };
+            return answer(env.shared, origin, ClientResponse::Failed(error));
+        }
+        let base = match env
+            .durability
+            .read_for_write(&mut env.shared.metrics, partition, &key)
+        {
+            Ok(Local::Found(o)) => o,
+            Ok(Local::NotFound) => Object::new(),
+            Ok(Local::Corrupted) | Err(_) => {
+                // Our own latest dot for this key is unknown: making one here could reuse it.
+                // Let another primary coordinate.
+                let others: Vec<NodeId> = primaries
+                    .iter()
+                    .filter(|n| *n != env.shared.id())
+                    .cloned()
+                    .collect();
+                if let Origin::Forwarded(id) = origin {
+                    let error = PeerError::Storage("local replica unreadable".into());
+                    return refuse_forwarded(env.shared, id, error);
+                }
+                return self.start_forward(env, origin, request, &others, required.w(), timeout);
+            }
+        };
+        let (sibling, context) = match request {
+            ClientRequest::Put { value, context, .. } => {
+                env.shared.metrics.puts += 1;
+                (Sibling::Value(value), context)
+            }
+            ClientRequest::Delete { context, .. } => {
+                env.shared.metrics.deletes += 1;
+                (Sibling::Tombstone, context)
+            }
+            _ => return,
+        };
+        let max_siblings = env.shared.config.limits.max_siblings();
+        let object = match base.update(&context, sibling, &self.actor, max_siblings) {
+            Ok(o) => o,
+            Err(CausalityError::TooManySiblings { siblings, max }) => {
+                env.shared.metrics.too_many_siblings += 1;
+                let error = RequestError::TooManySiblings { siblings, max };
+                return answer(env.shared, origin, ClientResponse::Failed(error));
+            }
+            Err(e) => {
+                let error = RequestError::NodeFailed(e.to_string());
+                return answer(env.shared, origin, ClientResponse::Failed(error));
+            }
+        };
+        let request = RequestId(env.shared.new_id());
+        let mut quorum = WriteQuorum::new(required, primaries.len(), primaries.len());
+        let mut replicas = Vec::with_capacity(primaries.len());
+        for node in primaries.iter().filter(|n| *n != env.shared.id()) {
+            if env.is_reachable(node) {
+                replicas.push(node.clone());
+            } else {
+                quorum.add_failure(true);
+            }
+        }
+        // The coordinator's own write and the replicas' go out together, so a put waits for
+        // one durable commit, not two in series. A replica (and, after W acks, the client) may
+        // thus hold this dot before it is durable here. That is safe because a node never makes
+        // a dot of an earlier run again: a node that did not stop cleanly starts with a new
+        // incarnation (shoal-storage's run state), so a crash that loses this write cannot
+        // lead to the same (actor, counter) naming another value (Riak's kv679).
+        let waiter = Waiter {
+            part: Part::Client,
+            token: request.0,
+        };
+        env.durability
+            .persist(env.shared, partition, &key, object.clone(), Some(waiter));
+        for to in replicas {
+            let message = PeerMessage::Replica(ReplicaMessage::Replicate {
+                partition,
+                key: key.clone(),
+                object: object.clone(),
+            });
+            let id = env.shared.send(Part::Client, to, message, Priority::Normal);
+            self.outbound.insert(id, Purpose::Replicate(request));
+        }
+        let put = PutState {
+            origin,
+            object,
+            quorum,
+            answered: false,
+        };
+        let deadline = env.now + timeout;
+        self.insert(env.shared, request, deadline, Coordination::Put(put));
+    }
+
+    /// The coordinator's own write of `request` is durable (`durable`) or failed.
+    pub(super) fn coordinator_write_outcome<S: Storage>(
+        &mut self,
+        env: &mut Env<'_, S>,
+        request: RequestId,
+        durable: bool,
+    ) {
+        let Some(Coordination::Put(put)) = self.requests.get_mut(&request) else {
+            return;
+        };
+        if durable {
+            put.quorum.add_ack(true);
+        } else {
+            // A failed local commit is one failed replica, and an indeterminate one: the
+            // replicas may have stored the object, a later write to the key was built on it
+            // (the overlay) and may become durable, and a failed commit may have reached the
+            // disk anyway. W acks from the others can still make the write succeed.
+            put.quorum.add_failure(true);
+        }
+        self.advance_put(env, request);
+    }
+
+    pub(super) fn replicate_outcome<S: Storage>(
+        &mut self,
+        env: &mut Env<'_, S>,
+        request: RequestId,
+        acked: bool,
+    ) {
+        let Some(Coordination::Put(put)) = self.requests.get_mut(&request) else {
+            return;
+        };
+        if acked {
+            put.quorum.add_ack(true);
+        } else {
+            put.quorum.add_failure(true);
+        }
+        self.advance_put(env, request);
+    }
+
+    fn advance_put<S: Storage>(&mut self, env: &mut Env<'_, S>, request: RequestId) {
+        let Some(Coordination::Put(put)) = self.requests.get_mut(&request) else {
+            return;
+        };
+        if !put.answered {
+            match put.quorum.progress() {
+                WriteProgress::Waiting => {}
+                WriteProgress::Enough => {
+                    put.answered = true;
+                    let context = put.object.context();
+                    answer(env.shared, put.origin, ClientResponse::Written { context });
+                }
+                WriteProgress::Failed(error) => {
+                    put.answered = true;
+                    env.shared.metrics.quorum_failures += 1;
+                    answer(env.shared, put.origin, ClientResponse::Failed(error));
+                }
+            }
+        }
+        if put.answered && put.quorum.is_complete() {
+            self.remove(env.shared, request);
+        }
+    }
+}

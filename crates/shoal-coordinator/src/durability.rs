@@ -1,0 +1,346 @@
+//! The local replica and its durability overlay: what this node holds of each key, seen two ways.
+//!
+//! - **Durable** ([`Durability::durable_read`]): what storage has committed. Reads answer this, so
+//!   no reader ever sees a dot that a crash could take back.
+//! - **For writing** ([`Durability::read_for_write`]): the newest object handed out to persist,
+//!   durable or not (the overlay, then storage), so that the next write to a key builds on the
+//!   last one even while its commit is in flight.
+//!
+//! Writes leave as [`Output::Persist`](crate::Output::Persist) batches; each names the
+//! [`Waiter`]s to tell once it is durable (or failed), and the node routes each to the part that
+//! waits. A failed commit marks the node's storage failed for the rest of the run: a write this
+//! node made a dot for may be on other replicas and not here, so it must stop coordinating writes
+//! until a restart takes a new incarnation (DESIGN §3, Riak's kv679).
+//!
+//! Not here: deciding what to write (the client-requests and replica parts do), and doing I/O
+//! (storage's commit thread does, driven by the server).
+
+use std::collections::BTreeMap;
+
+use shoal_causality::Object;
+use shoal_protocol::LocalRead;
+use shoal_storage::{ReadOutcome, Storage, StorageError, Write, WriteBatch};
+use shoal_types::{Key, PartitionId};
+
+use crate::NodeMetrics;
+use crate::effects::{PersistId, Shared, Waiter};
+
+/// The local replica, as the parts of the node see it. See the module docs.
+#[derive(Debug)]
+pub(crate) struct Durability<S> {
+    storage: S,
+    /// Objects handed to storage but not yet durable, newest per key.
+    overlay: BTreeMap<(PartitionId, Key), (Object, PersistId)>,
+    persists: BTreeMap<PersistId, PendingPersist>,
+    failed: Option<StorageError>,
+}
+
+#[derive(Debug)]
+struct PendingPersist {
+    keys: Vec<(PartitionId, Key)>,
+    waiters: Vec<Waiter>,
+}
+
+/// The local replica of a key, as a write sees it.
+#[derive(Debug)]
+pub(crate) enum Local {
+    Found(Object),
+    NotFound,
+    Corrupted,
+}
+
+/// What [`Durability::store`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Stored {
+    /// The merged object was durable already: nothing was written, nobody will be told.
+    AlreadyDurable,
+    /// A persist is in flight (new, or one that already carried the merged object); the
+    /// waiter, if any, is told when it ends.
+    Pending,
+}
+
+impl<S: Storage> Durability<S> {
+    pub(crate) fn new(storage: S) -> Self {
+        Durability {
+            storage,
+            overlay: BTreeMap::new(),
+            persists: BTreeMap::new(),
+            failed: None,
+        }
+    }
+
+    pub(crate) fn storage(&self) -> &S {
+        &self.storage
+    }
+
+    pub(crate) fn into_storage(self) -> S {
+        self.storage
+    }
+
+    /// The commit failure of this run, if one happened.
+    pub(crate) fn failed(&self) -> Option<&StorageError> {
+        self.failed.as_ref()
+    }
+
+    /// Batches handed out and not yet reported durable.
+    pub(crate) fn pending(&self) -> usize {
+        self.persists.len()
+    }
+
+    /// The local replica as durable storage holds it: what reads answer.
+    pub(crate) fn durable_read(
+        &self,
+        metrics: &mut NodeMetrics,
+        partition: PartitionId,
+        key: &Key,
+    ) -> LocalRead {
+        match self.storage.object(partition, key) {
+            Ok(ReadOutcome::Found(o)) => LocalRead::Found(o),
+            Ok(ReadOutcome::NotFound) => LocalRead::NotFound,
+            Ok(ReadOutcome::Corrupted) | Err(_) => {
+                metrics.corrupt_reads += 1;
+                LocalRead::Corrupted
+            }
+        }
+    }
+
+    /// The local replica including writes not yet durable: what a new write builds on.
+    pub(crate) fn read_for_write(
+        &self,
+        metrics: &mut NodeMetrics,
+        partition: PartitionId,
+        key: &Key,
+    ) -> Result<Local, StorageError> {
+        if let Some((o, _)) = self.overlay.get(&(partition, key.clone())) {
+            return Ok(Local::Found(o.clone()));
+        }
+        match self.storage.object(partition, key)? {
+            ReadOutcome::Found(o) => Ok(Local::Found(o)),
+            ReadOutcome::NotFound => Ok(Local::NotFound),
+            ReadOutcome::Corrupted => {
+                metrics.corrupt_reads += 1;
+                Ok(Local::Corrupted)
+            }
+        }
+    }
+
+    /// Hands `object` out to be stored under the key (replacing what is there), visible to
+    /// writes at once and to reads once durable; `waiter` is told when it is.
+    pub(crate) fn persist(
+        &mut self,
+        shared: &mut Shared,
+        partition: PartitionId,
+        key: &Key,
+        object: Object,
+        waiter: Option<Waiter>,
+    ) {
+        let id = PersistId(shared.new_id());
+        self.overlay
+            .insert((partition, key.clone()), (object.clone(), id));
+        self.persists.insert(
+            id,
+            PendingPersist {
+                keys: vec![(partition, key.clone())],
+                waiters: waiter.into_iter().collect(),
+            },
+        );
+        let batch = WriteBatch::from(Write::Object {
+            partition,
+            key: key.clone(),
+            object,
+        });
+        shared.persist(id, batch);
+    }
+
+    /// Merges `incoming` into the local replica and makes the result durable; `waiter` is told
+    /// once the merged state is durable, unless it already was ([`Stored::AlreadyDurable`]:
+    /// the caller answers at once).
+    pub(crate) fn store(
+        &mut self,
+        shared: &mut Shared,
+        partition: PartitionId,
+        key: &Key,
+        incoming: &Object,
+        waiter: Option<Waiter>,
+    ) -> Stored {
+        let (base, pending) = match self.overlay.get(&(partition, key.clone())) {
+            Some((o, pid)) => (Some(o.clone()), Some(*pid)),
+            None => match self.storage.object(partition, key) {
+                Ok(ReadOutcome::Found(o)) => (Some(o), None),
+                Ok(ReadOutcome::NotFound) => (None, None),
+                // A corrupt or unreadable record is replaced by what the peers hold.
+                Ok(ReadOutcome::Corrupted) | Err(_) => {
+                    shared.metrics.corrupt_reads += 1;
+                    (None, None)
+                }
+            },
+        };
+        let merged = match &base {
+            Some(b) => b.merge(incoming),
+            None => incoming.clone(),
+        };
+        if base.as_ref() == Some(&merged) {
+            return match pending {
+                Some(pid) => {
+                    if let (Some(p), Some(waiter)) = (self.persists.get_mut(&pid), waiter) {
+                        p.waiters.push(waiter);
+                    }
+                    Stored::Pending
+                }
+                None => Stored::AlreadyDurable,
+            };
+        }
+        self.persist(shared, partition, key, merged, waiter);
+        Stored::Pending
+    }
+
+    /// Persist `id` ended: its objects leave the overlay (unless a newer write replaced them),
+    /// and its waiters are handed back to be told. A failure marks the storage failed.
+    pub(crate) fn persisted(
+        &mut self,
+        id: PersistId,
+        result: &Result<(), StorageError>,
+    ) -> Vec<Waiter> {
+        let Some(persist) = self.persists.remove(&id) else {
+            return Vec::new();
+        };
+        for k in &persist.keys {
+            if self.overlay.get(k).is_some_and(|(_, pid)| *pid == id) {
+                self.overlay.remove(k);
+            }
+        }
+        if let Err(e) = result {
+            tracing::error!(error = %e, "storage write failed; this node stops coordinating writes");
+            self.failed = Some(e.clone());
+        }
+        persist.waiters
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+    use shoal_causality::{Actor, CausalContext, Sibling};
+    use shoal_ring::{Member, Ring};
+    use shoal_storage::MemoryStorage;
+    use shoal_types::{Incarnation, NodeId, PartitionCount, ReplicationFactor};
+
+    use super::*;
+    use crate::effects::Part;
+    use crate::{NodeConfig, Output};
+
+    fn setup() -> (Durability<MemoryStorage>, Shared, PartitionId, Key) {
+        let id = NodeId::new("n1").unwrap();
+        let member = Member::new(id.clone(), "127.0.0.1:7001".parse().unwrap());
+        let ring = Ring::new(
+            vec![member],
+            PartitionCount::new(16).unwrap(),
+            ReplicationFactor::new(1).unwrap(),
+        )
+        .unwrap();
+        let key = Key::new(Bytes::from_static(b"k")).unwrap();
+        let partition = ring.partition_for_key(&key);
+        let storage = MemoryStorage::new(ring.q());
+        let config = NodeConfig::new(id, Incarnation::new(1));
+        let shared = Shared::new(config, ring, StdRng::seed_from_u64(1));
+        (Durability::new(storage), shared, partition, key)
+    }
+
+    fn object(value: &str) -> Object {
+        let actor = Actor::new(NodeId::new("n1").unwrap(), Incarnation::new(1));
+        Object::new()
+            .update(
+                &CausalContext::empty(),
+                Sibling::Value(Bytes::from(value.to_owned())),
+                &actor,
+                64,
+            )
+            .unwrap()
+    }
+
+    /// Carries out the persists queued so far, as a driver would.
+    fn commit_all(d: &mut Durability<MemoryStorage>, shared: &mut Shared) -> Vec<Waiter> {
+        let mut told = Vec::new();
+        while let Some(output) = shared.poll_output() {
+            if let Output::Persist { id, batch } = output {
+                d.storage().write(batch).unwrap();
+                told.extend(d.persisted(id, &Ok(())));
+            }
+        }
+        told
+    }
+
+    #[test]
+    fn writes_see_an_object_before_it_is_durable_and_reads_only_after() {
+        let (mut d, mut shared, p, k) = setup();
+        let waiter = Waiter {
+            part: Part::Client,
+            token: 7,
+        };
+        d.persist(&mut shared, p, &k, object("v"), Some(waiter));
+        let mut metrics = NodeMetrics::default();
+        assert!(matches!(
+            d.read_for_write(&mut metrics, p, &k),
+            Ok(Local::Found(_))
+        ));
+        assert_eq!(d.durable_read(&mut metrics, p, &k), LocalRead::NotFound);
+        assert_eq!(commit_all(&mut d, &mut shared), vec![waiter]);
+        assert!(matches!(
+            d.durable_read(&mut metrics, p, &k),
+            LocalRead::Found(_)
+        ));
+        assert_eq!(d.pending(), 0);
+    }
+
+    #[test]
+    fn storing_what_is_already_durable_writes_nothing() {
+        let (mut d, mut shared, p, k) = setup();
+        let o = object("v");
+        assert_eq!(d.store(&mut shared, p, &k, &o, None), Stored::Pending);
+        commit_all(&mut d, &mut shared);
+        assert_eq!(
+            d.store(&mut shared, p, &k, &o, None),
+            Stored::AlreadyDurable
+        );
+        assert!(shared.poll_output().is_none(), "no second persist");
+    }
+
+    #[test]
+    fn a_store_of_an_object_in_flight_waits_for_that_persist() {
+        let (mut d, mut shared, p, k) = setup();
+        let o = object("v");
+        d.store(&mut shared, p, &k, &o, None);
+        let waiter = Waiter {
+            part: Part::Replica,
+            token: 3,
+        };
+        assert_eq!(
+            d.store(&mut shared, p, &k, &o, Some(waiter)),
+            Stored::Pending
+        );
+        assert_eq!(commit_all(&mut d, &mut shared), vec![waiter]);
+    }
+
+    #[test]
+    fn a_failed_commit_marks_the_storage_failed_and_still_tells_the_waiters() {
+        let (mut d, mut shared, p, k) = setup();
+        let waiter = Waiter {
+            part: Part::Client,
+            token: 1,
+        };
+        d.persist(&mut shared, p, &k, object("v"), Some(waiter));
+        let Some(Output::Persist { id, .. }) = shared.poll_output() else {
+            panic!("a persist was queued");
+        };
+        let error = StorageError::Closed;
+        assert_eq!(d.persisted(id, &Err(error)), vec![waiter]);
+        assert!(d.failed().is_some());
+        let mut metrics = NodeMetrics::default();
+        assert!(
+            matches!(d.read_for_write(&mut metrics, p, &k), Ok(Local::NotFound)),
+            "the failed write left the overlay"
+        );
+    }
+}

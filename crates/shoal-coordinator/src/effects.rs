@@ -1,0 +1,195 @@
+//! What the parts of a node share: the effect queue they push [`Output`]s onto, the timer table,
+//! the ids that name inbound requests, outbound messages and persists, the node's identity and
+//! ring, its counters and its seeded randomness ([`Shared`]).
+//!
+//! Every outbound message is recorded with the [`Part`] that sent it, so that its answer goes
+//! back to that part and to no other; persists name their waiters the same way. The driver (the
+//! tokio server, the simulator, a test harness) drains the queue with
+//! [`Node::poll_output`](crate::Node::poll_output) and carries each effect out.
+//!
+//! Not here: what any part decides. This module only carries effects.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use rand::rngs::StdRng;
+use shoal_protocol::{PeerMessage, PeerRequest, Response};
+use shoal_ring::Ring;
+use shoal_storage::WriteBatch;
+use shoal_types::NodeId;
+
+use crate::timers::TimerTable;
+use crate::{NodeConfig, NodeMetrics};
+
+/// Names one inbound request (from a client, an admin or a peer) until the node answers it
+/// with [`Output::Reply`]. Chosen by the caller; unique among unanswered requests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct InboundId(pub u64);
+
+/// Names one message this node sends; its outcome comes back through
+/// [`Node::handle_response`](crate::Node::handle_response).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct OutboundId(pub u64);
+
+/// Names one batch handed out to persist; its outcome comes back through
+/// [`Node::handle_persisted`](crate::Node::handle_persisted).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PersistId(pub u64);
+
+/// An effect the node wants carried out.
+#[derive(Debug)]
+pub enum Output {
+    /// Answer inbound request `id`.
+    Reply {
+        /// The request answered.
+        id: InboundId,
+        /// The answer.
+        response: Response,
+    },
+    /// Send `request` to node `to`; report the outcome with `handle_response(id, …)`.
+    Send {
+        /// Names this message.
+        id: OutboundId,
+        /// The destination.
+        to: NodeId,
+        /// The message, in its envelope (this node as sender, its ring epoch).
+        request: PeerRequest,
+        /// How its bytes rank against other traffic to the same peer.
+        priority: Priority,
+    },
+    /// Make `batch` durable, in order after every earlier batch; report with
+    /// `handle_persisted(id, …)`.
+    Persist {
+        /// Names this batch.
+        id: PersistId,
+        /// The writes.
+        batch: WriteBatch,
+    },
+}
+
+/// How urgently a message's bytes are sent, relative to other traffic to the same peer. The
+/// server maps it to the transport's stream priority; the simulator counts it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Priority {
+    /// Client requests and the replication that serves them.
+    #[default]
+    Normal,
+    /// Background transfers (hinted handoff, anti-entropy, ownership handoff): sent when normal
+    /// traffic leaves room.
+    Bulk,
+}
+
+/// The parts of a node that send messages and wait for persists: answers are routed back to
+/// the part named here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Part {
+    /// Client requests: gets, puts, forwarding, read repair.
+    Client,
+    /// The replica side: storing objects for peers.
+    Replica,
+    /// Liveness: pings.
+    Liveness,
+}
+
+/// Who waits for a persist: a part, and what the part calls the wait.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Waiter {
+    pub(crate) part: Part,
+    pub(crate) token: u64,
+}
+
+/// What an outbound message was, for routing its answer.
+#[derive(Debug)]
+pub(crate) struct Sent {
+    pub(crate) part: Part,
+    pub(crate) to: NodeId,
+}
+
+/// What every part shares. One value, owned by the [`Node`](crate::Node), lent to each part in
+/// turn.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) config: NodeConfig,
+    pub(crate) ring: Ring,
+    pub(crate) timers: TimerTable,
+    pub(crate) metrics: NodeMetrics,
+    pub(crate) rng: StdRng,
+    outputs: VecDeque<Output>,
+    outbound: BTreeMap<OutboundId, Sent>,
+    next_id: u64,
+}
+
+impl Shared {
+    pub(crate) fn new(config: NodeConfig, ring: Ring, rng: StdRng) -> Shared {
+        Shared {
+            config,
+            ring,
+            timers: TimerTable::default(),
+            metrics: NodeMetrics::default(),
+            rng,
+            outputs: VecDeque::new(),
+            outbound: BTreeMap::new(),
+            next_id: 0,
+        }
+    }
+
+    /// This node's id.
+    pub(crate) fn id(&self) -> &NodeId {
+        &self.config.id
+    }
+
+    /// A fresh id, unique within this node's run, for requests, messages and persists alike.
+    pub(crate) fn new_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    /// Sends `message` to `to` on behalf of `part`, which gets its answer.
+    pub(crate) fn send(
+        &mut self,
+        part: Part,
+        to: NodeId,
+        message: PeerMessage,
+        priority: Priority,
+    ) -> OutboundId {
+        let id = OutboundId(self.new_id());
+        self.outbound.insert(
+            id,
+            Sent {
+                part,
+                to: to.clone(),
+            },
+        );
+        let request = PeerRequest {
+            from: self.config.id.clone(),
+            epoch: self.ring.epoch(),
+            message,
+        };
+        self.outputs.push_back(Output::Send {
+            id,
+            to,
+            request,
+            priority,
+        });
+        id
+    }
+
+    /// The part that sent `id` and its destination, forgotten once asked (an answer comes once).
+    pub(crate) fn answered(&mut self, id: OutboundId) -> Option<Sent> {
+        self.outbound.remove(&id)
+    }
+
+    /// Answers inbound request `id`.
+    pub(crate) fn reply(&mut self, id: InboundId, response: Response) {
+        self.outputs.push_back(Output::Reply { id, response });
+    }
+
+    /// Hands `batch` out to be made durable.
+    pub(crate) fn persist(&mut self, id: PersistId, batch: WriteBatch) {
+        self.outputs.push_back(Output::Persist { id, batch });
+    }
+
+    /// The next effect to carry out.
+    pub(crate) fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+}

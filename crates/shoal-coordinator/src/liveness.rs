@@ -1,0 +1,224 @@
+//! Liveness: which peers to send to. A peer whose connection failed is considered unreachable
+//! for a back-off period that doubles while it stays unreachable (250 ms up to 5 s); after the
+//! period the next request probes it again. Every `ping_interval` the node pings every other
+//! member (one ping in flight per peer, so a dead peer is not piled up on), so reachability stays
+//! fresh when no requests flow and a peer that came back is noticed.
+//!
+//! The node feeds this part the outcome of every message it sends, whichever part sent it, and
+//! every peer request it receives. It stands in for the phi-accrual detector of the membership
+//! crate, which will replace it behind the same questions (`is_reachable`, `status`).
+//!
+//! Not here: the transport's own dead-port check (a refused port fails a connection at once),
+//! which reaches this part as `SendError::Unreachable`.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use shoal_protocol::{PeerMessage, PeerResponse, PeerStatus, Response};
+use shoal_types::NodeId;
+
+use crate::SendError;
+use crate::effects::{InboundId, OutboundId, Part, Priority, Shared};
+use crate::timers::Timer;
+
+/// The first back-off of a peer found unreachable.
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+/// The longest back-off.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// See the module docs.
+#[derive(Debug, Default)]
+pub(crate) struct Liveness {
+    down: BTreeMap<NodeId, Down>,
+    /// Pings in flight, by peer.
+    pinging: BTreeMap<OutboundId, NodeId>,
+}
+
+#[derive(Debug)]
+struct Down {
+    until: Instant,
+    backoff: Duration,
+}
+
+impl Liveness {
+    /// Liveness for a node started at `now`: the first pings go out at once.
+    pub(crate) fn new(now: Instant, shared: &mut Shared) -> Liveness {
+        shared.timers.schedule(now, Timer::Ping);
+        Liveness::default()
+    }
+
+    /// Whether requests should be sent to `node` now (this node always is).
+    pub(crate) fn is_reachable(&self, shared: &Shared, node: &NodeId, now: Instant) -> bool {
+        node == shared.id() || self.down.get(node).is_none_or(|d| now >= d.until)
+    }
+
+    /// A message to `to` ended with `result` (whichever part sent it).
+    pub(crate) fn observed(
+        &mut self,
+        to: &NodeId,
+        result: &Result<PeerResponse, SendError>,
+        now: Instant,
+    ) {
+        match result {
+            Ok(_) | Err(SendError::Refused(_)) => self.heard_from(to),
+            Err(SendError::Unreachable) => self.mark_unreachable(to, now),
+            Err(SendError::Lost) => {}
+        }
+    }
+
+    /// `node` sent us something: it is there.
+    pub(crate) fn heard_from(&mut self, node: &NodeId) {
+        self.down.remove(node);
+    }
+
+    /// The answer to one of this part's pings came (its outcome was already `observed`).
+    pub(crate) fn response(&mut self, id: OutboundId) {
+        self.pinging.remove(&id);
+    }
+
+    /// Answers a peer's ping.
+    pub(crate) fn serve_ping(&self, shared: &mut Shared, id: InboundId) {
+        shared.reply(id, Response::Peer(PeerResponse::Pong));
+    }
+
+    /// [`Timer::Ping`] fired: ping every other member that has no ping in flight.
+    pub(crate) fn ping_timer(&mut self, shared: &mut Shared, now: Instant) {
+        shared
+            .timers
+            .schedule(now + shared.config.ping_interval, Timer::Ping);
+        let others: Vec<NodeId> = shared
+            .ring
+            .members()
+            .iter()
+            .map(|m| m.id.clone())
+            .filter(|id| id != shared.id())
+            .collect();
+        for to in others {
+            if !self.pinging.values().any(|t| *t == to) {
+                let id = shared.send(
+                    Part::Liveness,
+                    to.clone(),
+                    PeerMessage::Ping,
+                    Priority::Normal,
+                );
+                self.pinging.insert(id, to);
+            }
+        }
+    }
+
+    /// Every other member and whether it is reachable, for the admin status.
+    pub(crate) fn status(&self, shared: &Shared, now: Instant) -> Vec<PeerStatus> {
+        shared
+            .ring
+            .members()
+            .iter()
+            .filter(|m| m.id != *shared.id())
+            .map(|m| PeerStatus {
+                node: m.id.clone(),
+                reachable: self.is_reachable(shared, &m.id, now),
+            })
+            .collect()
+    }
+
+    fn mark_unreachable(&mut self, node: &NodeId, now: Instant) {
+        let backoff = self
+            .down
+            .get(node)
+            .map_or(FIRST_BACKOFF, |d| (d.backoff * 2).min(MAX_BACKOFF));
+        self.down.insert(
+            node.clone(),
+            Down {
+                until: now + backoff,
+                backoff,
+            },
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+    use shoal_ring::{Member, Ring};
+    use shoal_types::{Incarnation, PartitionCount, ReplicationFactor};
+
+    use super::*;
+    use crate::{NodeConfig, Output};
+
+    fn node(n: &str) -> NodeId {
+        NodeId::new(n).unwrap()
+    }
+
+    fn shared() -> Shared {
+        let members = (1..=3)
+            .map(|i| {
+                let addr = format!("127.0.0.1:{}", 7000 + i).parse().unwrap();
+                Member::new(node(&format!("n{i}")), addr)
+            })
+            .collect();
+        let ring = Ring::new(
+            members,
+            PartitionCount::new(16).unwrap(),
+            ReplicationFactor::new(3).unwrap(),
+        )
+        .unwrap();
+        let config = NodeConfig::new(node("n1"), Incarnation::new(1));
+        Shared::new(config, ring, StdRng::seed_from_u64(1))
+    }
+
+    fn pings(shared: &mut Shared) -> Vec<(OutboundId, NodeId)> {
+        std::iter::from_fn(|| shared.poll_output())
+            .filter_map(|o| match o {
+                Output::Send { id, to, .. } => Some((id, to)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_unreachable_peer_is_skipped_for_a_back_off_that_doubles() {
+        let mut shared = shared();
+        let now = Instant::now();
+        let mut l = Liveness::new(now, &mut shared);
+        let n2 = node("n2");
+        let unreachable = Err(SendError::Unreachable);
+        l.observed(&n2, &unreachable, now);
+        assert!(!l.is_reachable(&shared, &n2, now));
+        assert!(l.is_reachable(&shared, &n2, now + FIRST_BACKOFF));
+        l.observed(&n2, &unreachable, now + FIRST_BACKOFF);
+        assert!(!l.is_reachable(&shared, &n2, now + FIRST_BACKOFF * 2));
+        assert!(l.is_reachable(&shared, &n2, now + FIRST_BACKOFF * 3));
+        l.observed(&n2, &Ok(PeerResponse::Pong), now);
+        assert!(l.is_reachable(&shared, &n2, now), "an answer clears it");
+        assert!(l.is_reachable(&shared, &node("n1"), now), "itself, always");
+    }
+
+    #[test]
+    fn a_lost_message_says_nothing_about_reachability() {
+        let mut shared = shared();
+        let now = Instant::now();
+        let mut l = Liveness::new(now, &mut shared);
+        l.observed(&node("n2"), &Err(SendError::Lost), now);
+        assert!(l.is_reachable(&shared, &node("n2"), now));
+    }
+
+    #[test]
+    fn pings_go_to_every_other_member_with_one_in_flight_per_peer() {
+        let mut shared = shared();
+        let now = Instant::now();
+        let mut l = Liveness::new(now, &mut shared);
+        assert_eq!(shared.timers.expire(now), Some(Timer::Ping));
+        l.ping_timer(&mut shared, now);
+        let first = pings(&mut shared);
+        let targets: Vec<&NodeId> = first.iter().map(|(_, to)| to).collect();
+        assert_eq!(targets, [&node("n2"), &node("n3")]);
+        let next = now + shared.config.ping_interval;
+        assert_eq!(shared.timers.next(), Some(next));
+        // n2 answers, n3 does not: the next round pings n2 only.
+        l.response(first[0].0);
+        assert_eq!(shared.timers.expire(next), Some(Timer::Ping));
+        l.ping_timer(&mut shared, next);
+        let second: Vec<NodeId> = pings(&mut shared).into_iter().map(|(_, to)| to).collect();
+        assert_eq!(second, [node("n2")]);
+    }
+}

@@ -1,0 +1,91 @@
+//! The replica side: what a node does for its peers' replication messages. A `Replicate` or
+//! `Repair` is merged into the local replica (DVV merge, no new dot) and answered `Stored` once
+//! the merged object is durable; a `Read` is answered with the durable replica. A message that
+//! names another partition than the key's own in this node's ring is refused, since it would
+//! file the key where no read finds it; a node whose storage failed refuses to store.
+//!
+//! Not here: forwarded client writes (`PeerMessage::Coordinate`, served by the client-requests
+//! part), and liveness pings.
+
+use shoal_protocol::{PeerError, PeerResponse, ReplicaMessage, ReplicaResponse, Response};
+use shoal_storage::{Storage, StorageError};
+
+use crate::durability::{Durability, Stored};
+use crate::effects::{InboundId, Part, Shared, Waiter};
+
+/// See the module docs. Holds no state of its own: what it stores lives in [`Durability`].
+#[derive(Debug, Default)]
+pub(crate) struct ReplicaSide;
+
+impl ReplicaSide {
+    /// A peer's replication message.
+    pub(crate) fn handle<S: Storage>(
+        &mut self,
+        shared: &mut Shared,
+        durability: &mut Durability<S>,
+        id: InboundId,
+        message: ReplicaMessage,
+    ) {
+        let (partition, key) = message.partition_key();
+        let expected = shared.ring.partition_for_key(key);
+        if partition != expected {
+            let error = PeerError::WrongPartition {
+                expected,
+                got: partition,
+            };
+            return refuse(shared, id, error);
+        }
+        match message {
+            ReplicaMessage::Replicate {
+                partition,
+                key,
+                object,
+            }
+            | ReplicaMessage::Repair {
+                partition,
+                key,
+                object,
+            } => {
+                if let Some(e) = durability.failed() {
+                    let error = PeerError::Storage(e.to_string());
+                    return refuse(shared, id, error);
+                }
+                shared.metrics.replica_writes += 1;
+                let waiter = Waiter {
+                    part: Part::Replica,
+                    token: id.0,
+                };
+                let stored = durability.store(shared, partition, &key, &object, Some(waiter));
+                if stored == Stored::AlreadyDurable {
+                    reply(shared, id, ReplicaResponse::Stored);
+                }
+            }
+            ReplicaMessage::Read { partition, key } => {
+                let read = durability.durable_read(&mut shared.metrics, partition, &key);
+                reply(shared, id, ReplicaResponse::Replica(read));
+            }
+        }
+    }
+
+    /// The persist that inbound request `token` waited for ended.
+    pub(crate) fn persisted(
+        &mut self,
+        shared: &mut Shared,
+        token: u64,
+        result: &Result<(), StorageError>,
+    ) {
+        let id = InboundId(token);
+        match result {
+            Ok(()) => reply(shared, id, ReplicaResponse::Stored),
+            Err(e) => refuse(shared, id, PeerError::Storage(e.to_string())),
+        }
+    }
+}
+
+fn reply(shared: &mut Shared, id: InboundId, response: ReplicaResponse) {
+    shared.reply(id, Response::Peer(PeerResponse::Replica(response)));
+}
+
+fn refuse(shared: &mut Shared, id: InboundId, error: PeerError) {
+    shared.reply(id, Response::Peer(PeerResponse::Failed(error)));
+}

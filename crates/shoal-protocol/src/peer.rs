@@ -1,0 +1,126 @@
+//! Node-to-node messages: one envelope ([`PeerRequest`]: who sends, in which ring epoch) around
+//! a [`PeerMessage`], whose variants are the families of node traffic, each served by its own
+//! part of the receiving node. Forwarded writes, replication (replicate, read, repair) and
+//! liveness pings exist today; gossip, hints, anti-entropy exchanges and ownership transfers each add a
+//! variant here (and one to [`PeerResponse`]) when they are built.
+
+use serde::{Deserialize, Serialize};
+use shoal_causality::Object;
+use shoal_types::{Key, NodeId, PartitionId, RingEpoch};
+
+use crate::{ClientRequest, ClientResponse, LocalRead};
+
+/// A request from one node to another. `from` must be the node named by the sender's
+/// certificate.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PeerRequest {
+    /// The sending node.
+    pub from: NodeId,
+    /// The sender's ring epoch, so a receiver can tell it is talking to an older or newer ring.
+    pub epoch: RingEpoch,
+    /// What is asked.
+    pub message: PeerMessage,
+}
+
+/// What one node asks another, by family.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum PeerMessage {
+    /// Coordinate this put or delete: sent by a node outside the key's preference list to one
+    /// inside it, which makes the dot. Answered with [`PeerResponse::Coordinated`].
+    Coordinate(ClientRequest),
+    /// Replication of keys: answered with [`PeerResponse::Replica`].
+    Replica(ReplicaMessage),
+    /// Are you there? Answered [`PeerResponse::Pong`]; keeps each node's view of who is
+    /// reachable fresh.
+    Ping,
+}
+
+/// The replication messages: how a put's object, a get and a read repair travel between the
+/// replicas of a key.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ReplicaMessage {
+    /// Merge this object into your replica, durably, then answer `Stored`.
+    Replicate {
+        /// The key's partition.
+        partition: PartitionId,
+        /// The key.
+        key: Key,
+        /// The coordinator's object after its update.
+        object: Object,
+    },
+    /// Send your replica of a key.
+    Read {
+        /// The key's partition.
+        partition: PartitionId,
+        /// The key.
+        key: Key,
+    },
+    /// Read repair: merge this object, which is newer than what you answered.
+    Repair {
+        /// The key's partition.
+        partition: PartitionId,
+        /// The key.
+        key: Key,
+        /// The merged object.
+        object: Object,
+    },
+}
+
+impl ReplicaMessage {
+    /// The partition and key the message is about.
+    pub fn partition_key(&self) -> (PartitionId, &Key) {
+        match self {
+            ReplicaMessage::Replicate { partition, key, .. }
+            | ReplicaMessage::Read { partition, key }
+            | ReplicaMessage::Repair { partition, key, .. } => (*partition, key),
+        }
+    }
+}
+
+/// A node's answer to a [`PeerRequest`], in the family of the request.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum PeerResponse {
+    /// Answer to [`PeerMessage::Coordinate`]: what the client should see.
+    Coordinated(ClientResponse),
+    /// Answer to a [`PeerMessage::Replica`].
+    Replica(ReplicaResponse),
+    /// Answer to [`PeerMessage::Ping`].
+    Pong,
+    /// The request was not served (see [`PeerError`] for what each reason implies).
+    Failed(PeerError),
+}
+
+/// A node's answer to a [`ReplicaMessage`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ReplicaResponse {
+    /// Answer to `Replicate` and `Repair`: the object is merged and durable.
+    Stored,
+    /// Answer to `Read`: this node's replica.
+    Replica(LocalRead),
+}
+
+/// Why a peer request was not served.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum PeerError {
+    /// The node's storage failed: it refuses writes for the rest of its run, or the commit of
+    /// this one failed (which, like any failed fsync, may still have reached the disk). Either
+    /// way the object does not count as stored here.
+    #[error("storage failed: {0}")]
+    Storage(String),
+    /// The node is not in the key's preference list and will not coordinate it; nothing was
+    /// applied.
+    #[error("not a primary for partition {0}")]
+    NotPrimary(PartitionId),
+    /// The node is too busy; nothing was applied.
+    #[error("overloaded")]
+    Overloaded,
+    /// The message named a partition that is not the key's partition in the receiver's ring;
+    /// nothing was applied.
+    #[error("key belongs to partition {expected}, not {got}")]
+    WrongPartition {
+        /// The key's partition in the receiver's ring.
+        expected: PartitionId,
+        /// The partition the message named.
+        got: PartitionId,
+    },
+}
