@@ -156,7 +156,8 @@ impl Cluster {
                     .expect("a reply to a peer request");
                 let result = match response {
                     Response::Peer(r) => Ok(r),
-                    other => Err(SendError::Refused(format!("{other:?}"))),
+                    Response::Refused(refusal) => Err(SendError::Refused(refusal)),
+                    other => panic!("a peer request answered with {other:?}"),
                 };
                 self.queue.push_back(Event::Answer(to, out, result));
             }

@@ -11,10 +11,10 @@ use bytes::Bytes;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use shoal_causality::{Actor, CausalContext, Object, Sibling};
-use shoal_client::{Client, ClientConfig, ClientError, LocalRead, RequestOptions};
+use shoal_client::{Client, ClientConfig, ClientError, LocalRead, RequestError, RequestOptions};
 use shoal_protocol::{
     ClientRequest, ClientResponse, DecodeLimits, PeerMessage, PeerRequest, Refusal, ReplicaMessage,
-    Request, Response, Role as WireRole, decode, encode,
+    Request, Response, decode, encode,
 };
 use shoal_tests::hostile::{self, RawConnection, RawOutcome};
 use shoal_tests::{Cluster, NodeState, eventually};
@@ -275,9 +275,11 @@ async fn a_killed_node_leaves_quorums_of_two_working_and_is_read_repaired_after_
     // R = 3 cannot be met: the error says how many replicas were needed and how many answered.
     let error = client.get_with("before", options_r(3)).await.unwrap_err();
     let (required, answered) = match &error {
-        ClientError::QuorumFailed { required, answered }
-        | ClientError::Timeout { required, answered } => (*required, *answered),
-        ClientError::Unavailable { required, alive } => (*required, *alive),
+        ClientError::Request(
+            RequestError::QuorumFailed { required, answered }
+            | RequestError::Timeout { required, answered },
+        ) => (*required, *answered),
+        ClientError::Request(RequestError::Unavailable { required, alive }) => (*required, *alive),
         other => panic!("R=3 with a node down: {other:?}"),
     };
     assert_eq!((required, answered), (3, 2), "{error}");
@@ -289,16 +291,18 @@ async fn a_killed_node_leaves_quorums_of_two_working_and_is_read_repaired_after_
     assert!(
         matches!(
             error,
-            ClientError::QuorumFailed {
-                required: 3,
-                answered: 2
-            } | ClientError::Timeout {
-                required: 3,
-                answered: 2
-            } | ClientError::Unavailable {
-                required: 3,
-                alive: 2
-            }
+            ClientError::Request(
+                RequestError::QuorumFailed {
+                    required: 3,
+                    answered: 2
+                } | RequestError::Timeout {
+                    required: 3,
+                    answered: 2
+                } | RequestError::Unavailable {
+                    required: 3,
+                    alive: 2
+                }
+            )
         ),
         "W=3 with a node down: {error:?}"
     );
@@ -565,9 +569,9 @@ async fn a_client_certificate_cannot_send_replica_messages() {
                 .request(cluster.addr(i), cluster.id(i), &replicate)
                 .await;
             let expected_role = if role == Role::Client {
-                WireRole::Client
+                Role::Client
             } else {
-                WireRole::Admin
+                Role::Admin
             };
             match answer {
                 Response::Refused(Refusal::Unauthorized { role: r, .. }) if r == expected_role => {}
@@ -592,7 +596,9 @@ async fn a_value_over_the_limit_is_refused_with_its_size_and_nothing_is_stored()
     let big = Bytes::from(vec![b'x'; MAX + 1]);
     let error = client.put("big", big.clone(), None).await.unwrap_err();
     match &error {
-        ClientError::ValueTooLarge { size, max } => assert_eq!((*size, *max), (MAX + 1, MAX)),
+        ClientError::Request(RequestError::ValueTooLarge { size, max }) => {
+            assert_eq!((*size, *max), (MAX + 1, MAX))
+        }
         other => panic!("an oversized value: {other:?}"),
     }
     assert!(!error.is_indeterminate(), "a definite refusal");

@@ -3,7 +3,7 @@
 use std::fmt;
 
 use anyhow::Error;
-use shoal_client::ClientError;
+use shoal_client::{ClientError, RequestError};
 
 use crate::json::Json;
 
@@ -72,10 +72,12 @@ pub(crate) fn code(error: &Error) -> u8 {
             ClientError::Unauthorized(_)
             | ClientError::Refused { .. }
             | ClientError::HandshakeRefused { .. }
-            | ClientError::TooManySiblings { .. }
-            | ClientError::ValueTooLarge { .. }
-            | ClientError::KeyTooLarge { .. }
-            | ClientError::InvalidQuorum(_) => REFUSED,
+            | ClientError::Request(
+                RequestError::TooManySiblings { .. }
+                | RequestError::ValueTooLarge { .. }
+                | RequestError::KeyTooLarge { .. }
+                | RequestError::InvalidQuorum(_),
+            ) => REFUSED,
             _ => FAILURE,
         };
     }
@@ -131,24 +133,24 @@ mod tests {
     fn errors_map_to_documented_codes() {
         let cases: Vec<(ClientError, u8)> = vec![
             (
-                ClientError::Unavailable {
+                ClientError::Request(RequestError::Unavailable {
                     required: 2,
                     alive: 1,
-                },
+                }),
                 UNAVAILABLE,
             ),
             (
-                ClientError::QuorumFailed {
+                ClientError::Request(RequestError::QuorumFailed {
                     required: 2,
                     answered: 1,
-                },
+                }),
                 UNAVAILABLE,
             ),
             (
-                ClientError::Timeout {
+                ClientError::Request(RequestError::Timeout {
                     required: 2,
                     answered: 0,
-                },
+                }),
                 UNAVAILABLE,
             ),
             (
@@ -166,7 +168,10 @@ mod tests {
                 },
                 REFUSED,
             ),
-            (ClientError::ValueTooLarge { size: 2, max: 1 }, REFUSED),
+            (
+                ClientError::Request(RequestError::ValueTooLarge { size: 2, max: 1 }),
+                REFUSED,
+            ),
             (ClientError::InvalidContextToken("x".into()), USAGE),
         ];
         for (e, expected) in cases {

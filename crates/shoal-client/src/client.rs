@@ -13,7 +13,7 @@ use bytes::Bytes;
 use shoal_causality::CausalContext;
 use shoal_protocol::{
     AdminRequest, AdminResponse, ClientRequest, ClientResponse, DecodeLimits, LocalRead,
-    NodeStatus, Refusal, Request, Response, decode, encode,
+    NodeStatus, Refusal, Request, RequestError, Response, decode, encode,
 };
 use shoal_ring::Ring;
 use shoal_transport::{Endpoint, Identity, Role, TransportError};
@@ -27,7 +27,7 @@ use crate::{ClientConfig, ClientError, ProtocolError};
 
 /// How much longer than the coordinator's deadline the client waits for its answer, so that a
 /// node's `Timeout` (which says how many replicas answered) arrives before the client gives up.
-const RESPONSE_GRACE: Duration = Duration::from_secs(1);
+const RESPONSE_GRACE: Duration = RequestOptions::CLIENT_GRACE;
 
 /// A ring older than this is refreshed in the background on the next request.
 const RING_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
@@ -641,7 +641,10 @@ impl Wire {
             Response::Client(ClientResponse::Failed(e)) => {
                 let e = ClientError::from(e);
                 // Definite and about this node alone: another node may serve it.
-                if matches!(e, ClientError::Overloaded | ClientError::NodeFailed(_)) {
+                if matches!(
+                    e,
+                    ClientError::Request(RequestError::Overloaded | RequestError::NodeFailed(_))
+                ) {
                     Attempt::NextNode(e)
                 } else {
                     Attempt::Fail(e)

@@ -3,6 +3,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use shoal_transport::{Role, TransportConfig};
+use shoal_types::RequestOptions;
 
 /// How a [`Client`](crate::Client) finds the cluster and proves who it is.
 #[derive(Debug, Clone)]
@@ -17,7 +18,8 @@ pub struct ClientConfig {
     /// The certificate's name, when the directory holds several of the role.
     pub name: Option<String>,
     /// How long one call may take. The coordinating node is given this deadline (unless a call
-    /// sets its own), and the client waits a little longer for its answer.
+    /// sets its own), and the client waits a little longer for its answer. Default
+    /// [`RequestOptions::DEFAULT_TIMEOUT`].
     pub timeout: Duration,
     /// QUIC limits and timeouts of the client's endpoint. Its `idle_timeout` also bounds a
     /// handshake, so it is how soon a node that is down is given up for the next one:
@@ -33,8 +35,6 @@ pub struct ClientConfig {
 }
 
 impl ClientConfig {
-    /// The default timeout of a call.
-    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
     /// The default QUIC idle timeout of the client's endpoint (and so its handshake timeout).
     pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3);
     /// The default keep-alive interval, below the idle timeout.
@@ -50,7 +50,7 @@ impl ClientConfig {
             certs_dir: certs_dir.into(),
             role: Role::Client,
             name: None,
-            timeout: Self::DEFAULT_TIMEOUT,
+            timeout: RequestOptions::DEFAULT_TIMEOUT,
             transport: TransportConfig {
                 idle_timeout: Self::DEFAULT_IDLE_TIMEOUT,
                 keep_alive_interval: Self::DEFAULT_KEEP_ALIVE,

@@ -8,72 +8,16 @@ use thiserror::Error;
 
 /// Why a call failed.
 ///
-/// The variants mirror the node's [`RequestError`] one to one, then add what only a client can
-/// see: refusals, transport failures, unreachable clusters, bad tokens. Use
-/// [`ClientError::is_indeterminate`] before retrying a write: an indeterminate write may have
-/// been applied (invariant I6), a definite one was applied nowhere.
+/// A node's own answer is [`ClientError::Request`], the node's [`RequestError`] as it sent it;
+/// the other variants are what only a client can see: refusals, transport failures, unreachable
+/// clusters, bad tokens. Use [`ClientError::is_indeterminate`] before retrying a write: an
+/// indeterminate write may have been applied (invariant I6), a definite one was applied nowhere.
 #[derive(Debug, Error)]
 pub enum ClientError {
-    /// Definite: too few replicas were reachable to even try; nothing was applied.
-    #[error(
-        "unavailable: {required} replicas required, only {alive} reachable; nothing was applied"
-    )]
-    Unavailable {
-        /// Replicas the quorum needs.
-        required: usize,
-        /// Replicas that were reachable.
-        alive: usize,
-    },
-    /// Indeterminate: too few replicas answered; a write may have been applied on some.
-    #[error("quorum failed: {required} replicas required, {answered} answered")]
-    QuorumFailed {
-        /// Replies or acks the quorum needs.
-        required: usize,
-        /// Replies or acks that came.
-        answered: usize,
-    },
-    /// Indeterminate: the coordinator's deadline passed first; a write may have been applied.
-    #[error("timeout: {answered} of {required} required replicas answered in time")]
-    Timeout {
-        /// Replies or acks the quorum needs.
-        required: usize,
-        /// Replies or acks that came before the deadline.
-        answered: usize,
-    },
-    /// Definite: the write would leave more siblings than allowed; read, resolve, and write
-    /// with the read's context.
-    #[error("too many siblings: the write would leave {siblings}, the limit is {max}")]
-    TooManySiblings {
-        /// Siblings after the write.
-        siblings: usize,
-        /// The limit.
-        max: usize,
-    },
-    /// Definite: the value is larger than the cluster allows.
-    #[error("value too large: {size} bytes, the limit is {max}")]
-    ValueTooLarge {
-        /// The value's size.
-        size: usize,
-        /// The limit.
-        max: usize,
-    },
-    /// Definite: the key is larger than the cluster allows.
-    #[error("key too large: {size} bytes, the limit is {max}")]
-    KeyTooLarge {
-        /// The key's size.
-        size: usize,
-        /// The limit.
-        max: usize,
-    },
-    /// Definite: the R/W/PR/PW asked for do not fit the cluster's N.
-    #[error("invalid quorum: {0}")]
-    InvalidQuorum(String),
-    /// Definite: the nodes tried have too much work in flight; retry later.
-    #[error("overloaded: too many requests in flight")]
-    Overloaded,
-    /// Definite: the nodes tried cannot serve the request (their storage failed).
-    #[error("node cannot serve this request: {0}")]
-    NodeFailed(String),
+    /// The node that coordinated the request answered with a failure (or refused it as
+    /// overloaded before any work); [`RequestError`] says which failures are definite.
+    #[error(transparent)]
+    Request(#[from] RequestError),
     /// Definite: the certificate's role may not send this request (e.g. a client certificate
     /// asking for cluster status).
     #[error("unauthorized: {0}")]
@@ -149,18 +93,10 @@ impl ClientError {
     /// means it was applied nowhere and may be retried as is.
     pub fn is_indeterminate(&self) -> bool {
         match self {
-            ClientError::QuorumFailed { .. }
-            | ClientError::Timeout { .. }
-            | ClientError::Protocol { .. } => true,
+            ClientError::Request(e) => e.is_indeterminate(),
+            ClientError::Protocol { .. } => true,
             ClientError::Transport { source, .. } => source.may_have_reached_peer(),
-            ClientError::Unavailable { .. }
-            | ClientError::TooManySiblings { .. }
-            | ClientError::ValueTooLarge { .. }
-            | ClientError::KeyTooLarge { .. }
-            | ClientError::InvalidQuorum(_)
-            | ClientError::Overloaded
-            | ClientError::NodeFailed(_)
-            | ClientError::Unauthorized(_)
+            ClientError::Unauthorized(_)
             | ClientError::Refused { .. }
             | ClientError::NoNodeReachable { .. }
             | ClientError::HandshakeRefused { .. }
@@ -176,15 +112,7 @@ impl ClientError {
     /// benchmark error counts).
     pub fn kind(&self) -> &'static str {
         match self {
-            ClientError::Unavailable { .. } => "unavailable",
-            ClientError::QuorumFailed { .. } => "quorum_failed",
-            ClientError::Timeout { .. } => "timeout",
-            ClientError::TooManySiblings { .. } => "too_many_siblings",
-            ClientError::ValueTooLarge { .. } => "value_too_large",
-            ClientError::KeyTooLarge { .. } => "key_too_large",
-            ClientError::InvalidQuorum(_) => "invalid_quorum",
-            ClientError::Overloaded => "overloaded",
-            ClientError::NodeFailed(_) => "node_failed",
+            ClientError::Request(e) => e.kind(),
             ClientError::Unauthorized(_) => "unauthorized",
             ClientError::Refused { .. } => "refused",
             ClientError::Transport { .. } => "transport",
@@ -204,12 +132,13 @@ impl ClientError {
     pub fn is_availability(&self) -> bool {
         matches!(
             self,
-            ClientError::Unavailable { .. }
-                | ClientError::QuorumFailed { .. }
-                | ClientError::Timeout { .. }
-                | ClientError::Overloaded
-                | ClientError::NodeFailed(_)
-                | ClientError::Transport { .. }
+            ClientError::Request(
+                RequestError::Unavailable { .. }
+                    | RequestError::QuorumFailed { .. }
+                    | RequestError::Timeout { .. }
+                    | RequestError::Overloaded
+                    | RequestError::NodeFailed(_)
+            ) | ClientError::Transport { .. }
                 | ClientError::NoNodeReachable { .. }
         )
     }
@@ -220,7 +149,7 @@ impl ClientError {
             Refusal::Unauthorized { .. } | Refusal::WrongSender { .. } => {
                 ClientError::Unauthorized(refusal.to_string())
             }
-            Refusal::Overloaded => ClientError::Overloaded,
+            Refusal::Overloaded => ClientError::Request(RequestError::Overloaded),
             Refusal::BadRequest(_) | Refusal::ShuttingDown => {
                 ClientError::Refused { addr, refusal }
             }
@@ -233,30 +162,6 @@ impl ClientError {
         match source {
             TransportError::Cert(e) => ClientError::Certificates(e),
             source => ClientError::Transport { addr, source },
-        }
-    }
-}
-
-impl From<RequestError> for ClientError {
-    fn from(e: RequestError) -> Self {
-        match e {
-            RequestError::Unavailable { required, alive } => {
-                ClientError::Unavailable { required, alive }
-            }
-            RequestError::QuorumFailed { required, answered } => {
-                ClientError::QuorumFailed { required, answered }
-            }
-            RequestError::Timeout { required, answered } => {
-                ClientError::Timeout { required, answered }
-            }
-            RequestError::TooManySiblings { siblings, max } => {
-                ClientError::TooManySiblings { siblings, max }
-            }
-            RequestError::ValueTooLarge { size, max } => ClientError::ValueTooLarge { size, max },
-            RequestError::KeyTooLarge { size, max } => ClientError::KeyTooLarge { size, max },
-            RequestError::InvalidQuorum(reason) => ClientError::InvalidQuorum(reason),
-            RequestError::Overloaded => ClientError::Overloaded,
-            RequestError::NodeFailed(reason) => ClientError::NodeFailed(reason),
         }
     }
 }
@@ -300,7 +205,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_request_error_maps_to_its_namesake() {
+    fn a_node_error_keeps_its_words_kind_and_certainty() {
         let cases = [
             (
                 RequestError::Unavailable {
@@ -339,8 +244,11 @@ mod tests {
                 "KeyTooLarge { size: 9, max: 8 }",
             ),
             (
-                RequestError::InvalidQuorum("R=4 must be between 1 and N=3".into()),
-                "InvalidQuorum(\"R=4 must be between 1 and N=3\")",
+                RequestError::InvalidQuorum(shoal_types::QuorumError::ReadOutOfRange {
+                    r: 4,
+                    n: 3,
+                }),
+                "InvalidQuorum(ReadOutOfRange { r: 4, n: 3 })",
             ),
             (RequestError::Overloaded, "Overloaded"),
             (
@@ -350,11 +258,12 @@ mod tests {
         ];
         for (request_error, expected) in cases {
             let indeterminate = request_error.is_indeterminate();
-            let message = request_error.to_string();
+            let (message, kind) = (request_error.to_string(), request_error.kind());
             let client_error = ClientError::from(request_error);
-            assert_eq!(format!("{client_error:?}"), expected);
+            assert_eq!(format!("{client_error:?}"), format!("Request({expected})"));
             assert_eq!(client_error.is_indeterminate(), indeterminate, "{expected}");
             assert_eq!(client_error.to_string(), message, "same words as the node");
+            assert_eq!(client_error.kind(), kind, "same name as the node's metrics");
         }
     }
 
@@ -371,7 +280,10 @@ mod tests {
         assert!(matches!(unauthorized, ClientError::Unauthorized(_)));
         assert!(!unauthorized.is_indeterminate());
         let overloaded = ClientError::from_refusal(addr, Refusal::Overloaded);
-        assert!(matches!(overloaded, ClientError::Overloaded));
+        assert!(matches!(
+            overloaded,
+            ClientError::Request(RequestError::Overloaded)
+        ));
         let closing = ClientError::from_refusal(addr, Refusal::ShuttingDown);
         assert!(matches!(closing, ClientError::Refused { .. }));
         assert!(!closing.is_indeterminate());

@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use shoal_types::{Incarnation, Limits, NodeId, Quorum};
+use shoal_types::{Incarnation, Limits, NodeId, Quorum, RequestOptions};
 
 /// What a node needs to know about itself. Every field is already valid by type.
 #[derive(Clone, Debug)]
@@ -29,7 +29,7 @@ impl NodeConfig {
             incarnation,
             quorum: Quorum::default(),
             limits: Limits::default(),
-            request_timeout: Duration::from_secs(5),
+            request_timeout: RequestOptions::DEFAULT_TIMEOUT,
             max_in_flight: 16 * 1024,
             ping_interval: Duration::from_secs(1),
         }

@@ -12,7 +12,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use shoal_causality::Actor;
 use shoal_protocol::{
-    AdminRequest, AdminResponse, NodeStatus, PeerMessage, PeerResponse, Request, Response,
+    AdminRequest, AdminResponse, NodeStatus, PeerMessage, PeerResponse, Refusal, Request, Response,
 };
 use shoal_ring::Ring;
 use shoal_storage::{Storage, StorageError};
@@ -31,10 +31,19 @@ use crate::{NodeConfig, NodeMetrics};
 pub enum SendError {
     /// No connection could be made: the message was not delivered.
     Unreachable,
-    /// The message may have been delivered, but no answer came (timeout, reset, closed).
+    /// The message may have been delivered, but no answer came (timeout, reset, closed, or an
+    /// answer that made no sense).
     Lost,
     /// The peer refused the message before processing it.
-    Refused(String),
+    Refused(Refusal),
+    /// This node did not send it: its frame would be over the limit (`len` bytes, at most
+    /// `max`). Says nothing about the peer.
+    TooLarge {
+        /// The frame's length.
+        len: u64,
+        /// The frame limit.
+        max: u32,
+    },
 }
 
 /// One Shoal node's logic. See the crate docs.

@@ -7,7 +7,9 @@
 //! Not here: forwarded client writes (`PeerMessage::Coordinate`, served by the client-requests
 //! part), and liveness pings.
 
-use shoal_protocol::{PeerError, PeerResponse, ReplicaMessage, ReplicaResponse, Response};
+use shoal_protocol::{
+    PeerError, PeerResponse, ReplicaMessage, ReplicaResponse, Response, StorageFault,
+};
 use shoal_storage::{Storage, StorageError};
 
 use crate::durability::{Durability, Stored};
@@ -46,9 +48,8 @@ impl ReplicaSide {
                 key,
                 object,
             } => {
-                if let Some(e) = durability.failed() {
-                    let error = PeerError::Storage(e.to_string());
-                    return refuse(shared, id, error);
+                if durability.failed().is_some() {
+                    return refuse(shared, id, PeerError::Storage(StorageFault::RunFailed));
                 }
                 shared.metrics.replica_writes += 1;
                 let waiter = Waiter {
@@ -77,7 +78,7 @@ impl ReplicaSide {
         let id = InboundId(token);
         match result {
             Ok(()) => reply(shared, id, ReplicaResponse::Stored),
-            Err(e) => refuse(shared, id, PeerError::Storage(e.to_string())),
+            Err(_) => refuse(shared, id, PeerError::Storage(StorageFault::CommitFailed)),
         }
     }
 }

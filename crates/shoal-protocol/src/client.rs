@@ -2,7 +2,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use shoal_causality::{CausalContext, Object};
 use shoal_ring::Ring;
-use shoal_types::{Key, RequestOptions};
+use shoal_types::{Key, QuorumError, RequestOptions};
 
 /// What an application asks of any node.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -161,7 +161,7 @@ pub enum RequestError {
     },
     /// Definite: R/W/PR/PW do not fit N.
     #[error("invalid quorum: {0}")]
-    InvalidQuorum(String),
+    InvalidQuorum(#[from] QuorumError),
     /// Definite: the node has too much work in flight; retry later or elsewhere.
     #[error("overloaded: too many requests in flight")]
     Overloaded,
@@ -177,5 +177,20 @@ impl RequestError {
             self,
             RequestError::QuorumFailed { .. } | RequestError::Timeout { .. }
         )
+    }
+
+    /// A stable snake_case name of the variant, for metrics and machine-readable output.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RequestError::Unavailable { .. } => "unavailable",
+            RequestError::QuorumFailed { .. } => "quorum_failed",
+            RequestError::Timeout { .. } => "timeout",
+            RequestError::TooManySiblings { .. } => "too_many_siblings",
+            RequestError::ValueTooLarge { .. } => "value_too_large",
+            RequestError::KeyTooLarge { .. } => "key_too_large",
+            RequestError::InvalidQuorum(_) => "invalid_quorum",
+            RequestError::Overloaded => "overloaded",
+            RequestError::NodeFailed(_) => "node_failed",
+        }
     }
 }

@@ -27,7 +27,9 @@ pub use codec::{
     Checked, CodecError, DecodeLimits, MAX_DECODE_DEPTH, PROTOCOL_VERSION, decode, encode,
     encode_sized,
 };
-pub use message::{Refusal, Request, Response, Role};
+pub use message::{Refusal, Request, Response};
 pub use peer::{
     PeerError, PeerMessage, PeerRequest, PeerResponse, ReplicaMessage, ReplicaResponse,
+    StorageFault,
 };
+pub use shoal_types::Role;

@@ -1,20 +1,9 @@
 use serde::{Deserialize, Serialize};
+use shoal_types::Role;
 
 use crate::{
     AdminRequest, AdminResponse, ClientRequest, ClientResponse, PeerRequest, PeerResponse,
 };
-
-/// Who a peer is, as its certificate says. Mirrors the transport's role so that this crate
-/// stays free of TLS.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Role {
-    /// A cluster node: may send everything.
-    Node,
-    /// An application: may read and write keys.
-    Client,
-    /// An operator: may read and write keys, and inspect and change the cluster.
-    Admin,
-}
 
 /// Everything a peer can ask of a node: the body of one request frame.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

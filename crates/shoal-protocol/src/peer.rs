@@ -102,11 +102,10 @@ pub enum ReplicaResponse {
 /// Why a peer request was not served.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum PeerError {
-    /// The node's storage failed: it refuses writes for the rest of its run, or the commit of
-    /// this one failed (which, like any failed fsync, may still have reached the disk). Either
-    /// way the object does not count as stored here.
+    /// The node's storage failed (see [`StorageFault`]); the object does not count as stored
+    /// here.
     #[error("storage failed: {0}")]
-    Storage(String),
+    Storage(StorageFault),
     /// The node is not in the key's preference list and will not coordinate it; nothing was
     /// applied.
     #[error("not a primary for partition {0}")]
@@ -123,4 +122,20 @@ pub enum PeerError {
         /// The partition the message named.
         got: PartitionId,
     },
+}
+
+/// What went wrong with a node's storage, as a peer is told it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum StorageFault {
+    /// A commit failed earlier in this run: the node stores and coordinates nothing more until
+    /// it restarts (under a new incarnation). Nothing of this request was applied.
+    #[error("a commit failed earlier in this run; the node refuses writes until it restarts")]
+    RunFailed,
+    /// This request's commit failed. Like any failed fsync, it may still have reached the disk.
+    #[error("the commit of this write failed")]
+    CommitFailed,
+    /// The node's replica of the key could not be read, so it will not coordinate a write to
+    /// it (it could reuse a dot). Nothing was applied.
+    #[error("the local replica of the key could not be read")]
+    Unreadable,
 }

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use shoal_protocol::{DecodeLimits, Refusal, Request, Response, Role, decode, encode};
-use shoal_transport::{Incoming, PeerIdentity, Responder, Role as CertRole};
+use shoal_protocol::{DecodeLimits, Refusal, Request, Response, decode, encode};
+use shoal_transport::{Incoming, PeerIdentity, Responder};
 use tokio::sync::{mpsc, watch};
 
 use crate::metrics::{Metrics, Op};
@@ -112,11 +112,7 @@ impl Gate {
 /// Whether the certificate's holder may send `request`: by role, and for replica messages, the
 /// claimed sender must be the certificate's node.
 pub(crate) fn authorise(peer: &PeerIdentity, request: &Request) -> Result<(), Refusal> {
-    let role = match peer.role {
-        CertRole::Node => Role::Node,
-        CertRole::Client => Role::Client,
-        CertRole::Admin => Role::Admin,
-    };
+    let role = peer.role;
     if !request.allowed_for(role) {
         return Err(Refusal::Unauthorized {
             required: request.required_role().to_owned(),
@@ -146,14 +142,14 @@ pub(crate) fn respond(responder: Responder, response: &Response) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shoal_protocol::{ClientRequest, PeerMessage, PeerRequest};
+    use shoal_protocol::{ClientRequest, PeerMessage, PeerRequest, Role};
     use shoal_types::{NodeId, RingEpoch};
 
     fn id(s: &str) -> NodeId {
         NodeId::new(s).unwrap()
     }
 
-    fn peer(role: CertRole, name: &str) -> PeerIdentity {
+    fn peer(role: Role, name: &str) -> PeerIdentity {
         PeerIdentity {
             role,
             name: id(name),
@@ -170,31 +166,28 @@ mod tests {
 
     #[test]
     fn only_nodes_send_replica_messages_and_only_as_themselves() {
-        assert_eq!(
-            authorise(&peer(CertRole::Node, "n1"), &ping_from("n1")),
-            Ok(())
-        );
+        assert_eq!(authorise(&peer(Role::Node, "n1"), &ping_from("n1")), Ok(()));
         assert!(matches!(
-            authorise(&peer(CertRole::Node, "n1"), &ping_from("n2")),
+            authorise(&peer(Role::Node, "n1"), &ping_from("n2")),
             Err(Refusal::WrongSender { .. })
         ));
         // A client named like a node is still a client.
         assert!(matches!(
-            authorise(&peer(CertRole::Client, "n1"), &ping_from("n1")),
+            authorise(&peer(Role::Client, "n1"), &ping_from("n1")),
             Err(Refusal::Unauthorized {
                 role: Role::Client,
                 ..
             })
         ));
         assert!(matches!(
-            authorise(&peer(CertRole::Admin, "n1"), &ping_from("n1")),
+            authorise(&peer(Role::Admin, "n1"), &ping_from("n1")),
             Err(Refusal::Unauthorized { .. })
         ));
     }
 
     #[test]
     fn every_role_may_send_client_requests() {
-        for role in [CertRole::Node, CertRole::Client, CertRole::Admin] {
+        for role in [Role::Node, Role::Client, Role::Admin] {
             let request = Request::Client(ClientRequest::Ring);
             assert_eq!(authorise(&peer(role, "x"), &request), Ok(()));
         }

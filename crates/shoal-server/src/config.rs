@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use shoal_ring::{Member, Ring};
 use shoal_transport::TransportConfig;
-use shoal_types::{Limits, NodeId, PartitionCount, Quorum, Zone};
+use shoal_types::{Limits, NodeId, PartitionCount, Quorum, RequestOptions, Zone};
 
 use crate::ServerError;
 
@@ -44,7 +44,8 @@ pub struct ServerConfig {
     pub partitions: PartitionCount,
     /// Key, value and sibling limits.
     pub limits: Limits,
-    /// How long a request may take when the client gives no timeout.
+    /// How long a request may take when the client gives no timeout. Default
+    /// [`RequestOptions::DEFAULT_TIMEOUT`].
     pub request_timeout: Duration,
     /// QUIC limits and timeouts of the listening endpoint.
     pub transport: TransportConfig,
@@ -64,8 +65,6 @@ impl ServerConfig {
     pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
     /// Default node-to-node handshake and idle timeout.
     pub const DEFAULT_PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-    /// Default request timeout.
-    pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
     /// A configuration with defaults for everything but identity, address and directories:
     /// a one-node cluster, the default zone, no metrics, N=3 R=2 W=2, Q=256, default limits,
@@ -91,7 +90,7 @@ impl ServerConfig {
             quorum: Quorum::default(),
             partitions: PartitionCount::DEFAULT,
             limits: Limits::default(),
-            request_timeout: Self::DEFAULT_REQUEST_TIMEOUT,
+            request_timeout: RequestOptions::DEFAULT_TIMEOUT,
             transport: TransportConfig::default(),
             shutdown_timeout: Self::DEFAULT_SHUTDOWN_TIMEOUT,
             peer_connect_timeout: Self::DEFAULT_PEER_CONNECT_TIMEOUT,

@@ -12,7 +12,7 @@ use std::time::Duration;
 use shoal_coordinator::NodeMetrics;
 use shoal_protocol::{
     AdminResponse, ClientRequest, ClientResponse, PeerMessage, PeerResponse, Refusal,
-    ReplicaMessage, Request, RequestError, Response,
+    ReplicaMessage, Request, Response,
 };
 use shoal_storage::StorageStats;
 use shoal_transport::TransportStats;
@@ -105,17 +105,7 @@ pub(crate) fn outcome(response: &Response) -> &'static str {
             | ClientResponse::Written { .. }
             | ClientResponse::Local(_)
             | ClientResponse::Ring(_) => "ok",
-            ClientResponse::Failed(e) => match e {
-                RequestError::Unavailable { .. } => "unavailable",
-                RequestError::QuorumFailed { .. } => "quorum_failed",
-                RequestError::Timeout { .. } => "timeout",
-                RequestError::TooManySiblings { .. } => "too_many_siblings",
-                RequestError::ValueTooLarge { .. } => "value_too_large",
-                RequestError::KeyTooLarge { .. } => "key_too_large",
-                RequestError::InvalidQuorum(_) => "invalid_quorum",
-                RequestError::Overloaded => "overloaded",
-                RequestError::NodeFailed(_) => "node_failed",
-            },
+            ClientResponse::Failed(e) => e.kind(),
         },
         Response::Peer(PeerResponse::Failed(_)) => "failed",
         Response::Peer(_) | Response::Admin(AdminResponse::Status(_)) => "ok",

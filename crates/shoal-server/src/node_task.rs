@@ -17,7 +17,7 @@ use shoal_protocol::{
 use shoal_storage::{RedbStorage, Storage, StorageError, WriteBatch};
 use shoal_transport::Priority as StreamPriority;
 use shoal_transport::{Endpoint, ExpectedPeer, Responder, TransportError};
-use shoal_types::NodeId;
+use shoal_types::{NodeId, RequestOptions};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::accept::{self, Accepted};
@@ -27,7 +27,7 @@ use crate::metrics::{self, Metrics, Op, Snapshot};
 const INLINE_ENCODE_BYTES: usize = 16 * 1024;
 /// A message to a peer may take this much longer than the request it serves, so that the
 /// peer's own answer (at its deadline) still arrives.
-const SEND_TIMEOUT_MARGIN: Duration = Duration::from_secs(1);
+const SEND_TIMEOUT_MARGIN: Duration = RequestOptions::CLIENT_GRACE;
 
 /// What comes back to the node task from the tasks and threads working for it.
 #[derive(Debug)]
@@ -274,8 +274,10 @@ async fn exchange(
     let frame = match encode(&Request::Peer(request)) {
         Ok(frame) => frame,
         Err(error) => {
+            // A bug (every message encodes): nothing was sent, but say nothing about the peer,
+            // and let a write's outcome stay unknown rather than claim it failed.
             tracing::error!(%error, "cannot encode a peer request");
-            return Err(SendError::Refused(format!("could not encode: {error}")));
+            return Err(SendError::Lost);
         }
     };
     let answer = match endpoint
@@ -290,8 +292,8 @@ async fn exchange(
     {
         Ok(answer) => answer,
         // The peer never saw it, but it is not the peer's fault: do not mark it down.
-        Err(error @ TransportError::FrameTooLarge { .. }) => {
-            return Err(SendError::Refused(error.to_string()));
+        Err(TransportError::FrameTooLarge { len, max }) => {
+            return Err(SendError::TooLarge { len, max });
         }
         Err(error) if !error.may_have_reached_peer() => {
             tracing::debug!(%to, %error, "peer unreachable");
@@ -304,7 +306,7 @@ async fn exchange(
     };
     match decode::<Response>(&answer, limits) {
         Ok(Response::Peer(response)) => Ok(response),
-        Ok(Response::Refused(refusal)) => Err(SendError::Refused(refusal.to_string())),
+        Ok(Response::Refused(refusal)) => Err(SendError::Refused(refusal)),
         Ok(other) => {
             tracing::warn!(%to, ?other, "peer answered a replica request with another kind");
             Err(SendError::Lost)

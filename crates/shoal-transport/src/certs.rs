@@ -28,8 +28,9 @@ use rustls::server::WebPkiClientVerifier;
 use shoal_types::NodeId;
 
 use crate::error::CertError;
-use crate::peer::{ANY_NODE_NAME, PeerIdentity, Role, certificate_name};
+use crate::peer::{ANY_NODE_NAME, PeerIdentity, certificate_name, dns_name};
 use crate::tls;
+use shoal_types::Role;
 
 /// The CA certificate's file name.
 pub const CA_CERT_FILE: &str = "ca.pem";
@@ -135,12 +136,12 @@ pub fn issue(
     read_certificates(&ca.cert)?;
     let issuer = Issuer::new(ca_params(CA_VALIDITY_YEARS), ca_key);
 
-    let mut dns_names = vec![role.dns_name(&name)];
+    let mut dns_names = vec![dns_name(role, &name)];
     if role == Role::Node {
         dns_names.push(ANY_NODE_NAME.to_owned());
     }
     let mut params = CertificateParams::new(dns_names).map_err(generate_error)?;
-    params.distinguished_name = distinguished_name(&role.dns_name(&name));
+    params.distinguished_name = distinguished_name(&dns_name(role, &name));
     params.is_ca = IsCa::ExplicitNoCa;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = match role {

@@ -30,8 +30,6 @@ pub struct TransportConfig {
     pub incoming_queue: usize,
     /// How long a request frame may take to arrive, and a response to be delivered. Default 10 s.
     pub frame_timeout: Duration,
-    /// The timeout callers use when they have no better one. Default 5 s.
-    pub request_timeout: Duration,
     /// An outgoing connection from which nothing has arrived for this long has its peer's port
     /// checked, when a request starts on it and while requests are outstanding; a closed port
     /// (the peer's process is gone) fails them at once instead of after the idle timeout. See
@@ -56,7 +54,6 @@ impl Default for TransportConfig {
             max_pending_request_bytes: 256 * 1024 * 1024,
             incoming_queue: 1024,
             frame_timeout: Duration::from_secs(10),
-            request_timeout: Duration::from_secs(5),
             peer_silence: Some(Duration::from_millis(1)),
             close_timeout: Duration::from_secs(5),
         }
@@ -91,8 +88,8 @@ impl TransportConfig {
         if self.incoming_queue == 0 {
             return fail("incoming_queue must be positive");
         }
-        if self.frame_timeout.is_zero() || self.request_timeout.is_zero() {
-            return fail("frame_timeout and request_timeout must be positive");
+        if self.frame_timeout.is_zero() {
+            return fail("frame_timeout must be positive");
         }
         if let Some(silence) = self.peer_silence
             && (silence.is_zero() || silence >= self.idle_timeout)

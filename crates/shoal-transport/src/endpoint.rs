@@ -26,8 +26,9 @@ use crate::frame::{
     read_frame_len, write_frame,
 };
 use crate::liveness::{self, Outgoing, PortCheck};
-use crate::peer::{ExpectedPeer, PeerIdentity, Role};
+use crate::peer::{ExpectedPeer, PeerIdentity};
 use crate::tls;
+use shoal_types::Role;
 
 /// Send-stream priority of bulk transfers; client traffic keeps quinn's default of 0.
 const BULK_STREAM_PRIORITY: i32 = -1;

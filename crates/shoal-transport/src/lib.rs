@@ -38,4 +38,5 @@ pub use config::TransportConfig;
 pub use endpoint::{Endpoint, Incoming, IncomingRequest, Priority, Responder, TransportStats};
 pub use error::{CertError, TransportError};
 pub use frame::{CloseCode, FrameError, ResetCode};
-pub use peer::{ExpectedPeer, PeerIdentity, Role};
+pub use peer::{ExpectedPeer, PeerIdentity};
+pub use shoal_types::Role;

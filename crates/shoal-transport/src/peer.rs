@@ -2,10 +2,9 @@
 //! expects when it connects.
 
 use std::fmt;
-use std::str::FromStr;
 
 use rustls::pki_types::{CertificateDer, ServerName};
-use shoal_types::NodeId;
+use shoal_types::{NodeId, Role};
 
 use crate::der;
 use crate::error::CertError;
@@ -17,50 +16,9 @@ pub(crate) const DOMAIN: &str = "shoal";
 /// yet can still require "some node of this cluster".
 pub(crate) const ANY_NODE_NAME: &str = "node.shoal";
 
-/// What a certificate allows its holder to do; the server enforces it per message kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Role {
-    /// A cluster node: serves requests, and may send replica and gossip messages.
-    Node,
-    /// An application: may get, put and delete.
-    Client,
-    /// An operator: may also change the ring (join, leave, commit plans).
-    Admin,
-}
-
-impl Role {
-    /// Every role.
-    pub const ALL: [Role; 3] = [Role::Node, Role::Client, Role::Admin];
-
-    /// The role's name in certificates and file names: `node`, `client` or `admin`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Node => "node",
-            Role::Client => "client",
-            Role::Admin => "admin",
-        }
-    }
-
-    /// The DNS name a certificate of this role and name carries: `<name>.<role>.shoal`.
-    pub fn dns_name(self, name: &NodeId) -> String {
-        format!("{name}.{}.{DOMAIN}", self.as_str())
-    }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Role {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        Role::ALL
-            .into_iter()
-            .find(|role| role.as_str() == s)
-            .ok_or_else(|| format!("unknown role {s:?}: use node, client or admin"))
-    }
+/// The DNS name a certificate of `role` and `name` carries: `<name>.<role>.shoal`.
+pub(crate) fn dns_name(role: Role, name: &NodeId) -> String {
+    format!("{name}.{}.{DOMAIN}", role.as_str())
 }
 
 /// The identity a verified peer certificate carries: its role and name.
@@ -118,7 +76,7 @@ impl PeerIdentity {
 
     /// The identity's DNS name, `<name>.<role>.shoal`.
     pub fn dns_name(&self) -> String {
-        self.role.dns_name(&self.name)
+        dns_name(self.role, &self.name)
     }
 }
 
@@ -142,7 +100,7 @@ impl ExpectedPeer {
     /// The TLS server name to ask for.
     pub(crate) fn server_name(&self) -> String {
         match self {
-            ExpectedPeer::Node(id) => Role::Node.dns_name(id),
+            ExpectedPeer::Node(id) => dns_name(Role::Node, id),
             ExpectedPeer::AnyNode => ANY_NODE_NAME.to_owned(),
         }
     }
@@ -177,7 +135,7 @@ pub(crate) fn certificate_name(name: &str) -> Result<NodeId, CertError> {
         return Err(invalid("a DNS label is longer than 63 characters"));
     }
     // The role label is the longest suffix; the same name is valid for every role.
-    match ServerName::try_from(Role::Client.dns_name(&id)) {
+    match ServerName::try_from(dns_name(Role::Client, &id)) {
         Ok(ServerName::DnsName(_)) => Ok(id),
         _ => Err(invalid("not a valid DNS label sequence")),
     }
@@ -203,7 +161,7 @@ mod tests {
     fn dns_names_parse_back_into_role_and_name() {
         for role in Role::ALL {
             for name in ["n1", "a.b", "x_y-z", "N1"] {
-                let dns = role.dns_name(&id(name));
+                let dns = dns_name(role, &id(name));
                 assert_eq!(
                     parse_dns_name(&dns),
                     Some(PeerIdentity {

@@ -1,3 +1,4 @@
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 /// Why a value could not be built.
@@ -36,8 +37,49 @@ pub enum TypesError {
     InvalidReplicationFactor(u8),
     /// R, W, PR and PW must fit inside N: 1 <= R <= N, 1 <= W <= N, PR <= R, PW <= W.
     #[error("invalid quorum: {0}")]
-    InvalidQuorum(String),
+    InvalidQuorum(#[from] QuorumError),
+    /// A role is `node`, `client` or `admin`.
+    #[error("unknown role {0:?}: use node, client or admin")]
+    InvalidRole(String),
     /// Limits must be positive and within the hard maximums.
     #[error("invalid limits: {0}")]
     InvalidLimits(String),
+}
+
+/// Why R, W, PR or PW cannot be used with a replication factor N. Travels on the wire inside a
+/// node's refusal of a request, so a client sees exactly which number was wrong.
+#[derive(Debug, Clone, PartialEq, Eq, Error, Serialize, Deserialize)]
+pub enum QuorumError {
+    /// R is 0 or more than N.
+    #[error("R={r} must be between 1 and N={n}")]
+    ReadOutOfRange {
+        /// The R asked for.
+        r: u8,
+        /// The key's replication factor.
+        n: u8,
+    },
+    /// PR is more than R.
+    #[error("PR={pr} must not exceed R={r}")]
+    PrimaryReadsOverR {
+        /// The PR asked for.
+        pr: u8,
+        /// The R it belongs to.
+        r: u8,
+    },
+    /// W is 0 or more than N.
+    #[error("W={w} must be between 1 and N={n}")]
+    WriteOutOfRange {
+        /// The W asked for.
+        w: u8,
+        /// The key's replication factor.
+        n: u8,
+    },
+    /// PW is more than W.
+    #[error("PW={pw} must not exceed W={w}")]
+    PrimaryWritesOverW {
+        /// The PW asked for.
+        pw: u8,
+        /// The W it belongs to.
+        w: u8,
+    },
 }

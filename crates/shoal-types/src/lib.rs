@@ -12,7 +12,7 @@
 //!
 //! Main types: [`NodeId`], [`Incarnation`], [`Zone`], [`Capacity`], [`Key`], [`PartitionId`],
 //! [`PartitionCount`], [`RingEpoch`], [`ReplicationFactor`], [`Quorum`], [`RequestOptions`],
-//! [`Limits`].
+//! [`Limits`], [`Role`].
 
 mod error;
 mod key;
@@ -20,10 +20,12 @@ mod limits;
 mod node;
 mod partition;
 mod quorum;
+mod role;
 
-pub use error::TypesError;
+pub use error::{QuorumError, TypesError};
 pub use key::Key;
 pub use limits::Limits;
 pub use node::{Capacity, Incarnation, NodeId, Zone};
 pub use partition::{PartitionCount, PartitionId, RingEpoch};
 pub use quorum::{Quorum, ReadRequirement, ReplicationFactor, RequestOptions, WriteRequirement};
+pub use role::Role;

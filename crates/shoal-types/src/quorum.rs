@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::TypesError;
+use crate::{QuorumError, TypesError};
 
 /// N: how many distinct nodes hold each key. From 1 to 16.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -98,7 +98,7 @@ impl Quorum {
     }
 
     /// The read quorum for one request: the request's R and PR where given, else the defaults.
-    pub fn read_with(&self, opts: &RequestOptions) -> Result<ReadRequirement, TypesError> {
+    pub fn read_with(&self, opts: &RequestOptions) -> Result<ReadRequirement, QuorumError> {
         ReadRequirement::new(
             self.n,
             opts.r.unwrap_or(self.read.r),
@@ -107,7 +107,7 @@ impl Quorum {
     }
 
     /// The write quorum for one request: the request's W and PW where given, else the defaults.
-    pub fn write_with(&self, opts: &RequestOptions) -> Result<WriteRequirement, TypesError> {
+    pub fn write_with(&self, opts: &RequestOptions) -> Result<WriteRequirement, QuorumError> {
         WriteRequirement::new(
             self.n,
             opts.w.unwrap_or(self.write.w),
@@ -176,17 +176,12 @@ pub struct ReadRequirement {
 
 impl ReadRequirement {
     /// Parses R and PR for a key replicated N times: `1 <= R <= N`, `PR <= R`.
-    pub fn new(n: ReplicationFactor, r: u8, pr: u8) -> Result<Self, TypesError> {
+    pub fn new(n: ReplicationFactor, r: u8, pr: u8) -> Result<Self, QuorumError> {
         if r == 0 || r > n.0 {
-            return Err(TypesError::InvalidQuorum(format!(
-                "R={r} must be between 1 and N={}",
-                n.0
-            )));
+            return Err(QuorumError::ReadOutOfRange { r, n: n.0 });
         }
         if pr > r {
-            return Err(TypesError::InvalidQuorum(format!(
-                "PR={pr} must not exceed R={r}"
-            )));
+            return Err(QuorumError::PrimaryReadsOverR { pr, r });
         }
         Ok(ReadRequirement { n, r, pr })
     }
@@ -222,17 +217,12 @@ pub struct WriteRequirement {
 
 impl WriteRequirement {
     /// Parses W and PW for a key replicated N times: `1 <= W <= N`, `PW <= W`.
-    pub fn new(n: ReplicationFactor, w: u8, pw: u8) -> Result<Self, TypesError> {
+    pub fn new(n: ReplicationFactor, w: u8, pw: u8) -> Result<Self, QuorumError> {
         if w == 0 || w > n.0 {
-            return Err(TypesError::InvalidQuorum(format!(
-                "W={w} must be between 1 and N={}",
-                n.0
-            )));
+            return Err(QuorumError::WriteOutOfRange { w, n: n.0 });
         }
         if pw > w {
-            return Err(TypesError::InvalidQuorum(format!(
-                "PW={pw} must not exceed W={w}"
-            )));
+            return Err(QuorumError::PrimaryWritesOverW { pw, w });
         }
         Ok(WriteRequirement { n, w, pw })
     }
@@ -272,6 +262,28 @@ pub struct RequestOptions {
     /// How long the coordinator may take before answering `Timeout`.
     pub timeout: Option<Duration>,
 }
+
+/// How the deadlines of one request nest, from the inside out. The coordinating primary
+/// answers by the request's `timeout` (a `Timeout` saying how many replicas answered); a node
+/// that forwarded the write to it waits [`RequestOptions::FORWARD_GRACE`] longer for that answer,
+/// and answers `Timeout` itself after that; the client waits [`RequestOptions::CLIENT_GRACE`]
+/// longer than `timeout`, so the node's answer, which says more than a bare timeout, arrives
+/// first. Node-to-node messages carrying a request are given `CLIENT_GRACE` beyond its timeout
+/// too: the nodes' own deadlines end them first.
+impl RequestOptions {
+    /// How long a request may take when neither the call nor the node's configuration says
+    /// otherwise: the one default the client, the server and the coordinator share.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+    /// How much longer than the request's timeout a forwarding node waits for the primary.
+    pub const FORWARD_GRACE: Duration = Duration::from_millis(500);
+    /// How much longer than the request's timeout a client (or a message to a peer) waits.
+    pub const CLIENT_GRACE: Duration = Duration::from_secs(1);
+}
+
+const _: () = assert!(
+    RequestOptions::FORWARD_GRACE.as_nanos() < RequestOptions::CLIENT_GRACE.as_nanos(),
+    "a forwarder must answer before the client gives up"
+);
 
 #[cfg(test)]
 mod tests {

@@ -10,16 +10,11 @@ use std::time::Duration;
 use rand::RngExt;
 use shoal_protocol::{ClientRequest, ClientResponse, PeerMessage, PeerResponse, RequestError};
 use shoal_storage::Storage;
-use shoal_types::NodeId;
+use shoal_types::{NodeId, RequestOptions};
 
 use super::{ClientRequests, Coordination, Env, Origin, Purpose, RequestId, answer};
 use crate::SendError;
 use crate::effects::{Part, Priority, Shared};
-
-/// How much longer than the request's own timeout a forwarder waits: the primary answers at
-/// its deadline (a `Timeout` that says how many replicas acked), and that answer needs time to
-/// arrive.
-const FORWARD_ANSWER_MARGIN: Duration = Duration::from_millis(500);
 
 /// One forwarded write in flight.
 #[derive(Debug)]
@@ -77,7 +72,8 @@ impl ClientRequests {
             maybe_applied: false,
             required,
         };
-        let deadline = env.now + timeout + FORWARD_ANSWER_MARGIN;
+        // The primary answers at its deadline; its answer needs time to arrive.
+        let deadline = env.now + timeout + RequestOptions::FORWARD_GRACE;
         self.insert(env.shared, id, deadline, Coordination::Forward(fwd));
         self.forward_next(env, id);
     }
@@ -98,7 +94,8 @@ impl ClientRequests {
                 answer(env.shared, origin, response);
             }
             // Refused before processing: nothing applied there, try the next primary.
-            Ok(PeerResponse::Failed(_)) | Err(SendError::Unreachable | SendError::Refused(_)) => {
+            Ok(PeerResponse::Failed(_))
+            | Err(SendError::Unreachable | SendError::Refused(_) | SendError::TooLarge { .. }) => {
                 self.forward_next(env, id)
             }
             // The primary may have applied the write: see the module docs.

@@ -36,7 +36,7 @@ impl ClientRequests {
         let required = match env.shared.config.quorum.read_with(&options) {
             Ok(r) => r,
             Err(e) => {
-                let error = RequestError::InvalidQuorum(e.to_string());
+                let error = RequestError::InvalidQuorum(e);
                 return answer(env.shared, origin, ClientResponse::Failed(error));
             }
         };

@@ -8,6 +8,7 @@
 use shoal_causality::{CausalityError, Object, Sibling};
 use shoal_protocol::{
     ClientRequest, ClientResponse, PeerError, PeerMessage, ReplicaMessage, RequestError,
+    StorageFault,
 };
 use shoal_storage::Storage;
 use shoal_types::NodeId;
@@ -57,7 +58,7 @@ impl ClientRequests {
         let required = match env.shared.config.quorum.write_with(&options) {
             Ok(w) => w,
             Err(e) => {
-                let error = RequestError::InvalidQuorum(e.to_string());
+                let error = RequestError::InvalidQuorum(e);
                 return answer(env.shared, origin, ClientResponse::Failed(error));
             }
         };
@@ -69,7 +70,7 @@ impl ClientRequests {
             if let Origin::Forwarded(id) = origin {
                 // Never forward twice: the forwarder tries another primary.
                 let error = match env.durability.failed() {
-                    Some(e) => PeerError::Storage(e.to_string()),
+                    Some(_) => PeerError::Storage(StorageFault::RunFailed),
                     None => PeerError::NotPrimary(partition),
                 };
                 return refuse_forwarded(env.shared, id, error);
@@ -100,7 +101,7 @@ impl ClientRequests {
                     .cloned()
                     .collect();
                 if let Origin::Forwarded(id) = origin {
-                    let error = PeerError::Storage("local replica unreadable".into());
+                    let error = PeerError::Storage(StorageFault::Unreadable);
                     return refuse_forwarded(env.shared, id, error);
                 }
                 return self.start_forward(env, origin, request, &others, required.w(), timeout);

@@ -4,6 +4,8 @@
 //! full simulator with faults; this is the minimum to test one behaviour at a time.
 
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
+// The harness needs one real instant to start its virtual clock from.
+#![allow(clippy::disallowed_methods)]
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
@@ -312,7 +314,8 @@ impl Cluster {
                     id: out_id,
                     result: match response {
                         Response::Peer(r) => Ok(r),
-                        other => Err(SendError::Refused(format!("{other:?}"))),
+                        Response::Refused(refusal) => Err(SendError::Refused(refusal)),
+                        other => panic!("a peer request answered with {other:?}"),
                     },
                 }),
                 None => {
