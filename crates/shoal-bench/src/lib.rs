@@ -33,6 +33,7 @@ pub mod plot;
 mod progress;
 mod recorder;
 pub mod report;
+pub mod servers;
 mod shoal;
 pub mod spec;
 pub mod target;
