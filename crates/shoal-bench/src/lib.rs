@@ -37,6 +37,8 @@
 mod driver;
 mod error;
 mod etcd;
+#[cfg(feature = "etcd-grpc")]
+mod etcd_grpc;
 mod keys;
 pub mod plot;
 mod progress;
@@ -56,6 +58,8 @@ use std::sync::Arc;
 pub use driver::{Fault, Injected, preload, run_phase};
 pub use error::BenchError;
 pub use etcd::EtcdTarget;
+#[cfg(feature = "etcd-grpc")]
+pub use etcd_grpc::EtcdGrpcTarget;
 pub use keys::key_name;
 pub use progress::Progress;
 pub use report::{

@@ -34,7 +34,7 @@ use crate::exit::{Outcome, UsageError};
     shoal bench --dev 3 --workload w1 --phases b --rate 3700 --attempt-timeout 1s --attempts 3 \
     --max-in-flight 20000\n  \
     shoal bench --dev 3 --workload overload --attempt-timeout 1s --attempts 3\n  \
-    shoal bench --target etcd --etcd-endpoints http://127.0.0.1:2379 --workload w1 \
+    shoal bench --target etcd-json --etcd-endpoints http://127.0.0.1:2379 --workload w1 \
     --kill-cmd 'kill -9 PID'\n\nDefaults are W1's: 100,000 keys of 1,024 bytes, 32 in flight, \
     50% reads, uniform keys, 5 s of warm-up, 30 s measured, one attempt per request."
 )]
@@ -57,7 +57,7 @@ pub(crate) struct Args {
     /// What to drive.
     #[arg(long, value_enum, default_value_t = TargetKind::Shoal)]
     target: TargetKind,
-    /// etcd's client URLs, comma-separated (with --target etcd).
+    /// etcd's client URLs, comma-separated (with --target etcd or etcd-json).
     #[arg(long, value_name = "URL,...", value_delimiter = ',')]
     etcd_endpoints: Vec<String>,
     /// Prometheus endpoints (HOST:PORT serving /metrics) of an external cluster's nodes, to
@@ -220,8 +220,12 @@ const DEFAULT_DURATION: Duration = Duration::from_secs(30);
 enum TargetKind {
     /// A Shoal cluster (--dev N, or --node and --certs).
     Shoal,
-    /// An etcd 3.4 cluster, through its JSON gateway (--etcd-endpoints).
+    /// An etcd 3.4 cluster through its native gRPC API (--etcd-endpoints); needs a shoal built
+    /// with the etcd-grpc feature.
     Etcd,
+    /// An etcd 3.4 cluster through its JSON gateway (--etcd-endpoints), which costs etcd's
+    /// servers CPU that gRPC clients do not.
+    EtcdJson,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -275,22 +279,26 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
     }
     let external = external_watch(&args);
     match args.target {
-        TargetKind::Etcd => {
+        TargetKind::EtcdJson => {
             let target = Arc::new(EtcdTarget::new(
                 &args.etcd_endpoints,
                 args.request_timeout(),
             )?);
             target.check().await.context("etcd does not answer")?;
             let info = TargetInfo {
-                kind: "etcd".into(),
+                kind: "etcd-json".into(),
                 endpoints: target.endpoints(),
-                consistency: "linearizable range, put (WAL fsync on a majority)".into(),
+                consistency: "JSON gateway; linearizable range, put (WAL fsync on a majority)"
+                    .into(),
             };
             let fault = args.kill_cmd.as_deref().map(command_fault);
             tokio::select! {
                 outcome = measure(&args, target, info, &workload, fault, progress, external.as_ref()) => outcome,
                 () = signals.recv() => anyhow::bail!("interrupted"),
             }
+        }
+        TargetKind::Etcd => {
+            etcd_grpc(&args, &workload, progress, external.as_ref(), &mut signals).await
         }
         TargetKind::Shoal => match args.dev {
             Some(nodes) => with_dev_cluster(&args, nodes, &workload, progress, &mut signals).await,
@@ -318,6 +326,49 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
             }
         },
     }
+}
+
+/// `--target etcd`: etcd's gRPC API.
+#[cfg(feature = "etcd-grpc")]
+async fn etcd_grpc(
+    args: &Args,
+    workload: &Workload,
+    progress: Progress,
+    servers: Option<&Arc<ServerWatch>>,
+    signals: &mut Signals,
+) -> anyhow::Result<Outcome> {
+    let target = Arc::new(
+        shoal_bench::EtcdGrpcTarget::connect(&args.etcd_endpoints, args.request_timeout()).await?,
+    );
+    target.check().await.context("etcd does not answer")?;
+    let info = TargetInfo {
+        kind: "etcd".into(),
+        endpoints: target.endpoints(),
+        consistency: "gRPC; linearizable range, put (WAL fsync on a majority)".into(),
+    };
+    let fault = args.kill_cmd.as_deref().map(command_fault);
+    tokio::select! {
+        outcome = measure(args, target, info, workload, fault, progress, servers) => outcome,
+        () = signals.recv() => anyhow::bail!("interrupted"),
+    }
+}
+
+/// `--target etcd` in a build without the `etcd-grpc` feature.
+#[cfg(not(feature = "etcd-grpc"))]
+async fn etcd_grpc(
+    _args: &Args,
+    _workload: &Workload,
+    _progress: Progress,
+    _servers: Option<&Arc<ServerWatch>>,
+    _signals: &mut Signals,
+) -> anyhow::Result<Outcome> {
+    Err(UsageError(
+        "this shoal was built without etcd's gRPC client: build it with `cargo build --release \
+         --bin shoal --features shoal-cli/etcd-grpc` (needs protoc: apt-get install \
+         protobuf-compiler), or drive etcd's JSON gateway with --target etcd-json"
+            .into(),
+    )
+    .into())
 }
 
 /// What an external cluster's servers the bench may watch: `--metrics` and `--server-pids`,
