@@ -221,21 +221,20 @@ impl Recorder {
                 open.lag.saturating_record(micros(lag));
             }
         }
-        if let Some(second) = self.second(s.at, false) {
+        // A slot of the measured run sent just after its end (the generator's lag) counts in
+        // its last second, as completions after the end do.
+        if let Some(second) = self.second(s.at) {
             second.started += 1;
             second.in_flight_max = Some(second.in_flight_max.unwrap_or(0).max(s.in_flight));
         }
     }
 
-    /// The timeline's second holding `at` (made if needed), completions after the measured
-    /// run clamped into its last second when `clamp`.
-    fn second(&mut self, at: Instant, clamp: bool) -> Option<&mut Second> {
+    /// The timeline's second holding `at` (made if needed); times after the measured run
+    /// count in its last second.
+    fn second(&mut self, at: Instant) -> Option<&mut Second> {
         let second = usize::try_from(at.saturating_duration_since(self.measure_from).as_secs())
             .unwrap_or(usize::MAX);
-        let second = match (clamp, self.last_second) {
-            (true, Some(last)) => second.min(last),
-            _ => second,
-        };
+        let second = self.last_second.map_or(second, |last| second.min(last));
         if second >= MAX_TIMELINE_SECONDS {
             return None;
         }
@@ -279,7 +278,7 @@ impl Recorder {
             .step_windows
             .iter()
             .position(|(from, until)| c.end >= *from && c.end < *until);
-        if let Some(second) = self.second(c.end, true) {
+        if let Some(second) = self.second(c.end) {
             second.abandoned += u64::from(c.attempts.abandoned);
             match c.outcome {
                 Ok(_) => {
@@ -619,4 +618,41 @@ pub(crate) fn micros(d: Duration) -> u64 {
 /// A histogram for callers outside this module (the preload).
 pub(crate) fn latency_histogram() -> Histogram<u64> {
     histogram(SIGFIG)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::W1;
+
+    #[test]
+    fn a_request_sent_or_completed_after_the_measured_run_counts_in_its_last_second() {
+        let spec = W1::standard().phase_b_at(100.0);
+        let t0 = Instant::now();
+        let mut recorder = Recorder::new(&spec, t0, Some(Duration::from_secs(30)));
+        let late = t0 + Duration::from_millis(30_001);
+        recorder.started(Started {
+            at: late,
+            measured: true,
+            in_flight: 3,
+            held: false,
+            lag: Some(Duration::from_millis(2)),
+        });
+        recorder.record(Completed {
+            op: Op::Read,
+            measured: true,
+            step: None,
+            start: late,
+            end: late + Duration::from_millis(5),
+            outcome: &Ok(Found::Value),
+            attempts: Attempts {
+                sent: 1,
+                abandoned: 0,
+            },
+        });
+        let report = recorder.report(&spec);
+        assert_eq!(report.timeline.len(), 30);
+        let last = &report.timeline[29];
+        assert_eq!((last.started, last.ok, last.in_flight_max), (1, 1, Some(3)));
+    }
 }

@@ -610,8 +610,9 @@ fn steps_table(steps: &[StepReport]) -> String {
         for (kind, n) in &s.errors {
             let _ = writeln!(out, "           {n} × {kind}");
         }
+        // Per step only what some node exports (the phase's line names the absent ones).
         if let Some(server) = &s.server
-            && server.nodes_scraped > 0
+            && server.metrics.values().any(Option::is_some)
         {
             out.push_str(&server.metrics_text("           "));
         }
