@@ -794,3 +794,81 @@ fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
         other => parse_duration(other),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn parse(line: &str) -> Result<Args, clap::Error> {
+        Cli::try_parse_from(std::iter::once("bench").chain(line.split_whitespace())).map(|c| c.args)
+    }
+
+    #[test]
+    fn the_overload_workload_takes_its_steps_and_the_attempt_policy() {
+        let args = parse(
+            "--dev 3 --workload overload --steps 50,150%,50 --step-duration 5s \
+             --attempt-timeout 1s --attempts 3",
+        )
+        .unwrap();
+        let Workload::Overload { overload, capacity } = workload(&args).unwrap() else {
+            panic!("an overload workload");
+        };
+        assert_eq!(capacity, None);
+        assert_eq!(overload.steps, vec![50.0, 150.0, 50.0]);
+        assert_eq!(overload.step_duration, Duration::from_secs(5));
+        assert_eq!(overload.capacity_duration, Duration::from_secs(10));
+        assert_eq!(overload.max_in_flight.get(), 20_000);
+        let policy = overload.steps_phase(1000.0).attempts;
+        assert_eq!(policy.timeout, Some(Duration::from_secs(1)));
+        assert_eq!(policy.attempts.get(), 3);
+        assert!(parse("--dev 3 --workload overload --steps 0").is_err());
+    }
+
+    #[test]
+    fn max_in_flight_sets_phase_b_cap_and_is_refused_for_a_closed_loop() {
+        let args =
+            parse("--dev 3 --workload w1 --phases b --rate 100 --max-in-flight 20000").unwrap();
+        let Workload::W1 { w1, .. } = workload(&args).unwrap() else {
+            panic!("w1");
+        };
+        assert_eq!(
+            w1.phase_b_at(100.0).max_in_flight().map(NonZeroUsize::get),
+            Some(20_000)
+        );
+        let default = parse("--dev 3 --workload w1").unwrap();
+        let Workload::W1 { w1, .. } = workload(&default).unwrap() else {
+            panic!("w1");
+        };
+        assert_eq!(
+            w1.phase_b_at(100.0).max_in_flight().map(NonZeroUsize::get),
+            Some(64)
+        );
+        assert_eq!(
+            w1.attempts,
+            AttemptPolicy::SINGLE,
+            "one attempt unless told"
+        );
+        let closed = parse("--dev 3 --max-in-flight 100").unwrap();
+        assert!(workload(&closed).is_err());
+        let capacity_without_overload = parse("--dev 3 --capacity 100").unwrap();
+        assert!(workload(&capacity_without_overload).is_err());
+    }
+
+    #[test]
+    fn the_attempt_timeout_is_also_the_request_deadline() {
+        let args = parse("--dev 3 --attempt-timeout 750ms --attempts 2").unwrap();
+        assert_eq!(args.request_timeout(), Duration::from_millis(750));
+        assert_eq!(
+            parse("--dev 3").unwrap().request_timeout(),
+            Duration::from_secs(5)
+        );
+    }
+}
