@@ -190,6 +190,8 @@ impl EtcdTarget {
 }
 
 impl Target for EtcdTarget {
+    type Context = ();
+
     async fn read(&self, key: KeyRef<'_>) -> Result<Found, OpError> {
         let body = format!(r#"{{"key":"{}"}}"#, BASE64.encode(key.name));
         let answer = self.post("/v3/kv/range", body.as_bytes(), true).await?;
@@ -202,7 +204,9 @@ impl Target for EtcdTarget {
         })
     }
 
-    async fn update(&self, key: KeyRef<'_>, value: Bytes) -> Result<(), OpError> {
+    fn context(&self, _key: KeyRef<'_>) {}
+
+    async fn update(&self, key: KeyRef<'_>, value: Bytes, _context: &()) -> Result<(), OpError> {
         let body = format!(
             r#"{{"key":"{}","value":"{}"}}"#,
             BASE64.encode(key.name),
@@ -446,7 +450,9 @@ mod tests {
             number: 1,
             name: b"user00000001",
         };
-        etcd.update(key, Bytes::from_static(b"v")).await.unwrap();
+        etcd.update(key, Bytes::from_static(b"v"), &())
+            .await
+            .unwrap();
         assert_eq!(etcd.read(key).await.unwrap(), Found::Value);
         assert_eq!(etcd.read(key).await.unwrap(), Found::Nothing);
         let error = etcd.read(key).await.unwrap_err();

@@ -2,37 +2,49 @@
 //! what throughput, and what happens when a node fails?" with numbers that can be trusted.
 //!
 //! - Load: closed loop (a fixed number of requests in flight, latency from each request's start)
-//!   or open loop (requests start on a fixed schedule, latency from each request's *scheduled*
-//!   start whenever the system held it up, so a stall counts against every request it delays —
-//!   no coordinated omission — but not the timer's own millisecond of slack); a
+//!   or open loop (requests start on a fixed schedule, each in its own task, up to a cap on
+//!   requests in flight; latency from each request's *scheduled* start whenever the system held
+//!   it up, so a stall counts against every request it delays — no coordinated omission — but
+//!   not the timer's own millisecond of slack); a step profile of open-loop rates; a
 //!   read/update mix; uniform or zipfian keys ([`Zipfian`], YCSB's generator); warm-up, then a
 //!   duration or an exact number of operations ([`PhaseSpec`]).
+//! - Attempts: each request may be given an attempt timeout and a number of attempts
+//!   ([`AttemptPolicy`]): a timed-out attempt is abandoned (its future dropped) and sent again
+//!   at once, as external load generators and client drivers do, the same for every target.
 //! - Records: HDR histograms per operation (p50/p99/p99.9/max, the whole percentile spectrum),
-//!   errors per kind, a per-second timeline, and around a fault the latency before and after
-//!   ([`PhaseReport`]). A live progress line shows throughput and p99 of the last second.
+//!   errors per kind, attempts per request, a per-second timeline, around a fault the latency
+//!   before and after, per step goodput and the time to recover ([`PhaseReport`]); the
+//!   servers' own counters and CPU time when they can be watched ([`ServerWatch`]). A live
+//!   progress line shows throughput and p99 of the last second.
 //! - Output: [`BenchReport`] as tables, as JSON ([`BenchReport::to_json`]) and as an SVG chart
 //!   ([`plot::svg`]).
 //! - Workloads: the standard W1 of WORKLOADS.md ([`W1`]: phases A, B and C, C killing a node
-//!   through a [`Fault`] the caller supplies), or one phase as given.
+//!   through a [`Fault`] the caller supplies), the overload step profile ([`Overload`]), or one
+//!   phase as given.
 //! - Targets: anything implementing [`Target`]; [`ShoalTarget`] drives a Shoal cluster through
-//!   `shoal-client`, [`EtcdTarget`] an etcd 3.4 cluster through its JSON gateway, for
-//!   side-by-side comparisons.
+//!   `shoal-client`, [`EtcdTarget`] an etcd 3.4 cluster through its JSON gateway and, with the
+//!   `etcd-grpc` feature, `EtcdGrpcTarget` through its native gRPC API, for side-by-side
+//!   comparisons.
 //!
 //! Not here: starting or stopping clusters and killing processes (the `shoal` binary's `bench`
 //! command does that, for `--dev` clusters or through `--kill-cmd`), command-line parsing, and
 //! any timing assertion: the figures are reported, never checked.
 //!
 //! Main types and functions: [`run`], [`run_phase`], [`preload`], [`Workload`], [`PhaseSpec`],
-//! [`W1`], [`Target`], [`BenchReport`], [`Fault`], [`BenchError`].
+//! [`W1`], [`Overload`], [`AttemptPolicy`], [`Target`], [`BenchReport`], [`Fault`],
+//! [`ServerWatch`], [`BenchError`].
 
 mod driver;
 mod error;
 mod etcd;
+#[cfg(feature = "etcd-grpc")]
+mod etcd_grpc;
 mod keys;
 pub mod plot;
 mod progress;
 mod recorder;
 pub mod report;
+pub mod servers;
 mod shoal;
 pub mod spec;
 pub mod target;
@@ -46,11 +58,17 @@ use std::sync::Arc;
 pub use driver::{Fault, Injected, preload, run_phase};
 pub use error::BenchError;
 pub use etcd::EtcdTarget;
+#[cfg(feature = "etcd-grpc")]
+pub use etcd_grpc::EtcdGrpcTarget;
 pub use keys::key_name;
 pub use progress::Progress;
-pub use report::{BenchReport, Machine, PhaseReport, PreloadReport, TargetInfo};
+pub use report::{
+    AttemptReport, BenchReport, Machine, OpenLoopReport, PhaseReport, PreloadReport,
+    RecoveryReport, StepReport, TargetInfo,
+};
+pub use servers::{SCRAPED_METRICS, ServerWatch, ServerWindow, WatchedNode};
 pub use shoal::ShoalTarget;
-pub use spec::{Distribution, Limit, Load, PhaseSpec, W1};
+pub use spec::{AttemptPolicy, Distribution, Limit, Load, Overload, PhaseSpec, RateStep, W1};
 pub use target::{Found, KeyRef, Op, OpError, Target};
 pub use zipf::Zipfian;
 
@@ -67,6 +85,14 @@ pub enum Workload {
         phases: Vec<W1Phase>,
         /// Phase B's rate; by default half of phase A's measured throughput (then A must run).
         phase_b_rate: Option<f64>,
+    },
+    /// The overload step profile: a capacity phase (closed loop) unless the capacity is given,
+    /// then the steps.
+    Overload {
+        /// The workload's knobs.
+        overload: Overload,
+        /// The capacity in ops/s; by default the capacity phase's throughput.
+        capacity: Option<f64>,
     },
 }
 
@@ -87,6 +113,7 @@ impl Workload {
         match self {
             Workload::Custom(spec) => spec.fault_at.is_some(),
             Workload::W1 { phases, .. } => phases.contains(&W1Phase::C),
+            Workload::Overload { .. } => false,
         }
     }
 
@@ -115,17 +142,28 @@ impl Workload {
                 w1.phase_b_at(phase_b_rate.unwrap_or(1.0)).validate()?;
                 w1.phase_c().validate()
             }
+            Workload::Overload { overload, capacity } => {
+                if let Some(c) = capacity
+                    && !(c.is_finite() && *c > 0.0)
+                {
+                    return Err(BenchError::InvalidSpec(format!(
+                        "the capacity must be a positive number of ops/s, not {c}"
+                    )));
+                }
+                overload.validate()
+            }
         }
     }
 }
 
 /// Runs `workload`'s phases against `target` (already preloaded, if it should be), handing
-/// `fault` to the phase that injects one.
+/// `fault` to the phase that injects one, sampling `servers` (if given) around each phase.
 pub async fn run<T: Target>(
     target: Arc<T>,
     workload: &Workload,
     mut fault: Option<Fault>,
     progress: Progress,
+    servers: Option<&Arc<ServerWatch>>,
 ) -> Result<Vec<PhaseReport>, BenchError> {
     workload.validate()?;
     if workload.needs_fault() && fault.is_none() {
@@ -140,7 +178,9 @@ pub async fn run<T: Target>(
             } else {
                 None
             };
-            Ok(vec![run_phase(target, spec, fault, progress).await?])
+            Ok(vec![
+                run_phase(target, spec, fault, progress, servers).await?,
+            ])
         }
         Workload::W1 {
             w1,
@@ -165,9 +205,27 @@ pub async fn run<T: Target>(
                     }
                     W1Phase::C => (w1.phase_c(), fault.take()),
                 };
-                let report = run_phase(target.clone(), &spec, fault, progress).await?;
+                let report = run_phase(target.clone(), &spec, fault, progress, servers).await?;
                 reports.push(report);
             }
+            Ok(reports)
+        }
+        Workload::Overload { overload, capacity } => {
+            let mut reports = Vec::new();
+            let capacity = match capacity {
+                Some(c) => *c,
+                None => {
+                    let spec = overload.capacity_phase();
+                    let report = run_phase(target.clone(), &spec, None, progress, servers).await?;
+                    // Successful operations per second: what the system can deliver.
+                    let ok = report.read.latency.count + report.update.latency.count;
+                    let capacity = ok as f64 / report.seconds.max(1e-9);
+                    reports.push(report);
+                    capacity.max(1.0)
+                }
+            };
+            let spec = overload.steps_phase(capacity);
+            reports.push(run_phase(target, &spec, None, progress, servers).await?);
             Ok(reports)
         }
     }

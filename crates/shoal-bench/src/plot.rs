@@ -1,7 +1,7 @@
 //! The SVG of a report, hand-written (polylines, axes, a legend): the latency percentile spectrum
 //! of every operation of every phase, on a log-scaled percentile axis (0, 90, 99, 99.9, ...,
-//! max) and a log-scaled latency axis; and, for a phase with a fault, its p99 per second with a
-//! mark at the fault.
+//! max) and a log-scaled latency axis; and, for a phase with a fault or a step profile, its p99
+//! per second with a mark at the fault or at each step's start.
 
 use std::fmt::Write as _;
 
@@ -30,7 +30,11 @@ struct Series {
 
 /// The report's charts as one SVG document.
 pub fn svg(report: &BenchReport) -> String {
-    let faulted: Vec<&PhaseReport> = report.phases.iter().filter(|p| p.fault.is_some()).collect();
+    let faulted: Vec<&PhaseReport> = report
+        .phases
+        .iter()
+        .filter(|p| p.fault.is_some() || !p.steps.is_empty())
+        .collect();
     let height = PANEL_HEIGHT * (1 + faulted.len()) as f64;
     let mut out = String::new();
     let _ = writeln!(out, r#"<?xml version="1.0" encoding="UTF-8"?>"#);
@@ -85,7 +89,7 @@ pub fn svg(report: &BenchReport) -> String {
         (0.0, MAX_X),
         &ticks,
         &series,
-        None,
+        &[],
     );
 
     for (i, phase) in faulted.iter().enumerate() {
@@ -115,6 +119,21 @@ pub fn svg(report: &BenchReport) -> String {
                 });
             }
         }
+        if !phase.steps.is_empty() {
+            let points: Vec<(f64, u64)> = phase
+                .timeline
+                .iter()
+                .map(|s| (f64::from(s.second) + 0.5, s.p99_us))
+                .filter(|(_, us)| *us > 0)
+                .collect();
+            if !points.is_empty() {
+                lines.push(Series {
+                    label: format!("{} all p99", phase.name),
+                    colour: COLOURS[2],
+                    points,
+                });
+            }
+        }
         let end = (phase.timeline.len() as f64).max(phase.seconds).max(1.0);
         let step = nice_step(end);
         let ticks: Vec<(f64, String)> = (0..)
@@ -122,7 +141,17 @@ pub fn svg(report: &BenchReport) -> String {
             .take_while(|x| *x <= end)
             .map(|x| (x, format!("{x:.0} s")))
             .collect();
-        let fault = phase.fault.as_ref().map(|f| (f.at_s, f.action.clone()));
+        let mut marks: Vec<(f64, String)> = phase
+            .fault
+            .iter()
+            .map(|f| (f.at_s, f.action.clone()))
+            .collect();
+        marks.extend(
+            phase
+                .steps
+                .iter()
+                .map(|s| (s.start_s, format!("{} ({:.0}/s)", s.label, s.rate))),
+        );
         let title = format!("phase {}: p99 per second", phase.name);
         panel(
             &mut out,
@@ -132,7 +161,7 @@ pub fn svg(report: &BenchReport) -> String {
             (0.0, end),
             &ticks,
             &lines,
-            fault,
+            &marks,
         );
     }
     out.push_str("</svg>\n");
@@ -149,7 +178,7 @@ fn panel(
     (x_min, x_max): (f64, f64),
     x_ticks: &[(f64, String)],
     series: &[Series],
-    mark: Option<(f64, String)>,
+    marks: &[(f64, String)],
 ) {
     let (left, right) = (MARGIN_LEFT, WIDTH - MARGIN_RIGHT);
     let (top, bottom) = (y0 + MARGIN_TOP, y0 + PANEL_HEIGHT - MARGIN_BOTTOM);
@@ -225,8 +254,8 @@ fn panel(
         (top + bottom) / 2.0,
         (top + bottom) / 2.0
     );
-    if let Some((at, label)) = mark {
-        let xx = x(at);
+    for (at, label) in marks {
+        let xx = x(*at);
         let _ = writeln!(
             out,
             r##"<line x1="{xx:.1}" y1="{top}" x2="{xx:.1}" y2="{bottom}" stroke="#d62728" stroke-dasharray="6 4"/>"##
@@ -236,7 +265,7 @@ fn panel(
             r##"<text x="{:.1}" y="{}" fill="#d62728">{}</text>"##,
             xx + 4.0,
             top + 12.0,
-            escape(&label)
+            escape(label)
         );
     }
     for (i, s) in series.iter().enumerate() {

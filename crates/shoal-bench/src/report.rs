@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use crate::servers::ServerWindow;
 use crate::spec::PhaseSpec;
 
 /// Everything one `shoal bench` run produced: the settings, the machine, the preload and each
@@ -88,14 +89,113 @@ pub struct PhaseReport {
     pub throughput: f64,
     /// Failed measured requests.
     pub errors: u64,
+    /// Attempts of the measured requests, reads and updates together.
+    pub attempts: AttemptReport,
     /// Reads.
     pub read: OpReport,
     /// Updates.
     pub update: OpReport,
     /// The fault, if one was injected.
     pub fault: Option<FaultReport>,
-    /// Per second of the measured run (by completion time).
+    /// How an open loop kept its schedule (none for a closed loop).
+    pub open_loop: Option<OpenLoopReport>,
+    /// A step profile's steps (empty for other loads).
+    pub steps: Vec<StepReport>,
+    /// A step profile's time to recover.
+    pub recovery: Option<RecoveryReport>,
+    /// The servers' own figures over the measured run, when the bench could watch them.
+    pub server: Option<ServerWindow>,
+    /// Per second of the measured run (by completion time; `started` and `in_flight_max` by
+    /// start time).
     pub timeline: Vec<SecondReport>,
+}
+
+/// How many attempts requests took ([`crate::AttemptPolicy`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct AttemptReport {
+    /// Attempts sent, first attempts included.
+    pub sent: u64,
+    /// Attempts the generator abandoned at the attempt timeout (their futures dropped).
+    pub abandoned: u64,
+    /// Attempts after the first (`sent` minus requests).
+    pub retries: u64,
+    /// Successful requests by the attempt that succeeded: `[first, second, …]`.
+    pub succeeded_on: Vec<u64>,
+}
+
+/// How an open loop kept its schedule.
+#[derive(Debug, Clone, Serialize)]
+pub struct OpenLoopReport {
+    /// The cap on requests in flight.
+    pub max_in_flight: u64,
+    /// The most requests in flight at once (measured run).
+    pub peak_in_flight: u64,
+    /// Requests that started late because the cap was reached; their latency counts from
+    /// their scheduled start.
+    pub held_starts: u64,
+    /// How late the generator sent requests that the cap did not hold (the timer's
+    /// granularity and the generator's own load; not counted in latencies). A p99 of
+    /// milliseconds means the generator kept its schedule.
+    pub generator_lag: LatencySummary,
+}
+
+/// One step of a step profile: requests counted by the step their slot was scheduled in.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepReport {
+    /// E.g. "150%".
+    pub label: String,
+    /// The rate offered, requests per second.
+    pub rate: f64,
+    /// When it started, in seconds from the end of warm-up.
+    pub start_s: f64,
+    /// How long it lasted.
+    pub seconds: f64,
+    /// Requests scheduled in it.
+    pub offered: u64,
+    /// Of those, the successful ones.
+    pub ok: u64,
+    /// `ok` per second of the step: of what was offered, what succeeded.
+    pub goodput: f64,
+    /// Successful requests that *completed* within the step, per second, whenever they were
+    /// scheduled: what the system delivered meanwhile.
+    pub delivered: f64,
+    /// Failed requests per kind (`attempt_timeout`: every attempt timed out).
+    pub errors: BTreeMap<String, u64>,
+    /// Latency of the successful ones, reads and updates together, from their schedule.
+    pub latency: LatencySummary,
+    /// Their attempts.
+    pub attempts: AttemptReport,
+    /// The servers' figures over the step.
+    pub server: Option<ServerWindow>,
+}
+
+/// Whether latency came back after the last step began: the first second from which every
+/// second's p99 (reads and updates together) stays within [`RecoveryReport::FACTOR`] times the
+/// baseline, the p99 of the first step at the last step's rate.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RecoveryReport {
+    /// The step whose p99 is the baseline (0-based).
+    pub baseline_step: usize,
+    /// Its p99.
+    pub baseline_p99_us: u64,
+    /// `FACTOR` × the baseline.
+    pub threshold_us: u64,
+    /// When the last step started, seconds from the end of warm-up.
+    pub last_step_start_s: f64,
+    /// The timeline's second from which every second was within the threshold; `None`: it
+    /// did not recover.
+    pub recovered_at_second: Option<u32>,
+    /// From the start of the last step to that second.
+    pub time_to_recover_s: Option<f64>,
+}
+
+impl RecoveryReport {
+    /// How far above the baseline a second's p99 may be and still count as recovered.
+    pub const FACTOR: u64 = 2;
+    /// The share of a second's requests that may fail and it still count as recovered (a
+    /// second in which requests fail fast is not a recovered one, whatever its successes'
+    /// p99); a second without any success never counts.
+    pub const MAX_ERROR_SHARE: f64 = 0.01;
 }
 
 /// One operation's figures in a phase.
@@ -113,6 +213,8 @@ pub struct OpReport {
     pub failed_latency: Option<LatencySummary>,
     /// Reads that found no value (after a preload there should be none).
     pub not_found: u64,
+    /// Attempts of these requests.
+    pub attempts: AttemptReport,
     /// The latency percentile spectrum: (percentile, µs) from 0 to 99.999, then 100 (the max).
     pub spectrum: Vec<SpectrumPoint>,
 }
@@ -193,6 +295,18 @@ pub struct WindowOp {
 pub struct SecondReport {
     /// Seconds since the end of warm-up at the start of this second.
     pub second: u32,
+    /// Successful requests completed in it, reads and updates.
+    pub ok: u64,
+    /// Failed requests completed in it.
+    pub errors: u64,
+    /// 99th percentile of the successful ones, reads and updates together (0 when none).
+    pub p99_us: u64,
+    /// Attempts abandoned at their timeout by the requests completed in it.
+    pub abandoned: u64,
+    /// Open loop: requests started in it.
+    pub started: u64,
+    /// Open loop: the most requests in flight when one started in it.
+    pub in_flight_max: Option<u64>,
     /// Reads completed in it.
     pub read: SecondOp,
     /// Updates completed in it.
@@ -246,6 +360,41 @@ pub(crate) fn spectrum(h: &Histogram<u64>) -> Vec<SpectrumPoint> {
         us: h.max(),
     });
     points
+}
+
+/// The time to recover of a step profile (see [`RecoveryReport`]); `None` without steps.
+pub(crate) fn recovery(steps: &[StepReport], timeline: &[SecondReport]) -> Option<RecoveryReport> {
+    let last = steps.last()?;
+    let baseline_step = steps
+        .iter()
+        .position(|s| (s.rate - last.rate).abs() <= 1e-9 * last.rate.max(1.0))
+        .unwrap_or(0);
+    let baseline_p99_us = steps.get(baseline_step)?.latency.p99_us;
+    let threshold_us = baseline_p99_us.saturating_mul(RecoveryReport::FACTOR);
+    let first = last.start_s.ceil() as u64;
+    let good = |s: &SecondReport| {
+        let total = s.ok + s.errors;
+        s.ok > 0
+            && s.p99_us <= threshold_us
+            && (s.errors as f64) <= RecoveryReport::MAX_ERROR_SHARE * total as f64
+    };
+    // The first second of the last step from which every later one is good.
+    let mut recovered: Option<u32> = None;
+    for s in timeline.iter().filter(|s| u64::from(s.second) >= first) {
+        if good(s) {
+            recovered.get_or_insert(s.second);
+        } else {
+            recovered = None;
+        }
+    }
+    Some(RecoveryReport {
+        baseline_step,
+        baseline_p99_us,
+        threshold_us,
+        last_step_start_s: last.start_s,
+        recovered_at_second: recovered,
+        time_to_recover_s: recovered.map(|s| (f64::from(s) - last.start_s).max(0.0)),
+    })
 }
 
 impl BenchReport {
@@ -339,7 +488,197 @@ impl PhaseReport {
                 );
             }
         }
+        let policy = &self.spec.attempts;
+        if policy.timeout.is_some() || policy.attempts.get() > 1 {
+            out.push_str(
+                &self
+                    .attempts
+                    .to_text(&format!("  attempts ({}): ", policy.describe())),
+            );
+            out.push('\n');
+        }
+        if let Some(o) = &self.open_loop {
+            let _ = writeln!(
+                out,
+                "  open loop: at most {} in flight (cap {}); {} requests started late because \
+                 the cap was reached; generator lag p99 {} µs, max {} µs",
+                o.peak_in_flight,
+                o.max_in_flight,
+                o.held_starts,
+                o.generator_lag.p99_us,
+                o.generator_lag.max_us
+            );
+        }
+        if !self.steps.is_empty() {
+            out.push_str(&steps_table(&self.steps));
+        }
+        if let Some(r) = &self.recovery {
+            let _ = match (r.recovered_at_second, r.time_to_recover_s) {
+                (Some(second), Some(t)) => writeln!(
+                    out,
+                    "  time to recover: {t:.1} s (from second {second}, every second's p99 \
+                     within {}× step {}'s {} µs, at most {:.0}% failed)",
+                    RecoveryReport::FACTOR,
+                    r.baseline_step + 1,
+                    r.baseline_p99_us,
+                    RecoveryReport::MAX_ERROR_SHARE * 100.0
+                ),
+                _ => writeln!(
+                    out,
+                    "  time to recover: did not recover (after {:.0} s, no second from which \
+                     every second's p99 stayed within {}× step {}'s {} µs with at most {:.0}% \
+                     failed)",
+                    r.last_step_start_s,
+                    RecoveryReport::FACTOR,
+                    r.baseline_step + 1,
+                    r.baseline_p99_us,
+                    RecoveryReport::MAX_ERROR_SHARE * 100.0
+                ),
+            };
+        }
+        if let Some(server) = &self.server {
+            out.push_str(&server.to_text("  server: "));
+        }
         out
+    }
+}
+
+impl AttemptReport {
+    /// "12,000 sent, 900 abandoned at the attempt timeout, 950 retries; successes by attempt:
+    /// 10,000, 40, 2".
+    pub fn to_text(&self, prefix: &str) -> String {
+        let by_attempt: Vec<String> = self.succeeded_on.iter().map(u64::to_string).collect();
+        format!(
+            "{prefix}{} sent, {} abandoned at the attempt timeout, {} retries; successes by \
+             attempt: {}",
+            self.sent,
+            self.abandoned,
+            self.retries,
+            if by_attempt.is_empty() {
+                "none".to_owned()
+            } else {
+                by_attempt.join(", ")
+            }
+        )
+    }
+}
+
+/// The steps as a table, with errors by kind under each step.
+fn steps_table(steps: &[StepReport]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "  {:<6} {:>7} {:>9} {:>9} {:>9} {:>8} {:>9} {:>9} {:>8} {:>9} {:>9} {:>8}",
+        "step",
+        "from s",
+        "offered/s",
+        "goodput/s",
+        "deliv./s",
+        "failed",
+        "p50 µs",
+        "p99 µs",
+        "retries",
+        "abandoned",
+        "µs CPU/op",
+        "cores"
+    );
+    for s in steps {
+        let failed: u64 = s.errors.values().sum();
+        let cpu = s.server.as_ref();
+        let per_op = cpu
+            .and_then(|c| c.cpu_per_op_us)
+            .map_or_else(|| "n/a".to_owned(), |v| format!("{v:.0}"));
+        let cores = cpu
+            .and_then(|c| c.node_cores)
+            .map_or_else(|| "n/a".to_owned(), |v| format!("{v:.2}"));
+        let _ = writeln!(
+            out,
+            "  {:<6} {:>7.1} {:>9.0} {:>9.0} {:>9.0} {:>8} {:>9} {:>9} {:>8} {:>9} {:>9} {:>8}",
+            s.label,
+            s.start_s,
+            s.rate,
+            s.goodput,
+            s.delivered,
+            failed,
+            s.latency.p50_us,
+            s.latency.p99_us,
+            s.attempts.retries,
+            s.attempts.abandoned,
+            per_op,
+            cores
+        );
+        for (kind, n) in &s.errors {
+            let _ = writeln!(out, "           {n} × {kind}");
+        }
+        // Per step only what some node exports (the phase's line names the absent ones).
+        if let Some(server) = &s.server
+            && server.metrics.values().any(Option::is_some)
+        {
+            out.push_str(&server.metrics_text("           "));
+        }
+    }
+    out
+}
+
+impl ServerWindow {
+    /// CPU and the scraped metrics, a line each.
+    pub fn to_text(&self, prefix: &str) -> String {
+        let mut out = String::new();
+        let f = |v: Option<f64>, digits: usize| {
+            v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.digits$}"))
+        };
+        let _ = writeln!(
+            out,
+            "{prefix}nodes {} s CPU over {:.1} s ({} cores), {} µs CPU per successful op; \
+             client {} s CPU ({} cores)",
+            f(self.node_cpu_seconds, 1),
+            self.seconds,
+            f(self.node_cores, 2),
+            f(self.cpu_per_op_us, 0),
+            f(self.client_cpu_seconds, 1),
+            f(self.client_cores, 2)
+        );
+        if self.nodes_scraped > 0 {
+            out.push_str(&self.metrics_text(&" ".repeat(prefix.len())));
+        } else {
+            let _ = writeln!(out, "{}metrics: not scraped", " ".repeat(prefix.len()));
+        }
+        out
+    }
+
+    /// The scraped metrics on one line: "shoal_requests_shed_total 12 (class="client" 12) …",
+    /// "n/a" for a name no node exports.
+    pub fn metrics_text(&self, prefix: &str) -> String {
+        let figures: Vec<String> = self
+            .metrics
+            .iter()
+            .map(|(name, figure)| match figure {
+                None => format!("{name} n/a"),
+                Some(m) => {
+                    let what = match m.kind {
+                        crate::servers::MetricKind::Counter => "+",
+                        crate::servers::MetricKind::Gauge => "max ",
+                    };
+                    let series: Vec<String> = m
+                        .series
+                        .iter()
+                        .filter(|(labels, _)| !labels.is_empty())
+                        .map(|(labels, v)| format!("{labels} {v}"))
+                        .collect();
+                    if series.is_empty() {
+                        format!("{name} {what}{}", m.total)
+                    } else {
+                        format!("{name} {what}{} ({})", m.total, series.join(", "))
+                    }
+                }
+            })
+            .collect();
+        format!(
+            "{prefix}metrics of {} of {} nodes: {}\n",
+            self.nodes_scraped,
+            self.nodes,
+            figures.join("; ")
+        )
     }
 }
 

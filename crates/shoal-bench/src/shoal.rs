@@ -14,6 +14,11 @@ use crate::target::{Found, KeyRef, OpError, Target};
 /// last read or write of the key that this target saw, so it supersedes the value instead of
 /// adding a sibling (a blind put would grow a sibling per update until `TooManySiblings`).
 /// Concurrent updates of one key can still make siblings; the next read or write resolves them.
+/// An update attempted again (after a timed-out attempt) is sent with the context of its first
+/// attempt, as a driver resending a request does.
+///
+/// The request options' timeout is the coordinator's deadline: `shoal bench` sets it to the
+/// attempt timeout when there is one.
 #[derive(Debug)]
 pub struct ShoalTarget {
     client: Client,
@@ -46,7 +51,7 @@ impl ShoalTarget {
         &self.client
     }
 
-    fn context(&self, number: u64) -> Option<CausalContext> {
+    fn last_context(&self, number: u64) -> Option<CausalContext> {
         let slot = self.contexts.get(usize::try_from(number).ok()?)?;
         slot.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
@@ -62,6 +67,8 @@ impl ShoalTarget {
 }
 
 impl Target for ShoalTarget {
+    type Context = Option<CausalContext>;
+
     async fn read(&self, key: KeyRef<'_>) -> Result<Found, OpError> {
         let read = self
             .client
@@ -77,8 +84,16 @@ impl Target for ShoalTarget {
         Ok(found)
     }
 
-    async fn update(&self, key: KeyRef<'_>, value: Bytes) -> Result<(), OpError> {
-        let context = self.context(key.number);
+    fn context(&self, key: KeyRef<'_>) -> Option<CausalContext> {
+        self.last_context(key.number)
+    }
+
+    async fn update(
+        &self,
+        key: KeyRef<'_>,
+        value: Bytes,
+        context: &Option<CausalContext>,
+    ) -> Result<(), OpError> {
         let written = self
             .client
             .put_with(key.name, value, context.as_ref(), self.write)

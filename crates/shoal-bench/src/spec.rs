@@ -1,7 +1,9 @@
-//! What a run does: the load's shape, the mix of reads and updates, the keys, how long, and the
-//! standard workload W1 (`WORKLOADS.md`) as phases.
+//! What a run does: the load's shape, the mix of reads and updates, the keys, how long, how each
+//! request is attempted (timeout and retries), the standard workload W1 (`WORKLOADS.md`) as
+//! phases, and the overload workload (a step profile of open-loop rates around a measured
+//! capacity).
 
-use std::num::{NonZeroU64, NonZeroUsize};
+use std::num::{NonZeroU32, NonZeroU64, NonZeroUsize};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -10,7 +12,7 @@ use crate::BenchError;
 use crate::zipf::Zipfian;
 
 /// How requests are started.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Load {
     /// `concurrency` requests in flight: each worker starts its next request when its last one
@@ -19,16 +21,75 @@ pub enum Load {
         /// Requests in flight.
         concurrency: NonZeroUsize,
     },
-    /// Requests start at `rate` per second whatever the system does; `workers` tasks take the
-    /// scheduled slots in turn. Latency counts from each request's *scheduled* start, so a
-    /// stall counts against every request it delays (no coordinated omission).
+    /// Requests start at `rate` per second whatever the system does, each in its own task.
+    /// Latency counts from each request's *scheduled* start whenever the system held it up, so
+    /// a stall counts against every request it delays (no coordinated omission).
     Open {
         /// Requests per second.
         rate: f64,
-        /// Most requests in flight; when all are busy, later slots start late and their
+        /// Most requests in flight; when that many are, later slots start late and their
         /// lateness is counted.
-        workers: NonZeroUsize,
+        max_in_flight: NonZeroUsize,
     },
+    /// An open loop whose rate changes in steps (the overload workload): the warm-up runs at the
+    /// first step's rate, then each step for its duration, with no pause between them, so
+    /// whatever one step leaves behind (a queue, retries) carries into the next.
+    Steps {
+        /// The steps, in order.
+        steps: Vec<RateStep>,
+        /// Most requests in flight, as for [`Load::Open`].
+        max_in_flight: NonZeroUsize,
+    },
+}
+
+/// One step of a [`Load::Steps`] profile.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RateStep {
+    /// Its name in reports, e.g. "150%".
+    pub label: String,
+    /// Requests per second offered.
+    pub rate: f64,
+    /// How long it lasts.
+    #[serde(serialize_with = "seconds")]
+    pub duration: Duration,
+}
+
+/// How each request is attempted, as external load generators and client drivers do: an
+/// attempt that has not answered within `timeout` is abandoned (its future dropped, which
+/// resets its stream) and the request is sent again at once, up to `attempts` times; an update
+/// is sent again with the same value and causal context. A failed attempt is retried only when
+/// it timed out: abandoned by the generator, or answered as a timeout by the store (with the
+/// store's deadline equal to the attempt's, the two race for the same moment).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct AttemptPolicy {
+    /// How long one attempt may take; `None`: as long as the target's own timeout.
+    #[serde(serialize_with = "optional_seconds")]
+    pub timeout: Option<Duration>,
+    /// Attempts per request, the first included.
+    pub attempts: NonZeroU32,
+}
+
+impl AttemptPolicy {
+    /// One attempt, no timeout of the generator's own: what `shoal bench` always did.
+    pub const SINGLE: AttemptPolicy = AttemptPolicy {
+        timeout: None,
+        attempts: NonZeroU32::MIN,
+    };
+
+    /// "1 attempt" or "attempts of 1 s, at most 3".
+    pub fn describe(&self) -> String {
+        match (self.timeout, self.attempts.get()) {
+            (None, 1) => "1 attempt".to_owned(),
+            (None, n) => format!("at most {n} attempts (retried after a timeout answer)"),
+            (Some(t), n) => format!("attempts of {} s, at most {n}", t.as_secs_f64()),
+        }
+    }
+}
+
+impl Default for AttemptPolicy {
+    fn default() -> AttemptPolicy {
+        AttemptPolicy::SINGLE
+    }
 }
 
 /// When the measured part of a phase ends.
@@ -79,6 +140,8 @@ pub struct PhaseSpec {
     pub fault_at: Option<Duration>,
     /// Seeds every worker's key, operation and value choices.
     pub seed: u64,
+    /// How each request is attempted.
+    pub attempts: AttemptPolicy,
 }
 
 impl PhaseSpec {
@@ -91,12 +154,43 @@ impl PhaseSpec {
                 self.read_ratio
             ));
         }
-        if let Load::Open { rate, .. } = self.load
-            && !(rate.is_finite() && rate > 0.0 && rate <= 10_000_000.0)
+        let valid_rate = |rate: f64| rate.is_finite() && rate > 0.0 && rate <= MAX_RATE;
+        match &self.load {
+            Load::Closed { .. } => {}
+            Load::Open { rate, .. } => {
+                if !valid_rate(*rate) {
+                    return invalid(format!(
+                        "the open-loop rate must be positive and finite, not {rate}"
+                    ));
+                }
+            }
+            Load::Steps { steps, .. } => {
+                if steps.is_empty() {
+                    return invalid("a step profile needs at least one step".into());
+                }
+                if let Some(bad) = steps.iter().find(|s| !valid_rate(s.rate)) {
+                    return invalid(format!(
+                        "step {}: the rate must be positive and finite, not {}",
+                        bad.label, bad.rate
+                    ));
+                }
+                if steps.iter().any(|s| s.duration.is_zero()) {
+                    return invalid("every step needs a positive duration".into());
+                }
+                let total: Duration = steps.iter().map(|s| s.duration).sum();
+                if self.limit != Limit::Duration(total) {
+                    return invalid(format!(
+                        "a step profile runs for the sum of its steps ({} s), not {:?}",
+                        total.as_secs_f64(),
+                        self.limit
+                    ));
+                }
+            }
+        }
+        if let Some(t) = self.attempts.timeout
+            && t.is_zero()
         {
-            return invalid(format!(
-                "the open-loop rate must be positive and finite, not {rate}"
-            ));
+            return invalid("the attempt timeout must be positive".into());
         }
         if let Distribution::Zipfian { theta } = self.distribution {
             Zipfian::new(self.keys.get(), theta)?;
@@ -124,10 +218,33 @@ impl PhaseSpec {
     /// A one-line description for the report, e.g. "closed loop, 32 in flight, 50% reads,
     /// uniform keys, 30 s after 5 s of warm-up".
     pub fn describe(&self) -> String {
-        let load = match self.load {
+        let load = match &self.load {
             Load::Closed { concurrency } => format!("closed loop, {concurrency} in flight"),
-            Load::Open { rate, workers } => {
-                format!("open loop at {rate:.0} ops/s (at most {workers} in flight)")
+            Load::Open {
+                rate,
+                max_in_flight,
+            } => {
+                format!("open loop at {rate:.0} ops/s (at most {max_in_flight} in flight)")
+            }
+            Load::Steps {
+                steps,
+                max_in_flight,
+            } => {
+                let steps: Vec<String> = steps
+                    .iter()
+                    .map(|s| {
+                        format!(
+                            "{} {:.0} ops/s {} s",
+                            s.label,
+                            s.rate,
+                            s.duration.as_secs_f64()
+                        )
+                    })
+                    .collect();
+                format!(
+                    "open loop in steps ({}; at most {max_in_flight} in flight)",
+                    steps.join(", ")
+                )
             }
         };
         let keys = match self.distribution {
@@ -143,12 +260,26 @@ impl PhaseSpec {
             .map(|at| format!(", a node killed at {} s", at.as_secs_f64()))
             .unwrap_or_default();
         format!(
-            "{load}, {:.0}% reads, {keys}, {limit} after {} s of warm-up{fault}",
+            "{load}, {:.0}% reads, {keys}, {limit} after {} s of warm-up{fault}, {}",
             self.read_ratio * 100.0,
-            self.warmup.as_secs_f64()
+            self.warmup.as_secs_f64(),
+            self.attempts.describe()
         )
     }
+
+    /// The most requests in flight, for an open loop.
+    pub fn max_in_flight(&self) -> Option<NonZeroUsize> {
+        match &self.load {
+            Load::Closed { .. } => None,
+            Load::Open { max_in_flight, .. } | Load::Steps { max_in_flight, .. } => {
+                Some(*max_in_flight)
+            }
+        }
+    }
 }
+
+/// The highest open-loop rate accepted (requests per second).
+const MAX_RATE: f64 = 10_000_000.0;
 
 /// The standard workload W1 of WORKLOADS.md, with its knobs (for the variants and for quick runs).
 #[derive(Debug, Clone, PartialEq)]
@@ -171,11 +302,19 @@ pub struct W1 {
     pub kill_at: Duration,
     /// Seeds the workers.
     pub seed: u64,
+    /// How each request is attempted (W1 itself: one attempt).
+    pub attempts: AttemptPolicy,
+    /// Phase B's most requests in flight; `None`: [`W1::OPEN_LOOP_IN_FLIGHT_PER_CONCURRENCY`]
+    /// times `concurrency` (64), as W1's figures have always been measured.
+    pub max_in_flight: Option<NonZeroUsize>,
 }
 
 impl W1 {
-    /// Phase B may have this many requests in flight per request of phase A's concurrency.
-    pub const OPEN_LOOP_WORKERS_PER_CONCURRENCY: usize = 2;
+    /// Phase B may have this many requests in flight per request of phase A's concurrency,
+    /// unless [`W1::max_in_flight`] says otherwise. The cap hides queue growth beyond 64
+    /// requests (the 65th waits, late, and its lateness counts); an external open-loop
+    /// generator has none, which `--max-in-flight 20000` imitates.
+    pub const OPEN_LOOP_IN_FLIGHT_PER_CONCURRENCY: usize = 2;
 
     /// W1 as WORKLOADS.md states it.
     pub fn standard() -> W1 {
@@ -189,6 +328,8 @@ impl W1 {
             duration: Duration::from_secs(30),
             kill_at: Duration::from_secs(10),
             seed: 1,
+            attempts: AttemptPolicy::SINGLE,
+            max_in_flight: None,
         }
     }
 
@@ -209,10 +350,19 @@ impl W1 {
 
     /// Phase B at a given rate (ops/s).
     pub fn phase_b_at(&self, rate: f64) -> PhaseSpec {
-        let workers = self.concurrency.saturating_mul(
-            NonZeroUsize::new(Self::OPEN_LOOP_WORKERS_PER_CONCURRENCY).unwrap_or(NonZeroUsize::MIN),
-        );
-        self.phase("B", Load::Open { rate, workers })
+        let max_in_flight = self.max_in_flight.unwrap_or_else(|| {
+            self.concurrency.saturating_mul(
+                NonZeroUsize::new(Self::OPEN_LOOP_IN_FLIGHT_PER_CONCURRENCY)
+                    .unwrap_or(NonZeroUsize::MIN),
+            )
+        });
+        self.phase(
+            "B",
+            Load::Open {
+                rate,
+                max_in_flight,
+            },
+        )
     }
 
     /// Phase C: as phase A, with a node killed `kill_at` into the measured run.
@@ -240,7 +390,97 @@ impl W1 {
             limit: Limit::Duration(self.duration),
             fault_at: None,
             seed: self.seed,
+            attempts: self.attempts,
         }
+    }
+}
+
+/// The overload workload: measure capacity with a short closed loop (or take it as given), then
+/// offer an open loop in steps of that capacity, by default 50 %, 100 %, 150 % and 50 % again,
+/// 20 s each, with the attempt policy given. It asks: does goodput hold when the offered load
+/// passes capacity, and does latency come back when the load does (no metastable state)?
+#[derive(Debug, Clone, PartialEq)]
+pub struct Overload {
+    /// Keys, values, mix, concurrency of the capacity phase, warm-up, seed and attempt policy
+    /// (W1's, by default).
+    pub base: W1,
+    /// How long the capacity phase is measured (after the warm-up).
+    pub capacity_duration: Duration,
+    /// The steps, in percent of capacity.
+    pub steps: Vec<f64>,
+    /// How long each step lasts.
+    pub step_duration: Duration,
+    /// Most requests in flight in the steps.
+    pub max_in_flight: NonZeroUsize,
+}
+
+impl Overload {
+    /// The default profile, percent of capacity.
+    pub const DEFAULT_STEPS: [f64; 4] = [50.0, 100.0, 150.0, 50.0];
+    /// The default step length.
+    pub const DEFAULT_STEP_DURATION: Duration = Duration::from_secs(20);
+    /// The default capacity phase (closed loop), after its warm-up.
+    pub const DEFAULT_CAPACITY_DURATION: Duration = Duration::from_secs(10);
+    /// The steps' default cap on requests in flight: high enough never to be reached by a
+    /// generator of a few thousand requests per second with seconds-long attempts (4,000/s ×
+    /// 3 attempts of 1 s is 12,000), so that queues grow where the system lets them, as under
+    /// an external open-loop generator.
+    pub const DEFAULT_MAX_IN_FLIGHT: usize = 20_000;
+
+    /// W1's knobs, the default profile.
+    pub fn standard() -> Overload {
+        Overload {
+            base: W1::standard(),
+            capacity_duration: Self::DEFAULT_CAPACITY_DURATION,
+            steps: Self::DEFAULT_STEPS.to_vec(),
+            step_duration: Self::DEFAULT_STEP_DURATION,
+            max_in_flight: NonZeroUsize::new(Self::DEFAULT_MAX_IN_FLIGHT)
+                .unwrap_or(NonZeroUsize::MIN),
+        }
+    }
+
+    /// The closed loop that measures capacity (W1's phase A, shorter).
+    pub fn capacity_phase(&self) -> PhaseSpec {
+        PhaseSpec {
+            name: "capacity".into(),
+            limit: Limit::Duration(self.capacity_duration),
+            ..self.base.phase_a()
+        }
+    }
+
+    /// The step profile at `capacity` ops/s.
+    pub fn steps_phase(&self, capacity: f64) -> PhaseSpec {
+        let steps: Vec<RateStep> = self
+            .steps
+            .iter()
+            .map(|percent| RateStep {
+                label: format!("{percent}%"),
+                rate: capacity * percent / 100.0,
+                duration: self.step_duration,
+            })
+            .collect();
+        let total = self.step_duration * u32::try_from(steps.len()).unwrap_or(u32::MAX);
+        PhaseSpec {
+            limit: Limit::Duration(total),
+            ..self.base.phase(
+                "steps",
+                Load::Steps {
+                    steps,
+                    max_in_flight: self.max_in_flight,
+                },
+            )
+        }
+    }
+
+    /// Checks the settings (the capacity phase and a profile at a nominal capacity).
+    pub fn validate(&self) -> Result<(), BenchError> {
+        if let Some(bad) = self.steps.iter().find(|p| !(p.is_finite() && **p > 0.0)) {
+            return Err(BenchError::InvalidSpec(format!(
+                "a step must be a positive percentage of capacity, not {bad}"
+            )));
+        }
+        self.capacity_phase().validate()?;
+        self.steps_phase(1_000.0).validate()
     }
 }
 
@@ -299,13 +539,84 @@ mod tests {
             PhaseSpec {
                 load: Load::Open {
                     rate: 0.0,
-                    workers: NonZeroUsize::MIN,
+                    max_in_flight: NonZeroUsize::MIN,
                 },
                 ..good.clone()
             },
+            PhaseSpec {
+                attempts: AttemptPolicy {
+                    timeout: Some(Duration::ZERO),
+                    attempts: NonZeroU32::MIN,
+                },
+                ..good.clone()
+            },
+            PhaseSpec {
+                load: Load::Steps {
+                    steps: Vec::new(),
+                    max_in_flight: NonZeroUsize::MIN,
+                },
+                ..good.clone()
+            },
+            PhaseSpec {
+                // The steps last 20 s; the limit says 30.
+                ..Overload::standard().steps_phase(1000.0)
+            }
+            .with_limit(Limit::Duration(Duration::from_secs(30))),
         ];
         for spec in bad {
             assert!(spec.validate().is_err(), "{spec:?}");
         }
+        let mut negative = Overload::standard();
+        negative.steps = vec![50.0, -10.0];
+        assert!(negative.validate().is_err());
+    }
+
+    impl PhaseSpec {
+        fn with_limit(self, limit: Limit) -> PhaseSpec {
+            PhaseSpec { limit, ..self }
+        }
+    }
+
+    #[test]
+    fn the_overload_profile_steps_around_the_capacity() {
+        let overload = Overload::standard();
+        overload.validate().unwrap();
+        let capacity = overload.capacity_phase();
+        assert_eq!(capacity.limit, Limit::Duration(Duration::from_secs(10)));
+        assert!(matches!(capacity.load, Load::Closed { concurrency } if concurrency.get() == 32));
+        let steps = overload.steps_phase(4_000.0);
+        assert_eq!(steps.limit, Limit::Duration(Duration::from_secs(80)));
+        let Load::Steps {
+            steps,
+            max_in_flight,
+        } = steps.load
+        else {
+            panic!("a step profile");
+        };
+        assert_eq!(max_in_flight.get(), 20_000);
+        let rates: Vec<(String, f64)> = steps.iter().map(|s| (s.label.clone(), s.rate)).collect();
+        assert_eq!(
+            rates,
+            [
+                ("50%".to_owned(), 2_000.0),
+                ("100%".to_owned(), 4_000.0),
+                ("150%".to_owned(), 6_000.0),
+                ("50%".to_owned(), 2_000.0)
+            ]
+        );
+    }
+
+    #[test]
+    fn phase_b_keeps_64_in_flight_unless_told_otherwise() {
+        let mut w1 = W1::standard();
+        assert_eq!(
+            w1.phase_b_at(100.0).max_in_flight().map(NonZeroUsize::get),
+            Some(64)
+        );
+        w1.max_in_flight = NonZeroUsize::new(20_000);
+        assert_eq!(
+            w1.phase_b_at(100.0).max_in_flight().map(NonZeroUsize::get),
+            Some(20_000)
+        );
     }
 }

@@ -1,6 +1,8 @@
 //! What the load generator drives: a [`Target`] does one read or one update of a key and says
 //! how it went. [`ShoalTarget`](crate::ShoalTarget) and [`EtcdTarget`](crate::EtcdTarget)
-//! implement it; tests implement it with fakes.
+//! (and, with the `etcd-grpc` feature, `EtcdGrpcTarget`) implement it; tests implement it with
+//! fakes. One call is one *attempt*: timeouts and retries are the driver's, the same for every
+//! target ([`crate::AttemptPolicy`]).
 
 use std::borrow::Cow;
 use std::fmt;
@@ -74,6 +76,9 @@ pub struct OpError {
 }
 
 impl OpError {
+    /// The kind of a request whose every attempt timed out (see [`crate::AttemptPolicy`]).
+    pub const ATTEMPT_TIMEOUT: &'static str = "attempt_timeout";
+
     /// An error of `kind`.
     pub fn new(kind: impl Into<Cow<'static, str>>, message: impl Into<String>) -> OpError {
         OpError {
@@ -83,21 +88,46 @@ impl OpError {
     }
 }
 
+impl OpError {
+    /// Whether the store answered that the request's deadline passed (Shoal's `timeout`,
+    /// gRPC's `deadline_exceeded`), or every attempt timed out: what a timed-out attempt is
+    /// retried after.
+    pub fn is_timeout(&self) -> bool {
+        matches!(
+            &*self.kind,
+            "timeout" | "deadline_exceeded" | OpError::ATTEMPT_TIMEOUT
+        )
+    }
+}
+
 impl fmt::Display for OpError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.kind, self.message)
     }
 }
 
-/// A store the load generator can drive. Shared by every worker task.
+/// A store the load generator can drive. Shared by every request task.
+///
+/// A future it returns may be dropped before it completes (an attempt abandoned at its
+/// timeout): it must then give up the request (Shoal's client resets the QUIC stream, a gRPC
+/// client the HTTP/2 stream).
 pub trait Target: Send + Sync + 'static {
+    /// What an update is sent with besides its value, fixed before its first attempt so that
+    /// every attempt sends the same (Shoal: the causal context of the key's last read or write;
+    /// etcd: nothing).
+    type Context: Send + Sync + 'static;
+
     /// Reads `key`.
     fn read(&self, key: KeyRef<'_>) -> impl Future<Output = Result<Found, OpError>> + Send;
 
-    /// Writes `value` to `key`.
+    /// The context the next update of `key` is sent with.
+    fn context(&self, key: KeyRef<'_>) -> Self::Context;
+
+    /// Writes `value` to `key` with `context` (from [`Target::context`]).
     fn update(
         &self,
         key: KeyRef<'_>,
         value: Bytes,
+        context: &Self::Context,
     ) -> impl Future<Output = Result<(), OpError>> + Send;
 }

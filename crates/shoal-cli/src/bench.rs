@@ -2,11 +2,12 @@
 //! cluster it starts and stops itself, or etcd for comparison.
 //!
 //! This module only turns arguments into a [`Workload`] and a target, owns the processes
-//! (`--dev`) or the kill command (`--kill-cmd`) for phase C, and writes the outputs; everything
-//! measured is `shoal-bench`'s.
+//! (`--dev`) or the kill command (`--kill-cmd`) for phase C, says which server processes and
+//! metrics endpoints the bench may watch, and writes the outputs; everything measured is
+//! `shoal-bench`'s.
 
 use std::net::SocketAddr;
-use std::num::{NonZeroU64, NonZeroUsize};
+use std::num::{NonZeroU32, NonZeroU64, NonZeroUsize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -14,9 +15,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use clap::{Args as ClapArgs, ValueEnum};
 use shoal_bench::{
-    BenchReport, Distribution, EtcdTarget, Fault, Injected, Limit, Load, Machine, PhaseReport,
-    PhaseSpec, PreloadReport, Progress, ShoalTarget, Target, TargetInfo, W1, W1Phase, Workload,
-    Zipfian,
+    AttemptPolicy, BenchReport, Distribution, EtcdTarget, Fault, Injected, Limit, Load, Machine,
+    Overload, PhaseReport, PhaseSpec, PreloadReport, Progress, ServerWatch, ShoalTarget, Target,
+    TargetInfo, W1, W1Phase, WatchedNode, Workload, Zipfian,
 };
 use shoal_client::{Client, ClientConfig, RequestOptions};
 
@@ -30,9 +31,12 @@ use crate::exit::{Outcome, UsageError};
     after_help = "Examples:\n  shoal bench --dev 3 --workload w1 --json w1.json --plot w1.svg\n  \
     shoal bench --dev 3 --concurrency 1 --ops 10000 --read-ratio 0\n  \
     shoal bench --node 127.0.0.1:7001 --certs DIR --rate 5000 --duration 60s\n  \
-    shoal bench --target etcd --etcd-endpoints http://127.0.0.1:2379 --workload w1 \
+    shoal bench --dev 3 --workload w1 --phases b --rate 3700 --attempt-timeout 1s --attempts 3 \
+    --max-in-flight 20000\n  \
+    shoal bench --dev 3 --workload overload --attempt-timeout 1s --attempts 3\n  \
+    shoal bench --target etcd-json --etcd-endpoints http://127.0.0.1:2379 --workload w1 \
     --kill-cmd 'kill -9 PID'\n\nDefaults are W1's: 100,000 keys of 1,024 bytes, 32 in flight, \
-    50% reads, uniform keys, 5 s of warm-up, 30 s measured."
+    50% reads, uniform keys, 5 s of warm-up, 30 s measured, one attempt per request."
 )]
 pub(crate) struct Args {
     /// Start a local cluster of N nodes (as `shoal dev` does), measure it, and stop it.
@@ -53,11 +57,25 @@ pub(crate) struct Args {
     /// What to drive.
     #[arg(long, value_enum, default_value_t = TargetKind::Shoal)]
     target: TargetKind,
-    /// etcd's client URLs, comma-separated (with --target etcd).
+    /// etcd's client URLs, comma-separated (with --target etcd or etcd-json).
     #[arg(long, value_name = "URL,...", value_delimiter = ',')]
     etcd_endpoints: Vec<String>,
+    /// Prometheus endpoints (HOST:PORT serving /metrics) of an external cluster's nodes, to
+    /// report their overload counters per phase (a --dev cluster's are known).
+    #[arg(long = "metrics", value_name = "ADDR,...", value_delimiter = ',', value_parser = parse_addr, conflicts_with = "dev")]
+    metrics: Vec<SocketAddr>,
+    /// Process ids of an external cluster's servers on this machine, to report their CPU per
+    /// operation (a --dev cluster's are known).
+    #[arg(
+        long,
+        value_name = "PID,...",
+        value_delimiter = ',',
+        conflicts_with = "dev"
+    )]
+    server_pids: Vec<u32>,
 
-    /// A standard workload of WORKLOADS.md: w1 runs phases A, B and C.
+    /// A standard workload: w1 (WORKLOADS.md) runs phases A, B and C; overload measures
+    /// capacity (a closed loop), then offers an open loop in steps of it.
     #[arg(long, value_enum)]
     workload: Option<WorkloadName>,
     /// Which of the workload's phases to run, e.g. A,B (phase B alone needs --rate).
@@ -75,9 +93,34 @@ pub(crate) struct Args {
     /// Bytes per value (random bytes).
     #[arg(long, value_name = "BYTES", default_value_t = 1024)]
     value_size: usize,
-    /// Requests in flight (closed loop); in an open loop, the most in flight.
+    /// Requests in flight (closed loop); in an open loop without --workload, the most in flight
+    /// unless --max-in-flight.
     #[arg(long, value_name = "N", default_value_t = 32)]
     concurrency: usize,
+    /// Open loops: the most requests in flight; when reached, later requests start late and
+    /// their lateness counts [default: --concurrency; W1 phase B: 2 × --concurrency; overload
+    /// steps: 20000].
+    #[arg(long, value_name = "N")]
+    max_in_flight: Option<NonZeroUsize>,
+    /// Abandon an attempt that has not answered within this time (its stream is reset) and
+    /// send the request again at once, up to --attempts; also the request's deadline at the
+    /// server [default: none: one attempt of up to --timeout].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    attempt_timeout: Option<Duration>,
+    /// Attempts per request, the first included; a request is sent again only after an
+    /// attempt that timed out (updates with the same value and context).
+    #[arg(long, value_name = "N", default_value_t = NonZeroU32::MIN)]
+    attempts: NonZeroU32,
+    /// Overload: the capacity in ops/s the steps are percentages of [default: measured by a
+    /// closed loop of --concurrency for --duration (10 s)].
+    #[arg(long, value_name = "OPS_PER_S")]
+    capacity: Option<f64>,
+    /// Overload: the steps, in percent of capacity.
+    #[arg(long, value_name = "PCT,...", value_delimiter = ',', value_parser = parse_percent, default_value = "50,100,150,50")]
+    steps: Vec<f64>,
+    /// Overload: how long each step lasts.
+    #[arg(long, value_name = "DURATION", default_value = "20s", value_parser = parse_duration)]
+    step_duration: Duration,
     /// Open loop: start requests at this many per second, latency counted from each request's
     /// scheduled start. With --workload w1, phase B's rate (default: half of phase A's).
     #[arg(long, value_name = "OPS_PER_S")]
@@ -100,9 +143,9 @@ pub(crate) struct Args {
     /// Load before measuring, not recorded.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration_or_zero)]
     warmup: Duration,
-    /// How long each phase is measured.
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration, conflicts_with = "ops")]
-    duration: Duration,
+    /// How long each phase is measured [default: 30s; overload's capacity phase: 10s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, conflicts_with = "ops")]
+    duration: Option<Duration>,
     /// Measure exactly this many operations instead of a duration.
     #[arg(long, value_name = "N")]
     ops: Option<u64>,
@@ -119,7 +162,7 @@ pub(crate) struct Args {
     /// Do not write the keys first (they are already there).
     #[arg(long)]
     no_preload: bool,
-    /// How long one request may take.
+    /// How long one request may take (without --attempt-timeout).
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
     timeout: Duration,
     /// Seeds the key, operation and value choices.
@@ -141,6 +184,24 @@ pub(crate) struct Args {
 }
 
 impl Args {
+    /// How long each phase is measured.
+    fn duration(&self) -> Duration {
+        self.duration.unwrap_or(DEFAULT_DURATION)
+    }
+
+    /// How each request is attempted.
+    fn attempt_policy(&self) -> AttemptPolicy {
+        AttemptPolicy {
+            timeout: self.attempt_timeout,
+            attempts: self.attempts,
+        }
+    }
+
+    /// One attempt's deadline: the attempt timeout, else `--timeout`.
+    fn request_timeout(&self) -> Duration {
+        self.attempt_timeout.unwrap_or(self.timeout)
+    }
+
     /// The async worker threads this run's client uses.
     pub(crate) fn client_threads(&self) -> usize {
         match (self.client_threads, self.dev) {
@@ -152,18 +213,37 @@ impl Args {
     }
 }
 
+/// Phases measured for this long unless `--duration`.
+const DEFAULT_DURATION: Duration = Duration::from_secs(30);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum TargetKind {
     /// A Shoal cluster (--dev N, or --node and --certs).
     Shoal,
-    /// An etcd 3.4 cluster, through its JSON gateway (--etcd-endpoints).
+    /// An etcd 3.4 cluster through its native gRPC API (--etcd-endpoints); needs a shoal built
+    /// with the etcd-grpc feature.
     Etcd,
+    /// An etcd 3.4 cluster through its JSON gateway (--etcd-endpoints), which costs etcd's
+    /// servers CPU that gRPC clients do not.
+    EtcdJson,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum WorkloadName {
     /// W1: quorum key-value, phases A (closed loop), B (open loop), C (a node killed).
     W1,
+    /// Capacity (a closed loop), then an open loop in steps of it (--steps, --step-duration).
+    #[value(alias = "steps")]
+    Overload,
+}
+
+impl WorkloadName {
+    fn as_str(self) -> &'static str {
+        match self {
+            WorkloadName::W1 => "w1",
+            WorkloadName::Overload => "overload",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -194,23 +274,31 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
         Progress::Stderr
     };
     let mut signals = Signals::catch()?;
+    if args.target != TargetKind::Shoal && args.dev.is_some() {
+        return Err(UsageError("--dev starts Shoal nodes, not etcd".into()).into());
+    }
+    let external = external_watch(&args);
     match args.target {
-        TargetKind::Etcd => {
-            if args.dev.is_some() {
-                return Err(UsageError("--dev starts Shoal nodes, not etcd".into()).into());
-            }
-            let target = Arc::new(EtcdTarget::new(&args.etcd_endpoints, args.timeout)?);
+        TargetKind::EtcdJson => {
+            let target = Arc::new(EtcdTarget::new(
+                &args.etcd_endpoints,
+                args.request_timeout(),
+            )?);
             target.check().await.context("etcd does not answer")?;
             let info = TargetInfo {
-                kind: "etcd".into(),
+                kind: "etcd-json".into(),
                 endpoints: target.endpoints(),
-                consistency: "linearizable range, put (WAL fsync on a majority)".into(),
+                consistency: "JSON gateway; linearizable range, put (WAL fsync on a majority)"
+                    .into(),
             };
             let fault = args.kill_cmd.as_deref().map(command_fault);
             tokio::select! {
-                outcome = measure(&args, target, info, &workload, fault, progress) => outcome,
+                outcome = measure(&args, target, info, &workload, fault, progress, external.as_ref()) => outcome,
                 () = signals.recv() => anyhow::bail!("interrupted"),
             }
+        }
+        TargetKind::Etcd => {
+            etcd_grpc(&args, &workload, progress, external.as_ref(), &mut signals).await
         }
         TargetKind::Shoal => match args.dev {
             Some(nodes) => with_dev_cluster(&args, nodes, &workload, progress, &mut signals).await,
@@ -230,7 +318,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
                 let fault = args.kill_cmd.as_deref().map(command_fault);
                 let client = target.client().clone();
                 let outcome = tokio::select! {
-                    outcome = measure(&args, target, info, &workload, fault, progress) => outcome,
+                    outcome = measure(&args, target, info, &workload, fault, progress, external.as_ref()) => outcome,
                     () = signals.recv() => Err(anyhow::anyhow!("interrupted")),
                 };
                 client.close().await;
@@ -238,6 +326,65 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
             }
         },
     }
+}
+
+/// `--target etcd`: etcd's gRPC API.
+#[cfg(feature = "etcd-grpc")]
+async fn etcd_grpc(
+    args: &Args,
+    workload: &Workload,
+    progress: Progress,
+    servers: Option<&Arc<ServerWatch>>,
+    signals: &mut Signals,
+) -> anyhow::Result<Outcome> {
+    let target = Arc::new(
+        shoal_bench::EtcdGrpcTarget::connect(&args.etcd_endpoints, args.request_timeout()).await?,
+    );
+    target.check().await.context("etcd does not answer")?;
+    let info = TargetInfo {
+        kind: "etcd".into(),
+        endpoints: target.endpoints(),
+        consistency: "gRPC; linearizable range, put (WAL fsync on a majority)".into(),
+    };
+    let fault = args.kill_cmd.as_deref().map(command_fault);
+    tokio::select! {
+        outcome = measure(args, target, info, workload, fault, progress, servers) => outcome,
+        () = signals.recv() => anyhow::bail!("interrupted"),
+    }
+}
+
+/// `--target etcd` in a build without the `etcd-grpc` feature.
+#[cfg(not(feature = "etcd-grpc"))]
+async fn etcd_grpc(
+    _args: &Args,
+    _workload: &Workload,
+    _progress: Progress,
+    _servers: Option<&Arc<ServerWatch>>,
+    _signals: &mut Signals,
+) -> anyhow::Result<Outcome> {
+    Err(UsageError(
+        "this shoal was built without etcd's gRPC client: build it with `cargo build --release \
+         --bin shoal --features shoal-cli/etcd-grpc` (needs protoc: apt-get install \
+         protobuf-compiler), or drive etcd's JSON gateway with --target etcd-json"
+            .into(),
+    )
+    .into())
+}
+
+/// What an external cluster's servers the bench may watch: `--metrics` and `--server-pids`,
+/// paired in order.
+fn external_watch(args: &Args) -> Option<Arc<ServerWatch>> {
+    let count = args.metrics.len().max(args.server_pids.len());
+    (count > 0).then(|| {
+        let nodes = (0..count)
+            .map(|i| WatchedNode {
+                name: format!("server{}", i + 1),
+                metrics: args.metrics.get(i).copied(),
+                pid: args.server_pids.get(i).copied(),
+            })
+            .collect();
+        Arc::new(ServerWatch::new(nodes))
+    })
 }
 
 /// Starts the `--dev` cluster, measures it, and stops it whatever happened.
@@ -301,8 +448,25 @@ async fn with_dev_cluster(
         let info = shoal_info(args, &addrs);
         let client = target.client().clone();
         let fault = if workload.needs_fault() { fault } else { None };
+        // Every node's metrics and CPU time, for the report's server figures.
+        let watched = dev
+            .metrics_addrs()
+            .into_iter()
+            .enumerate()
+            .map(|(i, metrics)| {
+                let node = dev.node(i);
+                WatchedNode {
+                    name: node
+                        .as_ref()
+                        .map_or_else(|| format!("n{}", i + 1), |(id, _)| id.to_string()),
+                    metrics: Some(metrics),
+                    pid: node.map(|(_, pid)| pid),
+                }
+            })
+            .collect();
+        let servers = Arc::new(ServerWatch::new(watched));
         let outcome = tokio::select! {
-            outcome = measure(args, target, info, workload, fault, progress) => outcome,
+            outcome = measure(args, target, info, workload, fault, progress, Some(&servers)) => outcome,
             () = signals.recv() => Err(anyhow::anyhow!("interrupted")),
         };
         client.close().await;
@@ -325,6 +489,7 @@ async fn measure<T: Target>(
     workload: &Workload,
     fault: Option<Fault>,
     progress: Progress,
+    servers: Option<&Arc<ServerWatch>>,
 ) -> anyhow::Result<Outcome> {
     let started_unix_s = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -349,11 +514,12 @@ async fn measure<T: Target>(
         );
         Some(report)
     };
-    let phases: Vec<PhaseReport> = shoal_bench::run(target, workload, fault, progress).await?;
+    let phases: Vec<PhaseReport> =
+        shoal_bench::run(target, workload, fault, progress, servers).await?;
     let report = BenchReport {
         command: std::env::args().collect::<Vec<_>>().join(" "),
         target: info,
-        workload: args.workload.map(|_| "w1".to_owned()),
+        workload: args.workload.map(|w| w.as_str().to_owned()),
         machine: Machine::detect(),
         client_threads: args.client_threads(),
         started_unix_s,
@@ -384,7 +550,44 @@ fn workload(args: &Args) -> anyhow::Result<Workload> {
             theta: args.zipf_theta,
         },
     };
+    if args.workload != Some(WorkloadName::Overload) && args.capacity.is_some() {
+        return Err(usage("--capacity is for --workload overload".into()));
+    }
     match args.workload {
+        Some(WorkloadName::Overload) => {
+            if args.ops.is_some() {
+                return Err(usage("--ops runs one phase: drop --workload".into()));
+            }
+            if !args.phases.is_empty() {
+                return Err(usage("--phases is for --workload w1".into()));
+            }
+            let base = W1 {
+                keys,
+                value_size: args.value_size,
+                concurrency,
+                read_ratio: args.read_ratio,
+                distribution,
+                warmup: args.warmup,
+                duration: args.duration(),
+                kill_at: default_kill_at(args.duration()),
+                seed: args.seed,
+                attempts: args.attempt_policy(),
+                max_in_flight: None,
+            };
+            let overload = Overload {
+                base,
+                capacity_duration: args.duration.unwrap_or(Overload::DEFAULT_CAPACITY_DURATION),
+                steps: args.steps.clone(),
+                step_duration: args.step_duration,
+                max_in_flight: args.max_in_flight.unwrap_or_else(|| {
+                    NonZeroUsize::new(Overload::DEFAULT_MAX_IN_FLIGHT).unwrap_or(NonZeroUsize::MIN)
+                }),
+            };
+            Ok(Workload::Overload {
+                overload,
+                capacity: args.capacity,
+            })
+        }
         Some(WorkloadName::W1) => {
             if args.ops.is_some() {
                 return Err(usage("--ops runs one phase: drop --workload".into()));
@@ -396,11 +599,13 @@ fn workload(args: &Args) -> anyhow::Result<Workload> {
                 read_ratio: args.read_ratio,
                 distribution,
                 warmup: args.warmup,
-                duration: args.duration,
+                duration: args.duration(),
                 kill_at: args
                     .kill_at
-                    .unwrap_or_else(|| default_kill_at(args.duration)),
+                    .unwrap_or_else(|| default_kill_at(args.duration())),
                 seed: args.seed,
+                attempts: args.attempt_policy(),
+                max_in_flight: args.max_in_flight,
             };
             let phases = if args.phases.is_empty() {
                 vec![W1Phase::A, W1Phase::B, W1Phase::C]
@@ -424,17 +629,27 @@ fn workload(args: &Args) -> anyhow::Result<Workload> {
             let load = match args.rate {
                 Some(rate) => Load::Open {
                     rate,
-                    workers: concurrency,
+                    max_in_flight: args.max_in_flight.unwrap_or(concurrency),
                 },
-                None => Load::Closed { concurrency },
+                None => {
+                    if args.max_in_flight.is_some() {
+                        return Err(usage(
+                            "--max-in-flight is for open loops: give --rate, or use --concurrency"
+                                .into(),
+                        ));
+                    }
+                    Load::Closed { concurrency }
+                }
             };
             let limit = match args.ops {
                 Some(n) => Limit::Ops(n),
-                None => Limit::Duration(args.duration),
+                None => Limit::Duration(args.duration()),
             };
             let fault_at = match (args.kill_at, &args.kill_cmd, args.kill_node) {
                 (Some(at), _, _) => Some(at),
-                (None, Some(_), _) | (None, None, Some(_)) => Some(default_kill_at(args.duration)),
+                (None, Some(_), _) | (None, None, Some(_)) => {
+                    Some(default_kill_at(args.duration()))
+                }
                 (None, None, None) => None,
             };
             Ok(Workload::Custom(PhaseSpec {
@@ -448,6 +663,7 @@ fn workload(args: &Args) -> anyhow::Result<Workload> {
                 limit,
                 fault_at,
                 seed: args.seed,
+                attempts: args.attempt_policy(),
             }))
         }
     }
@@ -466,18 +682,20 @@ async fn shoal_target(
 ) -> anyhow::Result<Arc<ShoalTarget>> {
     let mut config = ClientConfig::new(nodes, certs);
     config.name = name;
-    config.timeout = args.timeout;
+    config.timeout = args.request_timeout();
     let client = Client::connect(config)
         .await
         .context("cannot connect to the cluster")?;
+    // The coordinator's deadline is the attempt's: work it would finish after the client has
+    // given up is not counted as done.
     let read = RequestOptions {
         r: args.r,
-        timeout: Some(args.timeout),
+        timeout: Some(args.request_timeout()),
         ..RequestOptions::default()
     };
     let write = RequestOptions {
         w: args.w,
-        timeout: Some(args.timeout),
+        timeout: Some(args.request_timeout()),
         ..RequestOptions::default()
     };
     Ok(Arc::new(ShoalTarget::new(client, args.keys, read, write)))
@@ -560,10 +778,97 @@ fn write(path: &Path, text: &str) -> anyhow::Result<()> {
     std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
 }
 
+/// A step's percentage of capacity: `150` or `150%`.
+fn parse_percent(s: &str) -> Result<f64, String> {
+    let number = s.trim().trim_end_matches('%');
+    match number.parse::<f64>() {
+        Ok(p) if p.is_finite() && p > 0.0 => Ok(p),
+        _ => Err(format!("{s:?} is not a positive percentage")),
+    }
+}
+
 /// `0s` is a valid warm-up; other durations as usual.
 fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
     match s.trim() {
         "0" | "0s" | "0ms" => Ok(Duration::ZERO),
         other => parse_duration(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn parse(line: &str) -> Result<Args, clap::Error> {
+        Cli::try_parse_from(std::iter::once("bench").chain(line.split_whitespace())).map(|c| c.args)
+    }
+
+    #[test]
+    fn the_overload_workload_takes_its_steps_and_the_attempt_policy() {
+        let args = parse(
+            "--dev 3 --workload overload --steps 50,150%,50 --step-duration 5s \
+             --attempt-timeout 1s --attempts 3",
+        )
+        .unwrap();
+        let Workload::Overload { overload, capacity } = workload(&args).unwrap() else {
+            panic!("an overload workload");
+        };
+        assert_eq!(capacity, None);
+        assert_eq!(overload.steps, vec![50.0, 150.0, 50.0]);
+        assert_eq!(overload.step_duration, Duration::from_secs(5));
+        assert_eq!(overload.capacity_duration, Duration::from_secs(10));
+        assert_eq!(overload.max_in_flight.get(), 20_000);
+        let policy = overload.steps_phase(1000.0).attempts;
+        assert_eq!(policy.timeout, Some(Duration::from_secs(1)));
+        assert_eq!(policy.attempts.get(), 3);
+        assert!(parse("--dev 3 --workload overload --steps 0").is_err());
+    }
+
+    #[test]
+    fn max_in_flight_sets_phase_b_cap_and_is_refused_for_a_closed_loop() {
+        let args =
+            parse("--dev 3 --workload w1 --phases b --rate 100 --max-in-flight 20000").unwrap();
+        let Workload::W1 { w1, .. } = workload(&args).unwrap() else {
+            panic!("w1");
+        };
+        assert_eq!(
+            w1.phase_b_at(100.0).max_in_flight().map(NonZeroUsize::get),
+            Some(20_000)
+        );
+        let default = parse("--dev 3 --workload w1").unwrap();
+        let Workload::W1 { w1, .. } = workload(&default).unwrap() else {
+            panic!("w1");
+        };
+        assert_eq!(
+            w1.phase_b_at(100.0).max_in_flight().map(NonZeroUsize::get),
+            Some(64)
+        );
+        assert_eq!(
+            w1.attempts,
+            AttemptPolicy::SINGLE,
+            "one attempt unless told"
+        );
+        let closed = parse("--dev 3 --max-in-flight 100").unwrap();
+        assert!(workload(&closed).is_err());
+        let capacity_without_overload = parse("--dev 3 --capacity 100").unwrap();
+        assert!(workload(&capacity_without_overload).is_err());
+    }
+
+    #[test]
+    fn the_attempt_timeout_is_also_the_request_deadline() {
+        let args = parse("--dev 3 --attempt-timeout 750ms --attempts 2").unwrap();
+        assert_eq!(args.request_timeout(), Duration::from_millis(750));
+        assert_eq!(
+            parse("--dev 3").unwrap().request_timeout(),
+            Duration::from_secs(5)
+        );
     }
 }

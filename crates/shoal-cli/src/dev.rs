@@ -224,6 +224,11 @@ impl DevCluster {
         self.layout.nodes.iter().map(|n| n.listen).collect()
     }
 
+    /// The nodes' metrics addresses, in node order.
+    pub(crate) fn metrics_addrs(&self) -> Vec<SocketAddr> {
+        self.layout.nodes.iter().map(|n| n.metrics).collect()
+    }
+
     /// The id and process id of node `index` (0-based), if it runs.
     pub(crate) fn node(&self, index: usize) -> Option<(NodeId, u32)> {
         self.cluster
