@@ -37,6 +37,7 @@ fn replicate(value_bytes: usize) -> Request {
     Request::Peer(PeerRequest {
         from: NodeId::new("n1").unwrap(),
         epoch: RingEpoch::INITIAL,
+        budget: None,
         message: PeerMessage::Replica(ReplicaMessage::Replicate {
             partition: PartitionCount::DEFAULT.partition(17).unwrap(),
             key: Key::new(&b"user00012345"[..]).unwrap(),

@@ -107,7 +107,7 @@ impl Cluster {
             }
         }
         let id = self.inbound();
-        self.nodes[at].handle_request(self.now, id, Request::Client(request));
+        self.nodes[at].handle_request(self.now, self.now, id, Request::Client(request));
         let mut answer = None;
         loop {
             let mut busy = false;
@@ -122,7 +122,7 @@ impl Cluster {
             if let Some(event) = self.queue.pop_front() {
                 match event {
                     Event::Deliver(to, id, request) => {
-                        self.nodes[to].handle_request(self.now, id, request)
+                        self.nodes[to].handle_request(self.now, self.now, id, request)
                     }
                     Event::Answer(to, id, result) => {
                         self.nodes[to].handle_response(self.now, id, result)
@@ -170,6 +170,7 @@ impl Cluster {
                 self.queue
                     .push_back(Event::Deliver(to, inbound, Request::Peer(request)));
             }
+            Output::Abandon { .. } => {}
             Output::Persist { id, batch } => {
                 let node = &mut self.nodes[from];
                 node.storage().write(batch).unwrap();

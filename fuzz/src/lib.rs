@@ -195,6 +195,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         Request::Peer(PeerRequest {
             from: node("n2"),
             epoch: RingEpoch::INITIAL,
+            budget: Some(std::time::Duration::from_millis(750)),
             message: PeerMessage::Replica(ReplicaMessage::Replicate {
                 partition: PartitionId::from_index_unchecked(3),
                 key: key.clone(),
@@ -204,6 +205,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         Request::Peer(PeerRequest {
             from: node("n3"),
             epoch: RingEpoch::new(7),
+            budget: None,
             message: PeerMessage::Replica(ReplicaMessage::Read {
                 partition: PartitionId::from_index_unchecked(3),
                 key: key.clone(),

@@ -556,6 +556,7 @@ async fn a_client_certificate_cannot_send_replica_messages() {
     let replicate = Request::Peer(PeerRequest {
         from: cluster.id(0).clone(),
         epoch: RingEpoch::INITIAL,
+        budget: None,
         message: PeerMessage::Replica(ReplicaMessage::Replicate {
             partition: ring.partition_for_key(&k),
             key: k.clone(),

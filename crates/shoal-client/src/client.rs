@@ -22,6 +22,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::health::{self, Health, StartProbe};
+use crate::pacing::{HedgeDelay, RetryBudget, backoff};
 use crate::routing::{Target, any_targets, healthy_first, key_targets};
 use crate::{ClientConfig, ClientError, ProtocolError};
 
@@ -94,7 +95,8 @@ impl Client {
             endpoint,
             limits: DecodeLimits::default(),
             health: Arc::new(Health::default()),
-            hedge_after: config.hedge_after,
+            hedge: config.hedge.delay(),
+            retries: RetryBudget::new(),
             alive: watch::Sender::new(()),
         };
         let seeds: Vec<Target> = config.nodes.iter().copied().map(Target::any_node).collect();
@@ -432,18 +434,25 @@ struct Wire {
     limits: DecodeLimits,
     /// Which nodes to try after the others (see [`crate::health`]).
     health: Arc<Health>,
-    /// A read not answered this long is also sent to the next target (`None`: never).
-    hedge_after: Option<Duration>,
+    /// When a read not answered yet is also sent to the next target (`None`: never).
+    hedge: Option<HedgeDelay>,
+    /// How many retries and hedges the client may still send (see [`crate::pacing`]).
+    retries: RetryBudget,
     /// Dropped with the client, which stops the probes.
     alive: watch::Sender<()>,
 }
+
+/// Rounds of retries after every node tried refused a request as overloaded.
+const MAX_OVERLOAD_ROUNDS: u32 = 2;
 
 /// What one attempt did, as far as failover is concerned.
 enum Attempt {
     /// A usable answer.
     Answered(Response),
-    /// A definite refusal or failure that another node may not share; try the next.
-    NextNode(ClientError),
+    /// A definite refusal or failure that another node may not share; try the next. `free`:
+    /// the request never reached a node's work (not sent, or refused while shutting down), so
+    /// trying another costs the cluster nothing extra and spends no retry budget.
+    NextNode { error: ClientError, free: bool },
     /// A final error: return it.
     Fail(ClientError),
 }
@@ -468,9 +477,11 @@ impl Wire {
     }
 
     /// Tries `targets` in order until one answers, failing over only where `retry` allows. A
-    /// read still unanswered after `hedge_after` is also sent to the next target (its node is
+    /// read still unanswered after the hedge delay is also sent to the next target (its node is
     /// suspected and probed); the first answer wins and the others are cancelled. Writes are
-    /// never sent to two nodes at once.
+    /// never sent to two nodes at once. Retries and hedges spend the retry budget (failing over
+    /// from a node the request never reached does not); when every node refused the request as
+    /// overloaded, it is tried again after a jittered backoff, within the budget and deadline.
     async fn send(
         &self,
         targets: Vec<Target>,
@@ -481,9 +492,38 @@ impl Wire {
         let frame = encode(request).map_err(|e| {
             ClientError::InvalidConfig(format!("request could not be encoded: {e}"))
         })?;
-        let hedge_after = match retry {
-            Retry::Reads => self.hedge_after,
-            Retry::Never => None,
+        self.retries.deposit();
+        let mut round = 0;
+        loop {
+            let outcome = self.round(targets.clone(), &frame, retry, budget).await;
+            let overloaded = matches!(outcome, Err(ClientError::Request(RequestError::Overloaded)));
+            if !overloaded || round >= MAX_OVERLOAD_ROUNDS {
+                return outcome;
+            }
+            round += 1;
+            let wait = backoff(round);
+            let time_left = match budget {
+                Budget::Until(deadline) => Instant::now() + wait < deadline,
+                Budget::PerAttempt(_) => true,
+            };
+            if !time_left || !self.retries.withdraw() {
+                return outcome;
+            }
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// One pass over `targets`: see [`Wire::send`].
+    async fn round(
+        &self,
+        targets: Vec<Target>,
+        frame: &Bytes,
+        retry: Retry,
+        budget: Budget,
+    ) -> Result<(SocketAddr, Response), ClientError> {
+        let mut hedging = match retry {
+            Retry::Reads => self.hedge.is_some(),
+            Retry::Never => false,
         };
         let mut queue = targets.into_iter();
         let mut tried = Vec::with_capacity(queue.len());
@@ -493,14 +533,15 @@ impl Wire {
         let mut refused_handshakes = 0;
         loop {
             if running.is_empty() {
-                match self.launch(&mut queue, &frame, retry, budget, &mut tried) {
+                match self.launch(&mut queue, frame, retry, budget, &mut tried) {
                     Some(attempt) => running.push(attempt),
                     None => break,
                 }
             }
+            let hedge_after = self.hedge.as_ref().map(HedgeDelay::current);
             let hedge = async {
                 match hedge_after {
-                    Some(after) if queue.len() > 0 => tokio::time::sleep(after).await,
+                    Some(after) if hedging && queue.len() > 0 => tokio::time::sleep(after).await,
                     _ => std::future::pending().await,
                 }
             };
@@ -514,8 +555,13 @@ impl Wire {
                     self.health.answered(addr);
                     return Ok((addr, response));
                 }
-                Some((addr, Attempt::NextNode(e))) => {
+                Some((addr, Attempt::NextNode { error: e, free })) => {
                     tracing::debug!(node = %addr, error = %e, "trying the next node");
+                    if !free && running.is_empty() && queue.len() > 0 && !self.retries.withdraw() {
+                        // Out of retry budget: the error stands.
+                        last = Some(e);
+                        break;
+                    }
                     if matches!(
                         &e,
                         ClientError::Transport {
@@ -533,12 +579,16 @@ impl Wire {
                 }
                 Some((_, Attempt::Fail(e))) => return Err(e),
                 None => {
+                    if !self.retries.withdraw() {
+                        // Out of retry budget: this read waits for the attempt it has.
+                        hedging = false;
+                        continue;
+                    }
                     if let Some(late) = tried.last().cloned() {
                         tracing::debug!(node = %late.addr, "read late: asking the next node too");
                         self.suspect(late);
                     }
-                    if let Some(attempt) =
-                        self.launch(&mut queue, &frame, retry, budget, &mut tried)
+                    if let Some(attempt) = self.launch(&mut queue, frame, retry, budget, &mut tried)
                     {
                         running.push(attempt);
                     }
@@ -601,6 +651,7 @@ impl Wire {
         timeout: Duration,
     ) -> Attempt {
         let addr = target.addr;
+        let started = Instant::now();
         let reply = match self
             .endpoint
             .request(addr, target.expected_peer(), frame, timeout)
@@ -622,7 +673,10 @@ impl Wire {
                 let e_reached = e.may_have_reached_peer();
                 let error = ClientError::from_transport(addr, e);
                 return if !e_reached || retry == Retry::Reads {
-                    Attempt::NextNode(error)
+                    Attempt::NextNode {
+                        error,
+                        free: !e_reached,
+                    }
                 } else {
                     Attempt::Fail(error)
                 };
@@ -645,21 +699,32 @@ impl Wire {
                     e,
                     ClientError::Request(RequestError::Overloaded | RequestError::NodeFailed(_))
                 ) {
-                    Attempt::NextNode(e)
+                    Attempt::NextNode {
+                        error: e,
+                        free: false,
+                    }
                 } else {
                     Attempt::Fail(e)
                 }
             }
             Response::Refused(refusal) => {
                 let next = matches!(refusal, Refusal::ShuttingDown | Refusal::Overloaded);
-                let e = ClientError::from_refusal(addr, refusal);
+                let free = refusal == Refusal::ShuttingDown;
+                let error = ClientError::from_refusal(addr, refusal);
                 if next {
-                    Attempt::NextNode(e)
+                    Attempt::NextNode { error, free }
                 } else {
-                    Attempt::Fail(e)
+                    Attempt::Fail(error)
                 }
             }
-            response => Attempt::Answered(response),
+            response => {
+                if retry == Retry::Reads
+                    && let Some(hedge) = &self.hedge
+                {
+                    hedge.observe(started.elapsed());
+                }
+                Attempt::Answered(response)
+            }
         }
     }
 

@@ -5,6 +5,8 @@ use std::time::Duration;
 use shoal_transport::{Role, TransportConfig};
 use shoal_types::RequestOptions;
 
+use crate::pacing::HedgeDelay;
+
 /// How a [`Client`](crate::Client) finds the cluster and proves who it is.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
@@ -28,10 +30,48 @@ pub struct ClientConfig {
     /// handshake before three probe timeouts, about 3 s on a fresh connection, whatever this
     /// says.)
     pub transport: TransportConfig,
-    /// A read (or ring request) not answered this long is also sent to the next node; the
-    /// first answer wins. `None` never hedges. Writes are never hedged: a second copy would be
-    /// a second write. Default [`ClientConfig::DEFAULT_HEDGE_AFTER`].
-    pub hedge_after: Option<Duration>,
+    /// When a read (or ring request) not answered yet is also sent to the next node; the first
+    /// answer wins. Writes are never hedged: a second copy would be a second write. Hedges
+    /// and retries together spend a budget of about a tenth of requests. Default
+    /// [`Hedge::DEFAULT`].
+    pub hedge: Hedge,
+}
+
+/// When a read is also sent to a second node.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Hedge {
+    /// Never.
+    Never,
+    /// After a fixed delay.
+    After(Duration),
+    /// After the `quantile` of the client's recent reads' latency, kept between `min` and
+    /// `max` (`max` until enough reads were seen): only reads slower than most are hedged,
+    /// whatever the cluster's normal latency is.
+    Adaptive {
+        /// The latency quantile, 0 to 1 (0.95: hedge the slowest twentieth).
+        quantile: f64,
+        /// The shortest delay.
+        min: Duration,
+        /// The longest delay.
+        max: Duration,
+    },
+}
+
+impl Hedge {
+    /// Adaptive at the 95th percentile, between 1 ms and 250 ms.
+    pub const DEFAULT: Hedge = Hedge::Adaptive {
+        quantile: 0.95,
+        min: Duration::from_millis(1),
+        max: Duration::from_millis(250),
+    };
+
+    pub(crate) fn delay(self) -> Option<HedgeDelay> {
+        match self {
+            Hedge::Never => None,
+            Hedge::After(d) => Some(HedgeDelay::new(1.0, d, d)),
+            Hedge::Adaptive { quantile, min, max } => Some(HedgeDelay::new(quantile, min, max)),
+        }
+    }
 }
 
 impl ClientConfig {
@@ -39,9 +79,6 @@ impl ClientConfig {
     pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3);
     /// The default keep-alive interval, below the idle timeout.
     pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(1);
-    /// The default hedge delay of reads: well above a healthy read's latency, well below the
-    /// seconds QUIC takes to declare a dead node's connection lost.
-    pub const DEFAULT_HEDGE_AFTER: Duration = Duration::from_millis(50);
 
     /// A client certificate from `certs_dir`, talking to `nodes`, with default timeouts.
     pub fn new(nodes: Vec<SocketAddr>, certs_dir: impl Into<PathBuf>) -> Self {
@@ -56,7 +93,7 @@ impl ClientConfig {
                 keep_alive_interval: Self::DEFAULT_KEEP_ALIVE,
                 ..TransportConfig::default()
             },
-            hedge_after: Some(Self::DEFAULT_HEDGE_AFTER),
+            hedge: Hedge::DEFAULT,
         }
     }
 

@@ -6,9 +6,11 @@
 //! request surely did not leave ([`TransportError::may_have_reached_peer`] is false), the client
 //! tries the next primary, then any other member. A write whose request may have reached a node
 //! is never sent again: the error says the outcome is unknown ([`ClientError::is_indeterminate`]).
-//! Reads may be retried elsewhere on any transport failure, and are *hedged*: a read not
-//! answered within [`ClientConfig::hedge_after`] is also sent to the next node, and the first
-//! answer wins. A node that failed in the network, or made a read late, is tried after the
+//! Reads may be retried elsewhere on any transport failure, and are *hedged*: a read slower
+//! than most recent reads ([`ClientConfig::hedge`]) is also sent to the next node, and the first
+//! answer wins. Retries and hedges spend a retry budget (about a tenth of requests), and a
+//! request every node refused as overloaded is retried only after a jittered backoff, so a
+//! client never multiplies the load on a cluster that is already behind. A node that failed in the network, or made a read late, is tried after the
 //! others until a background probe finds it answering again, so requests do not keep waiting on
 //! a node that died (its connection would take seconds to be declared lost).
 //!
@@ -27,11 +29,12 @@ mod client;
 mod config;
 mod error;
 mod health;
+mod pacing;
 mod routing;
 mod token;
 
 pub use client::{Client, ReadResult};
-pub use config::ClientConfig;
+pub use config::{ClientConfig, Hedge};
 pub use error::{ClientError, ProtocolError};
 pub use token::{MAX_TOKEN_CHARS, TOKEN_VERSION, context_from_token, context_to_token};
 

@@ -15,8 +15,16 @@ pub struct NodeConfig {
     pub limits: Limits,
     /// How long a request may take when the client gives no timeout.
     pub request_timeout: Duration,
-    /// Most requests this node coordinates at once; beyond it, `Overloaded`.
+    /// The longest timeout a request may ask for; longer ones are refused (`InvalidTimeout`),
+    /// so no request can pin the node's memory for long. Default 60 s.
+    pub max_request_timeout: Duration,
+    /// Most requests this node coordinates at once; beyond it, `Overloaded`. Default 4,096.
     pub max_in_flight: usize,
+    /// Batches handed to storage and not yet durable (the commit queue) beyond which this node
+    /// refuses new client writes with `Overloaded`. Replica writes from peers are refused only
+    /// at twice this, so a node refuses its own clients before it refuses the replica writes
+    /// that make other nodes' quorums. Default 4,096.
+    pub max_pending_persists: usize,
     /// How often the node pings every other member to keep reachability fresh.
     pub ping_interval: Duration,
 }
@@ -30,7 +38,9 @@ impl NodeConfig {
             quorum: Quorum::default(),
             limits: Limits::default(),
             request_timeout: RequestOptions::DEFAULT_TIMEOUT,
-            max_in_flight: 16 * 1024,
+            max_request_timeout: Duration::from_secs(60),
+            max_in_flight: 4096,
+            max_pending_persists: 4096,
             ping_interval: Duration::from_secs(1),
         }
     }

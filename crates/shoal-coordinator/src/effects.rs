@@ -10,6 +10,7 @@
 //! Not here: what any part decides. This module only carries effects.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use shoal_protocol::{PeerMessage, PeerRequest, Response};
@@ -24,6 +25,25 @@ use crate::{NodeConfig, NodeMetrics};
 /// with [`Output::Reply`]. Chosen by the caller; unique among unanswered requests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct InboundId(pub u64);
+
+/// An inbound request's arrival: its id, when it arrived (it may have waited in the driver's
+/// queue since), and for peer messages the time their sender had left.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Inbound {
+    pub(crate) id: InboundId,
+    pub(crate) arrived: Instant,
+    pub(crate) budget: Option<Duration>,
+}
+
+impl Inbound {
+    /// Whether the sender's deadline has passed: nobody waits for the answer any more. A budget
+    /// too large to add to the clock never expires (and is bounded where it matters).
+    pub(crate) fn expired(&self, now: Instant) -> bool {
+        self.budget
+            .and_then(|b| self.arrived.checked_add(b))
+            .is_some_and(|deadline| deadline <= now)
+    }
+}
 
 /// Names one message this node sends; its outcome comes back through
 /// [`Node::handle_response`](crate::Node::handle_response).
@@ -55,6 +75,13 @@ pub enum Output {
         request: PeerRequest,
         /// How its bytes rank against other traffic to the same peer.
         priority: Priority,
+    },
+    /// The node no longer needs the answer to message `id` (the request it served was
+    /// cancelled): stop sending it if it is not sent yet, and reset its stream so the peer can
+    /// drop the work. Its outcome need not be reported (it would be ignored).
+    Abandon {
+        /// The message given up.
+        id: OutboundId,
     },
     /// Make `batch` durable, in order after every earlier batch; report with
     /// `handle_persisted(id, …)`.
@@ -143,13 +170,15 @@ impl Shared {
         self.next_id
     }
 
-    /// Sends `message` to `to` on behalf of `part`, which gets its answer.
+    /// Sends `message` to `to` on behalf of `part`, which gets its answer. `budget`: how long
+    /// the request it serves has left (the receiver drops it unstarted after that).
     pub(crate) fn send(
         &mut self,
         part: Part,
         to: NodeId,
         message: PeerMessage,
         priority: Priority,
+        budget: Option<Duration>,
     ) -> OutboundId {
         let id = OutboundId(self.new_id());
         self.outbound.insert(
@@ -162,6 +191,7 @@ impl Shared {
         let request = PeerRequest {
             from: self.config.id.clone(),
             epoch: self.ring.epoch(),
+            budget,
             message,
         };
         self.outputs.push_back(Output::Send {
@@ -176,6 +206,13 @@ impl Shared {
     /// The part that sent `id` and its destination, forgotten once asked (an answer comes once).
     pub(crate) fn answered(&mut self, id: OutboundId) -> Option<Sent> {
         self.outbound.remove(&id)
+    }
+
+    /// Gives up on message `id`: its answer, if it comes, goes to nobody.
+    pub(crate) fn abandon(&mut self, id: OutboundId) {
+        if self.outbound.remove(&id).is_some() {
+            self.outputs.push_back(Output::Abandon { id });
+        }
     }
 
     /// Answers inbound request `id`.

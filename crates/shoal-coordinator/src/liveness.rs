@@ -100,6 +100,7 @@ impl Liveness {
                     to.clone(),
                     PeerMessage::Ping,
                     Priority::Normal,
+                    None,
                 );
                 self.pinging.insert(id, to);
             }

@@ -20,8 +20,20 @@ pub struct NodeMetrics {
     pub unavailable: u64,
     /// Writes refused with `TooManySiblings`.
     pub too_many_siblings: u64,
-    /// Requests refused with `Overloaded`.
+    /// Client requests refused with `Overloaded` before any work: too many in flight, or the
+    /// commit queue full (not counting `expired_client`).
     pub overloaded: u64,
+    /// Client requests whose deadline had passed when the node got to them: answered
+    /// `Overloaded` unworked.
+    pub expired_client: u64,
+    /// Peer messages whose sender's deadline had passed when the node got to them: answered
+    /// `Expired` unworked.
+    pub expired_peer: u64,
+    /// Replica writes from peers refused with `Overloaded` (the commit queue at its peer limit).
+    pub shed_peer: u64,
+    /// Requests whose client gave up (reset its stream) while the node worked on them: dropped
+    /// with no answer, their outstanding reads and forwards abandoned.
+    pub cancelled: u64,
     /// Read-repair objects sent (or written locally).
     pub read_repairs: u64,
     /// Local records found corrupt.

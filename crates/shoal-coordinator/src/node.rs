@@ -20,7 +20,7 @@ use shoal_types::NodeId;
 
 use crate::client::{ClientRequests, Env, Origin};
 use crate::durability::Durability;
-use crate::effects::{InboundId, OutboundId, Output, Part, PersistId, Shared};
+use crate::effects::{Inbound, InboundId, OutboundId, Output, Part, PersistId, Shared};
 use crate::liveness::Liveness;
 use crate::replica::ReplicaSide;
 use crate::timers::Timer;
@@ -125,23 +125,38 @@ impl<S: Storage> Node<S> {
     }
 
     /// An inbound request whose sender is already authorised for it (role checked, and for
-    /// peer messages `from` checked against the certificate).
-    pub fn handle_request(&mut self, now: Instant, id: InboundId, request: Request) {
+    /// peer messages `from` checked against the certificate). It arrived at `arrived`, which is
+    /// `now` unless it waited in the driver's queue: its deadline counts from its arrival, and
+    /// a request whose deadline passed while it waited is refused unworked (`Overloaded` for a
+    /// client, `Expired` for a peer).
+    pub fn handle_request(
+        &mut self,
+        now: Instant,
+        arrived: Instant,
+        id: InboundId,
+        request: Request,
+    ) {
         match request {
             Request::Client(c) => {
                 let (client, mut env) = self.client_part(now);
-                client.request(&mut env, Origin::Client(id), c);
+                client.request(&mut env, Origin::Client(id), c, arrived, None);
             }
             Request::Peer(p) => {
                 self.liveness.heard_from(&p.from);
+                let inbound = Inbound {
+                    id,
+                    arrived,
+                    budget: p.budget,
+                };
                 match p.message {
                     PeerMessage::Coordinate(c) => {
                         let (client, mut env) = self.client_part(now);
-                        client.request(&mut env, Origin::Forwarded(id), c);
+                        let origin = Origin::Forwarded(id);
+                        client.request(&mut env, origin, c, arrived, p.budget);
                     }
                     PeerMessage::Replica(m) => {
                         self.replica
-                            .handle(&mut self.shared, &mut self.durability, id, m)
+                            .handle(&mut self.shared, &mut self.durability, now, inbound, m)
                     }
                     PeerMessage::Ping => self.liveness.serve_ping(&mut self.shared, id),
                 }
@@ -157,6 +172,14 @@ impl<S: Storage> Node<S> {
                 self.shared.reply(id, response);
             }
         }
+    }
+
+    /// The sender of inbound request `id` gave up on it (its stream was reset, or the driver
+    /// found it waited past its deadline): the node stops spending on it and answers nothing.
+    /// Unknown or already answered ids are ignored.
+    pub fn handle_cancel(&mut self, now: Instant, id: InboundId) {
+        let (client, mut env) = self.client_part(now);
+        client.cancel(&mut env, id);
     }
 
     /// The outcome of an [`Output::Send`].

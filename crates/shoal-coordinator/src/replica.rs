@@ -4,8 +4,16 @@
 //! names another partition than the key's own in this node's ring is refused, since it would
 //! file the key where no read finds it; a node whose storage failed refuses to store.
 //!
+//! Overload: a message whose sender's deadline passed while it waited here is dropped unworked
+//! ([`PeerError::Expired`]: the sender no longer waits for it), and replica writes are refused
+//! ([`PeerError::Overloaded`]) only when the commit queue holds twice what makes the node
+//! refuse its own clients' writes, so a busy node sheds its clients before the replica writes
+//! that make other nodes' quorums.
+//!
 //! Not here: forwarded client writes (`PeerMessage::Coordinate`, served by the client-requests
 //! part), and liveness pings.
+
+use std::time::Instant;
 
 use shoal_protocol::{
     PeerError, PeerResponse, ReplicaMessage, ReplicaResponse, Response, StorageFault,
@@ -13,21 +21,28 @@ use shoal_protocol::{
 use shoal_storage::{Storage, StorageError};
 
 use crate::durability::{Durability, Stored};
-use crate::effects::{InboundId, Part, Shared, Waiter};
+use crate::effects::{Inbound, InboundId, Part, Shared, Waiter};
 
 /// See the module docs. Holds no state of its own: what it stores lives in [`Durability`].
 #[derive(Debug, Default)]
 pub(crate) struct ReplicaSide;
 
 impl ReplicaSide {
-    /// A peer's replication message.
+    /// A peer's replication message, which arrived at `arrived` with `budget` left on its
+    /// sender's deadline.
     pub(crate) fn handle<S: Storage>(
         &mut self,
         shared: &mut Shared,
         durability: &mut Durability<S>,
-        id: InboundId,
+        now: Instant,
+        inbound: Inbound,
         message: ReplicaMessage,
     ) {
+        let id = inbound.id;
+        if inbound.expired(now) {
+            shared.metrics.expired_peer += 1;
+            return refuse(shared, id, PeerError::Expired);
+        }
         let (partition, key) = message.partition_key();
         let expected = shared.ring.partition_for_key(key);
         if partition != expected {
@@ -50,6 +65,10 @@ impl ReplicaSide {
             } => {
                 if durability.failed().is_some() {
                     return refuse(shared, id, PeerError::Storage(StorageFault::RunFailed));
+                }
+                if durability.pending() >= shared.config.max_pending_persists.saturating_mul(2) {
+                    shared.metrics.shed_peer += 1;
+                    return refuse(shared, id, PeerError::Overloaded);
                 }
                 shared.metrics.replica_writes += 1;
                 let waiter = Waiter {

@@ -345,10 +345,12 @@ fn a_replica_message_naming_the_wrong_partition_is_refused() {
     let n1 = c.nodes.get_mut(&node("n1")).unwrap();
     n1.handle_request(
         now,
+        now,
         shoal_coordinator::InboundId(1 << 40),
         Request::Peer(PeerRequest {
             from: node("n2"),
             epoch: ring.epoch(),
+            budget: None,
             message: PeerMessage::Replica(ReplicaMessage::Read {
                 partition: wrong,
                 key: key("k"),

@@ -1,3 +1,5 @@
+use std::time::Duration;
+
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use shoal_causality::{CausalContext, Object};
@@ -159,11 +161,21 @@ pub enum RequestError {
         /// The limit.
         max: usize,
     },
+    /// Definite: the timeout asked for is zero or longer than the node allows.
+    #[error("invalid timeout: {asked:?}; it must be positive and at most {max:?}")]
+    InvalidTimeout {
+        /// The timeout asked for.
+        asked: Duration,
+        /// The longest the node allows.
+        max: Duration,
+    },
     /// Definite: R/W/PR/PW do not fit N.
     #[error("invalid quorum: {0}")]
     InvalidQuorum(#[from] QuorumError),
-    /// Definite: the node has too much work in flight; retry later or elsewhere.
-    #[error("overloaded: too many requests in flight")]
+    /// Definite: the node is overloaded (too much work queued or in flight, or the request
+    /// waited past its deadline before the node got to it) and did nothing; retry later or
+    /// elsewhere.
+    #[error("overloaded: the node refused the request before doing anything")]
     Overloaded,
     /// Definite: the node cannot coordinate writes (its storage failed); try another node.
     #[error("node cannot serve this request: {0}")]
@@ -189,6 +201,7 @@ impl RequestError {
             RequestError::ValueTooLarge { .. } => "value_too_large",
             RequestError::KeyTooLarge { .. } => "key_too_large",
             RequestError::InvalidQuorum(_) => "invalid_quorum",
+            RequestError::InvalidTimeout { .. } => "invalid_timeout",
             RequestError::Overloaded => "overloaded",
             RequestError::NodeFailed(_) => "node_failed",
         }

@@ -4,6 +4,8 @@
 //! liveness pings exist today; gossip, hints, anti-entropy exchanges and ownership transfers each add a
 //! variant here (and one to [`PeerResponse`]) when they are built.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 use shoal_causality::Object;
 use shoal_types::{Key, NodeId, PartitionId, RingEpoch};
@@ -18,6 +20,11 @@ pub struct PeerRequest {
     pub from: NodeId,
     /// The sender's ring epoch, so a receiver can tell it is talking to an older or newer ring.
     pub epoch: RingEpoch,
+    /// How long the request this message serves had left when it was sent: past that, the
+    /// sender no longer waits for the answer, so the receiver drops the work unstarted
+    /// ([`PeerError::Expired`]). `None`: no deadline (liveness pings). A relative time, since
+    /// the two nodes' clocks are not comparable.
+    pub budget: Option<Duration>,
     /// What is asked.
     pub message: PeerMessage,
 }
@@ -113,6 +120,9 @@ pub enum PeerError {
     /// The node is too busy; nothing was applied.
     #[error("overloaded")]
     Overloaded,
+    /// The sender's deadline had passed when the node got to the message, so it did nothing.
+    #[error("the sender's deadline passed before the message was worked on")]
+    Expired,
     /// The message named a partition that is not the key's partition in the receiver's ring;
     /// nothing was applied.
     #[error("key belongs to partition {expected}, not {got}")]

@@ -86,6 +86,7 @@ fn every_message_kind_round_trips() {
     roundtrip_request(Request::Peer(PeerRequest {
         from: node("n1"),
         epoch: RingEpoch::INITIAL,
+        budget: Some(std::time::Duration::from_millis(1500)),
         message: PeerMessage::Replica(ReplicaMessage::Replicate {
             partition: PartitionCount::new(64).unwrap().partition(3).unwrap(),
             key: key.clone(),
@@ -110,6 +111,7 @@ fn every_message_kind_round_trips() {
     roundtrip_request(Request::Peer(PeerRequest {
         from: node("n2"),
         epoch: RingEpoch::new(3),
+        budget: None,
         message: PeerMessage::Ping,
     }));
 }
@@ -154,6 +156,7 @@ fn oversized_values_and_too_many_siblings_are_refused_after_decoding() {
     let many = Request::Peer(PeerRequest {
         from: node("n1"),
         epoch: RingEpoch::INITIAL,
+        budget: None,
         message: PeerMessage::Replica(ReplicaMessage::Repair {
             partition: PartitionCount::new(64).unwrap().partition(0).unwrap(),
             key: Key::new(&b"k"[..]).unwrap(),
@@ -214,6 +217,7 @@ proptest! {
         let msg = Request::Peer(PeerRequest {
             from: node("n1"),
             epoch: RingEpoch::INITIAL,
+            budget: None,
             message: PeerMessage::Replica(ReplicaMessage::Replicate {
                 partition: PartitionCount::new(64).unwrap().partition(5).unwrap(),
                 key: Key::new(&b"key"[..]).unwrap(),

@@ -1,6 +1,8 @@
 //! The accept task: turns the transport's requests into decoded, authorised requests for the
 //! node task, and answers everything it refuses itself, so bad or forbidden input never costs
-//! the node task anything.
+//! the node task anything. Client requests and peer messages go to the node task through
+//! channels of their own, so a flood of clients cannot crowd out the replication other nodes'
+//! quorums wait for; a full channel refuses with `Overloaded`.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -10,7 +12,8 @@ use shoal_protocol::{DecodeLimits, Refusal, Request, Response, decode, encode};
 use shoal_transport::{Incoming, PeerIdentity, Responder};
 use tokio::sync::{mpsc, watch};
 
-use crate::metrics::{Metrics, Op};
+use crate::inbox::{Class, Queued};
+use crate::metrics::{Metrics, Op, Shed};
 
 /// Frames at most this long are decoded in the accept loop; longer ones in a task of their own,
 /// so one large value does not hold up the requests behind it.
@@ -26,11 +29,26 @@ pub(crate) struct Accepted {
     pub(crate) received: Instant,
 }
 
+impl Queued for Accepted {
+    fn arrived(&self) -> Instant {
+        self.received
+    }
+}
+
+/// The node task's two input channels.
+#[derive(Clone, Debug)]
+pub(crate) struct ToNode {
+    /// Client and admin requests.
+    pub(crate) client: mpsc::Sender<Accepted>,
+    /// Peer messages.
+    pub(crate) peer: mpsc::Sender<Accepted>,
+}
+
 /// What the accept task shares with the per-request decoding tasks.
 #[derive(Clone, Debug)]
 struct Gate {
     limits: DecodeLimits,
-    node: mpsc::Sender<Accepted>,
+    node: ToNode,
     shutting_down: watch::Receiver<bool>,
     metrics: Arc<Metrics>,
 }
@@ -39,7 +57,7 @@ struct Gate {
 pub(crate) async fn run(
     mut incoming: Incoming,
     limits: DecodeLimits,
-    node: mpsc::Sender<Accepted>,
+    node: ToNode,
     shutting_down: watch::Receiver<bool>,
     metrics: Arc<Metrics>,
 ) {
@@ -92,9 +110,14 @@ impl Gate {
             responder,
             received,
         };
-        match self.node.try_send(accepted) {
+        let (class, channel) = match &accepted.request {
+            Request::Peer(_) => (Class::Peer, &self.node.peer),
+            Request::Client(_) | Request::Admin(_) => (Class::Client, &self.node.client),
+        };
+        match channel.try_send(accepted) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(accepted)) => {
+                self.metrics.shed(class, Shed::QueueFull);
                 self.refuse(accepted.responder, Refusal::Overloaded)
             }
             Err(mpsc::error::TrySendError::Closed(accepted)) => {
@@ -160,6 +183,7 @@ mod tests {
         Request::Peer(PeerRequest {
             from: id(from),
             epoch: RingEpoch::INITIAL,
+            budget: None,
             message: PeerMessage::Ping,
         })
     }

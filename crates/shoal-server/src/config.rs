@@ -55,9 +55,13 @@ pub struct ServerConfig {
     /// handshake: a peer that is down is reported unreachable after this long. Keep it well
     /// below `request_timeout`, so a request can still try another replica.
     pub peer_connect_timeout: Duration,
-    /// Most client requests queued between the accept task and the node task; beyond it new
-    /// requests are refused with `Overloaded`.
+    /// Most client requests waiting for the node task; beyond it the oldest are refused with
+    /// `Overloaded` (see the node task's inbox: a standing queue is also served newest first,
+    /// and a request that waited too long refused). Default 4,096.
     pub request_queue: usize,
+    /// Most peer messages waiting for the node task; beyond it they are refused `Overloaded`.
+    /// Larger than `request_queue`: other nodes' quorums wait for them. Default 16,384.
+    pub peer_queue: usize,
 }
 
 impl ServerConfig {
@@ -95,6 +99,7 @@ impl ServerConfig {
             shutdown_timeout: Self::DEFAULT_SHUTDOWN_TIMEOUT,
             peer_connect_timeout: Self::DEFAULT_PEER_CONNECT_TIMEOUT,
             request_queue: 4096,
+            peer_queue: 16 * 1024,
         }
     }
 
@@ -148,8 +153,8 @@ impl ServerConfig {
         if self.peer_connect_timeout < Duration::from_millis(100) {
             return invalid("peer_connect_timeout must be at least 100 ms".into());
         }
-        if self.request_queue == 0 {
-            return invalid("request_queue must be positive".into());
+        if self.request_queue == 0 || self.peer_queue == 0 {
+            return invalid("request_queue and peer_queue must be positive".into());
         }
         self.transport
             .validate()

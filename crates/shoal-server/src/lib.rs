@@ -65,6 +65,7 @@ mod accept;
 mod config;
 mod error;
 mod http;
+mod inbox;
 mod metrics;
 mod node_task;
 mod server;

@@ -18,6 +18,8 @@ use shoal_storage::StorageStats;
 use shoal_transport::TransportStats;
 use shoal_types::{Incarnation, NodeId};
 
+use crate::inbox::Class;
+
 /// Upper bounds of the latency histogram buckets, in seconds: 50 µs to 10 s.
 const LATENCY_BUCKETS_SECONDS: [f64; 17] = [
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
@@ -132,6 +134,35 @@ const REFUSAL_REASONS: [&str; 5] = [
     "overloaded",
 ];
 
+/// Why a request was refused with `Overloaded` before the node worked on it, by the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Shed {
+    /// Its queue was full when it arrived (or it was the oldest of a full inbox).
+    QueueFull,
+    /// It waited longer than the inbox allows (controlled delay).
+    QueueDelay,
+}
+
+impl Shed {
+    const ALL: [Shed; 2] = [Shed::QueueFull, Shed::QueueDelay];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Shed::QueueFull => "queue_full",
+            Shed::QueueDelay => "queue_delay",
+        }
+    }
+}
+
+const CLASSES: [Class; 2] = [Class::Client, Class::Peer];
+
+fn class_index(class: Class) -> usize {
+    match class {
+        Class::Client => 0,
+        Class::Peer => 1,
+    }
+}
+
 /// What only the node task can see, taken when metrics are scraped.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Snapshot {
@@ -147,6 +178,13 @@ pub(crate) struct Snapshot {
     pub(crate) persists_pending: usize,
     /// Messages to peers in flight.
     pub(crate) sends_in_flight: usize,
+    /// Client requests waiting for the node task.
+    pub(crate) queued_client: usize,
+    /// Peer messages waiting for the node task.
+    pub(crate) queued_peer: usize,
+    /// Requests dropped by the node task because their client had gone: taken from the queue,
+    /// or answered after the client left (the answer was not encoded).
+    pub(crate) cancelled_unworked: u64,
 }
 
 /// The server's metrics, shared by its tasks.
@@ -159,6 +197,10 @@ pub(crate) struct Metrics {
     latency: [Histogram; Op::ALL.len()],
     /// Requests refused before reaching the node, by reason (index into REFUSAL_REASONS).
     refused: [AtomicU64; REFUSAL_REASONS.len()],
+    /// Requests refused `Overloaded` by the server, by class and reason.
+    shed: [[AtomicU64; Shed::ALL.len()]; CLASSES.len()],
+    /// How long requests waited for the node task, by class.
+    queue_delay: [Histogram; CLASSES.len()],
     /// The last snapshot taken, shown when a fresh one cannot be had (node task gone).
     last: Mutex<Snapshot>,
 }
@@ -171,6 +213,8 @@ impl Metrics {
             requests: Mutex::new(BTreeMap::new()),
             latency: Default::default(),
             refused: Default::default(),
+            shed: Default::default(),
+            queue_delay: Default::default(),
             last: Mutex::new(Snapshot::default()),
         }
     }
@@ -192,6 +236,17 @@ impl Metrics {
         if let Some(i) = REFUSAL_REASONS.iter().position(|r| *r == reason) {
             self.refused[i].fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// A request refused `Overloaded` by the server, before the node saw it.
+    pub(crate) fn shed(&self, class: Class, why: Shed) {
+        let reason = Shed::ALL.iter().position(|s| *s == why).unwrap_or(0);
+        self.shed[class_index(class)][reason].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A request the node task took on after it waited `waited`.
+    pub(crate) fn queued(&self, class: Class, waited: Duration) {
+        self.queue_delay[class_index(class)].observe(waited);
     }
 
     pub(crate) fn store_snapshot(&self, snapshot: Snapshot) {
@@ -248,8 +303,9 @@ impl Metrics {
             "Time from a request's arrival to its answer, by operation.",
         );
         for op in Op::ALL {
-            self.latency[op.index()].render(w, "shoal_request_duration_seconds", op.as_str());
+            self.latency[op.index()].render(w, "shoal_request_duration_seconds", "op", op.as_str());
         }
+        self.render_overload(w, s);
 
         header(
             w,
@@ -370,6 +426,77 @@ impl Metrics {
         self.render_storage(w, &s.storage);
         render_transport(w, &s.listen, &s.peers);
         out
+    }
+
+    /// What the node refused, dropped and queued under load.
+    fn render_overload(&self, w: &mut String, s: &Snapshot) {
+        let n = &s.node;
+        let name = "shoal_requests_shed_total";
+        header(
+            w,
+            name,
+            "counter",
+            "Requests refused Overloaded before any work, by class and reason.",
+        );
+        for class in CLASSES {
+            for (i, why) in Shed::ALL.iter().enumerate() {
+                let count = self.shed[class_index(class)][i].load(Ordering::Relaxed);
+                let labels = format!("class=\"{}\",reason=\"{}\"", class.as_str(), why.as_str());
+                line(w, name, &labels, count);
+            }
+        }
+        line(
+            w,
+            name,
+            "class=\"client\",reason=\"node_limit\"",
+            n.overloaded,
+        );
+        line(
+            w,
+            name,
+            "class=\"peer\",reason=\"commit_queue\"",
+            n.shed_peer,
+        );
+
+        let name = "shoal_requests_expired_total";
+        header(
+            w,
+            name,
+            "counter",
+            "Requests whose deadline had passed when the node got to them, dropped unworked.",
+        );
+        line(w, name, "class=\"client\"", n.expired_client);
+        line(w, name, "class=\"peer\"", n.expired_peer);
+
+        let name = "shoal_requests_cancelled_total";
+        header(
+            w,
+            name,
+            "counter",
+            "Requests whose client gave up: dropped from the queue, unanswered, or cancelled while worked on.",
+        );
+        line(w, name, "", n.cancelled + s.cancelled_unworked);
+
+        let name = "shoal_queue_depth";
+        header(
+            w,
+            name,
+            "gauge",
+            "Requests waiting for the node task, by class.",
+        );
+        line(w, name, "class=\"client\"", s.queued_client as u64);
+        line(w, name, "class=\"peer\"", s.queued_peer as u64);
+
+        let name = "shoal_queue_delay_seconds";
+        header(
+            w,
+            name,
+            "histogram",
+            "How long requests waited for the node task, by class.",
+        );
+        for class in CLASSES {
+            self.queue_delay[class_index(class)].render(w, name, "class", class.as_str());
+        }
     }
 
     fn render_storage(&self, w: &mut String, st: &StorageStats) {
@@ -542,21 +669,20 @@ impl Histogram {
         self.count.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn render(&self, w: &mut String, name: &str, op: &str) {
+    /// Renders the histogram as `name`, with one label `key="value"`.
+    fn render(&self, w: &mut String, name: &str, key: &str, value: &str) {
+        let label = format!("{key}=\"{value}\"");
         let mut cumulative = 0;
         for (i, bound) in LATENCY_BUCKETS_SECONDS.iter().enumerate() {
             cumulative += self.buckets[i].load(Ordering::Relaxed);
-            let _ = writeln!(
-                w,
-                "{name}_bucket{{op=\"{op}\",le=\"{bound}\"}} {cumulative}"
-            );
+            let _ = writeln!(w, "{name}_bucket{{{label},le=\"{bound}\"}} {cumulative}");
         }
         cumulative += self.buckets[LATENCY_BUCKETS_SECONDS.len()].load(Ordering::Relaxed);
-        let _ = writeln!(w, "{name}_bucket{{op=\"{op}\",le=\"+Inf\"}} {cumulative}");
+        let _ = writeln!(w, "{name}_bucket{{{label},le=\"+Inf\"}} {cumulative}");
         let sum = Duration::from_nanos(self.sum_nanos.load(Ordering::Relaxed)).as_secs_f64();
-        let _ = writeln!(w, "{name}_sum{{op=\"{op}\"}} {sum}");
+        let _ = writeln!(w, "{name}_sum{{{label}}} {sum}");
         // The count is the +Inf bucket, so the two always agree within one scrape.
-        let _ = writeln!(w, "{name}_count{{op=\"{op}\"}} {cumulative}");
+        let _ = writeln!(w, "{name}_count{{{label}}} {cumulative}");
     }
 }
 

@@ -2,8 +2,16 @@
 //! peers' answers, commit outcomes and timeouts, and carries out every [`Output`]: replies go
 //! back through the requests' responders, messages to peers leave in tasks of their own, write
 //! batches go to storage's group commit. Nothing here waits on I/O.
+//!
+//! Accepted requests wait in the node task's [`Inbox`] until it takes them on: peer messages
+//! first, client requests under controlled delay (see the `inbox` module). Each turn the task
+//! takes everything already waiting — events first, since they finish work already started —
+//! then works through up to [`WORK_BATCH`] queued requests, then carries out the node's
+//! effects. A request whose client has gone (its stream was reset or stopped) is dropped when it
+//! is taken, and one the node is working on is cancelled when a sweep finds its client gone, so
+//! the node stops spending on abandoned work; an answer is not encoded for a client that is gone.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,23 +19,33 @@ use std::time::{Duration, Instant};
 use shoal_causality::Object;
 use shoal_coordinator::{InboundId, Node, OutboundId, Output, PersistId, Priority, SendError};
 use shoal_protocol::{
-    ClientRequest, ClientResponse, DecodeLimits, LocalRead, PeerMessage, PeerRequest, PeerResponse,
-    ReplicaResponse, Request, Response, decode, encode,
+    ClientResponse, DecodeLimits, LocalRead, PeerRequest, PeerResponse, Refusal, ReplicaResponse,
+    Request, Response, decode, encode,
 };
 use shoal_storage::{RedbStorage, Storage, StorageError, WriteBatch};
 use shoal_transport::Priority as StreamPriority;
 use shoal_transport::{Endpoint, ExpectedPeer, Responder, TransportError};
 use shoal_types::{NodeId, RequestOptions};
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::AbortHandle;
 
 use crate::accept::{self, Accepted};
-use crate::metrics::{self, Metrics, Op, Snapshot};
+use crate::inbox::{Class, Inbox, Next};
+use crate::metrics::{self, Metrics, Op, Shed, Snapshot};
 
 /// Responses with more value bytes than this are encoded in a task of their own.
 const INLINE_ENCODE_BYTES: usize = 16 * 1024;
 /// A message to a peer may take this much longer than the request it serves, so that the
 /// peer's own answer (at its deadline) still arrives.
 const SEND_TIMEOUT_MARGIN: Duration = RequestOptions::CLIENT_GRACE;
+/// Most queued requests the node task takes on in one turn before it looks at events again.
+const WORK_BATCH: usize = 64;
+/// Most events taken in one turn (answers, commits), so requests are not starved.
+const EVENT_BATCH: usize = 1024;
+/// How often requests the node works on are checked for clients that went away.
+const CANCEL_SWEEP_INTERVAL: Duration = Duration::from_millis(50);
+/// Requests younger than this are not checked by the sweep: most are answered by then.
+const CANCEL_SWEEP_AGE: Duration = Duration::from_millis(50);
 
 /// What comes back to the node task from the tasks and threads working for it.
 #[derive(Debug)]
@@ -44,7 +62,12 @@ pub(crate) enum Event {
 #[derive(Debug)]
 pub(crate) struct NodeTask {
     pub(crate) node: Node<RedbStorage>,
-    pub(crate) requests: mpsc::Receiver<Accepted>,
+    /// Client (and admin) requests from the accept task.
+    pub(crate) client_requests: mpsc::Receiver<Accepted>,
+    /// Peer messages from the accept task.
+    pub(crate) peer_requests: mpsc::Receiver<Accepted>,
+    /// Most client requests the inbox holds.
+    pub(crate) client_queue: usize,
     pub(crate) events: mpsc::UnboundedReceiver<Event>,
     pub(crate) events_tx: mpsc::UnboundedSender<Event>,
     /// The listening endpoint, for its counters.
@@ -67,32 +90,53 @@ struct Pending {
 }
 
 /// The loop's mutable bookkeeping besides the node.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Books {
-    pending: HashMap<InboundId, Pending>,
+    inbox: Inbox<Accepted>,
+    /// Requests handed to the node, by id (ids grow, so oldest first).
+    pending: BTreeMap<InboundId, Pending>,
     next_inbound: u64,
-    sends_in_flight: usize,
+    /// Messages to peers in flight, to abort one the node abandons.
+    sends: HashMap<OutboundId, AbortHandle>,
+    next_sweep: Instant,
+    /// Requests dropped because their client had gone: taken from the inbox, or answered.
+    cancelled: u64,
 }
 
 impl NodeTask {
     /// Runs until shutdown is asked for and the node's work is done (or `shutdown_timeout`
     /// passed), then hands the node back so the caller can close its storage off the runtime.
     pub(crate) async fn run(mut self) -> Node<RedbStorage> {
-        let mut books = Books::default();
+        let now = Instant::now();
+        let mut books = Books {
+            inbox: Inbox::new(self.client_queue, now),
+            pending: BTreeMap::new(),
+            next_inbound: 0,
+            sends: HashMap::new(),
+            next_sweep: now + CANCEL_SWEEP_INTERVAL,
+            cancelled: 0,
+        };
         let mut accepting = true;
         let mut drain_until: Option<Instant> = None;
         loop {
             let timer = self.node.poll_timeout();
+            let queued = !books.inbox.is_empty();
             tokio::select! {
+                biased;
                 Some(event) = self.events.recv() => self.event(&mut books, event),
-                accepted = self.requests.recv(), if accepting => match accepted {
-                    Some(accepted) => self.request(&mut books, accepted),
+                accepted = self.peer_requests.recv(), if accepting => match accepted {
+                    Some(accepted) => self.queue(&mut books, Class::Peer, accepted),
                     // The accept task ended: the endpoint is closed.
+                    None => accepting = false,
+                },
+                accepted = self.client_requests.recv(), if accepting => match accepted {
+                    Some(accepted) => self.queue(&mut books, Class::Client, accepted),
                     None => accepting = false,
                 },
                 () = sleep_until(timer), if timer.is_some() => {
                     self.node.handle_timeout(Instant::now());
                 }
+                () = sleep_until(Some(books.next_sweep)) => self.sweep_cancelled(&mut books),
                 _ = self.shutdown.changed(), if drain_until.is_none() => {
                     // A dropped sender (the server was dropped) also means shut down.
                     tracing::info!(
@@ -111,7 +155,10 @@ impl NodeTask {
                     );
                     break;
                 }
+                () = std::future::ready(()), if queued => {}
             }
+            self.take_waiting(&mut books);
+            self.work(&mut books);
             self.carry_out(&mut books);
             if drain_until.is_some() && self.is_idle(&books) {
                 tracing::info!("drained");
@@ -127,10 +174,61 @@ impl NodeTask {
         self.node.in_flight() == 0
             && self.node.persists_pending() == 0
             && books.pending.is_empty()
-            && self.requests.is_empty()
+            && books.inbox.is_empty()
+            && self.client_requests.is_empty()
+            && self.peer_requests.is_empty()
     }
 
-    fn request(&mut self, books: &mut Books, accepted: Accepted) {
+    /// Takes every event and request already waiting, without waiting for more: events are
+    /// handled, requests queued in the inbox (so it sees the whole queue).
+    fn take_waiting(&mut self, books: &mut Books) {
+        for _ in 0..EVENT_BATCH {
+            match self.events.try_recv() {
+                Ok(event) => self.event(books, event),
+                Err(_) => break,
+            }
+        }
+        while let Ok(accepted) = self.peer_requests.try_recv() {
+            self.queue(books, Class::Peer, accepted);
+        }
+        while let Ok(accepted) = self.client_requests.try_recv() {
+            self.queue(books, Class::Client, accepted);
+        }
+    }
+
+    fn queue(&mut self, books: &mut Books, class: Class, accepted: Accepted) {
+        if let Some(oldest) = books.inbox.push(class, accepted) {
+            self.shed(oldest, Shed::QueueFull);
+        }
+    }
+
+    /// Works through up to [`WORK_BATCH`] queued requests.
+    fn work(&mut self, books: &mut Books) {
+        let now = Instant::now();
+        for _ in 0..WORK_BATCH {
+            match books.inbox.next(now) {
+                Some(Next::Serve(accepted, class, waited)) => {
+                    self.metrics.queued(class, waited);
+                    if accepted.responder.is_cancelled() {
+                        books.cancelled += 1;
+                        continue;
+                    }
+                    self.request(books, accepted, now);
+                }
+                Some(Next::Shed(accepted)) => self.shed(accepted, Shed::QueueDelay),
+                None => break,
+            }
+        }
+    }
+
+    /// Refuses a client request with `Overloaded` before any work.
+    fn shed(&self, accepted: Accepted, why: Shed) {
+        self.metrics.shed(Class::Client, why);
+        self.metrics.refused(&Refusal::Overloaded);
+        accept::respond(accepted.responder, &Response::Refused(Refusal::Overloaded));
+    }
+
+    fn request(&mut self, books: &mut Books, accepted: Accepted, now: Instant) {
         books.next_inbound += 1;
         let id = InboundId(books.next_inbound);
         books.pending.insert(
@@ -142,13 +240,30 @@ impl NodeTask {
             },
         );
         self.node
-            .handle_request(Instant::now(), id, accepted.request);
+            .handle_request(now, accepted.received, id, accepted.request);
+    }
+
+    /// Cancels the requests the node works on whose client has gone.
+    fn sweep_cancelled(&mut self, books: &mut Books) {
+        let now = Instant::now();
+        books.next_sweep = now + CANCEL_SWEEP_INTERVAL;
+        let gone: Vec<InboundId> = books
+            .pending
+            .iter()
+            .filter(|(_, p)| now.saturating_duration_since(p.received) >= CANCEL_SWEEP_AGE)
+            .filter(|(_, p)| p.responder.is_cancelled())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in gone {
+            books.pending.remove(&id);
+            self.node.handle_cancel(now, id);
+        }
     }
 
     fn event(&mut self, books: &mut Books, event: Event) {
         match event {
             Event::Response(id, result) => {
-                books.sends_in_flight = books.sends_in_flight.saturating_sub(1);
+                books.sends.remove(&id);
                 self.node.handle_response(Instant::now(), id, result);
             }
             Event::Persisted(id, result) => self.node.handle_persisted(Instant::now(), id, result),
@@ -171,6 +286,12 @@ impl NodeTask {
                     request,
                     priority,
                 } => self.send(books, id, to, request, priority),
+                Output::Abandon { id } => {
+                    if let Some(send) = books.sends.remove(&id) {
+                        // Dropping the exchange resets its stream: the peer may drop the work.
+                        send.abort();
+                    }
+                }
                 Output::Persist { id, batch } => self.persist(id, batch),
             }
         }
@@ -178,12 +299,17 @@ impl NodeTask {
 
     fn reply(&mut self, books: &mut Books, id: InboundId, response: Response) {
         let Some(pending) = books.pending.remove(&id) else {
-            tracing::warn!(?id, "the node answered a request it was not given");
+            // Cancelled by a sweep (a peer's write the node still finished): nobody to tell.
+            tracing::debug!(?id, "an answer for a request whose sender has gone");
             return;
         };
         let outcome = metrics::outcome(&response);
         self.metrics
             .answered(pending.op, outcome, pending.received.elapsed());
+        if pending.responder.is_cancelled() {
+            books.cancelled += 1;
+            return;
+        }
         if value_bytes(&response) <= INLINE_ENCODE_BYTES {
             accept::respond(pending.responder, &response);
         } else {
@@ -208,12 +334,12 @@ impl NodeTask {
         };
         let timeout = self.send_timeout(&request);
         let (endpoint, events, limits) = (self.peers.clone(), self.events_tx.clone(), self.limits);
-        books.sends_in_flight += 1;
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let result = exchange(&endpoint, addr, to, request, priority, timeout, &limits).await;
             // The node task is gone only after shutdown; then nobody needs the answer.
             let _ = events.send(Event::Response(id, result));
         });
+        books.sends.insert(id, task.abort_handle());
     }
 
     fn persist(&mut self, id: PersistId, batch: WriteBatch) {
@@ -227,19 +353,10 @@ impl NodeTask {
         );
     }
 
-    /// How long a message may wait for its answer: as long as the request it serves (a
-    /// forwarded write carries the client's timeout), plus a margin.
+    /// How long a message may wait for its answer: as long as the request it serves has left
+    /// (its budget), plus a margin; background messages get the default request timeout.
     fn send_timeout(&self, request: &PeerRequest) -> Duration {
-        let client_timeout = match &request.message {
-            PeerMessage::Coordinate(
-                ClientRequest::Get { options, .. }
-                | ClientRequest::Put { options, .. }
-                | ClientRequest::Delete { options, .. },
-            ) => options.timeout,
-            _ => None,
-        };
-        client_timeout.map_or(self.request_timeout, |t| t.max(self.request_timeout))
-            + SEND_TIMEOUT_MARGIN
+        request.budget.unwrap_or(self.request_timeout) + SEND_TIMEOUT_MARGIN
     }
 
     fn snapshot(&self, books: &Books) -> Snapshot {
@@ -251,7 +368,10 @@ impl NodeTask {
             in_flight: self.node.in_flight(),
             awaiting_reply: books.pending.len(),
             persists_pending: self.node.persists_pending(),
-            sends_in_flight: books.sends_in_flight,
+            sends_in_flight: books.sends.len(),
+            queued_client: books.inbox.len(Class::Client) + self.client_requests.len(),
+            queued_peer: books.inbox.len(Class::Peer) + self.peer_requests.len(),
+            cancelled_unworked: books.cancelled,
         }
     }
 }

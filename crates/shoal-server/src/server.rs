@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::accept::ToNode;
 use crate::metrics::Metrics;
 use crate::node_task::NodeTask;
 use crate::{ServerConfig, ServerError, accept, http};
@@ -193,7 +194,8 @@ impl Server {
         let limits = decode_limits(&config);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (stop_metrics, stop_metrics_rx) = watch::channel(false);
-        let (requests_tx, requests_rx) = mpsc::channel(config.request_queue);
+        let (client_tx, client_rx) = mpsc::channel(config.request_queue);
+        let (peer_tx, peer_rx) = mpsc::channel(config.peer_queue);
         let (events_tx, events_rx) = mpsc::unbounded_channel();
 
         let metrics_task = metrics_listener.map(|listener| {
@@ -207,7 +209,9 @@ impl Server {
         let node_task = tokio::spawn(
             NodeTask {
                 node,
-                requests: requests_rx,
+                client_requests: client_rx,
+                peer_requests: peer_rx,
+                client_queue: config.request_queue,
                 events: events_rx,
                 events_tx,
                 listen: listen.clone(),
@@ -223,7 +227,10 @@ impl Server {
         let accept_task = tokio::spawn(accept::run(
             incoming,
             limits,
-            requests_tx,
+            ToNode {
+                client: client_tx,
+                peer: peer_tx,
+            },
             shutdown_rx,
             metrics,
         ));

@@ -56,6 +56,7 @@ async fn requests_are_authorised_by_certificate_and_bad_frames_are_refused() {
         Request::Peer(PeerRequest {
             from: id(from),
             epoch: RingEpoch::INITIAL,
+            budget: None,
             message: PeerMessage::Ping,
         })
     };

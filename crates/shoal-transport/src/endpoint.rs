@@ -10,6 +10,7 @@ use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -382,6 +383,18 @@ impl Responder {
     /// [`Responder::respond`] with a stream priority, for bulk responses.
     pub fn respond_with_priority(self, frame: Bytes, priority: Priority) {
         self.send_response(frame, priority);
+    }
+
+    /// Whether the requester has given up on the answer: it stopped reading (it dropped the
+    /// request, or reset its stream) or its connection is gone. Looks without waiting, so a
+    /// server can check before it works on a request and before it encodes an answer.
+    pub fn is_cancelled(&self) -> bool {
+        let Some(send) = &self.send else {
+            return false;
+        };
+        let mut stopped = std::pin::pin!(send.stopped());
+        let mut cx = Context::from_waker(Waker::noop());
+        stopped.as_mut().poll(&mut cx).is_ready()
     }
 }
 

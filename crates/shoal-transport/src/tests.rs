@@ -1031,3 +1031,38 @@ async fn a_slow_live_peer_is_checked_and_keeps_its_connection() {
     app.close().await;
     n1.close().await;
 }
+
+#[tokio::test]
+async fn a_server_sees_that_a_requester_gave_up_before_it_answered() {
+    let dir = cluster_certs();
+    let (server, mut incoming) = server(dir.path(), "n1", TransportConfig::default());
+    let app = client(dir.path(), Role::Client, "app");
+    let addr = addr_of(&server);
+    let request = {
+        let app = app.clone();
+        tokio::spawn(async move {
+            app.request(
+                addr,
+                ExpectedPeer::Node(node("n1")),
+                Bytes::from("wait"),
+                REQUEST_TIMEOUT,
+            )
+            .await
+        })
+    };
+    let incoming_request = within("the request arrives", incoming.next())
+        .await
+        .unwrap();
+    let (_, _, _, responder) = incoming_request.into_parts();
+    assert!(!responder.is_cancelled(), "the requester still waits");
+    // The requester drops its request (as a client whose attempt timed out does).
+    request.abort();
+    let _ = request.await;
+    eventually("the server to see the request abandoned", || {
+        responder.is_cancelled()
+    })
+    .await;
+    drop(responder);
+    app.close().await;
+    server.close().await;
+}

@@ -5,16 +5,16 @@
 //! have applied it would apply it a second time under a second dot — false concurrency, and a
 //! definite refusal there would hide the first attempt — so the outcome is then unknown.
 
-use std::time::Duration;
+use std::time::Instant;
 
 use rand::RngExt;
 use shoal_protocol::{ClientRequest, ClientResponse, PeerMessage, PeerResponse, RequestError};
 use shoal_storage::Storage;
 use shoal_types::{NodeId, RequestOptions};
 
-use super::{ClientRequests, Coordination, Env, Origin, Purpose, RequestId, answer};
+use super::{ClientRequests, Coordination, Env, Origin, Purpose, RequestId, answer, budget};
 use crate::SendError;
-use crate::effects::{Part, Priority, Shared};
+use crate::effects::{OutboundId, Part, Priority, Shared};
 
 /// One forwarded write in flight.
 #[derive(Debug)]
@@ -26,9 +26,21 @@ pub(super) struct ForwardState {
     /// Whether an earlier attempt may have reached a primary (so failure is indeterminate).
     maybe_applied: bool,
     required: usize,
+    /// The request's own deadline (the forwarder waits a little longer, see `start_forward`).
+    deadline: Instant,
+    /// The attempt out now.
+    sent: Option<OutboundId>,
 }
 
 impl ForwardState {
+    pub(super) fn origin(&self) -> Origin {
+        self.origin
+    }
+
+    pub(super) fn sent(&self) -> Vec<OutboundId> {
+        self.sent.into_iter().collect()
+    }
+
     /// The deadline passed with no answer from any primary.
     pub(super) fn expired(self, shared: &mut Shared) {
         shared.metrics.timeouts += 1;
@@ -48,7 +60,7 @@ impl ClientRequests {
         request: ClientRequest,
         primaries: &[NodeId],
         required: usize,
-        timeout: Duration,
+        deadline: Instant,
     ) {
         let mut candidates: Vec<NodeId> = primaries
             .iter()
@@ -71,10 +83,12 @@ impl ClientRequests {
             candidates,
             maybe_applied: false,
             required,
+            deadline,
+            sent: None,
         };
-        // The primary answers at its deadline; its answer needs time to arrive.
-        let deadline = env.now + timeout + RequestOptions::FORWARD_GRACE;
-        self.insert(env.shared, id, deadline, Coordination::Forward(fwd));
+        // The primary answers at the request's deadline; its answer needs time to arrive.
+        let wait = deadline + RequestOptions::FORWARD_GRACE;
+        self.insert(env.shared, id, wait, Coordination::Forward(fwd));
         self.forward_next(env, id);
     }
 
@@ -111,10 +125,25 @@ impl ClientRequests {
         let Some(Coordination::Forward(fwd)) = self.requests.get_mut(&id) else {
             return;
         };
+        if fwd.deadline <= env.now {
+            // No time left to try another primary.
+            fwd.candidates.clear();
+        }
         match fwd.candidates.pop() {
             Some(to) => {
-                let message = PeerMessage::Coordinate(fwd.request.clone());
-                let out = env.shared.send(Part::Client, to, message, Priority::Normal);
+                // The primary gets what is left of the deadline, not the client's whole timeout.
+                let left = budget(fwd.deadline, env.now);
+                let mut request = fwd.request.clone();
+                if let ClientRequest::Put { options, .. } | ClientRequest::Delete { options, .. } =
+                    &mut request
+                {
+                    options.timeout = left;
+                }
+                let message = PeerMessage::Coordinate(request);
+                let out = env
+                    .shared
+                    .send(Part::Client, to, message, Priority::Normal, left);
+                fwd.sent = Some(out);
                 self.outbound.insert(out, Purpose::Forward(id));
             }
             None => {

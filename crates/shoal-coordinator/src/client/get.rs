@@ -4,11 +4,14 @@
 //! every replica that answered with something older — also those that answered after the client
 //! got its reply.
 
+use std::time::Instant;
+
 use shoal_protocol::{ClientResponse, LocalRead, PeerMessage, ReplicaMessage, RequestError};
 use shoal_storage::Storage;
 use shoal_types::{Key, NodeId, PartitionId, RequestOptions};
 
-use super::{ClientRequests, Coordination, Env, Origin, Purpose, RequestId, answer};
+use super::{ClientRequests, Coordination, Env, Origin, Purpose, RequestId, answer, budget};
+use crate::effects::OutboundId;
 use crate::effects::{Part, Priority};
 use crate::quorum::{ReadProgress, ReadQuorum};
 
@@ -20,6 +23,18 @@ pub(super) struct GetState {
     key: Key,
     quorum: ReadQuorum,
     answered: bool,
+    /// The `Read`s sent, to abandon those still out if the get is cancelled.
+    reads: Vec<OutboundId>,
+}
+
+impl GetState {
+    pub(super) fn origin(&self) -> Origin {
+        self.origin
+    }
+
+    pub(super) fn reads(&self) -> Vec<OutboundId> {
+        self.reads.clone()
+    }
 }
 
 impl ClientRequests {
@@ -29,6 +44,7 @@ impl ClientRequests {
         origin: Origin,
         key: Key,
         options: RequestOptions,
+        deadline: Instant,
     ) {
         if let Some(error) = self.refuse_early(env.shared, &key) {
             return answer(env.shared, origin, ClientResponse::Failed(error));
@@ -53,8 +69,8 @@ impl ClientRequests {
         }
         env.shared.metrics.gets += 1;
         let request = RequestId(env.shared.new_id());
-        let deadline = env.now + options.timeout.unwrap_or(env.shared.config.request_timeout);
         let mut quorum = ReadQuorum::new(required, primaries.len());
+        let mut reads = Vec::with_capacity(primaries.len());
         for node in &primaries {
             if node == env.shared.id() {
                 let read = env
@@ -66,9 +82,11 @@ impl ClientRequests {
                     partition,
                     key: key.clone(),
                 });
-                let id = env
-                    .shared
-                    .send(Part::Client, node.clone(), message, Priority::Normal);
+                let left = budget(deadline, env.now);
+                let id =
+                    env.shared
+                        .send(Part::Client, node.clone(), message, Priority::Normal, left);
+                reads.push(id);
                 let purpose = Purpose::Read {
                     request,
                     to: node.clone(),
@@ -84,6 +102,7 @@ impl ClientRequests {
             key,
             quorum,
             answered: false,
+            reads,
         };
         self.insert(env.shared, request, deadline, Coordination::Get(get));
         self.advance_get(env, request);
@@ -164,7 +183,7 @@ impl ClientRequests {
                 });
                 let id = env
                     .shared
-                    .send(Part::Client, node, message, Priority::Normal);
+                    .send(Part::Client, node, message, Priority::Normal, None);
                 self.outbound.insert(id, Purpose::Repair);
             }
         }

@@ -18,14 +18,14 @@ mod get;
 mod put;
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use shoal_causality::Actor;
 use shoal_protocol::{
     ClientRequest, ClientResponse, PeerError, PeerResponse, RequestError, Response,
 };
 use shoal_storage::Storage;
-use shoal_types::Key;
+use shoal_types::{Key, RequestOptions};
 
 use crate::SendError;
 use crate::durability::Durability;
@@ -61,6 +61,8 @@ pub(crate) struct ClientRequests {
     /// The actor of the dots this node makes: its id and incarnation.
     actor: Actor,
     requests: BTreeMap<RequestId, Coordination>,
+    /// The request each inbound id is being served by, for cancellation.
+    by_origin: BTreeMap<InboundId, RequestId>,
     /// What each message this part sent was for.
     outbound: BTreeMap<OutboundId, Purpose>,
 }
@@ -74,11 +76,35 @@ pub(crate) enum Origin {
     Forwarded(InboundId),
 }
 
+impl Origin {
+    fn inbound(self) -> InboundId {
+        match self {
+            Origin::Client(id) | Origin::Forwarded(id) => id,
+        }
+    }
+}
+
 #[derive(Debug)]
 enum Coordination {
     Get(GetState),
     Put(PutState),
     Forward(ForwardState),
+}
+
+impl Coordination {
+    fn origin(&self) -> Origin {
+        match self {
+            Coordination::Get(get) => get.origin(),
+            Coordination::Put(put) => put.origin(),
+            Coordination::Forward(fwd) => fwd.origin(),
+        }
+    }
+}
+
+/// How long a request whose deadline is `deadline` has left at `now`: the budget its messages
+/// carry.
+fn budget(deadline: Instant, now: Instant) -> Option<Duration> {
+    Some(deadline.saturating_duration_since(now))
 }
 
 /// What an outbound message of this part was for.
@@ -98,6 +124,7 @@ impl ClientRequests {
         ClientRequests {
             actor,
             requests: BTreeMap::new(),
+            by_origin: BTreeMap::new(),
             outbound: BTreeMap::new(),
         }
     }
@@ -108,15 +135,38 @@ impl ClientRequests {
     }
 
     /// A request from a client (`Origin::Client`) or a write a peer forwarded here
-    /// (`Origin::Forwarded`).
+    /// (`Origin::Forwarded`, with the time its sender had left: `budget`). It arrived at
+    /// `arrived` (it may have waited in the driver's queue since): its deadline counts from
+    /// then, and a request whose deadline passed while it waited is refused unworked.
     pub(crate) fn request<S: Storage>(
         &mut self,
         env: &mut Env<'_, S>,
         origin: Origin,
         request: ClientRequest,
+        arrived: Instant,
+        budget: Option<Duration>,
     ) {
+        let options = match &request {
+            ClientRequest::Get { options, .. }
+            | ClientRequest::Put { options, .. }
+            | ClientRequest::Delete { options, .. } => *options,
+            ClientRequest::GetLocal { .. } | ClientRequest::Ring => RequestOptions::default(),
+        };
+        let deadline = match request {
+            ClientRequest::Get { .. }
+            | ClientRequest::Put { .. }
+            | ClientRequest::Delete { .. } => {
+                match self.deadline_of(env, &options, arrived, budget) {
+                    Ok(deadline) => deadline,
+                    Err(error) => return answer(env.shared, origin, ClientResponse::Failed(error)),
+                }
+            }
+            ClientRequest::GetLocal { .. } | ClientRequest::Ring => env.now,
+        };
         match request {
-            ClientRequest::Get { key, options } => self.start_get(env, origin, key, options),
+            ClientRequest::Get { key, options } => {
+                self.start_get(env, origin, key, options, deadline)
+            }
             ClientRequest::Put { ref value, .. }
                 if value.len() > env.shared.config.limits.max_value_bytes() =>
             {
@@ -127,7 +177,7 @@ impl ClientRequests {
                 answer(env.shared, origin, ClientResponse::Failed(error));
             }
             ClientRequest::Put { .. } | ClientRequest::Delete { .. } => {
-                self.start_write(env, origin, request)
+                self.start_write(env, origin, request, deadline)
             }
             ClientRequest::GetLocal { key } => {
                 let partition = env.shared.ring.partition_for_key(&key);
@@ -187,6 +237,7 @@ impl ClientRequests {
         let Some(coordination) = self.requests.remove(&request) else {
             return;
         };
+        self.by_origin.remove(&coordination.origin().inbound());
         match coordination {
             Coordination::Get(get) => self.get_expired(env, get),
             Coordination::Put(put) => put.expired(env.shared),
@@ -194,7 +245,59 @@ impl ClientRequests {
         }
     }
 
+    /// The client behind inbound request `id` gave up on it: stop spending on it. Nothing is
+    /// answered; reads and forwards still out are abandoned (their peers may drop them
+    /// unstarted). A write already handed to storage and replicas stays where it went: its
+    /// outcome is the client's to find out, as after a timeout.
+    pub(crate) fn cancel<S: Storage>(&mut self, env: &mut Env<'_, S>, id: InboundId) {
+        let Some(request) = self.by_origin.remove(&id) else {
+            return;
+        };
+        let Some(coordination) = self.remove(env.shared, request) else {
+            return;
+        };
+        env.shared.metrics.cancelled += 1;
+        let outstanding = match &coordination {
+            Coordination::Get(get) => get.reads(),
+            Coordination::Forward(fwd) => fwd.sent(),
+            Coordination::Put(_) => Vec::new(),
+        };
+        for out in outstanding {
+            if self.outbound.remove(&out).is_some() {
+                env.shared.abandon(out);
+            }
+        }
+    }
+
     // ---- shared by gets, puts and forwards ---------------------------------------------
+
+    /// The deadline of a request that arrived at `arrived`, or why it is refused at once: a
+    /// timeout that is zero or over the node's maximum, or a deadline that passed while the
+    /// request waited to be worked on (`Overloaded`: nothing was done, so the client may retry).
+    /// A forwarded request keeps no more than its sender's `budget`.
+    fn deadline_of<S>(
+        &self,
+        env: &mut Env<'_, S>,
+        options: &RequestOptions,
+        arrived: Instant,
+        budget: Option<Duration>,
+    ) -> Result<Instant, RequestError> {
+        let config = &env.shared.config;
+        let asked = options.timeout.unwrap_or(config.request_timeout);
+        let max = config.max_request_timeout;
+        if asked.is_zero() || asked > max {
+            return Err(RequestError::InvalidTimeout { asked, max });
+        }
+        let timeout = budget.map_or(asked, |b| b.min(asked));
+        let deadline = arrived
+            .checked_add(timeout)
+            .ok_or(RequestError::InvalidTimeout { asked, max })?;
+        if deadline <= env.now {
+            env.shared.metrics.expired_client += 1;
+            return Err(RequestError::Overloaded);
+        }
+        Ok(deadline)
+    }
 
     /// Starts tracking `coordination` until `deadline`.
     fn insert(
@@ -204,6 +307,8 @@ impl ClientRequests {
         deadline: Instant,
         coordination: Coordination,
     ) {
+        self.by_origin
+            .insert(coordination.origin().inbound(), request);
         self.requests.insert(request, coordination);
         shared.timers.schedule(deadline, Timer::Request(request));
     }
@@ -211,7 +316,12 @@ impl ClientRequests {
     /// Stops tracking `request` before its deadline.
     fn remove(&mut self, shared: &mut Shared, request: RequestId) -> Option<Coordination> {
         shared.timers.cancel(Timer::Request(request));
-        self.requests.remove(&request)
+        let coordination = self.requests.remove(&request)?;
+        let inbound = coordination.origin().inbound();
+        if self.by_origin.get(&inbound) == Some(&request) {
+            self.by_origin.remove(&inbound);
+        }
+        Some(coordination)
     }
 
     /// Refuses a request before any work, when it is too big or the node too busy.

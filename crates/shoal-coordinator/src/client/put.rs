@@ -5,6 +5,8 @@
 //! or not. A write that lands on a node outside the preference list, or on a primary that
 //! cannot coordinate it (storage failed, local replica unreadable), is forwarded ([`super::forward`]).
 
+use std::time::Instant;
+
 use shoal_causality::{CausalityError, Object, Sibling};
 use shoal_protocol::{
     ClientRequest, ClientResponse, PeerError, PeerMessage, ReplicaMessage, RequestError,
@@ -14,7 +16,7 @@ use shoal_storage::Storage;
 use shoal_types::NodeId;
 
 use super::{
-    ClientRequests, Coordination, Env, Origin, Purpose, RequestId, answer, refuse_forwarded,
+    ClientRequests, Coordination, Env, Origin, Purpose, RequestId, answer, budget, refuse_forwarded,
 };
 use crate::durability::Local;
 use crate::effects::{Part, Priority, Shared, Waiter};
@@ -30,6 +32,10 @@ pub(super) struct PutState {
 }
 
 impl PutState {
+    pub(super) fn origin(&self) -> Origin {
+        self.origin
+    }
+
     /// The deadline passed: answered `Timeout` unless it was answered already.
     pub(super) fn expired(self, shared: &mut Shared) {
         if !self.answered {
@@ -46,6 +52,7 @@ impl ClientRequests {
         env: &mut Env<'_, S>,
         origin: Origin,
         request: ClientRequest,
+        deadline: Instant,
     ) {
         let (key, options) = match &request {
             ClientRequest::Put { key, options, .. }
@@ -64,7 +71,6 @@ impl ClientRequests {
         };
         let partition = env.shared.ring.partition_for_key(&key);
         let primaries = env.shared.ring.primaries(partition).to_vec();
-        let timeout = options.timeout.unwrap_or(env.shared.config.request_timeout);
         let here = primaries.contains(env.shared.id());
         if !here || env.durability.failed().is_some() {
             if let Origin::Forwarded(id) = origin {
@@ -75,7 +81,16 @@ impl ClientRequests {
                 };
                 return refuse_forwarded(env.shared, id, error);
             }
-            return self.start_forward(env, origin, request, &primaries, required.w(), timeout);
+            return self.start_forward(env, origin, request, &primaries, required.w(), deadline);
+        }
+        if env.durability.pending() >= env.shared.config.max_pending_persists {
+            // The commit queue is full: refuse new writes before they add to it.
+            env.shared.metrics.overloaded += 1;
+            return answer(
+                env.shared,
+                origin,
+                ClientResponse::Failed(RequestError::Overloaded),
+            );
         }
         let alive = primaries.iter().filter(|n| env.is_reachable(n)).count();
         if alive < required.w() || alive < required.pw() {
@@ -104,7 +119,7 @@ impl ClientRequests {
                     let error = PeerError::Storage(StorageFault::Unreadable);
                     return refuse_forwarded(env.shared, id, error);
                 }
-                return self.start_forward(env, origin, request, &others, required.w(), timeout);
+                return self.start_forward(env, origin, request, &others, required.w(), deadline);
             }
         };
         let (sibling, context) = match request {
@@ -159,7 +174,10 @@ impl ClientRequests {
                 key: key.clone(),
                 object: object.clone(),
             });
-            let id = env.shared.send(Part::Client, to, message, Priority::Normal);
+            let left = budget(deadline, env.now);
+            let id = env
+                .shared
+                .send(Part::Client, to, message, Priority::Normal, left);
             self.outbound.insert(id, Purpose::Replicate(request));
         }
         let put = PutState {
@@ -168,7 +186,6 @@ impl ClientRequests {
             quorum,
             answered: false,
         };
-        let deadline = env.now + timeout;
         self.insert(env.shared, request, deadline, Coordination::Put(put));
     }
 

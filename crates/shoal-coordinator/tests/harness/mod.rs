@@ -42,6 +42,10 @@ pub struct Cluster {
     next_inbound: u64,
     /// Every message sent, in order: (from, to, kind).
     pub sent: Vec<(NodeId, NodeId, String)>,
+    /// Every message a node abandoned: (node, message).
+    pub abandoned: Vec<(NodeId, OutboundId)>,
+    /// Every message sent, whole: (from, message).
+    pub sent_messages: Vec<(NodeId, shoal_protocol::PeerRequest)>,
 }
 
 enum Event {
@@ -68,6 +72,11 @@ pub fn key(k: &str) -> Key {
 impl Cluster {
     /// `count` nodes n1..n{count}, N=3, Q=16.
     pub fn new(count: usize) -> Cluster {
+        Cluster::with_config(count, |_| {})
+    }
+
+    /// [`Cluster::new`] with every node's configuration changed by `configure`.
+    pub fn with_config(count: usize, configure: impl Fn(&mut NodeConfig)) -> Cluster {
         let members: Vec<Member> = (1..=count)
             .map(|i| {
                 let addr: SocketAddr = format!("127.0.0.1:{}", 7000 + i).parse().unwrap();
@@ -85,7 +94,8 @@ impl Cluster {
             .iter()
             .enumerate()
             .map(|(i, m)| {
-                let config = NodeConfig::new(m.id.clone(), Incarnation::new(1000 + i as u64));
+                let mut config = NodeConfig::new(m.id.clone(), Incarnation::new(1000 + i as u64));
+                configure(&mut config);
                 let storage = MemoryStorage::new(ring.q());
                 (
                     m.id.clone(),
@@ -105,6 +115,8 @@ impl Cluster {
             client_replies: BTreeMap::new(),
             next_inbound: 0,
             sent: Vec::new(),
+            abandoned: Vec::new(),
+            sent_messages: Vec::new(),
         }
     }
 
@@ -256,13 +268,67 @@ impl Cluster {
     /// A client request handed to `at` without running the cluster; collect the answer with
     /// `answer`.
     pub fn submit(&mut self, at: &NodeId, request: ClientRequest) -> InboundId {
+        let now = self.now;
+        self.submit_arrived(at, request, now)
+    }
+
+    /// [`Cluster::submit`] of a request that arrived at `arrived` and waited in the driver's
+    /// queue until now.
+    pub fn submit_arrived(
+        &mut self,
+        at: &NodeId,
+        request: ClientRequest,
+        arrived: Instant,
+    ) -> InboundId {
         let id = self.inbound();
         let now = self.now;
         self.nodes
             .get_mut(at)
             .unwrap()
-            .handle_request(now, id, Request::Client(request));
+            .handle_request(now, arrived, id, Request::Client(request));
         id
+    }
+
+    /// Hands node `at` a peer message from `from` that arrived at `arrived` with `budget` left
+    /// on its sender's deadline, and returns the node's answer (without running the cluster).
+    pub fn peer_message(
+        &mut self,
+        at: &NodeId,
+        from: &NodeId,
+        message: PeerMessage,
+        arrived: Instant,
+        budget: Option<Duration>,
+    ) -> Option<Response> {
+        let id = self.inbound();
+        let now = self.now;
+        let node = self.nodes.get_mut(at).unwrap();
+        let epoch = node.ring().epoch();
+        let request = Request::Peer(shoal_protocol::PeerRequest {
+            from: from.clone(),
+            epoch,
+            budget,
+            message,
+        });
+        node.handle_request(now, arrived, id, request);
+        let mut answer = None;
+        while let Some(out) = self.nodes.get_mut(at).unwrap().poll_output() {
+            match out {
+                Output::Reply { id: r, response } if r == id => answer = Some(response),
+                other => self.route(at, other),
+            }
+        }
+        answer
+    }
+
+    /// Tells node `at` that the client of request `id` has gone.
+    pub fn cancel(&mut self, at: &NodeId, id: InboundId) {
+        let now = self.now;
+        self.nodes.get_mut(at).unwrap().handle_cancel(now, id);
+    }
+
+    /// The metrics of node `at`.
+    pub fn metrics(&self, at: &NodeId) -> shoal_coordinator::NodeMetrics {
+        self.nodes[at].metrics().clone()
     }
 
     /// The answer to a request from `submit`, if it came.
@@ -327,6 +393,7 @@ impl Cluster {
             } => {
                 self.sent
                     .push((from.clone(), to.clone(), kind(&request.message)));
+                self.sent_messages.push((from.clone(), request.clone()));
                 if self.down.contains(&to) {
                     self.queue.push_back(Event::Answer {
                         to: from.clone(),
@@ -346,6 +413,7 @@ impl Cluster {
                     });
                 }
             }
+            Output::Abandon { id } => self.abandoned.push((from.clone(), id)),
             Output::Persist { id, batch } => {
                 if self.hold_persists.contains(from) {
                     self.held.push((from.clone(), id, batch));
@@ -378,7 +446,7 @@ impl Cluster {
                 self.nodes
                     .get_mut(&to)
                     .unwrap()
-                    .handle_request(now, id, request);
+                    .handle_request(now, now, id, request);
             }
             Event::Answer { to, id, result } => {
                 self.nodes

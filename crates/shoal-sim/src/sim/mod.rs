@@ -604,7 +604,9 @@ impl<'a> Simulation<'a> {
         self.next_inbound += 1;
         let inbound = InboundId(self.next_inbound);
         self.routes.insert((to, inbound), route);
-        self.with_node(to, |node, now| node.handle_request(now, inbound, request));
+        self.with_node(to, |node, now| {
+            node.handle_request(now, now, inbound, request)
+        });
     }
 
     fn respond(&mut self, to: usize, life: u32, from: usize, out: OutboundId, bytes: Bytes) {
@@ -781,6 +783,11 @@ impl<'a> Simulation<'a> {
                     Some(to) => self.send(n, id, to, &Request::Peer(request), coordinate),
                     None => self.anomaly(format!("n{} sent to unknown node {to}", n + 1)),
                 }
+            }
+            Output::Abandon { id } => {
+                // The answer, if it comes, goes to nobody; the message itself may still arrive.
+                let life = self.nodes[n].life;
+                self.pending_out.remove(&(n, life, id));
             }
             Output::Persist { id, batch } => {
                 let fsync = self.fsync_latency();
