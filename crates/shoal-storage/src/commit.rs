@@ -29,7 +29,7 @@ use crate::record::{
     encode_object_record, hint_key, object_key,
 };
 use crate::redb_storage::Shared;
-use crate::storage::CommitCallback;
+use crate::storage::{CommitCallback, merge_hint};
 use crate::tree::entry_hash;
 use crate::trees::TreeChanges;
 use crate::{ObjectDigest, SegmentId, StorageError, Write, WriteBatch};
@@ -263,15 +263,14 @@ impl Apply<'_, '_, '_> {
                 stored_at_unix_ms,
             } => {
                 let tk = hint_key(target, *partition, key);
-                let old = match self.hints.get(tk.as_slice())? {
+                // A held record that fails its checksum or does not decode is replaced.
+                let held = match self.hints.get(tk.as_slice())? {
                     None => None,
                     Some(g) => check_hint_record(&tk, g.value())
                         .and_then(|r| Some((decode_object(r.encoded)?, r.stored_at_unix_ms))),
                 };
-                let (object, at) = match old {
-                    Some((old, at)) => (old.merge(object), at.max(*stored_at_unix_ms)),
-                    None => (object.clone(), *stored_at_unix_ms),
-                };
+                let held = held.as_ref().map(|(object, at)| (object, *at));
+                let (object, at) = merge_hint(held, object, *stored_at_unix_ms);
                 let record = encode_hint_record(&tk, &encode_object(&object), at);
                 self.hints.insert(tk.as_slice(), record.as_slice())?;
                 Ok(())

@@ -6,7 +6,7 @@ use shoal_causality::Object;
 use shoal_types::{Incarnation, Key, NodeId, PartitionCount, PartitionId};
 
 use crate::run::{self, RunStart, RunState};
-use crate::storage::CommitCallback;
+use crate::storage::{CommitCallback, merge_hint};
 use crate::{
     Hint, HintEntry, ObjectDigest, ReadOutcome, SegmentId, Storage, StorageError, StorageStats,
     TictacTree, Write, WriteBatch,
@@ -232,13 +232,11 @@ impl State {
                 stored_at_unix_ms,
             } => {
                 let slot = (target, partition, key);
-                let (object, stored_at_unix_ms) = match self.hints.get(&slot) {
-                    Some(old) => (
-                        old.object.merge(&object),
-                        old.stored_at_unix_ms.max(stored_at_unix_ms),
-                    ),
-                    None => (object, stored_at_unix_ms),
-                };
+                let held = self
+                    .hints
+                    .get(&slot)
+                    .map(|h| (&h.object, h.stored_at_unix_ms));
+                let (object, stored_at_unix_ms) = merge_hint(held, &object, stored_at_unix_ms);
                 let digest = ObjectDigest::of(&object);
                 self.hints.insert(
                     slot,

@@ -336,3 +336,65 @@ impl StorageStats {
         }
     }
 }
+
+/// The one rule for [`Write::Hint`], which every store applies: the hint held for (target,
+/// partition, key) once `incoming`, stored at `incoming_at_unix_ms`, meets `held` (the object
+/// and time already held there, if one is and it is readable). The objects are DVV-merged, so
+/// no write either carries is lost, and the time is the later of the two, so a hint's age is
+/// that of its newest write (a clock that went back does not make it older).
+pub(crate) fn merge_hint(
+    held: Option<(&Object, u64)>,
+    incoming: &Object,
+    incoming_at_unix_ms: u64,
+) -> (Object, u64) {
+    match held {
+        Some((object, at)) => (object.merge(incoming), at.max(incoming_at_unix_ms)),
+        None => (incoming.clone(), incoming_at_unix_ms),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use shoal_causality::{Actor, CausalContext, Sibling};
+    use shoal_types::Incarnation;
+
+    use super::*;
+
+    fn written_by(actor: &str, value: &'static str) -> Object {
+        let actor = Actor::new(NodeId::new(actor).unwrap(), Incarnation::new(1));
+        let sibling = Sibling::Value(Bytes::from_static(value.as_bytes()));
+        Object::new()
+            .update(&CausalContext::empty(), sibling, &actor, 64)
+            .unwrap()
+    }
+
+    #[test]
+    fn a_hint_merges_into_the_one_held_and_keeps_the_later_time() {
+        let (a, b) = (written_by("a", "from a"), written_by("b", "from b"));
+        assert_eq!(merge_hint(None, &a, 10), (a.clone(), 10));
+
+        let both = a.merge(&b);
+        assert_eq!(both.values().len(), 2, "concurrent writes stay siblings");
+        assert_eq!(merge_hint(Some((&a, 10)), &b, 20), (both.clone(), 20));
+        assert_eq!(
+            merge_hint(Some((&a, 30)), &b, 20),
+            (both, 30),
+            "an older incoming time does not make the held hint older"
+        );
+
+        let newer = a
+            .update(
+                &a.context(),
+                Sibling::Value(Bytes::from_static(b"again")),
+                &Actor::new(NodeId::new("a").unwrap(), Incarnation::new(1)),
+                64,
+            )
+            .unwrap();
+        assert_eq!(
+            merge_hint(Some((&a, 10)), &newer, 20).0,
+            newer,
+            "a write that saw the held one replaces it"
+        );
+    }
+}
