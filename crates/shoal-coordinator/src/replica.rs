@@ -8,7 +8,7 @@
 //! part), and liveness pings.
 
 use shoal_protocol::{PeerError, PeerResponse, ReplicaMessage, ReplicaResponse, Response};
-use shoal_storage::{Storage, StorageError};
+use shoal_storage::{CommitError, Storage};
 
 use crate::durability::{Durability, Stored};
 use crate::effects::{InboundId, Part, Shared, Waiter};
@@ -72,7 +72,7 @@ impl ReplicaSide {
         &mut self,
         shared: &mut Shared,
         token: u64,
-        result: &Result<(), StorageError>,
+        result: &Result<(), CommitError>,
     ) {
         let id = InboundId(token);
         match result {

@@ -4,7 +4,7 @@ use std::time::Duration;
 use shoal_causality::Object;
 use shoal_types::{Key, NodeId, PartitionId};
 
-use crate::{ObjectDigest, SegmentId, StorageError, TictacTree};
+use crate::{CommitError, ObjectDigest, ReadError, SegmentId, TictacTree};
 
 /// A node's local store: objects by (partition, key), hints for other nodes, and one
 /// anti-entropy tree per partition, kept in step with the objects.
@@ -13,11 +13,11 @@ use crate::{ObjectDigest, SegmentId, StorageError, TictacTree};
 /// durably, in the order they were submitted.
 pub trait Storage: Send + Sync + 'static {
     /// One key's object.
-    fn object(&self, partition: PartitionId, key: &Key) -> Result<ReadOutcome, StorageError>;
+    fn object(&self, partition: PartitionId, key: &Key) -> Result<ReadOutcome, ReadError>;
 
     /// Applies `batch` atomically and durably, returning once it is durable (group-committed with
     /// whatever else is queued). Must not be called from a `submit` callback.
-    fn write(&self, batch: WriteBatch) -> Result<(), StorageError> {
+    fn write(&self, batch: WriteBatch) -> Result<(), CommitError> {
         let (tx, rx) = mpsc::sync_channel(1);
         self.submit(
             batch,
@@ -26,7 +26,7 @@ pub trait Storage: Send + Sync + 'static {
                 let _ = tx.send(result);
             }),
         );
-        rx.recv().unwrap_or(Err(StorageError::Closed))
+        rx.recv().unwrap_or(Err(CommitError::Closed))
     }
 
     /// Queues `batch` for the next group commit and returns at once. `done` is called exactly once:
@@ -42,10 +42,10 @@ pub trait Storage: Send + Sync + 'static {
         partition: PartitionId,
         after: Option<&Key>,
         limit: usize,
-    ) -> Result<Vec<(Key, ReadOutcome)>, StorageError>;
+    ) -> Result<Vec<(Key, ReadOutcome)>, ReadError>;
 
     /// The tictac tree of `partition`.
-    fn tree(&self, partition: PartitionId) -> Result<TictacTree, StorageError>;
+    fn tree(&self, partition: PartitionId) -> Result<TictacTree, ReadError>;
 
     /// The keys of one segment of `partition` with their object digests, in key order (for the
     /// anti-entropy key exchange). Corrupted records are left out, as they are of the tree.
@@ -53,7 +53,7 @@ pub trait Storage: Send + Sync + 'static {
         &self,
         partition: PartitionId,
         segment: SegmentId,
-    ) -> Result<Vec<(Key, ObjectDigest)>, StorageError>;
+    ) -> Result<Vec<(Key, ObjectDigest)>, ReadError>;
 
     /// Up to `limit` hints held for `target`, in (partition, key) order, starting after `after`.
     fn hints(
@@ -61,14 +61,14 @@ pub trait Storage: Send + Sync + 'static {
         target: &NodeId,
         after: Option<(PartitionId, &Key)>,
         limit: usize,
-    ) -> Result<Vec<HintEntry>, StorageError>;
+    ) -> Result<Vec<HintEntry>, ReadError>;
 
     /// Counters since the storage was opened.
     fn stats(&self) -> StorageStats;
 }
 
 /// What `submit` calls when a batch is durable, or failed.
-pub type CommitCallback = Box<dyn FnOnce(Result<(), StorageError>) + Send + 'static>;
+pub type CommitCallback = Box<dyn FnOnce(Result<(), CommitError>) + Send + 'static>;
 
 /// The result of reading one key.
 #[derive(Clone, Debug, PartialEq, Eq)]
