@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 
 use shoal_causality::Object;
 use shoal_protocol::LocalRead;
-use shoal_storage::{ReadOutcome, Storage, StorageError, Write, WriteBatch};
+use shoal_storage::{CommitError, ReadError, ReadOutcome, Storage, Write, WriteBatch};
 use shoal_types::{Key, PartitionId};
 
 use crate::NodeMetrics;
@@ -32,7 +32,8 @@ pub(crate) struct Durability<S> {
     /// Objects handed to storage but not yet durable, newest per key.
     overlay: BTreeMap<(PartitionId, Key), (Object, PersistId)>,
     persists: BTreeMap<PersistId, PendingPersist>,
-    failed: Option<StorageError>,
+    /// The commit failure of this run, if one happened.
+    failed: Option<CommitError>,
 }
 
 #[derive(Debug)]
@@ -78,7 +79,7 @@ impl<S: Storage> Durability<S> {
     }
 
     /// The commit failure of this run, if one happened.
-    pub(crate) fn failed(&self) -> Option<&StorageError> {
+    pub(crate) fn failed(&self) -> Option<&CommitError> {
         self.failed.as_ref()
     }
 
@@ -110,7 +111,7 @@ impl<S: Storage> Durability<S> {
         metrics: &mut NodeMetrics,
         partition: PartitionId,
         key: &Key,
-    ) -> Result<Local, StorageError> {
+    ) -> Result<Local, ReadError> {
         if let Some((o, _)) = self.overlay.get(&(partition, key.clone())) {
             return Ok(Local::Found(o.clone()));
         }
@@ -199,7 +200,7 @@ impl<S: Storage> Durability<S> {
     pub(crate) fn persisted(
         &mut self,
         id: PersistId,
-        result: &Result<(), StorageError>,
+        result: &Result<(), CommitError>,
     ) -> Vec<Waiter> {
         let Some(persist) = self.persists.remove(&id) else {
             return Vec::new();
@@ -334,7 +335,7 @@ mod tests {
         let Some(Output::Persist { id, .. }) = shared.poll_output() else {
             panic!("a persist was queued");
         };
-        let error = StorageError::Closed;
+        let error = CommitError::Closed;
         assert_eq!(d.persisted(id, &Err(error)), vec![waiter]);
         assert!(d.failed().is_some());
         let mut metrics = NodeMetrics::default();

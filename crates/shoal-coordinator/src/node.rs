@@ -15,7 +15,7 @@ use shoal_protocol::{
     AdminRequest, AdminResponse, NodeStatus, PeerMessage, PeerResponse, Refusal, Request, Response,
 };
 use shoal_ring::Ring;
-use shoal_storage::{Storage, StorageError};
+use shoal_storage::{CommitError, Storage};
 use shoal_types::NodeId;
 
 use crate::client::{ClientRequests, Env, Origin};
@@ -100,7 +100,7 @@ impl<S: Storage> Node<S> {
     /// Whether a storage write failed in this run (with the error). The node then stops
     /// coordinating writes, and the run must not be recorded as a clean stop: a dot it made may
     /// be on other replicas and not on its own disk.
-    pub fn storage_failed(&self) -> Option<&StorageError> {
+    pub fn storage_failed(&self) -> Option<&CommitError> {
         self.durability.failed()
     }
 
@@ -209,7 +209,7 @@ impl<S: Storage> Node<S> {
         &mut self,
         now: Instant,
         id: PersistId,
-        result: Result<(), StorageError>,
+        result: Result<(), CommitError>,
     ) {
         for waiter in self.durability.persisted(id, &result) {
             match waiter.part {

@@ -18,7 +18,7 @@ use std::time::Instant;
 use shoal_protocol::{
     PeerError, PeerResponse, ReplicaMessage, ReplicaResponse, Response, StorageFault,
 };
-use shoal_storage::{Storage, StorageError};
+use shoal_storage::{CommitError, Storage};
 
 use crate::durability::{Durability, Stored};
 use crate::effects::{Inbound, InboundId, Part, Shared, Waiter};
@@ -92,7 +92,7 @@ impl ReplicaSide {
         &mut self,
         shared: &mut Shared,
         token: u64,
-        result: &Result<(), StorageError>,
+        result: &Result<(), CommitError>,
     ) {
         let id = InboundId(token);
         match result {

@@ -3,7 +3,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use shoal_ring::RingError;
-use shoal_storage::StorageError;
+use shoal_storage::OpenError;
 use shoal_transport::{CertError, TransportError};
 use shoal_types::{NodeId, Zone};
 use thiserror::Error;
@@ -93,7 +93,7 @@ pub enum ServerError {
         path: PathBuf,
         /// What storage said.
         #[source]
-        source: StorageError,
+        source: OpenError,
     },
     /// The QUIC endpoint could not be bound or built.
     #[error("cannot listen on {addr}: {source}")]

@@ -22,7 +22,7 @@ use shoal_protocol::{
     ClientResponse, DecodeLimits, LocalRead, PeerRequest, PeerResponse, Refusal, ReplicaResponse,
     Request, Response, decode, encode,
 };
-use shoal_storage::{RedbStorage, Storage, StorageError, WriteBatch};
+use shoal_storage::{CommitError, RedbStorage, Storage, WriteBatch};
 use shoal_transport::Priority as StreamPriority;
 use shoal_transport::{Endpoint, ExpectedPeer, Responder, TransportError};
 use shoal_types::{NodeId, RequestOptions};
@@ -53,7 +53,7 @@ pub(crate) enum Event {
     /// The outcome of an [`Output::Send`].
     Response(OutboundId, Result<PeerResponse, SendError>),
     /// The outcome of an [`Output::Persist`], from the storage commit thread.
-    Persisted(PersistId, Result<(), StorageError>),
+    Persisted(PersistId, Result<(), CommitError>),
     /// The metrics endpoint asks for the counters only the node task can read.
     Snapshot(oneshot::Sender<Snapshot>),
 }

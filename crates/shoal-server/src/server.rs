@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use shoal_coordinator::{Node, NodeConfig};
 use shoal_protocol::DecodeLimits;
-use shoal_storage::RedbStorage;
+use shoal_storage::{CloseError, CommitError, RedbStorage};
 use shoal_transport::{Endpoint, Identity, Role};
 use shoal_types::{Incarnation, Limits, NodeId};
 use tokio::net::TcpListener;
@@ -272,7 +272,7 @@ impl Server {
             Ok(node) => {
                 // The node task has ended: the node makes no more dots, and every one it made
                 // is in the commit queue, which the close finishes.
-                let failed = node.storage_failed().map(ToString::to_string);
+                let failed = node.storage_failed().cloned();
                 close_storage(node.into_storage(), failed).await;
                 Ok(())
             }
@@ -317,16 +317,16 @@ async fn open_storage(config: &ServerConfig) -> Result<(RedbStorage, Incarnation
 
 /// Closes the storage, whose last handle this is, on a blocking thread (it finishes the queued
 /// commits and joins the commit thread). Records a clean stop, so the next start keeps the
-/// incarnation, unless `storage_failed` says a write of this run failed (or a commit fails while
-/// closing): then the run stays "running" and the next start takes a new incarnation, since a
-/// dot this node sent out may be missing from its disk.
-async fn close_storage(storage: RedbStorage, storage_failed: Option<String>) {
+/// incarnation, unless `storage_failed` is the write of this run that failed (or a commit fails
+/// while closing): then the run stays "running" and the next start takes a new incarnation,
+/// since a dot this node sent out may be missing from its disk.
+async fn close_storage(storage: RedbStorage, storage_failed: Option<CommitError>) {
     let closed = tokio::task::spawn_blocking(move || match storage_failed {
-        Some(e) => {
+        Some(failed) => {
             drop(storage);
-            Err(format!("a storage write failed in this run: {e}"))
+            Err(NotClean::WriteFailed(failed))
         }
-        None => storage.close_clean().map_err(|e| e.to_string()),
+        None => storage.close_clean().map_err(NotClean::Close),
     })
     .await;
     match closed {
@@ -337,6 +337,17 @@ async fn close_storage(storage: RedbStorage, storage_failed: Option<String>) {
         ),
         Err(error) => tracing::error!(%error, "closing storage failed"),
     }
+}
+
+/// Why [`close_storage`] did not record a clean stop.
+#[derive(Debug, thiserror::Error)]
+enum NotClean {
+    /// A storage write failed in this run, so the close did not try.
+    #[error("a storage write failed in this run: {0}")]
+    WriteFailed(#[source] CommitError),
+    /// The clean close was refused or failed.
+    #[error(transparent)]
+    Close(CloseError),
 }
 
 /// What decoded messages may hold. Values are bounded by the frame limit rather than by

@@ -29,10 +29,10 @@ use crate::record::{
     encode_object_record, hint_key, object_key,
 };
 use crate::redb_storage::Shared;
-use crate::storage::CommitCallback;
+use crate::storage::{CommitCallback, merge_hint};
 use crate::tree::entry_hash;
 use crate::trees::TreeChanges;
-use crate::{ObjectDigest, SegmentId, StorageError, Write, WriteBatch};
+use crate::{CommitError, ObjectDigest, SegmentId, Write, WriteBatch};
 
 /// A group holds at most this many writes, unless a single batch is larger.
 pub(crate) const MAX_GROUP_WRITES: usize = 4096;
@@ -106,12 +106,7 @@ pub(crate) fn run(shared: &Shared, jobs: &Receiver<Job>) {
         // A panic inside the engine must still answer every caller; it is reported as a failed
         // commit (redb then refuses further commits until reopened).
         let result = panic::catch_unwind(AssertUnwindSafe(|| commit_group(shared, &work)))
-            .unwrap_or_else(|_| {
-                Err(StorageError::Database {
-                    during: "committing",
-                    reason: "the commit panicked".into(),
-                })
-            });
+            .unwrap_or(Err(CommitError::Panicked));
         let c = &shared.counters;
         match &result {
             Ok(()) => {
@@ -162,7 +157,7 @@ impl Group {
 }
 
 /// Applies a group in one write transaction, commits it durably, then moves the trees.
-fn commit_group(shared: &Shared, work: &[Work]) -> Result<(), StorageError> {
+fn commit_group(shared: &Shared, work: &[Work]) -> Result<(), CommitError> {
     let started = Instant::now();
     let mut changes = TreeChanges::default();
     for item in work {
@@ -203,7 +198,7 @@ fn commit_group(shared: &Shared, work: &[Work]) -> Result<(), StorageError> {
         // The commit may have reached the disk anyway: make the touched segments describe
         // whatever the database now holds (best effort; the next open rebuilds every tree).
         let _ = shared.trees.apply(&shared.db, changes.recompute_all());
-        return Err(e);
+        return Err(e.into());
     }
     move_trees(shared, changes)?;
     let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
@@ -215,12 +210,12 @@ fn commit_group(shared: &Shared, work: &[Work]) -> Result<(), StorageError> {
 }
 
 /// Applies a committed group's tree changes, counting the segments recomputed.
-fn move_trees(shared: &Shared, changes: TreeChanges) -> Result<(), StorageError> {
+fn move_trees(shared: &Shared, changes: TreeChanges) -> Result<(), CommitError> {
     shared
         .counters
         .segment_rebuilds
         .fetch_add(changes.recomputes(), Ordering::Relaxed);
-    shared.trees.apply(&shared.db, changes)
+    Ok(shared.trees.apply(&shared.db, changes)?)
 }
 
 /// The open tables of one group's write transaction, and how the group moves the trees.
@@ -263,15 +258,14 @@ impl Apply<'_, '_, '_> {
                 stored_at_unix_ms,
             } => {
                 let tk = hint_key(target, *partition, key);
-                let old = match self.hints.get(tk.as_slice())? {
+                // A held record that fails its checksum or does not decode is replaced.
+                let held = match self.hints.get(tk.as_slice())? {
                     None => None,
                     Some(g) => check_hint_record(&tk, g.value())
                         .and_then(|r| Some((decode_object(r.encoded)?, r.stored_at_unix_ms))),
                 };
-                let (object, at) = match old {
-                    Some((old, at)) => (old.merge(object), at.max(*stored_at_unix_ms)),
-                    None => (object.clone(), *stored_at_unix_ms),
-                };
+                let held = held.as_ref().map(|(object, at)| (object, *at));
+                let (object, at) = merge_hint(held, object, *stored_at_unix_ms);
                 let record = encode_hint_record(&tk, &encode_object(&object), at);
                 self.hints.insert(tk.as_slice(), record.as_slice())?;
                 Ok(())

@@ -30,7 +30,8 @@
 //!
 //! Main types: [`Storage`], [`RedbStorage`], [`MemoryStorage`], [`RunStart`], [`WriteBatch`], [`Write`],
 //! [`ReadOutcome`], [`Hint`], [`HintEntry`], [`TictacTree`], [`SegmentId`], [`ObjectDigest`],
-//! [`StorageStats`], [`StorageError`].
+//! [`StorageStats`], and the errors, one per operation: [`OpenError`], [`ReadError`],
+//! [`CommitError`], [`CloseError`] (engine failures inside them are an [`EngineError`]).
 
 mod commit;
 #[cfg(test)]
@@ -46,7 +47,7 @@ mod tree;
 mod trees;
 
 pub use digest::ObjectDigest;
-pub use error::StorageError;
+pub use error::{CloseError, CommitError, EngineError, OpenError, ReadError};
 pub use memory::MemoryStorage;
 pub use record::{decode_hint_record, decode_identity_record, decode_object_record};
 pub use redb_storage::{DATABASE_FILE, RedbStorage};

@@ -6,10 +6,10 @@ use shoal_causality::Object;
 use shoal_types::{Incarnation, Key, NodeId, PartitionCount, PartitionId};
 
 use crate::run::{self, RunStart, RunState};
-use crate::storage::CommitCallback;
+use crate::storage::{CommitCallback, merge_hint};
 use crate::{
-    Hint, HintEntry, ObjectDigest, ReadOutcome, SegmentId, Storage, StorageError, StorageStats,
-    TictacTree, Write, WriteBatch,
+    CommitError, Hint, HintEntry, ObjectDigest, ReadError, ReadOutcome, SegmentId, Storage,
+    StorageStats, TictacTree, Write, WriteBatch,
 };
 
 /// Storage in memory: ordered maps behind a mutex, for tests and the simulator.
@@ -81,7 +81,7 @@ impl MemoryStorage {
 }
 
 impl Storage for MemoryStorage {
-    fn object(&self, partition: PartitionId, key: &Key) -> Result<ReadOutcome, StorageError> {
+    fn object(&self, partition: PartitionId, key: &Key) -> Result<ReadOutcome, ReadError> {
         let segment = SegmentId::of(key, self.q);
         Ok(
             match self.state().objects.get(&(partition, segment, key.clone())) {
@@ -91,7 +91,7 @@ impl Storage for MemoryStorage {
         )
     }
 
-    fn write(&self, batch: WriteBatch) -> Result<(), StorageError> {
+    fn write(&self, batch: WriteBatch) -> Result<(), CommitError> {
         check_partitions(&batch, self.q)?;
         self.state().apply(batch, self.q);
         Ok(())
@@ -106,7 +106,7 @@ impl Storage for MemoryStorage {
         partition: PartitionId,
         after: Option<&Key>,
         limit: usize,
-    ) -> Result<Vec<(Key, ReadOutcome)>, StorageError> {
+    ) -> Result<Vec<(Key, ReadOutcome)>, ReadError> {
         let start = match after {
             Some(k) => Bound::Excluded((partition, SegmentId::of(k, self.q), k.clone())),
             None => Bound::Included((partition, SegmentId::FIRST, first_key())),
@@ -121,7 +121,7 @@ impl Storage for MemoryStorage {
             .collect())
     }
 
-    fn tree(&self, partition: PartitionId) -> Result<TictacTree, StorageError> {
+    fn tree(&self, partition: PartitionId) -> Result<TictacTree, ReadError> {
         Ok(self
             .state()
             .trees
@@ -134,7 +134,7 @@ impl Storage for MemoryStorage {
         &self,
         partition: PartitionId,
         segment: SegmentId,
-    ) -> Result<Vec<(Key, ObjectDigest)>, StorageError> {
+    ) -> Result<Vec<(Key, ObjectDigest)>, ReadError> {
         let state = self.state();
         Ok(state
             .objects
@@ -149,7 +149,7 @@ impl Storage for MemoryStorage {
         target: &NodeId,
         after: Option<(PartitionId, &Key)>,
         limit: usize,
-    ) -> Result<Vec<HintEntry>, StorageError> {
+    ) -> Result<Vec<HintEntry>, ReadError> {
         let state = self.state();
         let start = match after {
             Some((p, k)) => Bound::Excluded((target.clone(), p, k.clone())),
@@ -232,13 +232,11 @@ impl State {
                 stored_at_unix_ms,
             } => {
                 let slot = (target, partition, key);
-                let (object, stored_at_unix_ms) = match self.hints.get(&slot) {
-                    Some(old) => (
-                        old.object.merge(&object),
-                        old.stored_at_unix_ms.max(stored_at_unix_ms),
-                    ),
-                    None => (object, stored_at_unix_ms),
-                };
+                let held = self
+                    .hints
+                    .get(&slot)
+                    .map(|h| (&h.object, h.stored_at_unix_ms));
+                let (object, stored_at_unix_ms) = merge_hint(held, &object, stored_at_unix_ms);
                 let digest = ObjectDigest::of(&object);
                 self.hints.insert(
                     slot,
@@ -289,9 +287,9 @@ impl State {
 }
 
 /// Refuses a batch that names a partition outside the ring, before anything is applied.
-pub(crate) fn check_partitions(batch: &WriteBatch, q: PartitionCount) -> Result<(), StorageError> {
+pub(crate) fn check_partitions(batch: &WriteBatch, q: PartitionCount) -> Result<(), CommitError> {
     match batch.partitions().find(|p| p.index() >= q.get()) {
-        Some(partition) => Err(StorageError::PartitionOutOfRange {
+        Some(partition) => Err(CommitError::PartitionOutOfRange {
             partition,
             count: q,
         }),

@@ -12,7 +12,7 @@ use shoal_types::{Incarnation, Key, NodeId, PartitionCount, PartitionId};
 
 use crate::digest::{decode_bounded, decode_object};
 use crate::run::RunState;
-use crate::{Hint, HintEntry, ObjectDigest, ReadOutcome, SegmentId, StorageError};
+use crate::{Hint, HintEntry, ObjectDigest, OpenError, ReadOutcome, SegmentId};
 
 /// The newest storage format this build writes and reads.
 pub(crate) const FORMAT_VERSION: u8 = 1;
@@ -72,24 +72,23 @@ pub fn decode_hint_record(table_key: &[u8], record: &[u8]) -> Option<HintEntry> 
 }
 
 /// What opening a database makes of its identity record: the node id, Q and incarnation it
-/// belongs to, or [`StorageError::UnsupportedFormat`] / [`StorageError::IdentityCorrupted`].
-/// Public for fuzzing and tools, like [`decode_object_record`].
+/// belongs to, or the error the open reports, [`OpenError::UnsupportedFormat`] or
+/// [`OpenError::IdentityCorrupted`]. Public for fuzzing and tools, like
+/// [`decode_object_record`].
 pub fn decode_identity_record(
     record: &[u8],
-) -> Result<(NodeId, PartitionCount, Incarnation), StorageError> {
+) -> Result<(NodeId, PartitionCount, Incarnation), OpenError> {
     identity_from_record(record).map(|id| (id.node, id.partition_count, id.incarnation))
 }
 
 /// The identity record checked, with the errors an open reports.
-pub(crate) fn identity_from_record(record: &[u8]) -> Result<Identity, StorageError> {
+pub(crate) fn identity_from_record(record: &[u8]) -> Result<Identity, OpenError> {
     decode_identity(record).map_err(|problem| match problem {
-        IdentityProblem::Newer(found) => StorageError::UnsupportedFormat {
+        IdentityProblem::Newer(found) => OpenError::UnsupportedFormat {
             found,
             supported: FORMAT_VERSION,
         },
-        IdentityProblem::Damaged => {
-            StorageError::IdentityCorrupted("checksum or decoding failed".into())
-        }
+        IdentityProblem::Damaged => OpenError::IdentityCorrupted("checksum or decoding failed"),
     })
 }
 
@@ -485,12 +484,12 @@ mod tests {
             run: RunState::Running,
         };
         assert_eq!(
-            decode_identity_record(&encode_identity(&id)),
-            Ok((id.node, id.partition_count, id.incarnation))
+            decode_identity_record(&encode_identity(&id)).ok(),
+            Some((id.node, id.partition_count, id.incarnation))
         );
         assert!(matches!(
             decode_identity_record(b"\0\0\0\0\x01"),
-            Err(StorageError::IdentityCorrupted(_))
+            Err(OpenError::IdentityCorrupted(_))
         ));
     }
 

@@ -12,7 +12,7 @@ use shoal_types::{Incarnation, Key, NodeId, PartitionCount, PartitionId};
 
 use crate::commit::{self, Job};
 use crate::digest::decode_object;
-use crate::error::During;
+use crate::error::{During, EngineError, opening};
 use crate::memory::check_partitions;
 use crate::record::{
     self, HINTS, IDENTITY, Identity, LEGACY_AAE, META, OBJECTS, check_object_record,
@@ -23,8 +23,8 @@ use crate::run::{self, RunStart, RunState};
 use crate::storage::CommitCallback;
 use crate::trees::Trees;
 use crate::{
-    HintEntry, ObjectDigest, ReadOutcome, SegmentId, Storage, StorageError, StorageStats,
-    TictacTree, WriteBatch,
+    CloseError, CommitError, HintEntry, ObjectDigest, OpenError, ReadError, ReadOutcome, SegmentId,
+    Storage, StorageStats, TictacTree, WriteBatch,
 };
 
 /// The database file inside a node's data directory.
@@ -97,21 +97,21 @@ impl RedbStorage {
     /// run takes `candidate_incarnation`, so it never makes a dot of an earlier run again.
     /// Either way "running" is durably recorded before this returns; [`RedbStorage::run_start`]
     /// says which case it was. Opening a directory that belongs to another node or another Q
-    /// fails with [`StorageError::WrongNode`] or [`StorageError::WrongPartitionCount`].
+    /// fails with [`OpenError::WrongNode`] or [`OpenError::WrongPartitionCount`].
     pub fn open(
         dir: &Path,
         node: &NodeId,
         q: PartitionCount,
         candidate_incarnation: Incarnation,
-    ) -> Result<(RedbStorage, Incarnation), StorageError> {
-        std::fs::create_dir_all(dir).map_err(|e| StorageError::DataDir {
+    ) -> Result<(RedbStorage, Incarnation), OpenError> {
+        std::fs::create_dir_all(dir).map_err(|source| OpenError::DataDir {
             path: dir.to_path_buf(),
-            reason: e.to_string(),
+            source,
         })?;
         let db = Database::builder()
             .set_cache_size(FILE_CACHE_BYTES)
             .create(dir.join(DATABASE_FILE))
-            .during("opening the database")?;
+            .map_err(opening)?;
         RedbStorage::start(db, node, q, candidate_incarnation)
     }
 
@@ -121,7 +121,7 @@ impl RedbStorage {
         node: &NodeId,
         q: PartitionCount,
         candidate_incarnation: Incarnation,
-    ) -> Result<(RedbStorage, Incarnation), StorageError> {
+    ) -> Result<(RedbStorage, Incarnation), OpenError> {
         RedbStorage::open_with_backend(
             redb::backends::InMemoryBackend::new(),
             node,
@@ -136,11 +136,11 @@ impl RedbStorage {
         node: &NodeId,
         q: PartitionCount,
         candidate_incarnation: Incarnation,
-    ) -> Result<(RedbStorage, Incarnation), StorageError> {
+    ) -> Result<(RedbStorage, Incarnation), OpenError> {
         let db = Database::builder()
             .set_cache_size(MEMORY_CACHE_BYTES)
             .create_with_backend(backend)
-            .during("opening the database")?;
+            .map_err(opening)?;
         RedbStorage::start(db, node, q, candidate_incarnation)
     }
 
@@ -164,10 +164,7 @@ impl RedbStorage {
     /// if the last run was closed cleanly, which the current one has not been. For a simulator
     /// whose "disk" outlives a simulated process: its crash-restart goes through this, the same
     /// rule as a real restart. A real node opens the directory again instead.
-    pub fn begin_run(
-        &self,
-        candidate: Incarnation,
-    ) -> Result<(Incarnation, RunStart), StorageError> {
+    pub fn begin_run(&self, candidate: Incarnation) -> Result<(Incarnation, RunStart), OpenError> {
         let shared = self.shared();
         let begun = begin_run(&shared.db, &shared.node, shared.q, candidate)?;
         *shared.run.lock().unwrap_or_else(PoisonError::into_inner) = begun;
@@ -177,15 +174,15 @@ impl RedbStorage {
     /// Ends the run cleanly: finishes every queued commit, stops the commit thread, and, if no
     /// commit of this run failed, durably records that the run stopped cleanly, so the next open
     /// keeps the incarnation. Call it only after the node stopped taking requests and made no
-    /// dot since (everything it made is in the queue). Fails with
-    /// [`StorageError::StillInUse`] if other handles exist, and with
-    /// [`StorageError::RunFailed`] if a commit failed; the run then stays "running" and the
-    /// next open takes a new incarnation. Either way the database is closed.
-    pub fn close_clean(self) -> Result<(), StorageError> {
+    /// dot since (everything it made is in the queue). Fails with [`CloseError::StillInUse`]
+    /// if other handles exist, and with [`CloseError::RunFailed`] if a commit failed; the run
+    /// then stays "running" and the next open takes a new incarnation. Either way this handle
+    /// is gone, and, unless others remain, the database is closed.
+    pub fn close_clean(self) -> Result<(), CloseError> {
         if thread::current().id() == self.inner.committer_id {
-            return Err(StorageError::WriteFromCommitThread);
+            return Err(CloseError::FromCommitThread);
         }
-        let mut inner = Arc::try_unwrap(self.inner).map_err(|_| StorageError::StillInUse)?;
+        let mut inner = Arc::try_unwrap(self.inner).map_err(|_| CloseError::StillInUse)?;
         drop(inner.queue.take());
         let joined = inner.committer.take().is_none_or(|c| c.join().is_ok());
         let shared = &inner.shared;
@@ -195,7 +192,7 @@ impl RedbStorage {
                 failed_commits,
                 "storage closed; the run is not recorded clean"
             );
-            return Err(StorageError::RunFailed { failed_commits });
+            return Err(CloseError::RunFailed { failed_commits });
         }
         let (incarnation, _) = *shared.run.lock().unwrap_or_else(PoisonError::into_inner);
         write_identity(
@@ -222,7 +219,7 @@ impl RedbStorage {
         node: &NodeId,
         q: PartitionCount,
         candidate: Incarnation,
-    ) -> Result<(RedbStorage, Incarnation), StorageError> {
+    ) -> Result<(RedbStorage, Incarnation), OpenError> {
         let begun = begin_run(&db, node, q, candidate)?;
         let incarnation = begun.0;
         let started = std::time::Instant::now();
@@ -252,10 +249,7 @@ impl RedbStorage {
         let committer = thread::Builder::new()
             .name(format!("shoal-commit-{node}"))
             .spawn(move || commit::run(&for_thread, &jobs))
-            .map_err(|e| StorageError::Database {
-                during: "starting the commit thread",
-                reason: e.to_string(),
-            })?;
+            .map_err(OpenError::CommitThread)?;
         let committer_id = committer.thread().id();
         let storage = RedbStorage {
             inner: Arc::new(Inner {
@@ -366,7 +360,7 @@ impl RedbStorage {
 }
 
 impl Storage for RedbStorage {
-    fn object(&self, partition: PartitionId, key: &Key) -> Result<ReadOutcome, StorageError> {
+    fn object(&self, partition: PartitionId, key: &Key) -> Result<ReadOutcome, ReadError> {
         let txn = self.shared().db.begin_read().during("beginning a read")?;
         let table = txn
             .open_table(OBJECTS)
@@ -379,9 +373,9 @@ impl Storage for RedbStorage {
         })
     }
 
-    fn write(&self, batch: WriteBatch) -> Result<(), StorageError> {
+    fn write(&self, batch: WriteBatch) -> Result<(), CommitError> {
         if thread::current().id() == self.inner.committer_id {
-            return Err(StorageError::WriteFromCommitThread);
+            return Err(CommitError::WriteFromCommitThread);
         }
         let (tx, rx) = mpsc::sync_channel(1);
         self.submit(
@@ -390,7 +384,7 @@ impl Storage for RedbStorage {
                 let _ = tx.send(result);
             }),
         );
-        rx.recv().unwrap_or(Err(StorageError::Closed))
+        rx.recv().unwrap_or(Err(CommitError::Closed))
     }
 
     fn submit(&self, batch: WriteBatch, done: CommitCallback) {
@@ -403,7 +397,7 @@ impl Storage for RedbStorage {
         queued.fetch_add(1, Ordering::Relaxed);
         if let Err(Job::Batch { done, .. }) = self.enqueue(Job::Batch { batch, done }) {
             queued.fetch_sub(1, Ordering::Relaxed);
-            done(Err(StorageError::Closed));
+            done(Err(CommitError::Closed));
         }
     }
 
@@ -412,7 +406,7 @@ impl Storage for RedbStorage {
         partition: PartitionId,
         after: Option<&Key>,
         limit: usize,
-    ) -> Result<Vec<(Key, ReadOutcome)>, StorageError> {
+    ) -> Result<Vec<(Key, ReadOutcome)>, ReadError> {
         let txn = self.shared().db.begin_read().during("beginning a read")?;
         let table = txn
             .open_table(OBJECTS)
@@ -443,7 +437,7 @@ impl Storage for RedbStorage {
         Ok(out)
     }
 
-    fn tree(&self, partition: PartitionId) -> Result<TictacTree, StorageError> {
+    fn tree(&self, partition: PartitionId) -> Result<TictacTree, ReadError> {
         Ok(self.shared().trees.tree(partition))
     }
 
@@ -451,7 +445,7 @@ impl Storage for RedbStorage {
         &self,
         partition: PartitionId,
         segment: SegmentId,
-    ) -> Result<Vec<(Key, ObjectDigest)>, StorageError> {
+    ) -> Result<Vec<(Key, ObjectDigest)>, ReadError> {
         let txn = self.shared().db.begin_read().during("beginning a read")?;
         let table = txn
             .open_table(OBJECTS)
@@ -477,7 +471,7 @@ impl Storage for RedbStorage {
         target: &NodeId,
         after: Option<(PartitionId, &Key)>,
         limit: usize,
-    ) -> Result<Vec<HintEntry>, StorageError> {
+    ) -> Result<Vec<HintEntry>, ReadError> {
         let txn = self.shared().db.begin_read().during("beginning a read")?;
         let table = txn.open_table(HINTS).during("opening the hints table")?;
         let prefix = hint_target_prefix(target);
@@ -564,7 +558,7 @@ fn begin_run(
     node: &NodeId,
     q: PartitionCount,
     candidate: Incarnation,
-) -> Result<(Incarnation, RunStart), StorageError> {
+) -> Result<(Incarnation, RunStart), OpenError> {
     let mut txn = db.begin_write().during("beginning the first commit")?;
     txn.set_durability(Durability::Immediate)
         .during("beginning the first commit")?;
@@ -584,8 +578,8 @@ fn begin_run(
                 let holds_data = !objects.is_empty().during("reading the identity")?
                     || !hints.is_empty().during("reading the identity")?;
                 if holds_data {
-                    return Err(StorageError::IdentityCorrupted(
-                        "the database holds data but no identity record".into(),
+                    return Err(OpenError::IdentityCorrupted(
+                        "the database holds data but no identity record",
                     ));
                 }
                 None
@@ -593,13 +587,13 @@ fn begin_run(
             Some(Err(e)) => return Err(e),
             Some(Ok(found)) => {
                 if found.node != *node {
-                    return Err(StorageError::WrongNode {
+                    return Err(OpenError::WrongNode {
                         expected: node.clone(),
                         found: found.node,
                     });
                 }
                 if found.partition_count != q {
-                    return Err(StorageError::WrongPartitionCount {
+                    return Err(OpenError::WrongPartitionCount {
                         expected: q,
                         found: found.partition_count,
                     });
@@ -632,7 +626,7 @@ fn begin_run(
 }
 
 /// Durably replaces the identity record.
-fn write_identity(db: &Database, identity: &Identity) -> Result<(), StorageError> {
+fn write_identity(db: &Database, identity: &Identity) -> Result<(), EngineError> {
     let mut txn = db.begin_write().during("beginning the last commit")?;
     txn.set_durability(Durability::Immediate)
         .during("beginning the last commit")?;

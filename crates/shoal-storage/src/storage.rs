@@ -4,7 +4,7 @@ use std::time::Duration;
 use shoal_causality::Object;
 use shoal_types::{Key, NodeId, PartitionId};
 
-use crate::{ObjectDigest, SegmentId, StorageError, TictacTree};
+use crate::{CommitError, ObjectDigest, ReadError, SegmentId, TictacTree};
 
 /// A node's local store: objects by (partition, key), hints for other nodes, and one
 /// anti-entropy tree per partition, kept in step with the objects.
@@ -13,11 +13,11 @@ use crate::{ObjectDigest, SegmentId, StorageError, TictacTree};
 /// durably, in the order they were submitted.
 pub trait Storage: Send + Sync + 'static {
     /// One key's object.
-    fn object(&self, partition: PartitionId, key: &Key) -> Result<ReadOutcome, StorageError>;
+    fn object(&self, partition: PartitionId, key: &Key) -> Result<ReadOutcome, ReadError>;
 
     /// Applies `batch` atomically and durably, returning once it is durable (group-committed with
     /// whatever else is queued). Must not be called from a `submit` callback.
-    fn write(&self, batch: WriteBatch) -> Result<(), StorageError> {
+    fn write(&self, batch: WriteBatch) -> Result<(), CommitError> {
         let (tx, rx) = mpsc::sync_channel(1);
         self.submit(
             batch,
@@ -26,7 +26,7 @@ pub trait Storage: Send + Sync + 'static {
                 let _ = tx.send(result);
             }),
         );
-        rx.recv().unwrap_or(Err(StorageError::Closed))
+        rx.recv().unwrap_or(Err(CommitError::Closed))
     }
 
     /// Queues `batch` for the next group commit and returns at once. `done` is called exactly once:
@@ -42,10 +42,10 @@ pub trait Storage: Send + Sync + 'static {
         partition: PartitionId,
         after: Option<&Key>,
         limit: usize,
-    ) -> Result<Vec<(Key, ReadOutcome)>, StorageError>;
+    ) -> Result<Vec<(Key, ReadOutcome)>, ReadError>;
 
     /// The tictac tree of `partition`.
-    fn tree(&self, partition: PartitionId) -> Result<TictacTree, StorageError>;
+    fn tree(&self, partition: PartitionId) -> Result<TictacTree, ReadError>;
 
     /// The keys of one segment of `partition` with their object digests, in key order (for the
     /// anti-entropy key exchange). Corrupted records are left out, as they are of the tree.
@@ -53,7 +53,7 @@ pub trait Storage: Send + Sync + 'static {
         &self,
         partition: PartitionId,
         segment: SegmentId,
-    ) -> Result<Vec<(Key, ObjectDigest)>, StorageError>;
+    ) -> Result<Vec<(Key, ObjectDigest)>, ReadError>;
 
     /// Up to `limit` hints held for `target`, in (partition, key) order, starting after `after`.
     fn hints(
@@ -61,14 +61,14 @@ pub trait Storage: Send + Sync + 'static {
         target: &NodeId,
         after: Option<(PartitionId, &Key)>,
         limit: usize,
-    ) -> Result<Vec<HintEntry>, StorageError>;
+    ) -> Result<Vec<HintEntry>, ReadError>;
 
     /// Counters since the storage was opened.
     fn stats(&self) -> StorageStats;
 }
 
 /// What `submit` calls when a batch is durable, or failed.
-pub type CommitCallback = Box<dyn FnOnce(Result<(), StorageError>) + Send + 'static>;
+pub type CommitCallback = Box<dyn FnOnce(Result<(), CommitError>) + Send + 'static>;
 
 /// The result of reading one key.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -334,5 +334,67 @@ impl StorageStats {
             let nanos = self.commit_latency_total.as_nanos() / u128::from(self.commits);
             Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
         }
+    }
+}
+
+/// The one rule for [`Write::Hint`], which every store applies: the hint held for (target,
+/// partition, key) once `incoming`, stored at `incoming_at_unix_ms`, meets `held` (the object
+/// and time already held there, if one is and it is readable). The objects are DVV-merged, so
+/// no write either carries is lost, and the time is the later of the two, so a hint's age is
+/// that of its newest write (a clock that went back does not make it older).
+pub(crate) fn merge_hint(
+    held: Option<(&Object, u64)>,
+    incoming: &Object,
+    incoming_at_unix_ms: u64,
+) -> (Object, u64) {
+    match held {
+        Some((object, at)) => (object.merge(incoming), at.max(incoming_at_unix_ms)),
+        None => (incoming.clone(), incoming_at_unix_ms),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use shoal_causality::{Actor, CausalContext, Sibling};
+    use shoal_types::Incarnation;
+
+    use super::*;
+
+    fn written_by(actor: &str, value: &'static str) -> Object {
+        let actor = Actor::new(NodeId::new(actor).unwrap(), Incarnation::new(1));
+        let sibling = Sibling::Value(Bytes::from_static(value.as_bytes()));
+        Object::new()
+            .update(&CausalContext::empty(), sibling, &actor, 64)
+            .unwrap()
+    }
+
+    #[test]
+    fn a_hint_merges_into_the_one_held_and_keeps_the_later_time() {
+        let (a, b) = (written_by("a", "from a"), written_by("b", "from b"));
+        assert_eq!(merge_hint(None, &a, 10), (a.clone(), 10));
+
+        let both = a.merge(&b);
+        assert_eq!(both.values().len(), 2, "concurrent writes stay siblings");
+        assert_eq!(merge_hint(Some((&a, 10)), &b, 20), (both.clone(), 20));
+        assert_eq!(
+            merge_hint(Some((&a, 30)), &b, 20),
+            (both, 30),
+            "an older incoming time does not make the held hint older"
+        );
+
+        let newer = a
+            .update(
+                &a.context(),
+                Sibling::Value(Bytes::from_static(b"again")),
+                &Actor::new(NodeId::new("a").unwrap(), Incarnation::new(1)),
+                64,
+            )
+            .unwrap();
+        assert_eq!(
+            merge_hint(Some((&a, 10)), &newer, 20).0,
+            newer,
+            "a write that saw the held one replaces it"
+        );
     }
 }

@@ -13,12 +13,12 @@ use std::sync::{PoisonError, RwLock};
 use redb::{Database, ReadableDatabase, ReadableTable};
 use shoal_types::{PartitionCount, PartitionId};
 
-use crate::error::During;
+use crate::error::{During, EngineError};
 use crate::record::{
     OBJECTS, check_object_record, key_of_object_key, partition_segment_in_key, segment_range,
 };
 use crate::tree::{entry_hash, xor_into};
-use crate::{SegmentId, StorageError, TictacTree};
+use crate::{SegmentId, TictacTree};
 
 /// Every partition's tree. Partitions without objects have none (the empty tree).
 #[derive(Debug, Default)]
@@ -45,7 +45,7 @@ pub(crate) struct Built {
 
 impl Trees {
     /// Builds every tree from the objects table.
-    pub(crate) fn build(db: &Database, q: PartitionCount) -> Result<(Trees, Built), StorageError> {
+    pub(crate) fn build(db: &Database, q: PartitionCount) -> Result<(Trees, Built), EngineError> {
         let txn = db.begin_read().during("building the trees")?;
         let objects = txn.open_table(OBJECTS).during("building the trees")?;
         let mut trees: HashMap<PartitionId, TictacTree> = HashMap::new();
@@ -93,7 +93,7 @@ impl Trees {
 
     /// Applies a committed group's changes; segments to recompute are read from `db` as it is
     /// now (the commit thread is the only writer, so that is the state after the group).
-    pub(crate) fn apply(&self, db: &Database, changes: TreeChanges) -> Result<(), StorageError> {
+    pub(crate) fn apply(&self, db: &Database, changes: TreeChanges) -> Result<(), EngineError> {
         let mut recomputed = Vec::with_capacity(changes.recompute.len());
         if !changes.recompute.is_empty() {
             let txn = db.begin_read().during("recomputing a segment")?;

@@ -8,6 +8,7 @@
 #![allow(clippy::disallowed_methods)]
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -18,7 +19,7 @@ use shoal_protocol::{
     ClientRequest, ClientResponse, PeerMessage, PeerResponse, ReplicaMessage, Request, Response,
 };
 use shoal_ring::{Member, Ring};
-use shoal_storage::{MemoryStorage, Storage};
+use shoal_storage::{CommitError, EngineError, MemoryStorage, Storage};
 use shoal_types::{Incarnation, Key, NodeId, PartitionCount, ReplicationFactor, RequestOptions};
 
 pub struct Cluster {
@@ -253,10 +254,10 @@ impl Cluster {
     /// Reports every held persist failed (nothing stored), as a failed fsync would.
     pub fn fail_persists(&mut self) {
         for (n, id, _) in std::mem::take(&mut self.held) {
-            let error = shoal_storage::StorageError::Database {
-                during: "committing",
-                reason: "injected fsync failure".into(),
-            };
+            let error = CommitError::Engine(EngineError::io(
+                "committing",
+                io::Error::other("injected fsync failure"),
+            ));
             self.nodes
                 .get_mut(&n)
                 .unwrap()

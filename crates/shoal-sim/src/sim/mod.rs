@@ -20,6 +20,7 @@ mod storage;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
+use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -34,7 +35,10 @@ use shoal_protocol::{
     ClientRequest, ClientResponse, DecodeLimits, PeerMessage, Request, Response, decode, encode,
 };
 use shoal_ring::{Member, Ring, RingError};
-use shoal_storage::{MemoryStorage, ReadOutcome, RedbStorage, Storage, StorageError, WriteBatch};
+use shoal_storage::{
+    CommitError, EngineError, MemoryStorage, OpenError, ReadOutcome, RedbStorage, Storage,
+    WriteBatch,
+};
 use shoal_types::{
     Incarnation, Limits, NodeId, PartitionCount, ReplicationFactor, RequestOptions, TypesError,
 };
@@ -170,7 +174,7 @@ pub enum SimError {
     Ring(#[from] RingError),
     /// A node's storage could not be opened.
     #[error("storage: {0}")]
-    Storage(#[from] StorageError),
+    Storage(#[from] OpenError),
 }
 
 impl SimConfig {
@@ -689,10 +693,10 @@ impl<'a> Simulation<'a> {
             self.trace(5, n, &done.id.0.to_le_bytes());
             let result = if done.fail {
                 self.nodes[n].disk_failed = true;
-                Err(StorageError::Database {
-                    during: "committing",
-                    reason: "simulated fsync failure".into(),
-                })
+                Err(CommitError::Engine(EngineError::io(
+                    "committing",
+                    io::Error::other("simulated fsync failure"),
+                )))
             } else if self.config.lying_disks && self.nodes[n].fsyncs % 10 == 9 {
                 self.nodes[n].fsyncs += 1;
                 Ok(())

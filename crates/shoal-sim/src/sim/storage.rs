@@ -1,8 +1,8 @@
 //! The storage a simulated node runs on: the in-memory maps, or redb on an in-memory backend.
 
 use shoal_storage::{
-    CommitCallback, HintEntry, MemoryStorage, ObjectDigest, ReadOutcome, RedbStorage, RunStart,
-    SegmentId, Storage, StorageError, StorageStats, TictacTree, WriteBatch,
+    CommitCallback, CommitError, HintEntry, MemoryStorage, ObjectDigest, OpenError, ReadError,
+    ReadOutcome, RedbStorage, RunStart, SegmentId, Storage, StorageStats, TictacTree, WriteBatch,
 };
 use shoal_types::{Incarnation, Key, NodeId, PartitionId};
 
@@ -21,7 +21,7 @@ impl SimStorage {
     pub(crate) fn begin_run(
         &self,
         candidate: Incarnation,
-    ) -> Result<(Incarnation, RunStart), StorageError> {
+    ) -> Result<(Incarnation, RunStart), OpenError> {
         match self {
             SimStorage::Memory(s) => Ok(s.begin_run(candidate)),
             SimStorage::Redb(s) => s.begin_run(candidate),
@@ -30,14 +30,14 @@ impl SimStorage {
 }
 
 impl Storage for SimStorage {
-    fn object(&self, partition: PartitionId, key: &Key) -> Result<ReadOutcome, StorageError> {
+    fn object(&self, partition: PartitionId, key: &Key) -> Result<ReadOutcome, ReadError> {
         match self {
             SimStorage::Memory(s) => s.object(partition, key),
             SimStorage::Redb(s) => s.object(partition, key),
         }
     }
 
-    fn write(&self, batch: WriteBatch) -> Result<(), StorageError> {
+    fn write(&self, batch: WriteBatch) -> Result<(), CommitError> {
         match self {
             SimStorage::Memory(s) => s.write(batch),
             SimStorage::Redb(s) => s.write(batch),
@@ -56,14 +56,14 @@ impl Storage for SimStorage {
         partition: PartitionId,
         after: Option<&Key>,
         limit: usize,
-    ) -> Result<Vec<(Key, ReadOutcome)>, StorageError> {
+    ) -> Result<Vec<(Key, ReadOutcome)>, ReadError> {
         match self {
             SimStorage::Memory(s) => s.partition_objects(partition, after, limit),
             SimStorage::Redb(s) => s.partition_objects(partition, after, limit),
         }
     }
 
-    fn tree(&self, partition: PartitionId) -> Result<TictacTree, StorageError> {
+    fn tree(&self, partition: PartitionId) -> Result<TictacTree, ReadError> {
         match self {
             SimStorage::Memory(s) => s.tree(partition),
             SimStorage::Redb(s) => s.tree(partition),
@@ -74,7 +74,7 @@ impl Storage for SimStorage {
         &self,
         partition: PartitionId,
         segment: SegmentId,
-    ) -> Result<Vec<(Key, ObjectDigest)>, StorageError> {
+    ) -> Result<Vec<(Key, ObjectDigest)>, ReadError> {
         match self {
             SimStorage::Memory(s) => s.segment_keys(partition, segment),
             SimStorage::Redb(s) => s.segment_keys(partition, segment),
@@ -86,7 +86,7 @@ impl Storage for SimStorage {
         target: &NodeId,
         after: Option<(PartitionId, &Key)>,
         limit: usize,
-    ) -> Result<Vec<HintEntry>, StorageError> {
+    ) -> Result<Vec<HintEntry>, ReadError> {
         match self {
             SimStorage::Memory(s) => s.hints(target, after, limit),
             SimStorage::Redb(s) => s.hints(target, after, limit),

@@ -54,7 +54,7 @@ struct Journal {
     /// submitting, so that the two orders agree.
     batches: Mutex<Vec<WriteBatch>>,
     /// Each batch's answer, once its callback ran.
-    outcomes: Mutex<Vec<Option<Result<(), StorageError>>>>,
+    outcomes: Mutex<Vec<Option<Result<(), CommitError>>>>,
     /// Callbacks that ran for a batch already answered.
     repeated_answers: AtomicUsize,
     /// Writers submit no batch past this many.
@@ -258,7 +258,7 @@ fn open_and_read(disk: CrashDisk) -> Result<Model, String> {
 /// Everything a storage holds, checked as it is read: nothing corrupted, point reads agree with
 /// listings, and every tree equals a rebuild from the records.
 fn read_state(s: &RedbStorage) -> Result<Model, String> {
-    let err = |e: StorageError| format!("a read failed: {e}");
+    let err = |e: ReadError| format!("a read failed: {e}");
     let mut state = Model::default();
     for p in q().partitions() {
         let mut after: Option<Key> = None;
@@ -691,11 +691,15 @@ fn write_after_recovery(
         expected.apply(w);
     }
     let result = RedbStorage::open_with_backend(disk.clone(), &node("n1"), q(), INCARNATION)
-        .and_then(|(s, _)| s.write(batch));
+        .map_err(|e| format!("the recovered database did not open: {e}"))
+        .and_then(|(s, _)| {
+            s.write(batch)
+                .map_err(|e| format!("the recovered database refused a write: {e}"))
+        });
     tally.extended += 1;
     let outcome = match result {
         Ok(()) => recover(disk.snapshot().durable).map(|(s, _)| s == expected),
-        Err(e) => Err(format!("the recovered database refused a write: {e}")),
+        Err(e) => Err(e),
     };
     if outcome != Ok(true) {
         let what = format!("{}: write after recovery: {outcome:?}", crash.what);
@@ -811,7 +815,7 @@ fn io_error_round(seed: u64, round: usize, rng: &mut Rng, tally: &mut IoTally) {
     tally.fired += 1;
     *tally.plans.entry(label).or_default() += 1;
 
-    let outcomes: Vec<Option<Result<(), StorageError>>> = journal.outcomes.lock().unwrap().clone();
+    let outcomes: Vec<Option<Result<(), CommitError>>> = journal.outcomes.lock().unwrap().clone();
     let answered = outcomes.iter().filter(|o| o.is_some()).count();
     if answered != outcomes.len() || journal.repeated_answers.load(Ordering::SeqCst) != 0 {
         tally
@@ -837,7 +841,10 @@ fn io_error_round(seed: u64, round: usize, rng: &mut Rng, tally: &mut IoTally) {
             ));
         }
         match &outcomes[first] {
-            Some(Err(StorageError::Database { reason, .. })) if reason.contains("injected") => {}
+            // The engine's error is the source, and its message names the injected one.
+            Some(Err(CommitError::Engine(e)))
+                if std::error::Error::source(e)
+                    .is_some_and(|s| s.to_string().contains("injected")) => {}
             other => tally.violations.push(format!(
                 "{what}: the first failure does not name the injected error: {other:?}"
             )),
