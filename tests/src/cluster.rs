@@ -82,6 +82,8 @@ struct NodeSlot {
     listen: SocketAddr,
     /// The address in the ring: the proxy's, or `listen`.
     member: SocketAddr,
+    /// Where the node serves Prometheus metrics.
+    metrics: SocketAddr,
     data: PathBuf,
     log: PathBuf,
     child: Option<Child>,
@@ -137,8 +139,9 @@ impl Cluster {
         };
         let probe = probe_endpoint(&certs)?;
         let ports = free_udp_ports(config.nodes)?;
+        let metrics_ports = free_tcp_ports(config.nodes)?;
         let mut nodes = Vec::with_capacity(config.nodes);
-        for (i, port) in ports.into_iter().enumerate() {
+        for (i, (port, metrics_port)) in ports.into_iter().zip(metrics_ports).enumerate() {
             let id = node_id(i)?;
             let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
             let member = network.as_ref().map_or(listen, |n| n.addr(i));
@@ -148,6 +151,7 @@ impl Cluster {
                 id,
                 listen,
                 member,
+                metrics: SocketAddr::from((Ipv4Addr::LOCALHOST, metrics_port)),
                 child: None,
                 paused: false,
                 starts: 0,
@@ -170,6 +174,29 @@ impl Cluster {
             cluster.await_ready(i).await?;
         }
         Ok(cluster)
+    }
+
+    /// Node `i`'s Prometheus metrics, as text (`GET /metrics` on its `--metrics` address).
+    pub async fn metrics(&self, i: usize) -> Result<Metrics, HarnessError> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = self.nodes[i].metrics;
+        let io = |what: &str| {
+            let what = format!("{what} {addr}");
+            move |e| HarnessError::io(what, e)
+        };
+        let mut stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(io("connecting to metrics at"))?;
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: shoal\r\nConnection: close\r\n\r\n")
+            .await
+            .map_err(io("asking for metrics at"))?;
+        let mut text = String::new();
+        stream
+            .read_to_string(&mut text)
+            .await
+            .map_err(io("reading metrics from"))?;
+        Ok(Metrics(text))
     }
 
     /// How many nodes.
@@ -449,7 +476,9 @@ impl Cluster {
             .arg("--certs")
             .arg(&self.certs)
             .arg("--initial-members")
-            .arg(&members);
+            .arg(&members)
+            .arg("--metrics")
+            .arg(slot.metrics.to_string());
         if proxied {
             command.arg("--advertise").arg(slot.member.to_string());
         }
@@ -626,6 +655,18 @@ fn probe_endpoint(certs: &Path) -> Result<Endpoint, HarnessError> {
 
 /// `count` distinct free UDP ports on 127.0.0.1: all bound at once (so none repeats), then
 /// released for the nodes to bind.
+fn free_tcp_ports(count: usize) -> Result<Vec<u16>, HarnessError> {
+    let listeners = (0..count)
+        .map(|_| std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| HarnessError::io("finding free TCP ports", e))?;
+    listeners
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.port()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| HarnessError::io("reading a free port", e))
+}
+
 fn free_udp_ports(count: usize) -> Result<Vec<u16>, HarnessError> {
     let sockets = (0..count)
         .map(|_| UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)))
@@ -687,5 +728,33 @@ mod tests {
         sorted.sort_unstable();
         sorted.dedup();
         assert_eq!(sorted.len(), 8);
+    }
+}
+
+/// A node's metrics page.
+#[derive(Debug, Clone)]
+pub struct Metrics(pub String);
+
+impl Metrics {
+    /// The sum of every series of `name` whose labels contain each of `labels` (`key="value"`
+    /// pairs); `None` when the page has no such series.
+    pub fn value(&self, name: &str, labels: &[&str]) -> Option<f64> {
+        let mut found = None;
+        for line in self.0.lines().filter(|l| !l.starts_with('#')) {
+            let Some((series, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            let (series_name, series_labels) = match series.split_once('{') {
+                Some((n, rest)) => (n, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            if series_name != name || !labels.iter().all(|l| series_labels.contains(l)) {
+                continue;
+            }
+            if let Ok(v) = value.parse::<f64>() {
+                *found.get_or_insert(0.0) += v;
+            }
+        }
+        found
     }
 }

@@ -40,7 +40,7 @@ mod process;
 mod proxy;
 
 pub use binary::shoal_binary;
-pub use cluster::{ADMIN_NAME, CLIENT_NAME, Cluster, ClusterConfig, NodeState};
+pub use cluster::{ADMIN_NAME, CLIENT_NAME, Cluster, ClusterConfig, Metrics, NodeState};
 pub use error::HarnessError;
 pub use proxy::{LinkFaults, Network, NetworkStats, Peer};
 

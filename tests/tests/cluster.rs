@@ -802,3 +802,87 @@ async fn proxies_cut_exactly_the_links_they_are_told_to_and_heal() {
         assert!(healed, "W = 3 via {} after heal", cluster.id(i));
     }
 }
+
+/// Issue 10: a client that gives up on its requests (drops them, as a load generator whose
+/// attempt timed out does) stops costing the node: the node cancels the work in progress, long
+/// before the requests' own deadlines, and its counters say so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_a_client_drops_mid_flight_are_abandoned_by_the_node() {
+    let mut cluster = Cluster::start_plain(3).await.unwrap();
+    let direct = Direct::new(&cluster, Role::Client, "app");
+    let put = ClientRequest::Put {
+        key: key("k"),
+        value: Bytes::from_static(b"v"),
+        context: CausalContext::empty(),
+        options: RequestOptions::default(),
+    };
+    assert!(matches!(
+        direct.client(&cluster, 0, put).await,
+        ClientResponse::Written { .. }
+    ));
+    // Two replicas stop answering: a get needing all three waits at node 0.
+    cluster.pause(1).unwrap();
+    cluster.pause(2).unwrap();
+    const DROPPED: usize = 8;
+    let get = Request::Client(ClientRequest::Get {
+        key: key("k"),
+        options: RequestOptions {
+            r: Some(3),
+            timeout: Some(Duration::from_secs(30)),
+            ..Default::default()
+        },
+    });
+    let (addr, id) = (cluster.addr(0), cluster.id(0).clone());
+    let mut requests = Vec::new();
+    for _ in 0..DROPPED {
+        let (endpoint, get, id) = (direct.endpoint.clone(), encode(&get).unwrap(), id.clone());
+        requests.push(tokio::spawn(async move {
+            endpoint
+                .request(addr, ExpectedPeer::Node(id), get, SLOW)
+                .await
+        }));
+    }
+    assert!(
+        eventually(SLOW, || async {
+            let m = cluster.metrics(0).await.unwrap();
+            m.value("shoal_requests_in_flight", &[]).unwrap_or(0.0) >= DROPPED as f64
+        })
+        .await,
+        "node 0 works on every get"
+    );
+    let before = cluster.metrics(0).await.unwrap();
+    let cancelled_before = before
+        .value("shoal_requests_cancelled_total", &[])
+        .expect("the node counts cancelled requests");
+    // The gets, and perhaps the put's last replica ack, which a paused node never sent.
+    let in_flight_before = before.value("shoal_requests_in_flight", &[]).unwrap();
+    for request in &requests {
+        request.abort();
+    }
+    // The node notices within its sweep; the gets' own deadline is 30 s away, and the silent
+    // replicas' connections would not be given up for seconds.
+    let noticed = eventually(Duration::from_secs(10), || async {
+        let m = cluster.metrics(0).await.unwrap();
+        let cancelled = m
+            .value("shoal_requests_cancelled_total", &[])
+            .unwrap_or(0.0);
+        cancelled - cancelled_before >= DROPPED as f64
+    })
+    .await;
+    let after = cluster.metrics(0).await.unwrap();
+    let cancelled = after
+        .value("shoal_requests_cancelled_total", &[])
+        .unwrap_or(0.0);
+    let in_flight = after.value("shoal_requests_in_flight", &[]).unwrap_or(-1.0);
+    println!(
+        "dropped requests cancelled: {} of {DROPPED}; in flight after: {in_flight}",
+        cancelled - cancelled_before
+    );
+    assert!(noticed, "node 0 did not notice its client gave up");
+    assert!(
+        in_flight <= in_flight_before - DROPPED as f64,
+        "the node stopped working on them when it noticed: {in_flight_before} in flight before, {in_flight} after"
+    );
+    cluster.resume(1).unwrap();
+    cluster.resume(2).unwrap();
+}

@@ -161,6 +161,9 @@ pub struct SimStats {
     pub read_repairs: u64,
     /// Writes the nodes forwarded to a primary.
     pub forwarded: u64,
+    /// Requests and peer messages the nodes dropped unworked because their deadline passed
+    /// while they waited (for a paused node to resume).
+    pub expired: u64,
 }
 
 /// Why a run could not start.
@@ -282,6 +285,9 @@ enum Event {
         life: u32,
         bytes: Bytes,
         route: Route,
+        /// When it reached the node, if earlier than its delivery: a paused node's requests
+        /// wait in its socket until it resumes, and their deadlines count from their arrival.
+        arrived: Option<Duration>,
     },
     /// A response arrives at node `to` for its outbound message `out`.
     Respond {
@@ -545,7 +551,8 @@ impl<'a> Simulation<'a> {
                 life,
                 bytes,
                 route,
-            } => self.deliver(to, life, bytes, route),
+                arrived,
+            } => self.deliver(to, life, bytes, route, arrived),
             Event::Respond {
                 to,
                 life,
@@ -584,7 +591,14 @@ impl<'a> Simulation<'a> {
 
     // ---- node inputs -----------------------------------------------------------------
 
-    fn deliver(&mut self, to: usize, life: u32, bytes: Bytes, route: Route) {
+    fn deliver(
+        &mut self,
+        to: usize,
+        life: u32,
+        bytes: Bytes,
+        route: Route,
+        arrived: Option<Duration>,
+    ) {
         let node = &self.nodes[to];
         let cut = matches!(route, Route::Peer { node: from, .. } if self.cut.contains(&(from, to)));
         if node.node.is_none() || node.life != life || cut {
@@ -592,11 +606,13 @@ impl<'a> Simulation<'a> {
             return;
         }
         if node.paused {
+            let arrived = Some(arrived.unwrap_or(self.now));
             self.nodes[to].held.push(Event::Deliver {
                 to,
                 life,
                 bytes,
                 route,
+                arrived,
             });
             return;
         }
@@ -608,8 +624,9 @@ impl<'a> Simulation<'a> {
         self.next_inbound += 1;
         let inbound = InboundId(self.next_inbound);
         self.routes.insert((to, inbound), route);
+        let arrived = arrived.map(|at| self.base + self.nodes[to].clock.local(at));
         self.with_node(to, |node, now| {
-            node.handle_request(now, now, inbound, request)
+            node.handle_request(now, arrived.unwrap_or(now), inbound, request)
         });
     }
 
@@ -923,6 +940,7 @@ impl<'a> Simulation<'a> {
                 life: to_life,
                 bytes: bytes.clone(),
                 route,
+                arrived: None,
             };
             self.queue.push(at, deliver);
         }
@@ -976,6 +994,7 @@ impl<'a> Simulation<'a> {
             life: self.nodes[target].life,
             bytes,
             route: Route::Client { op },
+            arrived: None,
         };
         self.queue.push(at, deliver);
     }
@@ -1199,6 +1218,7 @@ impl<'a> Simulation<'a> {
         for node in self.nodes.iter().filter_map(|n| n.node.as_ref()) {
             self.stats.read_repairs += node.metrics().read_repairs;
             self.stats.forwarded += node.metrics().forwarded;
+            self.stats.expired += node.metrics().expired_client + node.metrics().expired_peer;
         }
         self.stats.simulated = self.now;
         RunResult {
