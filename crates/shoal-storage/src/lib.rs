@@ -35,6 +35,7 @@
 mod commit;
 #[cfg(test)]
 mod crash;
+mod data_dir;
 mod digest;
 mod error;
 mod memory;
