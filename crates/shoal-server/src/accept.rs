@@ -1,6 +1,7 @@
 //! The accept task: turns the transport's requests into decoded, authorised requests for the
 //! node task, and answers everything it refuses itself, so bad or forbidden input never costs
-//! the node task anything.
+//! the node task anything. An undecodable request is also reported to the transport as
+//! malformed, so that it counts toward closing its connection like a bad frame.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -79,6 +80,9 @@ impl Gate {
             Ok(request) => request,
             Err(error) => {
                 tracing::debug!(%peer, %remote, %error, "undecodable request");
+                // Counted with the connection's bad frames: a peer that keeps sending them
+                // is disconnected.
+                responder.report_malformed();
                 return self.refuse(responder, Refusal::BadRequest(error.to_string()));
             }
         };
