@@ -357,14 +357,23 @@ where
 
 /// `GET path` on the metrics endpoint: (status line, body).
 pub async fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
+    try_http_get(addr, path).await.unwrap()
+}
+
+/// [`http_get`], with the connection's errors returned: a busy endpoint closes connections
+/// without reading their request, which may reset them.
+pub async fn try_http_get(addr: SocketAddr, path: &str) -> std::io::Result<(String, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
     let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
+    stream.write_all(request.as_bytes()).await?;
     let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap();
-    (head.lines().next().unwrap().to_owned(), body.to_owned())
+    stream.read_to_string(&mut response).await?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other(format!("no response head in {response:?}")))?;
+    let status = head.lines().next().unwrap_or_default().to_owned();
+    Ok((status, body.to_owned()))
 }
 
 /// The value of one sample line (`name{labels}` exactly as rendered) in a scrape.
