@@ -1,6 +1,8 @@
 //! What a server warns about when it starts. A test binary of its own: it installs the
 //! process's log subscriber to read the warnings.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::sync::Arc;

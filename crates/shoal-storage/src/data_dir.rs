@@ -98,7 +98,7 @@ fn make_private(_path: &Path) -> Result<(), StorageError> {
     Ok(())
 }
 
-#[cfg(all(test, unix))]
+#[cfg(test)]
 mod tests {
     use std::os::unix::fs::PermissionsExt;
 
