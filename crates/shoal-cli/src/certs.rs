@@ -1,4 +1,8 @@
 //! `shoal certs`: the cluster CA and the certificates it issues (see docs/security.md).
+//!
+//! A certificate is issued from the CA's directory (`--ca`, which holds `ca.key`) into the
+//! directory its holder is given (`--out`, which gets `ca.pem` and never `ca.key`); `--certs`
+//! alone stands for both, as `shoal dev`'s single directory does.
 
 use std::path::{Path, PathBuf};
 
@@ -22,6 +26,29 @@ pub(crate) enum Command {
 }
 
 #[derive(Debug, Args)]
+pub(crate) struct Issuing {
+    /// The directory with the CA and for the certificate, where --ca or --out is not given.
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "SHOAL_CERTS",
+        hide_env = true,
+        required_unless_present_all = ["ca", "out"]
+    )]
+    certs: Option<PathBuf>,
+    /// The directory holding the cluster CA (ca.pem and ca.key) [default: --certs].
+    #[arg(long, value_name = "DIR")]
+    ca: Option<PathBuf>,
+    /// Where the certificate, its key and a copy of ca.pem go, never ca.key (created, mode
+    /// 0700, if missing) [default: --certs].
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Replace existing files instead of refusing.
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Debug, Args)]
 pub(crate) struct Target {
     /// The certificate directory (created if missing).
     #[arg(long, value_name = "DIR", env = "SHOAL_CERTS", hide_env = true)]
@@ -36,7 +63,7 @@ pub(crate) struct Named {
     /// The holder's name: 1 to 63 characters from A-Z a-z 0-9 . _ -
     name: String,
     #[command(flatten)]
-    target: Target,
+    target: Issuing,
 }
 
 pub(crate) fn run(command: Command) -> anyhow::Result<Outcome> {
@@ -54,13 +81,32 @@ pub(crate) fn run(command: Command) -> anyhow::Result<Outcome> {
 }
 
 fn issue(named: &Named, role: Role) -> anyhow::Result<(CertFiles, String)> {
-    let files = certs::issue(
-        &named.target.certs,
-        role,
-        &named.name,
-        if_exists(&named.target),
-    )
-    .with_context(|| format!("cannot issue the {role} certificate {:?}", named.name))?;
+    let target = &named.target;
+    // clap requires --certs unless both others are given.
+    let dir = |given: &Option<PathBuf>| {
+        given
+            .as_ref()
+            .or(target.certs.as_ref())
+            .cloned()
+            .context("give --certs DIR, or both --ca DIR and --out DIR")
+    };
+    let (ca, out) = (dir(&target.ca)?, dir(&target.out)?);
+    let if_exists = if target.force {
+        IfExists::Replace
+    } else {
+        IfExists::Refuse
+    };
+    let files = certs::issue_into(&ca, &out, role, &named.name, if_exists)
+        .with_context(|| format!("cannot issue the {role} certificate {:?}", named.name))?;
+    if certs::ca_key_in(&out).is_some() {
+        eprintln!(
+            "note: {} holds the CA key; give the {role} a directory without it \
+             (`shoal certs {role} {} --ca {} --out DIR`)",
+            display(&out),
+            named.name,
+            display(&ca)
+        );
+    }
     Ok((files, format!("{role} certificate {}", named.name)))
 }
 

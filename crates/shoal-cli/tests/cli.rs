@@ -134,6 +134,46 @@ fn certs_commands_write_keys_readable_only_by_their_owner() {
 }
 
 #[test]
+fn certs_are_issued_from_the_ca_directory_into_one_without_the_ca_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca");
+    let out = dir.path().join("n1");
+    let (ca, out) = (ca.to_str().unwrap(), out.to_str().unwrap());
+    assert_exit(&shoal(&["certs", "init", "--certs", ca], &[]), 0);
+    let output = shoal(&["certs", "node", "n1", "--ca", ca, "--out", out], &[]);
+    assert_exit(&output, 0);
+    assert!(
+        !stderr(&output).contains("holds the CA key"),
+        "{}",
+        stderr(&output)
+    );
+    for file in ["node-n1.pem", "node-n1.key", "ca.pem"] {
+        assert!(std::fs::metadata(format!("{out}/{file}")).is_ok(), "{file}");
+    }
+    assert!(
+        std::fs::metadata(format!("{out}/ca.key")).is_err(),
+        "the CA key was copied"
+    );
+    assert_eq!(
+        std::fs::read(format!("{out}/ca.pem")).unwrap(),
+        std::fs::read(format!("{ca}/ca.pem")).unwrap()
+    );
+    let mode = std::fs::metadata(out).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "the new certificate directory");
+    // The one-directory form still works, and says where the CA key is.
+    let output = shoal(&["certs", "node", "n2", "--certs", ca], &[]);
+    assert_exit(&output, 0);
+    assert!(
+        stderr(&output).contains("holds the CA key"),
+        "{}",
+        stderr(&output)
+    );
+    // --ca without --out (or --certs) names no output directory.
+    let output = shoal(&["certs", "node", "n3", "--ca", ca], &[]);
+    assert_exit(&output, 2);
+}
+
+#[test]
 fn an_unreachable_cluster_exits_3() {
     let dir = tempfile::tempdir().unwrap();
     let certs = dir.path().to_str().unwrap();

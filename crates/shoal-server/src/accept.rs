@@ -3,6 +3,8 @@
 //! the node task anything. Client requests and peer messages go to the node task through
 //! channels of their own, so a flood of clients cannot crowd out the replication other nodes'
 //! quorums wait for; a full channel refuses with `Overloaded`.
+//! An undecodable request is also reported to the transport as malformed, so that it counts
+//! toward closing its connection like a bad frame.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -97,6 +99,9 @@ impl Gate {
             Ok(request) => request,
             Err(error) => {
                 tracing::debug!(%peer, %remote, %error, "undecodable request");
+                // Counted with the connection's bad frames: a peer that keeps sending them
+                // is disconnected.
+                responder.report_malformed();
                 return self.refuse(responder, Refusal::BadRequest(error.to_string()));
             }
         };

@@ -203,6 +203,8 @@ pub(crate) struct Metrics {
     queue_delay: [Histogram; CLASSES.len()],
     /// The last snapshot taken, shown when a fresh one cannot be had (node task gone).
     last: Mutex<Snapshot>,
+    /// Metrics connections refused because `http::MAX_CONNECTIONS` were being served.
+    metrics_connections_refused: AtomicU64,
 }
 
 impl Metrics {
@@ -216,6 +218,7 @@ impl Metrics {
             shed: Default::default(),
             queue_delay: Default::default(),
             last: Mutex::new(Snapshot::default()),
+            metrics_connections_refused: AtomicU64::new(0),
         }
     }
 
@@ -247,6 +250,12 @@ impl Metrics {
     /// A request the node task took on after it waited `waited`.
     pub(crate) fn queued(&self, class: Class, waited: Duration) {
         self.queue_delay[class_index(class)].observe(waited);
+    }
+
+    /// A metrics connection refused: as many as are served at once were open.
+    pub(crate) fn metrics_connection_refused(&self) {
+        self.metrics_connections_refused
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn store_snapshot(&self, snapshot: Snapshot) {
@@ -322,6 +331,20 @@ impl Metrics {
                 n,
             );
         }
+
+        let name = "shoal_metrics_connections_refused_total";
+        header(
+            w,
+            name,
+            "counter",
+            "Metrics connections answered 503: as many as are served at once were open.",
+        );
+        line(
+            w,
+            name,
+            "",
+            self.metrics_connections_refused.load(Ordering::Relaxed),
+        );
 
         let gauges: [(&str, &str, usize); 5] = [
             (
@@ -578,7 +601,7 @@ impl Metrics {
 /// `endpoint="peers"` (node-to-node requests out).
 fn render_transport(w: &mut String, listen: &TransportStats, peers: &TransportStats) {
     type Field = fn(&TransportStats) -> u64;
-    let series: [(&str, &str, &str, Field); 10] = [
+    let series: [(&str, &str, &str, Field); 13] = [
         (
             "shoal_transport_connections_opened_total",
             "counter",
@@ -616,10 +639,28 @@ fn render_transport(w: &mut String, listen: &TransportStats, peers: &TransportSt
             |t| t.bad_frames,
         ),
         (
+            "shoal_transport_slow_frames_total",
+            "counter",
+            "Request frames reset because their bytes stopped arriving or came too slowly.",
+            |t| t.slow_frames,
+        ),
+        (
+            "shoal_transport_malformed_requests_total",
+            "counter",
+            "Requests whose body did not decode, counted against their connection.",
+            |t| t.malformed_requests,
+        ),
+        (
             "shoal_transport_connections_closed_for_bad_frames_total",
             "counter",
-            "Connections closed for sending too many bad frames.",
+            "Connections closed for too many bad, slow or malformed requests.",
             |t| t.connections_closed_for_bad_frames,
+        ),
+        (
+            "shoal_transport_responses_undelivered_total",
+            "counter",
+            "Responses to handled requests reset because they were not delivered in time.",
+            |t| t.responses_undelivered,
         ),
         (
             "shoal_transport_requests_sent_total",

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use shoal_coordinator::{Node, NodeConfig};
 use shoal_protocol::DecodeLimits;
 use shoal_storage::{CloseError, CommitError, RedbStorage};
-use shoal_transport::{Endpoint, Identity, Role};
+use shoal_transport::{Endpoint, Identity, Role, certs};
 use shoal_types::{Incarnation, Limits, NodeId};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
@@ -58,6 +58,14 @@ impl Server {
         };
         // One for listening, one for the node-to-node endpoint.
         let (listen_identity, peer_identity) = (load_identity()?, load_identity()?);
+        if let Some(key) = certs::ca_key_in(&config.certs_dir) {
+            tracing::warn!(
+                path = %key.display(),
+                "the cluster CA's private key is in this node's certificate directory: whoever \
+                 can read it can mint any identity. Keep it with the operator, and give nodes \
+                 directories issued with `shoal certs node NAME --ca DIR --out DIR`"
+            );
+        }
         let storage = open_storage(&config).await?;
         let started = Server::launch(config, listen_identity, peer_identity, &storage).await;
         if started.is_err() {

@@ -460,3 +460,73 @@ async fn a_restart_after_a_stop_that_was_not_graceful_takes_a_new_incarnation() 
     client.close().await;
     within("shutdown", server.shutdown()).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undecodable_requests_close_the_connection_that_keeps_sending_them() {
+    let certs = cluster_certs(1);
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(single_node_config(certs.path(), data.path()))
+        .await
+        .unwrap();
+    let addr = server.local_addr();
+    let app = TestClient::new(certs.path(), Role::Client, "app");
+    let garbage = Bytes::from_static(b"\x01\xff\xfe not a message");
+    // Up to the transport's limit (8 by default) each is answered as a bad request.
+    for _ in 0..8 {
+        let answer = app.refusal(addr, garbage.clone()).await;
+        assert!(matches!(answer, Refusal::BadRequest(_)), "{answer:?}");
+    }
+    assert_eq!(app.endpoint.stats().open_connections, 1);
+    // One more, and the node closes the connection.
+    let _ = app.raw(addr, garbage).await;
+    eventually("the node closes the connection", || async {
+        app.endpoint.stats().open_connections == 0
+    })
+    .await;
+    // A well-behaved request connects again and is served.
+    let written = app.put(addr, "k", "v", RequestOptions::default()).await;
+    assert!(
+        matches!(written, ClientResponse::Written { .. }),
+        "{written:?}"
+    );
+    app.close().await;
+    within("shutdown", server.shutdown()).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_connections_beyond_the_limit_are_turned_away_at_once() {
+    use tokio::io::AsyncReadExt;
+    let certs = cluster_certs(1);
+    let data = tempfile::tempdir().unwrap();
+    let mut config = single_node_config(certs.path(), data.path());
+    config.metrics = Some(localhost(0));
+    let server = Server::start(config).await.unwrap();
+    let metrics = server.metrics_addr().unwrap();
+
+    // More connections than are served at once (16), none sending a request.
+    let mut idle = Vec::new();
+    for _ in 0..20 {
+        idle.push(tokio::net::TcpStream::connect(metrics).await.unwrap());
+    }
+    // The next is answered 503 without waiting for its request.
+    let mut turned_away = tokio::net::TcpStream::connect(metrics).await.unwrap();
+    let mut answer = String::new();
+    within("the busy answer", turned_away.read_to_string(&mut answer))
+        .await
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer:?}");
+
+    // Once the idle connections go, scrapes are served, and the refusals are counted.
+    drop(idle);
+    eventually("a scrape is served again", || async {
+        // Until the slots are free, a scrape may be turned away, or reset.
+        try_http_get(metrics, "/metrics")
+            .await
+            .is_ok_and(|(status, _)| status.contains("200"))
+    })
+    .await;
+    let (_, body) = http_get(metrics, "/metrics").await;
+    let refused = sample(&body, "shoal_metrics_connections_refused_total").unwrap();
+    assert!(refused >= 1.0, "{refused}");
+    within("shutdown", server.shutdown()).await.unwrap();
+}

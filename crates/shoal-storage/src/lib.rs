@@ -36,6 +36,7 @@
 mod commit;
 #[cfg(test)]
 mod crash;
+mod data_dir;
 mod digest;
 mod error;
 mod memory;

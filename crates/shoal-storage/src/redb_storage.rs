@@ -11,6 +11,7 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableM
 use shoal_types::{Incarnation, Key, NodeId, PartitionCount, PartitionId};
 
 use crate::commit::{self, Job};
+use crate::data_dir;
 use crate::digest::decode_object;
 use crate::error::{During, EngineError, opening};
 use crate::memory::check_partitions;
@@ -89,7 +90,8 @@ pub(crate) struct Counters {
 
 impl RedbStorage {
     /// Opens (or creates) the database `dir/shoal.redb` for `node` in a ring of `q` partitions,
-    /// and begins a run on it; returns the run's incarnation.
+    /// and begins a run on it; returns the run's incarnation. The directory is made 0700 and the
+    /// file 0600, or tightened to that if its group or others may access them.
     ///
     /// A new data directory records `node`, `q` and `candidate_incarnation`. An existing one
     /// keeps its incarnation only if its last run ended with [`RedbStorage::close_clean`];
@@ -104,13 +106,10 @@ impl RedbStorage {
         q: PartitionCount,
         candidate_incarnation: Incarnation,
     ) -> Result<(RedbStorage, Incarnation), OpenError> {
-        std::fs::create_dir_all(dir).map_err(|source| OpenError::DataDir {
-            path: dir.to_path_buf(),
-            source,
-        })?;
+        let file = data_dir::prepare(dir)?;
         let db = Database::builder()
             .set_cache_size(FILE_CACHE_BYTES)
-            .create(dir.join(DATABASE_FILE))
+            .create(file)
             .map_err(opening)?;
         RedbStorage::start(db, node, q, candidate_incarnation)
     }

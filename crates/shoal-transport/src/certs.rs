@@ -9,7 +9,14 @@
 //! | `<role>-<name>.pem`, `<role>-<name>.key` | a certificate issued to `name` for `role`, and its key |
 //!
 //! Key files are written with mode 0600, and a key file that its group or others may read is
-//! refused when loaded. Nothing is overwritten unless [`IfExists::Replace`] says so.
+//! refused when loaded. Directories this module creates are 0700. Nothing is overwritten unless
+//! [`IfExists::Replace`] says so.
+//!
+//! The CA's key mints any identity, so it belongs with the operator, not on the nodes:
+//! [`issue_into`] signs with the CA of one directory and writes the certificate, its key and a
+//! copy of `ca.pem` (never `ca.key`) into another, the one a node or client is given.
+//! [`issue`] keeps everything in one directory, as `shoal dev` does; [`ca_key_in`] tells a
+//! server that its certificate directory holds the CA key.
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
@@ -49,6 +56,9 @@ const KEY_FILE_MODE: u32 = 0o600;
 /// Permission bits of certificate files.
 #[cfg(unix)]
 const CERT_FILE_MODE: u32 = 0o644;
+/// Permission bits of directories made here: they hold private keys.
+#[cfg(unix)]
+const DIR_MODE: u32 = 0o700;
 
 /// What to do when a file to be written exists already.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,7 +122,8 @@ pub fn init_ca(dir: &Path, if_exists: IfExists) -> Result<CertFiles, CertError> 
 }
 
 /// Issues a certificate for `name` in `role`, signed by the CA in `dir`: writes
-/// `<role>-<name>.pem` and `<role>-<name>.key`.
+/// `<role>-<name>.pem` and `<role>-<name>.key` beside the CA. [`issue_into`] keeps the CA key
+/// out of the directory the certificate goes to.
 ///
 /// The certificate carries the DNS name `<name>.<role>.shoal` (and `node.shoal` for nodes), and
 /// the extended key usages of its role: nodes both serve and connect, clients and admins only
@@ -123,10 +134,25 @@ pub fn issue(
     name: &str,
     if_exists: IfExists,
 ) -> Result<CertFiles, CertError> {
+    issue_into(dir, dir, role, name, if_exists)
+}
+
+/// Issues a certificate as [`issue`] does, signed by the CA in `ca_dir` (`ca.pem`, `ca.key`),
+/// and writes it, its key and a copy of `ca.pem` into `out_dir` (made, mode 0700, if missing),
+/// which then holds everything [`Identity::load`] needs and not the CA key. An `out_dir` that
+/// already holds another CA's `ca.pem` is refused ([`CertError::OtherCa`]), even when replacing:
+/// its other certificates would stop being trusted.
+pub fn issue_into(
+    ca_dir: &Path,
+    out_dir: &Path,
+    role: Role,
+    name: &str,
+    if_exists: IfExists,
+) -> Result<CertFiles, CertError> {
     let name = certificate_name(name)?;
-    let files = CertFiles::issued(dir, role, &name);
+    let files = CertFiles::issued(out_dir, role, &name);
     refuse_existing(&files, if_exists)?;
-    let ca = CertFiles::ca(dir);
+    let ca = CertFiles::ca(ca_dir);
     let ca_key_pem = read_key_file(&ca.key)?;
     let ca_key = KeyPair::from_pem(&ca_key_pem).map_err(|e| CertError::Pem {
         path: ca.key.clone(),
@@ -134,6 +160,8 @@ pub fn issue(
     })?;
     // The CA certificate must exist: issuing without it would make certificates no one trusts.
     read_certificates(&ca.cert)?;
+    create_dir(out_dir)?;
+    copy_ca_certificate(&ca.cert, &out_dir.join(CA_CERT_FILE))?;
     let issuer = Issuer::new(ca_params(CA_VALIDITY_YEARS), ca_key);
 
     let mut dns_names = vec![dns_name(role, &name)];
@@ -169,6 +197,13 @@ pub fn issue(
         if_exists,
     )?;
     Ok(files)
+}
+
+/// The CA's private key file in `dir`, if it is there. A node's or client's certificate
+/// directory should not hold it: whoever can read the directory could mint any identity.
+pub fn ca_key_in(dir: &Path) -> Option<PathBuf> {
+    let key = CertFiles::ca(dir).key;
+    key.exists().then_some(key)
 }
 
 /// A loaded and checked identity: the cluster CA, this process's certificate and its key.
@@ -370,8 +405,43 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> CertError + '_ {
     }
 }
 
+/// Makes `dir` and its missing parents, mode 0700; an existing directory is left as it is.
 fn create_dir(dir: &Path) -> Result<(), CertError> {
-    fs::create_dir_all(dir).map_err(io_error(dir))
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(DIR_MODE);
+    }
+    builder.create(dir).map_err(io_error(dir))
+}
+
+/// Puts the CA certificate `from` at `to`, unless `to` is the same file or holds the same
+/// certificate already; refuses a `to` that holds another one.
+fn copy_ca_certificate(from: &Path, to: &Path) -> Result<(), CertError> {
+    let pem = fs::read(from).map_err(io_error(from))?;
+    match fs::read(to) {
+        Ok(existing) if same_certificates(&existing, &pem) => Ok(()),
+        Ok(_) => Err(CertError::OtherCa {
+            path: to.to_owned(),
+            ca: from.to_owned(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            write_file(to, &pem, FileKind::Cert, IfExists::Refuse)
+        }
+        Err(e) => Err(io_error(to)(e)),
+    }
+}
+
+/// Whether two PEM files hold the same certificates (whatever their line endings).
+fn same_certificates(a: &[u8], b: &[u8]) -> bool {
+    let parse = |pem: &[u8]| {
+        CertificateDer::pem_slice_iter(pem)
+            .collect::<Result<Vec<_>, _>>()
+            .ok()
+    };
+    matches!((parse(a), parse(b)), (Some(a), Some(b)) if !a.is_empty() && a == b)
 }
 
 fn refuse_existing(files: &CertFiles, if_exists: IfExists) -> Result<(), CertError> {
@@ -609,6 +679,45 @@ mod tests {
         fs::copy(&foreign.key, ours.path().join("node-n1.key")).unwrap();
         let err = Identity::load(ours.path(), Role::Node, Some("n1")).unwrap_err();
         assert!(matches!(err, CertError::NotSignedByCa { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn a_certificate_issued_into_another_directory_takes_the_ca_certificate_but_not_its_key() {
+        let root = tempfile::tempdir().unwrap();
+        let (ca_dir, out) = (root.path().join("ca"), root.path().join("nodes/n1"));
+        init_ca(&ca_dir, IfExists::Refuse).unwrap();
+        let files = issue_into(&ca_dir, &out, Role::Node, "n1", IfExists::Refuse).unwrap();
+        assert_eq!(
+            files,
+            CertFiles::issued(&out, Role::Node, &NodeId::new("n1").unwrap())
+        );
+        assert_eq!(mode(&out), 0o700);
+        assert_eq!(mode(&files.key), 0o600);
+        assert_eq!(
+            fs::read(out.join(CA_CERT_FILE)).unwrap(),
+            fs::read(ca_dir.join(CA_CERT_FILE)).unwrap()
+        );
+        assert_eq!(ca_key_in(&out), None);
+        assert_eq!(ca_key_in(&ca_dir), Some(ca_dir.join(CA_KEY_FILE)));
+        // The directory is all a node needs; a second certificate shares its ca.pem.
+        Identity::load(&out, Role::Node, Some("n1")).unwrap();
+        issue_into(&ca_dir, &out, Role::Client, "app", IfExists::Refuse).unwrap();
+        Identity::load(&out, Role::Client, Some("app")).unwrap();
+    }
+
+    #[test]
+    fn issuing_into_a_directory_of_another_ca_is_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let (ours, theirs) = (root.path().join("ours"), root.path().join("theirs"));
+        init_ca(&ours, IfExists::Refuse).unwrap();
+        init_ca(&theirs, IfExists::Refuse).unwrap();
+        issue(&theirs, Role::Node, "n1", IfExists::Refuse).unwrap();
+        for if_exists in [IfExists::Refuse, IfExists::Replace] {
+            let err = issue_into(&ours, &theirs, Role::Node, "n2", if_exists).unwrap_err();
+            assert!(matches!(err, CertError::OtherCa { .. }), "{err:?}");
+        }
+        // Their node keeps working.
+        Identity::load(&theirs, Role::Node, Some("n1")).unwrap();
     }
 
     #[test]

@@ -4,6 +4,12 @@
 //! Tasks: one accept loop per listening endpoint; per accepted connection one task accepting
 //! request streams; per request stream one task reading the request frame; per response one task
 //! writing it. Every task ends when its connection does or when the endpoint closes.
+//!
+//! A request frame holds its announced length in two budgets from when its prefix is read until
+//! it is answered: its peer's (`max_pending_request_bytes_per_peer`, all connections of one
+//! certificate together) and the endpoint's (`max_pending_request_bytes`). A frame whose bytes
+//! stop arriving is reset after `frame_progress_timeout`; bad frames, stalled frames and
+//! requests the application reports malformed count toward closing their connection.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -18,13 +24,14 @@ use quinn::{ConnectionError, ReadError, RecvStream, SendStream, TransportErrorCo
 use rustls::pki_types::CertificateDer;
 use tokio::runtime::Handle as Runtime;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::time::Instant;
 
 use crate::certs::Identity;
 use crate::config::TransportConfig;
 use crate::error::TransportError;
 use crate::frame::{
-    CloseCode, FrameError, ReadFrameError, ResetCode, read_frame, read_frame_body, read_frame_end,
-    read_frame_len, write_frame,
+    CloseCode, Deadlines, FrameError, ReadFrameError, ResetCode, read_frame, read_frame_body,
+    read_frame_end, read_frame_len, write_frame,
 };
 use crate::liveness::{self, Outgoing, PortCheck};
 use crate::peer::{ExpectedPeer, PeerIdentity};
@@ -70,7 +77,16 @@ pub struct TransportStats {
     pub outgoing_handshakes_failed: u64,
     /// Request frames refused as too large, truncated or followed by bytes.
     pub bad_frames: u64,
-    /// Connections closed because they sent more than `max_bad_frames_per_connection`.
+    /// Request frames given up on because their bytes stopped arriving
+    /// (`frame_progress_timeout`) or did not all arrive within `frame_timeout`.
+    pub slow_frames: u64,
+    /// Requests the application reported malformed ([`Responder::report_malformed`]).
+    pub malformed_requests: u64,
+    /// Responses reset with [`ResetCode::Undelivered`]: the request was handled, but the
+    /// response was not delivered within `frame_timeout`.
+    pub responses_undelivered: u64,
+    /// Connections closed because their bad frames, slow frames and malformed requests together
+    /// exceeded `max_bad_frames_per_connection`.
     pub connections_closed_for_bad_frames: u64,
     /// Requests this endpoint sent.
     pub requests_sent: u64,
@@ -99,12 +115,13 @@ pub struct IncomingRequest {
 
 /// The answering half of a request: respond once, or drop it to reset the peer's stream with
 /// [`ResetCode::NoResponse`]. Holds the request's place in the endpoint's in-flight count and
-/// its bytes in the pending-bytes budget until then.
+/// its bytes in the pending-bytes budgets until then.
 pub struct Responder {
     inner: Arc<Inner>,
+    ctx: StreamContext,
     send: Option<SendStream>,
     recv: Option<RecvStream>,
-    permit: Option<OwnedSemaphorePermit>,
+    budget: Option<RequestBudget>,
     in_flight: Option<InFlight>,
     /// Whether the request was put in the application's queue.
     delivered: bool,
@@ -283,6 +300,9 @@ impl Endpoint {
             incoming_handshakes_failed: load(&c.incoming_handshakes_failed),
             outgoing_handshakes_failed: load(&c.outgoing_handshakes_failed),
             bad_frames: load(&c.bad_frames),
+            slow_frames: load(&c.slow_frames),
+            malformed_requests: load(&c.malformed_requests),
+            responses_undelivered: load(&c.responses_undelivered),
             connections_closed_for_bad_frames: load(&c.connections_closed_for_bad_frames),
             requests_sent: load(&c.requests_sent),
             requests_received: load(&c.requests_received),
@@ -294,6 +314,12 @@ impl Endpoint {
     #[cfg(test)]
     pub(crate) fn state_watch(&self) -> watch::Receiver<State> {
         self.handle.inner.state.subscribe()
+    }
+
+    /// Bytes of the endpoint's pending-bytes budget not held by any request frame.
+    #[cfg(test)]
+    pub(crate) fn pending_budget_available(&self) -> usize {
+        self.handle.inner.pending_bytes.available_permits()
     }
 
     /// How many times the ports of peers at `addr` were checked (see [`crate::liveness`]).
@@ -380,6 +406,13 @@ impl Responder {
         self.send_response(frame, Priority::Normal);
     }
 
+    /// Counts the request against its connection as malformed: a frame the application could
+    /// not decode. Like a bad frame, it counts toward `max_bad_frames_per_connection`, past
+    /// which the connection is closed. Answer the request as usual afterwards.
+    pub fn report_malformed(&self) {
+        self.inner.strike(&self.ctx, Strike::Malformed);
+    }
+
     /// [`Responder::respond`] with a stream priority, for bulk responses.
     pub fn respond_with_priority(self, frame: Bytes, priority: Priority) {
         self.send_response(frame, priority);
@@ -451,8 +484,10 @@ struct Inner {
     cache: Mutex<HashMap<CacheKey, Slot>>,
     /// Requests read and not yet answered, plus responses being delivered.
     in_flight: watch::Sender<usize>,
-    /// Bytes of request frames being read or waiting for an answer.
+    /// Bytes of request frames being read or waiting for an answer, all peers together.
     pending_bytes: Arc<Semaphore>,
+    /// The same per peer certificate, for peers with a connection open.
+    peer_budgets: Mutex<HashMap<PeerIdentity, PeerBudget>>,
     /// Incoming connections being served, for `max_incoming_connections`.
     live_connections: AtomicUsize,
     counters: Counters,
@@ -466,6 +501,9 @@ struct Counters {
     incoming_handshakes_failed: AtomicU64,
     outgoing_handshakes_failed: AtomicU64,
     bad_frames: AtomicU64,
+    slow_frames: AtomicU64,
+    malformed_requests: AtomicU64,
+    responses_undelivered: AtomicU64,
     connections_closed_for_bad_frames: AtomicU64,
     requests_sent: AtomicU64,
     requests_received: AtomicU64,
@@ -500,7 +538,109 @@ enum HandshakeFailure {
 struct StreamContext {
     conn: quinn::Connection,
     peer: PeerIdentity,
-    bad_frames: Arc<AtomicU32>,
+    /// Bad frames, slow frames and malformed requests so far.
+    strikes: Arc<AtomicU32>,
+    /// The peer's pending-bytes budget, shared by all its connections.
+    budget: Arc<Semaphore>,
+}
+
+/// What a connection did wrong, counted toward `max_bad_frames_per_connection`.
+#[derive(Debug, Clone, Copy)]
+enum Strike {
+    /// A frame over the limit, truncated, or followed by bytes.
+    BadFrame(FrameError),
+    /// A frame whose bytes stopped arriving or came too slowly.
+    Slow,
+    /// A request the application could not decode.
+    Malformed,
+}
+
+impl fmt::Display for Strike {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Strike::BadFrame(error) => write!(f, "bad frame: {error}"),
+            Strike::Slow => f.write_str("request frame stalled"),
+            Strike::Malformed => f.write_str("malformed request"),
+        }
+    }
+}
+
+/// Why a request frame was not read.
+#[derive(Debug)]
+enum ReadRequestError {
+    /// The peer's fault (bad, stalled) or the stream's (reset, connection lost).
+    Frame(ReadFrameError),
+    /// The budgets stayed full until the frame's deadline: the endpoint is overloaded, which is
+    /// not this peer's fault.
+    NoBudget,
+}
+
+impl From<ReadFrameError> for ReadRequestError {
+    fn from(error: ReadFrameError) -> Self {
+        ReadRequestError::Frame(error)
+    }
+}
+
+/// A request frame's bytes in its peer's budget and in the endpoint's, held until it is
+/// answered.
+#[derive(Debug)]
+struct RequestBudget {
+    _peer: OwnedSemaphorePermit,
+    _endpoint: OwnedSemaphorePermit,
+}
+
+/// One peer certificate's share of the pending-bytes budget, and how many of its connections
+/// are open.
+struct PeerBudget {
+    bytes: Arc<Semaphore>,
+    connections: usize,
+}
+
+/// A connection's hold on its peer's budget entry; the entry goes with the peer's last
+/// connection (requests still being answered keep their permits of it).
+struct PeerBudgetSlot {
+    inner: Arc<Inner>,
+    peer: PeerIdentity,
+}
+
+impl PeerBudgetSlot {
+    fn new(inner: Arc<Inner>, peer: &PeerIdentity) -> (PeerBudgetSlot, Arc<Semaphore>) {
+        let bytes = {
+            let mut budgets = inner.peer_budgets();
+            let entry = budgets.entry(peer.clone()).or_insert_with(|| PeerBudget {
+                bytes: Arc::new(Semaphore::new(permits(
+                    inner.config.max_pending_request_bytes_per_peer,
+                ))),
+                connections: 0,
+            });
+            entry.connections += 1;
+            entry.bytes.clone()
+        };
+        let slot = PeerBudgetSlot {
+            inner,
+            peer: peer.clone(),
+        };
+        (slot, bytes)
+    }
+}
+
+impl Drop for PeerBudgetSlot {
+    fn drop(&mut self) {
+        let mut budgets = self.inner.peer_budgets();
+        if let Some(entry) = budgets.get_mut(&self.peer) {
+            entry.connections = entry.connections.saturating_sub(1);
+            if entry.connections == 0 {
+                budgets.remove(&self.peer);
+            }
+        }
+    }
+}
+
+/// A byte budget as semaphore permits (at most what a semaphore holds).
+fn permits(bytes: u64) -> usize {
+    usize::try_from(bytes)
+        .unwrap_or(usize::MAX)
+        .min(Semaphore::MAX_PERMITS)
 }
 
 impl Inner {
@@ -515,9 +655,7 @@ impl Inner {
             addr: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
             source,
         })?;
-        let pending = usize::try_from(config.max_pending_request_bytes)
-            .unwrap_or(usize::MAX)
-            .min(Semaphore::MAX_PERMITS);
+        let pending = permits(config.max_pending_request_bytes);
         Ok(Arc::new(Inner {
             quinn,
             client,
@@ -528,6 +666,7 @@ impl Inner {
             cache: Mutex::new(HashMap::new()),
             in_flight: watch::Sender::new(0),
             pending_bytes: Arc::new(Semaphore::new(pending)),
+            peer_budgets: Mutex::new(HashMap::new()),
             live_connections: AtomicUsize::new(0),
             counters: Counters::default(),
             config,
@@ -549,6 +688,13 @@ impl Inner {
     fn cache(&self) -> MutexGuard<'_, HashMap<CacheKey, Slot>> {
         // The map stays consistent even if a holder panicked: every update is one insert/remove.
         self.cache.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn peer_budgets(&self) -> MutexGuard<'_, HashMap<PeerIdentity, PeerBudget>> {
+        // As the cache: every update leaves the map consistent.
+        self.peer_budgets
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     async fn exchange(
@@ -743,31 +889,75 @@ impl Inner {
         Ok(conn)
     }
 
-    /// Reads a request frame, holding its bytes against the pending-bytes budget.
+    /// Reads a request frame within `frame_timeout`, each read within
+    /// `frame_progress_timeout`, holding its announced length in the peer's budget and the
+    /// endpoint's from when the prefix is read (waiting for them does not count as the peer's
+    /// lack of progress).
     async fn read_request(
         &self,
+        ctx: &StreamContext,
         recv: &mut RecvStream,
-    ) -> Result<(Bytes, OwnedSemaphorePermit), ReadFrameError> {
-        let len = read_frame_len(recv, self.config.max_frame_bytes).await?;
-        let permit = self
+    ) -> Result<(Bytes, RequestBudget), ReadRequestError> {
+        let frame = Instant::now() + self.config.frame_timeout;
+        let deadlines = Some(Deadlines {
+            progress: self.config.frame_progress_timeout,
+            frame,
+        });
+        let len = read_frame_len(recv, self.config.max_frame_bytes, deadlines).await?;
+        // A closed connection ends the wait: nothing would be read after it.
+        let budget = tokio::select! {
+            budget = tokio::time::timeout_at(frame, self.take_budget(ctx, len)) => {
+                budget.map_err(|_| ReadRequestError::NoBudget)??
+            }
+            error = ctx.conn.closed() => {
+                return Err(ReadFrameError::Read(ReadError::ConnectionLost(error)).into());
+            }
+        };
+        let body = read_frame_body(recv, len, deadlines).await?;
+        read_frame_end(recv, deadlines).await?;
+        Ok((body, budget))
+    }
+
+    /// Takes `len` bytes of the peer's budget, then of the endpoint's: a peer that has used up
+    /// its own share waits on it alone, and never holds endpoint bytes while it waits.
+    async fn take_budget(
+        &self,
+        ctx: &StreamContext,
+        len: u32,
+    ) -> Result<RequestBudget, ReadFrameError> {
+        // The semaphores are never closed; treat it like a closed stream if one were.
+        let closed = |_| ReadFrameError::Read(ReadError::ClosedStream);
+        let peer = ctx
+            .budget
+            .clone()
+            .acquire_many_owned(len)
+            .await
+            .map_err(closed)?;
+        let endpoint = self
             .pending_bytes
             .clone()
             .acquire_many_owned(len)
             .await
-            // The semaphore is never closed; treat it like a closed stream if it were.
-            .map_err(|_| ReadFrameError::Read(ReadError::ClosedStream))?;
-        let body = read_frame_body(recv, len).await?;
-        read_frame_end(recv).await?;
-        Ok((body, permit))
+            .map_err(closed)?;
+        Ok(RequestBudget {
+            _peer: peer,
+            _endpoint: endpoint,
+        })
     }
 
-    fn bad_frame(&self, ctx: &StreamContext, error: FrameError) {
-        self.counters.bad_frames.fetch_add(1, Ordering::Relaxed);
+    /// Counts what a connection did wrong, and closes it past `max_bad_frames_per_connection`.
+    fn strike(&self, ctx: &StreamContext, strike: Strike) {
+        let counter = match strike {
+            Strike::BadFrame(_) => &self.counters.bad_frames,
+            Strike::Slow => &self.counters.slow_frames,
+            Strike::Malformed => &self.counters.malformed_requests,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
         let count = ctx
-            .bad_frames
+            .strikes
             .fetch_add(1, Ordering::Relaxed)
             .saturating_add(1);
-        tracing::warn!(peer = %ctx.peer, remote = %ctx.conn.remote_address(), %error, count, "bad frame");
+        tracing::warn!(peer = %ctx.peer, remote = %ctx.conn.remote_address(), %strike, count, "request refused");
         if count == self.config.max_bad_frames_per_connection.saturating_add(1) {
             tracing::warn!(peer = %ctx.peer, "closing connection: too many bad frames");
             self.counters
@@ -845,10 +1035,12 @@ async fn serve_connection(
         .connections_accepted
         .fetch_add(1, Ordering::Relaxed);
     tracing::debug!(%remote, %peer, "accepted connection");
+    let (_budget_slot, budget) = PeerBudgetSlot::new(inner.clone(), &peer);
     let ctx = StreamContext {
         conn: conn.clone(),
         peer,
-        bad_frames: Arc::new(AtomicU32::new(0)),
+        strikes: Arc::new(AtomicU32::new(0)),
+        budget,
     };
     let mut state = inner.state.subscribe();
     loop {
@@ -877,23 +1069,27 @@ async fn serve_stream(
     mut recv: RecvStream,
     requests: mpsc::Sender<IncomingRequest>,
 ) {
-    let read = tokio::time::timeout(inner.config.frame_timeout, inner.read_request(&mut recv));
-    let (frame, permit) = match read.await {
-        Ok(Ok(request)) => request,
-        Ok(Err(ReadFrameError::Frame(error))) => {
-            inner.bad_frame(&ctx, error);
+    let (frame, budget) = match inner.read_request(&ctx, &mut recv).await {
+        Ok(request) => request,
+        Err(ReadRequestError::Frame(ReadFrameError::Frame(error))) => {
+            inner.strike(&ctx, Strike::BadFrame(error));
             reset(&mut send, &mut recv, ResetCode::BadFrame);
             return;
         }
+        Err(ReadRequestError::Frame(ReadFrameError::Stalled)) => {
+            inner.strike(&ctx, Strike::Slow);
+            reset(&mut send, &mut recv, ResetCode::ReadTimeout);
+            return;
+        }
         // The peer reset the stream or the connection went: nobody to answer.
-        Ok(Err(ReadFrameError::Read(error))) => {
+        Err(ReadRequestError::Frame(ReadFrameError::Read(error))) => {
             tracing::debug!(peer = %ctx.peer, %error, "request stream failed");
             // Dropping would finish the stream, an empty answer; say it was abandoned instead.
             let _ = send.reset(ResetCode::Cancelled.var_int());
             return;
         }
-        Err(_) => {
-            tracing::debug!(peer = %ctx.peer, "request frame timed out");
+        Err(ReadRequestError::NoBudget) => {
+            tracing::debug!(peer = %ctx.peer, "no pending-bytes budget for a request in time");
             reset(&mut send, &mut recv, ResetCode::ReadTimeout);
             return;
         }
@@ -903,10 +1099,10 @@ async fn serve_stream(
         .requests_received
         .fetch_add(1, Ordering::Relaxed);
     let mut request = IncomingRequest {
-        peer: ctx.peer,
+        peer: ctx.peer.clone(),
         remote: ctx.conn.remote_address(),
         frame,
-        responder: Responder::new(inner.clone(), send, recv, permit),
+        responder: Responder::new(inner.clone(), ctx, send, recv, budget),
     };
     let mut state = inner.state.subscribe();
     tokio::select! {
@@ -925,16 +1121,18 @@ async fn serve_stream(
 impl Responder {
     fn new(
         inner: Arc<Inner>,
+        ctx: StreamContext,
         send: SendStream,
         recv: RecvStream,
-        permit: OwnedSemaphorePermit,
+        budget: RequestBudget,
     ) -> Responder {
         let in_flight = InFlight::new(inner.clone());
         Responder {
             inner,
+            ctx,
             send: Some(send),
             recv: Some(recv),
-            permit: Some(permit),
+            budget: Some(budget),
             in_flight: Some(in_flight),
             delivered: false,
         }
@@ -945,7 +1143,7 @@ impl Responder {
             return;
         };
         // The transport is done with the request's bytes.
-        self.permit.take();
+        self.budget.take();
         let in_flight = self.in_flight.take();
         let max = self.inner.config.max_frame_bytes;
         if frame.len() as u64 > u64::from(max) {
@@ -958,6 +1156,7 @@ impl Responder {
             return;
         }
         let timeout = self.inner.config.frame_timeout;
+        let inner = self.inner.clone();
         self.inner.runtime.spawn(async move {
             let _in_flight = in_flight;
             let _recv = recv;
@@ -975,9 +1174,15 @@ impl Responder {
             match tokio::time::timeout(timeout, delivery).await {
                 Ok(Ok(_)) => {}
                 Ok(Err(error)) => tracing::debug!(%error, "response not delivered"),
+                // The request was handled: say so, so that the caller does not take it for
+                // one that never was (a write it carried may have been applied).
                 Err(_) => {
                     tracing::debug!("response delivery timed out");
-                    let _ = send.reset(ResetCode::Cancelled.var_int());
+                    inner
+                        .counters
+                        .responses_undelivered
+                        .fetch_add(1, Ordering::Relaxed);
+                    let _ = send.reset(ResetCode::Undelivered.var_int());
                 }
             }
         });
@@ -1154,7 +1359,8 @@ fn write_error(addr: SocketAddr, error: WriteError) -> TransportError {
     }
 }
 
-fn read_error(addr: SocketAddr, error: ReadFrameError) -> TransportError {
+/// What a requester makes of a response it could not read.
+pub(crate) fn read_error(addr: SocketAddr, error: ReadFrameError) -> TransportError {
     match error {
         ReadFrameError::Frame(source) => TransportError::BadResponse { addr, source },
         ReadFrameError::Read(ReadError::Reset(code)) => TransportError::Reset {
@@ -1162,6 +1368,12 @@ fn read_error(addr: SocketAddr, error: ReadFrameError) -> TransportError {
             code: ResetCode::from_u64(code.into_inner()),
         },
         ReadFrameError::Read(ReadError::ConnectionLost(e)) => connection_error(addr, &e, true),
+        // Responses are read without deadlines of their own; were one given up on, the request
+        // had been sent.
+        ReadFrameError::Stalled => TransportError::ConnectionLost {
+            addr,
+            reason: "the response stopped arriving".to_owned(),
+        },
         ReadFrameError::Read(other) => TransportError::ConnectionLost {
             addr,
             reason: other.to_string(),

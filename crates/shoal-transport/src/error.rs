@@ -97,6 +97,18 @@ pub enum CertError {
         /// What the verifier said.
         reason: String,
     },
+    /// The directory a certificate is issued into holds another cluster CA's certificate.
+    #[error(
+        "{} holds another cluster CA than {}: issue into a directory of its own, or remove it",
+        path.display(),
+        ca.display()
+    )]
+    OtherCa {
+        /// The `ca.pem` found in the output directory.
+        path: PathBuf,
+        /// The CA certificate that signs.
+        ca: PathBuf,
+    },
     /// The private key does not belong to the certificate.
     #[error("{} does not match the certificate {}: {reason}", key.display(), cert.display())]
     KeyMismatch {

@@ -1,12 +1,19 @@
 //! Frames on a stream: a u32 big-endian length, then that many bytes. The length is checked
-//! against the limit before anything is allocated, and the body grows only as bytes arrive, so a
-//! peer that announces a large frame and sends nothing costs nothing.
+//! against the limit before anything is allocated, and the body grows only as bytes arrive.
+//! Reading a request frame has [`Deadlines`]: a peer that stops sending in the middle of a
+//! frame is given up on after the progress deadline, not only when the whole frame is late.
+//!
+//! Not here: the pending-bytes budget a request frame holds while it is read and answered (the
+//! endpoint takes it), and what the bytes mean.
 
 use std::fmt;
+use std::future::Future;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use quinn::{ReadError, ReadExactError, RecvStream, SendStream, VarInt, WriteError};
 use thiserror::Error;
+use tokio::time::Instant;
 
 /// Bytes in a frame's length prefix.
 pub(crate) const LENGTH_PREFIX_BYTES: usize = 4;
@@ -50,8 +57,12 @@ pub enum ResetCode {
     ReadTimeout,
     /// The endpoint is shutting down; the request was not delivered.
     ShuttingDown,
-    /// The sender gave up on the request (timeout, cancellation).
+    /// The request's stream was abandoned before the request was handled: the sender gave up
+    /// (timeout, cancellation), or its half of the stream failed while the request was read.
     Cancelled,
+    /// The request was handled and answered, but the response could not be delivered within
+    /// `frame_timeout`: a write it carried may have been applied.
+    Undelivered,
     /// A code this crate does not know.
     Other(u64),
 }
@@ -65,6 +76,7 @@ impl ResetCode {
             ResetCode::ReadTimeout => 0x12,
             ResetCode::ShuttingDown => 0x13,
             ResetCode::Cancelled => 0x14,
+            ResetCode::Undelivered => 0x15,
             ResetCode::Other(code) => code,
         }
     }
@@ -77,13 +89,17 @@ impl ResetCode {
             0x12 => ResetCode::ReadTimeout,
             0x13 => ResetCode::ShuttingDown,
             0x14 => ResetCode::Cancelled,
+            0x15 => ResetCode::Undelivered,
             other => ResetCode::Other(other),
         }
     }
 
     /// Whether a request reset with this code may have been handed to the peer's application.
     pub fn may_have_reached_peer(self) -> bool {
-        matches!(self, ResetCode::NoResponse | ResetCode::Other(_))
+        matches!(
+            self,
+            ResetCode::NoResponse | ResetCode::Undelivered | ResetCode::Other(_)
+        )
     }
 
     pub(crate) fn var_int(self) -> VarInt {
@@ -98,7 +114,10 @@ impl fmt::Display for ResetCode {
             ResetCode::NoResponse => f.write_str("no response"),
             ResetCode::ReadTimeout => f.write_str("request frame timed out"),
             ResetCode::ShuttingDown => f.write_str("shutting down"),
-            ResetCode::Cancelled => f.write_str("cancelled"),
+            ResetCode::Cancelled => f.write_str("cancelled before it was handled"),
+            ResetCode::Undelivered => {
+                f.write_str("handled, but the response was not delivered in time")
+            }
             ResetCode::Other(code) => write!(f, "code {code:#x}"),
         }
     }
@@ -147,13 +166,43 @@ impl CloseCode {
     }
 }
 
-/// A frame could not be read: either the peer sent a bad one, or the stream failed under it.
+/// A frame could not be read: either the peer sent a bad one, or too slowly, or the stream
+/// failed under it.
 #[derive(Debug)]
 pub(crate) enum ReadFrameError {
     /// The peer's bytes are not a valid frame.
     Frame(FrameError),
+    /// No byte arrived within the progress deadline, or the frame's deadline passed while it
+    /// was being read.
+    Stalled,
     /// The stream or connection failed (reset by the peer, connection lost).
     Read(ReadError),
+}
+
+/// When reading a request frame gives up: each read must bring bytes within `progress`, and
+/// the whole frame must be in by `frame`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Deadlines {
+    pub(crate) progress: Duration,
+    pub(crate) frame: Instant,
+}
+
+impl Deadlines {
+    /// Runs one read under the deadlines (none: as long as it takes).
+    async fn read<T>(
+        deadlines: Option<Deadlines>,
+        read: impl Future<Output = T>,
+    ) -> Result<T, ReadFrameError> {
+        let Some(d) = deadlines else {
+            return Ok(read.await);
+        };
+        let at = Instant::now()
+            .checked_add(d.progress)
+            .map_or(d.frame, |progress| progress.min(d.frame));
+        tokio::time::timeout_at(at, read)
+            .await
+            .map_err(|_| ReadFrameError::Stalled)
+    }
 }
 
 /// Writes one frame. The caller has checked that `body` fits the limit.
@@ -167,9 +216,10 @@ pub(crate) async fn write_frame(send: &mut SendStream, body: Bytes) -> Result<()
 pub(crate) async fn read_frame_len(
     recv: &mut RecvStream,
     max_bytes: u32,
+    deadlines: Option<Deadlines>,
 ) -> Result<u32, ReadFrameError> {
     let mut prefix = [0u8; LENGTH_PREFIX_BYTES];
-    match recv.read_exact(&mut prefix).await {
+    match Deadlines::read(deadlines, recv.read_exact(&mut prefix)).await? {
         Ok(()) => {}
         Err(ReadExactError::FinishedEarly(received)) => {
             return Err(ReadFrameError::Frame(FrameError::Truncated {
@@ -193,12 +243,13 @@ pub(crate) async fn read_frame_len(
 pub(crate) async fn read_frame_body(
     recv: &mut RecvStream,
     len: u32,
+    deadlines: Option<Deadlines>,
 ) -> Result<Bytes, ReadFrameError> {
     let len = usize::try_from(len).unwrap_or(usize::MAX);
     let mut body = BytesMut::new();
     while body.len() < len {
         let wanted = len - body.len();
-        match recv.read_chunk(wanted, true).await {
+        match Deadlines::read(deadlines, recv.read_chunk(wanted, true)).await? {
             // The common case: the whole body in one chunk, kept without a copy.
             Ok(Some(chunk)) if body.is_empty() && chunk.bytes.len() == len => {
                 return Ok(chunk.bytes);
@@ -223,22 +274,26 @@ pub(crate) async fn read_frame_body(
 
 /// Checks that the stream ends right after the frame. The sender finishes the stream with its
 /// last bytes, so this does not wait; reading the end also spares quinn a STOP_SENDING.
-pub(crate) async fn read_frame_end(recv: &mut RecvStream) -> Result<(), ReadFrameError> {
-    match recv.read_chunk(1, true).await {
+pub(crate) async fn read_frame_end(
+    recv: &mut RecvStream,
+    deadlines: Option<Deadlines>,
+) -> Result<(), ReadFrameError> {
+    match Deadlines::read(deadlines, recv.read_chunk(1, true)).await? {
         Ok(None) => Ok(()),
         Ok(Some(_)) => Err(ReadFrameError::Frame(FrameError::TrailingBytes)),
         Err(e) => Err(ReadFrameError::Read(e)),
     }
 }
 
-/// Reads one whole frame and the end of the stream.
+/// Reads one whole frame and the end of the stream, with no deadline of its own (a response:
+/// the caller's request timeout bounds it).
 pub(crate) async fn read_frame(
     recv: &mut RecvStream,
     max_bytes: u32,
 ) -> Result<Bytes, ReadFrameError> {
-    let len = read_frame_len(recv, max_bytes).await?;
-    let body = read_frame_body(recv, len).await?;
-    read_frame_end(recv).await?;
+    let len = read_frame_len(recv, max_bytes, None).await?;
+    let body = read_frame_body(recv, len, None).await?;
+    read_frame_end(recv, None).await?;
     Ok(body)
 }
 
@@ -254,6 +309,7 @@ mod tests {
             ResetCode::ReadTimeout,
             ResetCode::ShuttingDown,
             ResetCode::Cancelled,
+            ResetCode::Undelivered,
             ResetCode::Other(0x99),
         ] {
             assert_eq!(ResetCode::from_u64(code.to_u64()), code);
@@ -261,10 +317,12 @@ mod tests {
     }
 
     #[test]
-    fn only_unanswered_requests_count_as_maybe_delivered() {
+    fn only_handled_or_unanswered_requests_count_as_maybe_delivered() {
         assert!(ResetCode::NoResponse.may_have_reached_peer());
+        assert!(ResetCode::Undelivered.may_have_reached_peer());
         assert!(!ResetCode::BadFrame.may_have_reached_peer());
         assert!(!ResetCode::ReadTimeout.may_have_reached_peer());
         assert!(!ResetCode::ShuttingDown.may_have_reached_peer());
+        assert!(!ResetCode::Cancelled.may_have_reached_peer());
     }
 }

@@ -4,6 +4,8 @@
 use std::future::Future;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -414,6 +416,7 @@ async fn an_oversized_frame_is_refused_before_it_is_read() {
     let config = TransportConfig {
         max_frame_bytes: 1024,
         max_pending_request_bytes: 1024,
+        max_pending_request_bytes_per_peer: 1024,
         ..TransportConfig::default()
     };
     let (n1, incoming) = server(dir.path(), "n1", config.clone());
@@ -872,6 +875,8 @@ async fn an_unanswered_address_times_out_without_sending() {
 struct Relay {
     addr: SocketAddr,
     task: tokio::task::JoinHandle<()>,
+    /// While set, datagrams from the server to the client are dropped.
+    hold: Arc<AtomicBool>,
 }
 
 impl Relay {
@@ -880,6 +885,8 @@ impl Relay {
         let back = tokio::net::UdpSocket::bind(LOCALHOST).await.unwrap();
         back.connect(server).await.unwrap();
         let addr = front.local_addr().unwrap();
+        let hold = Arc::new(AtomicBool::new(false));
+        let held = hold.clone();
         let task = tokio::spawn(async move {
             let mut client = None;
             let mut up = vec![0u8; 65_536];
@@ -888,17 +895,28 @@ impl Relay {
                 tokio::select! {
                     received = front.recv_from(&mut up) => {
                         let Ok((len, from)) = received else { continue };
-                        client = Some(from);
+                        // The client's port checks come from sockets of their own, one byte
+                        // each: answers go to its QUIC socket.
+                        if len > 1 {
+                            client = Some(from);
+                        }
                         let _ = back.send(&up[..len]).await;
                     }
                     received = back.recv(&mut down) => {
                         let (Ok(len), Some(to)) = (received, client) else { continue };
-                        let _ = front.send_to(&down[..len], to).await;
+                        if !held.load(Ordering::SeqCst) {
+                            let _ = front.send_to(&down[..len], to).await;
+                        }
                     }
                 }
             }
         });
-        Relay { addr, task }
+        Relay { addr, task, hold }
+    }
+
+    /// Drops (`true`) or passes (`false`) what the server sends from now on.
+    fn hold_responses(&self, hold: bool) {
+        self.hold.store(hold, Ordering::SeqCst);
     }
 
     /// Closes the relay's port without a word to the client.
@@ -1065,4 +1083,235 @@ async fn a_server_sees_that_a_requester_gave_up_before_it_answered() {
     drop(responder);
     app.close().await;
     server.close().await;
+}
+
+#[tokio::test]
+async fn a_peer_stalling_large_frames_does_not_hold_up_another_peers_requests() {
+    let dir = cluster_certs();
+    // A frame timeout far beyond the test: only the progress deadline and the per-peer budget
+    // can free what the stalled frames hold.
+    let config = TransportConfig {
+        frame_timeout: Duration::from_secs(60),
+        frame_progress_timeout: Duration::from_millis(500),
+        ..TransportConfig::default()
+    };
+    let full = usize::try_from(config.max_pending_request_bytes).unwrap();
+    let per_peer = usize::try_from(config.max_pending_request_bytes_per_peer).unwrap();
+    let max_frame = config.max_frame_bytes;
+    let (n1, incoming) = server(dir.path(), "n1", config);
+    echo(incoming);
+    let addr = addr_of(&n1);
+    let app = client(dir.path(), Role::Client, "app");
+
+    // Twenty streams announce the largest frame (twenty of them exceed the whole budget), send
+    // one byte of it, and stop.
+    let mut stalled = Vec::new();
+    for _ in 0..20 {
+        let (mut send, recv) = app
+            .open_raw_stream(addr, ExpectedPeer::AnyNode)
+            .await
+            .unwrap();
+        send.write_all(&max_frame.to_be_bytes()).await.unwrap();
+        send.write_all(&[0]).await.unwrap();
+        stalled.push((send, recv));
+    }
+    eventually("the stalled frames to hold the budget", || {
+        n1.pending_budget_available() <= full - per_peer
+    })
+    .await;
+
+    // Another peer's small request is served, long before the stalled frames' own timeout.
+    let n2 = client(dir.path(), Role::Node, "n2");
+    let answer = n2
+        .request(
+            addr,
+            ExpectedPeer::AnyNode,
+            Bytes::from_static(b"replicate"),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    assert_eq!(&answer[..], b"node:n2:replicate");
+
+    // The stalled frames are reset and counted until their connection is closed, and the
+    // budget is whole again.
+    eventually("the stalling connection to be closed", || {
+        let stats = n1.stats();
+        stats.slow_frames > 8 && stats.connections_closed_for_bad_frames == 1
+    })
+    .await;
+    eventually("the budget to be freed", || {
+        n1.pending_budget_available() == full
+    })
+    .await;
+    drop(stalled);
+    for endpoint in [app, n2, n1] {
+        endpoint.close().await;
+    }
+}
+
+#[tokio::test]
+async fn requests_reported_malformed_count_toward_closing_the_connection() {
+    let dir = cluster_certs();
+    let config = TransportConfig {
+        max_bad_frames_per_connection: 2,
+        ..TransportConfig::default()
+    };
+    let (n1, mut incoming) = server(dir.path(), "n1", config);
+    // Undecodable to this application: every request but "ok".
+    tokio::spawn(async move {
+        while let Some(request) = incoming.next().await {
+            let (_, _, frame, responder) = request.into_parts();
+            if &frame[..] != b"ok" {
+                responder.report_malformed();
+            }
+            responder.respond(Bytes::from_static(b"answer"));
+        }
+    });
+    let app = client(dir.path(), Role::Client, "app");
+    let addr = addr_of(&n1);
+    for _ in 0..2 {
+        let answer = app
+            .request(
+                addr,
+                ExpectedPeer::AnyNode,
+                Bytes::from_static(b"?"),
+                REQUEST_TIMEOUT,
+            )
+            .await
+            .unwrap();
+        assert_eq!(&answer[..], b"answer");
+    }
+    assert_eq!(n1.stats().connections_closed_for_bad_frames, 0);
+    // The third is one too many: the connection goes.
+    let _ = app
+        .request(
+            addr,
+            ExpectedPeer::AnyNode,
+            Bytes::from_static(b"?"),
+            REQUEST_TIMEOUT,
+        )
+        .await;
+    eventually("the connection is closed", || {
+        n1.stats().connections_closed_for_bad_frames == 1 && app.stats().open_connections == 0
+    })
+    .await;
+    assert_eq!(n1.stats().malformed_requests, 3);
+    // A well-formed request connects again.
+    let answer = app
+        .request(
+            addr,
+            ExpectedPeer::AnyNode,
+            Bytes::from_static(b"ok"),
+            REQUEST_TIMEOUT,
+        )
+        .await
+        .unwrap();
+    assert_eq!(&answer[..], b"answer");
+    app.close().await;
+    n1.close().await;
+}
+
+#[tokio::test]
+async fn a_handled_request_whose_response_was_not_delivered_may_have_reached_the_peer() {
+    let dir = cluster_certs();
+    let config = TransportConfig {
+        frame_timeout: Duration::from_millis(300),
+        frame_progress_timeout: Duration::from_millis(300),
+        ..TransportConfig::default()
+    };
+    let (n1, mut incoming) = server(dir.path(), "n1", config);
+    let relay = Relay::start(addr_of(&n1)).await;
+    let peer = relay.addr;
+    let app = patient_client(dir.path());
+    let app2 = app.clone();
+    let request = tokio::spawn(async move {
+        app2.request(
+            peer,
+            ExpectedPeer::AnyNode,
+            Bytes::from_static(b"write"),
+            Duration::from_secs(30),
+        )
+        .await
+    });
+    // The server takes the request (a write would be applied now); its answer is lost on the
+    // way until the server gives up delivering it.
+    let handled = within("the request to arrive", incoming.next())
+        .await
+        .unwrap();
+    relay.hold_responses(true);
+    handled.respond(Bytes::from_static(b"written"));
+    eventually("the server to give up delivering", || {
+        n1.stats().responses_undelivered == 1
+    })
+    .await;
+    relay.hold_responses(false);
+
+    let err = within("the reset to arrive", request)
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            TransportError::Reset {
+                code: ResetCode::Undelivered,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.may_have_reached_peer(), "it was handled: {err:?}");
+    app.close().await;
+    relay.kill().await;
+    n1.close().await;
+}
+
+#[tokio::test]
+async fn requests_never_handled_are_reset_as_not_reaching_the_peer() {
+    let dir = cluster_certs();
+    let config = TransportConfig {
+        frame_progress_timeout: Duration::from_millis(300),
+        ..TransportConfig::default()
+    };
+    let (n1, incoming) = server(dir.path(), "n1", config);
+    echo(incoming);
+    let app = client(dir.path(), Role::Client, "app");
+    let addr = addr_of(&n1);
+
+    // A frame that stops arriving: reset when its progress deadline passes.
+    let (mut send, mut recv) = app
+        .open_raw_stream(addr, ExpectedPeer::AnyNode)
+        .await
+        .unwrap();
+    send.write_all(&[0, 0, 0, 10, 1, 2]).await.unwrap();
+    let code = within("the stalled frame's reset", recv.received_reset()).await;
+    assert_eq!(
+        code.unwrap().map(|c| ResetCode::from_u64(c.into_inner())),
+        Some(ResetCode::ReadTimeout)
+    );
+
+    // A request abandoned by its sender halfway: the server resets its answer as cancelled.
+    let (mut send, mut recv) = app
+        .open_raw_stream(addr, ExpectedPeer::AnyNode)
+        .await
+        .unwrap();
+    send.write_all(&[0, 0, 0, 10, 1, 2]).await.unwrap();
+    send.reset(quinn::VarInt::from_u32(0x99)).unwrap();
+    let code = within("the abandoned request's reset", recv.received_reset()).await;
+    assert_eq!(
+        code.unwrap().map(|c| ResetCode::from_u64(c.into_inner())),
+        Some(ResetCode::Cancelled)
+    );
+
+    // What a requester makes of each: nothing was handled, so it may go elsewhere.
+    for code in [ResetCode::ReadTimeout, ResetCode::Cancelled] {
+        let read = ReadError::Reset(quinn::VarInt::from_u64(code.to_u64()).unwrap());
+        let err = crate::endpoint::read_error(addr, crate::frame::ReadFrameError::Read(read));
+        assert!(!err.may_have_reached_peer(), "{code}: {err:?}");
+    }
+    assert_eq!(n1.stats().requests_received, 0);
+    assert_eq!(n1.stats().slow_frames, 1);
+    app.close().await;
+    n1.close().await;
 }

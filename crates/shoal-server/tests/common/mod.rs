@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use shoal_causality::CausalContext;
 use shoal_protocol::{
-    ClientRequest, ClientResponse, DecodeLimits, LocalRead, Refusal, Request, Response, decode,
-    encode,
+    AdminRequest, AdminResponse, ClientRequest, ClientResponse, DecodeLimits, LocalRead, Refusal,
+    Request, Response, decode, encode,
 };
 use shoal_ring::Member;
 use shoal_server::{Server, ServerConfig};
@@ -46,16 +46,61 @@ pub fn cluster_certs(nodes: usize) -> TempDir {
     dir
 }
 
-/// Free UDP ports on 127.0.0.1: bound, read, released. Another process could take one in
-/// between; nothing else on a test machine does so at random.
+/// Free UDP ports on 127.0.0.1 for servers that bind them later, never handed out twice by
+/// this process.
+///
+/// They come from below the kernel's ephemeral range (`ip_local_port_range`): a port of that
+/// range, bound, read and released, can be given to any socket the process binds to port 0
+/// before the server binds it (client endpoints, peer endpoints and the transport's port checks
+/// all do), and the server then fails with "address in use". A port below the range is given
+/// out only on request; each candidate is bound here first to skip ports in use.
 pub fn free_ports(count: usize) -> Vec<u16> {
-    let sockets: Vec<UdpSocket> = (0..count)
-        .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
-        .collect();
-    sockets
-        .iter()
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    let (low, high) = ports_outside_the_ephemeral_range();
+    let span = u32::from(high - low) + 1;
+    let mut next = low + (rand::random::<u32>() % span) as u16;
+    let mut handed_out = HANDED_OUT.lock().unwrap();
+    let handed_out = handed_out.get_or_insert_with(HashSet::new);
+    let mut held = Vec::with_capacity(count);
+    for _ in 0..span {
+        if held.len() == count {
+            break;
+        }
+        let port = next;
+        next = if next == high { low } else { next + 1 };
+        if handed_out.contains(&port) {
+            continue;
+        }
+        if let Ok(socket) = UdpSocket::bind(("127.0.0.1", port)) {
+            handed_out.insert(port);
+            held.push(socket);
+        }
+    }
+    assert_eq!(held.len(), count, "no {count} free ports in {low}..={high}");
+    held.iter()
         .map(|s| s.local_addr().unwrap().port())
         .collect()
+}
+
+/// The ports tests may pick: 10000 up to the start of the ephemeral range (or above its end
+/// if that leaves more).
+fn ports_outside_the_ephemeral_range() -> (u16, u16) {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| {
+            let mut parts = text.split_whitespace().map(|p| p.parse::<u16>().ok());
+            Some((parts.next()??, parts.next()??))
+        })
+        .unwrap_or((32768, 60999));
+    let below = range.0.saturating_sub(10000);
+    let above = u16::MAX.saturating_sub(range.1);
+    if below >= above {
+        (10000, range.0 - 1)
+    } else {
+        (range.1 + 1, u16::MAX)
+    }
 }
 
 pub fn localhost(port: u16) -> SocketAddr {
@@ -108,12 +153,38 @@ impl Cluster {
         for c in &configs {
             servers.push(Some(Server::start(c.clone()).await.unwrap()));
         }
-        Cluster {
+        let cluster = Cluster {
             certs,
             data,
             configs,
             servers,
+        };
+        cluster.await_peers_reachable().await;
+        cluster
+    }
+
+    /// Waits until every node counts every other as reachable. Listening is not enough: a
+    /// node pings its peers when it starts, and one that started before a peer was listening
+    /// holds it unreachable for a back-off (250 ms, doubling while it stays down), answering
+    /// `Unavailable` to requests that need it meanwhile.
+    pub async fn await_peers_reachable(&self) {
+        let ops = TestClient::new(self.certs.path(), Role::Admin, "ops");
+        for i in 0..self.configs.len() {
+            let addr = self.addr(i);
+            eventually(&format!("n{} reaches every peer", i + 1), || async {
+                match ops
+                    .try_request(addr, &Request::Admin(AdminRequest::Status))
+                    .await
+                {
+                    Ok(Response::Admin(AdminResponse::Status(status))) => {
+                        status.peers.iter().all(|p| p.reachable)
+                    }
+                    _ => false,
+                }
+            })
+            .await;
         }
+        ops.close().await;
     }
 
     pub fn addr(&self, i: usize) -> SocketAddr {
@@ -286,14 +357,23 @@ where
 
 /// `GET path` on the metrics endpoint: (status line, body).
 pub async fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
+    try_http_get(addr, path).await.unwrap()
+}
+
+/// [`http_get`], with the connection's errors returned: a busy endpoint closes connections
+/// without reading their request, which may reset them.
+pub async fn try_http_get(addr: SocketAddr, path: &str) -> std::io::Result<(String, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
     let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
+    stream.write_all(request.as_bytes()).await?;
     let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap();
-    (head.lines().next().unwrap().to_owned(), body.to_owned())
+    stream.read_to_string(&mut response).await?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other(format!("no response head in {response:?}")))?;
+    let status = head.lines().next().unwrap_or_default().to_owned();
+    Ok((status, body.to_owned()))
 }
 
 /// The value of one sample line (`name{labels}` exactly as rendered) in a scrape.
