@@ -12,6 +12,9 @@ pub enum CausalityError {
         /// The limit.
         max: usize,
     },
+    /// The actor has no counter left for a new dot (a context named `u64::MAX` for it).
+    #[error("no fresh dot left for the coordinating actor")]
+    CountersExhausted,
     /// Bytes decoded into an object or vector that breaks an invariant.
     #[error("invalid causal data: {0}")]
     Invalid(&'static str),

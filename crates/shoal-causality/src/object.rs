@@ -84,12 +84,8 @@ impl Object {
     }
 
     /// A coordinator's write: a new sibling `value` made by `actor`, superseding every sibling
-    /// the client's `context` covers and keeping the rest as concurrent siblings.
-    ///
-    /// The new dot is `(actor, max(vv[actor], context[actor]) + 1)`: only `actor` makes dots
-    /// for itself, and it always holds its own latest write, so the dot is fresh. The context is
-    /// folded into the vector so that a replica still holding a superseded sibling drops it on
-    /// merge. Refused, with no change, when more than `max_siblings` siblings would remain.
+    /// the client's `context` covers and keeping the rest as concurrent siblings. See
+    /// [`Object::update_with_dot`], which also returns the new dot.
     pub fn update(
         &self,
         context: &CausalContext,
@@ -97,15 +93,49 @@ impl Object {
         actor: &Actor,
         max_siblings: usize,
     ) -> Result<Object, CausalityError> {
-        let ctx = context.vector();
-        let kept = self.siblings.iter().filter(|(d, _)| !ctx.covers(d)).count();
+        self.update_with_dot(context, value, actor, max_siblings)
+            .map(|(object, _)| object)
+    }
+
+    /// [`Object::update`], returning the new object and the dot it made (what a put's answer
+    /// adds to the writer's context, [`CausalContext::with_dot`]).
+    ///
+    /// The new dot is `(actor, n + 1)` where `n` is the highest counter of `actor` the object
+    /// or the context names: only `actor` makes dots for itself, and it always holds its own
+    /// latest write, so the dot is fresh. (A context naming more of `actor` than the object has
+    /// is dishonest or a sign of lost state; coordinators refuse it before calling this.) The
+    /// context's vector is folded into the object's, so that a replica still holding a
+    /// superseded sibling drops it on merge; a listed dot is folded only when it is exact (the
+    /// object's vector already reaches the counter before it), never over a gap: an unfolded dot
+    /// may let a superseded sibling come back from another replica as a sibling (safe), where a
+    /// widened vector would drop a write nobody saw (a loss).
+    ///
+    /// Refused, with no change, when more than `max_siblings` siblings would remain, or when
+    /// no counter is left for `actor` (`u64::MAX` named).
+    pub fn update_with_dot(
+        &self,
+        context: &CausalContext,
+        value: Sibling,
+        actor: &Actor,
+        max_siblings: usize,
+    ) -> Result<(Object, Dot), CausalityError> {
+        let kept = self
+            .siblings
+            .iter()
+            .filter(|(d, _)| !context.covers(d))
+            .count();
         if kept + 1 > max_siblings {
             return Err(CausalityError::TooManySiblings {
                 siblings: kept + 1,
                 max: max_siblings,
             });
         }
-        let counter = self.vv.get(actor).max(ctx.get(actor)).saturating_add(1);
+        let counter = self
+            .vv
+            .get(actor)
+            .max(context.counter_of(actor))
+            .checked_add(1)
+            .ok_or(CausalityError::CountersExhausted)?;
         let dot = Dot {
             actor: actor.clone(),
             counter,
@@ -114,14 +144,20 @@ impl Object {
         siblings.extend(
             self.siblings
                 .iter()
-                .filter(|(d, _)| !ctx.covers(d))
+                .filter(|(d, _)| !context.covers(d))
                 .cloned(),
         );
         let at = siblings.partition_point(|(d, _)| *d < dot);
-        siblings.insert(at, (dot, value));
-        let mut vv = self.vv.join(ctx);
+        siblings.insert(at, (dot.clone(), value));
+        let mut vv = self.vv.join(context.vector());
+        // Sorted by actor then counter: a run of exact dots folds in one pass.
+        for d in context.dots() {
+            if vv.get(&d.actor) + 1 == d.counter {
+                vv.witness(&d.actor, d.counter);
+            }
+        }
         vv.witness(actor, counter);
-        Ok(Object { vv, siblings })
+        Ok((Object { vv, siblings }, dot))
     }
 
     /// Everything both objects know: a sibling survives if the other side holds it too or has
@@ -171,7 +207,8 @@ impl Object {
         }
     }
 
-    /// What a client must send back to supersede what it read here.
+    /// What a client must send back to supersede what it read here: the whole vector (a read
+    /// has seen every sibling). A put answers with less ([`CausalContext::with_dot`]).
     pub fn context(&self) -> CausalContext {
         CausalContext::from(self.vv.clone())
     }
