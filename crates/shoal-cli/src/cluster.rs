@@ -10,8 +10,9 @@ use crate::json::Json;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// One node's view: members with addresses and zones, which it can reach, the ring epoch
-    /// and partitions per node. Asks the first --node that answers.
+    /// One node's view: whether its storage is healthy, members with addresses and zones,
+    /// which it can reach, the ring epoch and partitions per node. Asks the first --node that
+    /// answers.
     Status(StatusArgs),
 }
 
@@ -81,6 +82,14 @@ fn print_status(addr: std::net::SocketAddr, status: &NodeStatus) {
         "node {} at {addr} (incarnation {})",
         status.node, status.incarnation
     );
+    if status.storage_healthy {
+        println!("storage healthy");
+    } else {
+        println!(
+            "storage FAILED: a commit failed in this run; the node stores and coordinates no \
+             writes until it restarts"
+        );
+    }
     println!(
         "ring epoch {}, {} partitions, N={}, {} members",
         ring.epoch(),
@@ -145,6 +154,7 @@ fn status_json(addr: std::net::SocketAddr, status: &NodeStatus) -> Json {
         ("node", Json::string(status.node.as_str())),
         ("address", Json::string(addr.to_string())),
         ("incarnation", Json::string(status.incarnation.to_string())),
+        ("storage_healthy", Json::Bool(status.storage_healthy)),
         ("epoch", Json::Number(ring.epoch().get())),
         ("partitions", Json::Number(u64::from(ring.q().get()))),
         ("n", Json::Number(u64::from(ring.n().get()))),

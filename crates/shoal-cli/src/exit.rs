@@ -18,8 +18,8 @@ pub(crate) const USAGE: u8 = 2;
 /// timeouts leave the outcome unknown.
 pub(crate) const UNAVAILABLE: u8 = 3;
 /// The cluster refused the request as asked: unauthorized certificate, a refused TLS handshake
-/// (certificates from another CA), too large, too many siblings, invalid quorum, node shutting
-/// down.
+/// (certificates from another CA), too large, too many siblings, a context that cannot be
+/// honest, invalid quorum, node shutting down.
 pub(crate) const REFUSED: u8 = 4;
 /// Anything else: certificates, files, a server or dev cluster that failed, protocol errors.
 pub(crate) const FAILURE: u8 = 5;
@@ -34,7 +34,7 @@ Exit codes:
      no node reachable, overloaded); a failed write may still have been applied when the
      message says so
   4  refused (unauthorized certificate, a refused TLS handshake, value/key too large, too
-     many siblings, invalid quorum, node shutting down)
+     many siblings, an invalid context, invalid quorum, node shutting down)
   5  other errors (certificates, files, server start-up, protocol)
 
 Environment: SHOAL_NODES (comma-separated node addresses) and SHOAL_CERTS (certificate
@@ -74,8 +74,11 @@ pub(crate) fn code(error: &Error) -> u8 {
             | ClientError::HandshakeRefused { .. }
             | ClientError::Request(
                 RequestError::TooManySiblings { .. }
+                | RequestError::ObjectTooLarge { .. }
+                | RequestError::ReadTooLarge { .. }
                 | RequestError::ValueTooLarge { .. }
                 | RequestError::KeyTooLarge { .. }
+                | RequestError::InvalidContext(_)
                 | RequestError::InvalidQuorum(_),
             ) => REFUSED,
             _ => FAILURE,
@@ -101,6 +104,19 @@ pub(crate) fn report(error: &Error, json: bool, writes: bool) -> u8 {
             "note: the outcome is unknown: the write may have been applied; read the key to see"
         );
     }
+    // The key's object is too large to read: its context still lets it be replaced.
+    let context = match client_error(error) {
+        Some(ClientError::Request(RequestError::ReadTooLarge { context, .. })) => {
+            let token = shoal_client::context_to_token(context);
+            eprintln!("context: {token}");
+            eprintln!(
+                "note: overwrite the key with `put --context TOKEN`, or delete it with \
+                 `delete --context TOKEN`"
+            );
+            Json::string(token)
+        }
+        _ => Json::Null,
+    };
     if json {
         let kind = client_error(error).map_or(
             if code == USAGE { "usage" } else { "other" },
@@ -114,6 +130,7 @@ pub(crate) fn report(error: &Error, json: bool, writes: bool) -> u8 {
                 ("message", Json::string(format!("{error:#}"))),
                 ("indeterminate", Json::Bool(indeterminate)),
                 ("exit_code", Json::Number(u64::from(code))),
+                ("context", context),
             ]),
         )]);
         println!("{out}");
@@ -172,7 +189,10 @@ mod tests {
                 ClientError::Request(RequestError::ValueTooLarge { size: 2, max: 1 }),
                 REFUSED,
             ),
-            (ClientError::InvalidContextToken("x".into()), USAGE),
+            (
+                ClientError::InvalidContextToken(shoal_client::TokenError::Empty),
+                USAGE,
+            ),
         ];
         for (e, expected) in cases {
             let name = format!("{e:?}");

@@ -229,7 +229,9 @@ async fn get_local(args: GetArgs) -> anyhow::Result<Outcome> {
     for (_, local) in replicas {
         match local {
             Ok(LocalRead::NotFound) => {}
-            Ok(LocalRead::Found(_) | LocalRead::Corrupted) => outcome = Outcome::Done,
+            Ok(LocalRead::Found(_) | LocalRead::Corrupted | LocalRead::TooLarge { .. }) => {
+                outcome = Outcome::Done
+            }
             Err(e) => {
                 return Err(anyhow::Error::new(e).context("get --local: a node could not be read"));
             }
@@ -253,6 +255,10 @@ fn print_local(who: &str, local: &Result<LocalRead, shoal_client::ClientError>) 
         Ok(LocalRead::Corrupted) => println!(
             "{who}: CORRUPT record (failed its checksum; counts as missing until repaired)"
         ),
+        Ok(LocalRead::TooLarge { size, context }) => {
+            println!("{who}: object of {size} value bytes, too large to send; only its context");
+            println!("  context: {}", context_to_token(context));
+        }
         Ok(LocalRead::Found(object)) => {
             let siblings = object.siblings();
             let state = if object.is_deleted() {
@@ -284,6 +290,13 @@ fn local_json(
     match local {
         Ok(LocalRead::NotFound) => Json::object([node, id, ("state", Json::string("not_found"))]),
         Ok(LocalRead::Corrupted) => Json::object([node, id, ("state", Json::string("corrupted"))]),
+        Ok(LocalRead::TooLarge { size, context }) => Json::object([
+            node,
+            id,
+            ("state", Json::string("too_large")),
+            ("size", Json::Number(*size)),
+            ("context", Json::string(context_to_token(context))),
+        ]),
         Ok(LocalRead::Found(object)) => Json::object([
             node,
             id,

@@ -658,7 +658,7 @@ impl Wire {
             .await
         {
             Ok(reply) => reply,
-            Err(e) if is_local(&e) => return Attempt::Fail(ClientError::from_transport(addr, e)),
+            Err(e) if e.is_local() => return Attempt::Fail(ClientError::from_transport(addr, e)),
             Err(e) => {
                 // The node could not be reached, or went silent: try it last until a probe
                 // finds it answering. (A reset stream came from a live node.)
@@ -773,21 +773,6 @@ fn first<'a, 'b>(
         }
         Poll::Pending
     })
-}
-
-/// Failures of this process, not of a node: no other node would do better.
-fn is_local(e: &TransportError) -> bool {
-    matches!(
-        e,
-        TransportError::Cert(_)
-            | TransportError::InvalidConfig(_)
-            | TransportError::Tls(_)
-            | TransportError::WrongRole { .. }
-            | TransportError::NoRuntime
-            | TransportError::Bind { .. }
-            | TransportError::Closed
-            | TransportError::FrameTooLarge { .. }
-    )
 }
 
 fn make_key(key: impl AsRef<[u8]>) -> Result<Key, ClientError> {

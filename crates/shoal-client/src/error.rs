@@ -6,6 +6,8 @@ use shoal_transport::{CertError, TransportError};
 use shoal_types::TypesError;
 use thiserror::Error;
 
+use crate::token::TokenError;
+
 /// Why a call failed.
 ///
 /// A node's own answer is [`ClientError::Request`], the node's [`RequestError`] as it sent it;
@@ -83,9 +85,9 @@ pub enum ClientError {
     /// Definite: the key is empty or longer than any Shoal key may be.
     #[error("invalid key: {0}")]
     InvalidKey(#[source] TypesError),
-    /// Definite: a context token is not one this client made.
+    /// Definite: a context token is not one this client made (or one an older client made).
     #[error("invalid context token: {0}")]
-    InvalidContextToken(String),
+    InvalidContextToken(TokenError),
 }
 
 impl ClientError {
@@ -146,9 +148,10 @@ impl ClientError {
     /// The error a refusal from `addr` becomes.
     pub(crate) fn from_refusal(addr: SocketAddr, refusal: Refusal) -> ClientError {
         match refusal {
-            Refusal::Unauthorized { .. } | Refusal::WrongSender { .. } => {
-                ClientError::Unauthorized(refusal.to_string())
-            }
+            Refusal::Unauthorized { .. }
+            | Refusal::WrongSender { .. }
+            | Refusal::NotAMember { .. }
+            | Refusal::WrongEpoch { .. } => ClientError::Unauthorized(refusal.to_string()),
             Refusal::Overloaded => ClientError::Request(RequestError::Overloaded),
             Refusal::BadRequest(_) | Refusal::ShuttingDown => {
                 ClientError::Refused { addr, refusal }
@@ -249,6 +252,13 @@ mod tests {
                     n: 3,
                 }),
                 "InvalidQuorum(ReadOutOfRange { r: 4, n: 3 })",
+            ),
+            (
+                RequestError::InvalidContext(shoal_protocol::ContextError::Unissued {
+                    counter: 9,
+                    issued: 2,
+                }),
+                "InvalidContext(Unissued { counter: 9, issued: 2 })",
             ),
             (RequestError::Overloaded, "Overloaded"),
             (

@@ -27,6 +27,9 @@ pub struct NodeStatus {
     pub ring: Ring,
     /// For each other member, whether this node can reach it now.
     pub peers: Vec<PeerStatus>,
+    /// Whether the node's storage works: `false` once a commit failed in this run, after which
+    /// the node coordinates and stores no writes until it restarts (under a new incarnation).
+    pub storage_healthy: bool,
 }
 
 /// Whether a node can reach one peer.

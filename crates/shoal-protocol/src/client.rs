@@ -80,10 +80,11 @@ pub enum ClientResponse {
         /// The causal context of the merged object.
         context: CausalContext,
     },
-    /// The write is durable on W nodes. The context covers the written value, so a writer that
-    /// writes again with it supersedes its own write.
+    /// The write is durable on W nodes. The context is the one the write was sent with plus the
+    /// write's own dot: a writer that writes again with it supersedes its own write and what it
+    /// had seen, never a concurrent write it did not see.
     Written {
-        /// The context of the object the coordinator stored.
+        /// The writer's context plus the new write.
         context: CausalContext,
     },
     /// One node's own replica (for `GetLocal`).
@@ -103,6 +104,16 @@ pub enum LocalRead {
     NotFound,
     /// The node's record failed its checksum; it counts as missing and will be repaired.
     Corrupted,
+    /// The node holds an object whose values are more than an object may hold (more than
+    /// `Limits::max_object_bytes`, the most one frame carries): concurrent writes accepted by
+    /// different coordinators, merged here. Only its context is sent, so that a client can
+    /// still overwrite or delete the key with it.
+    TooLarge {
+        /// The object's value bytes, all siblings together.
+        size: u64,
+        /// The object's context.
+        context: CausalContext,
+    },
 }
 
 /// Why a request failed, as the client sees it. Each variant says whether the write may have
@@ -145,6 +156,31 @@ pub enum RequestError {
         /// The limit.
         max: usize,
     },
+    /// Definite: the object (all of the key's siblings) would hold more value bytes than an
+    /// object may after this write; read, resolve, write with the context (which replaces the
+    /// siblings it covers), or delete.
+    #[error("object too large: the write would leave {size} value bytes, the limit is {max}")]
+    ObjectTooLarge {
+        /// The object's value bytes after the write.
+        size: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// Definite (nothing was written): the key's merged object holds more value bytes than an
+    /// object may, so its values cannot be sent. Concurrent writes accepted by different
+    /// coordinators made it. `context` covers everything read: a put with it replaces the
+    /// values, a delete with it removes them.
+    #[error(
+        "object too large to read: {size} value bytes, the limit is {max}; overwrite or delete it with the context"
+    )]
+    ReadTooLarge {
+        /// The merged object's value bytes (at least; some replicas sent only their context).
+        size: u64,
+        /// The limit.
+        max: u64,
+        /// The context of everything read.
+        context: CausalContext,
+    },
     /// Definite: the value is larger than the cluster allows.
     #[error("value too large: {size} bytes, the limit is {max}")]
     ValueTooLarge {
@@ -169,6 +205,10 @@ pub enum RequestError {
         /// The longest the node allows.
         max: Duration,
     },
+    /// Definite: the write's context cannot be honest (too large, or naming writes that were
+    /// never made); nothing was applied. Read the key for a fresh context.
+    #[error("invalid context: {0}; nothing was applied")]
+    InvalidContext(ContextError),
     /// Definite: R/W/PR/PW do not fit N.
     #[error("invalid quorum: {0}")]
     InvalidQuorum(#[from] QuorumError),
@@ -198,12 +238,56 @@ impl RequestError {
             RequestError::QuorumFailed { .. } => "quorum_failed",
             RequestError::Timeout { .. } => "timeout",
             RequestError::TooManySiblings { .. } => "too_many_siblings",
+            RequestError::ObjectTooLarge { .. } => "object_too_large",
+            RequestError::ReadTooLarge { .. } => "read_too_large",
             RequestError::ValueTooLarge { .. } => "value_too_large",
             RequestError::KeyTooLarge { .. } => "key_too_large",
             RequestError::InvalidQuorum(_) => "invalid_quorum",
             RequestError::InvalidTimeout { .. } => "invalid_timeout",
+            RequestError::InvalidContext(_) => "invalid_context",
             RequestError::Overloaded => "overloaded",
             RequestError::NodeFailed(_) => "node_failed",
         }
     }
+}
+
+/// Why a coordinator refused a write's context (always before applying anything).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum ContextError {
+    /// More vector entries plus listed dots than a node accepts
+    /// (`shoal_causality::MAX_CONTEXT_ENTRIES`).
+    #[error("{entries} entries, the limit is {max}")]
+    TooManyEntries {
+        /// Entries the context holds.
+        entries: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A counter no key reaches (`shoal_causality::MAX_PLAUSIBLE_COUNTER`), beyond what the
+    /// coordinator's object has seen.
+    #[error("counter {counter} is implausible (the limit is {max})")]
+    ImplausibleCounter {
+        /// The largest counter in the context.
+        counter: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// The context names actors the coordinator's object does not know, and with them its
+    /// vector would pass `shoal_causality::MAX_ENTRIES_FROM_CONTEXTS` entries.
+    #[error("it would grow the key's version vector to {entries} entries, the limit is {max}")]
+    TooManyActors {
+        /// Entries the object's vector would hold.
+        entries: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The context names a write of the coordinator's own actor that the coordinator never
+    /// made: a client cannot have seen it.
+    #[error("it names write {counter} of the coordinator, which has made {issued}")]
+    Unissued {
+        /// The coordinator's counter the context names.
+        counter: u64,
+        /// How many writes of the key the coordinator has made.
+        issued: u64,
+    },
 }

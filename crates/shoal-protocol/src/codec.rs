@@ -8,15 +8,23 @@ use thiserror::Error;
 
 use crate::{
     AdminResponse, ClientRequest, ClientResponse, LocalRead, PeerMessage, PeerRequest,
-    PeerResponse, ReplicaMessage, ReplicaResponse, Request, Response,
+    PeerResponse, ReplicaMessage, ReplicaResponse, Request, RequestError, Response,
 };
 
-/// The version byte every frame body starts with. Bumped on any incompatible change.
-pub const PROTOCOL_VERSION: u8 = 2;
+/// The version byte every frame body starts with. Bumped on any incompatible change (3: causal
+/// contexts carry listed dots beside their vector, and `RequestError::InvalidContext`).
+pub const PROTOCOL_VERSION: u8 = 3;
 
 /// How deeply nested a decoded message may be. Shoal's deepest message nests about a dozen
 /// levels; anything deeper is hostile.
 pub const MAX_DECODE_DEPTH: usize = 32;
+
+/// What a frame needs beyond an object's value bytes to carry it: the envelope of the largest
+/// message that carries one (a `Replicate`, a `Read` answer), the key (up to `Key::MAX_LEN`),
+/// and the object's dots and version vector at the decode caps ([`DecodeLimits`]), about
+/// 175 KiB at worst. A frame of `Limits::max_object_bytes` plus this carries any object a
+/// coordinator makes; `tests/codec.rs` checks the worst case.
+pub const OBJECT_OVERHEAD_BYTES: usize = 1024 * 1024;
 
 /// Why bytes could not be turned into a message, or a message into bytes.
 #[derive(Debug, Error)]
@@ -48,7 +56,7 @@ pub struct DecodeLimits {
     pub max_value_bytes: usize,
     /// Most siblings in one object.
     pub max_siblings: usize,
-    /// Most entries in one version vector or context.
+    /// Most entries in one version vector, or in one context (vector entries plus listed dots).
     pub max_vector_entries: usize,
     /// Most members in one ring.
     pub max_members: usize,
@@ -171,6 +179,9 @@ fn check_client_response(c: &ClientResponse, limits: &DecodeLimits) -> Result<()
         ClientResponse::Written { context } => check_context(context, limits),
         ClientResponse::Local(l) => check_local(l, limits),
         ClientResponse::Ring(ring) => check_ring(ring, limits),
+        ClientResponse::Failed(RequestError::ReadTooLarge { context, .. }) => {
+            check_context(context, limits)
+        }
         ClientResponse::Failed(_) => Ok(()),
     }
 }
@@ -178,6 +189,7 @@ fn check_client_response(c: &ClientResponse, limits: &DecodeLimits) -> Result<()
 fn check_local(l: &LocalRead, limits: &DecodeLimits) -> Result<(), CodecError> {
     match l {
         LocalRead::Found(o) => check_object(o, limits),
+        LocalRead::TooLarge { context, .. } => check_context(context, limits),
         LocalRead::NotFound | LocalRead::Corrupted => Ok(()),
     }
 }
@@ -204,10 +216,10 @@ fn check_object(o: &Object, limits: &DecodeLimits) -> Result<(), CodecError> {
 }
 
 fn check_context(c: &CausalContext, limits: &DecodeLimits) -> Result<(), CodecError> {
-    if c.vector().len() > limits.max_vector_entries {
+    if c.len() > limits.max_vector_entries {
         return Err(CodecError::OverLimit(format!(
             "causal context of {} entries, the limit is {}",
-            c.vector().len(),
+            c.len(),
             limits.max_vector_entries
         )));
     }

@@ -22,10 +22,10 @@ mod message;
 mod peer;
 
 pub use admin::{AdminRequest, AdminResponse, NodeStatus, PeerStatus};
-pub use client::{ClientRequest, ClientResponse, LocalRead, RequestError};
+pub use client::{ClientRequest, ClientResponse, ContextError, LocalRead, RequestError};
 pub use codec::{
-    Checked, CodecError, DecodeLimits, MAX_DECODE_DEPTH, PROTOCOL_VERSION, decode, encode,
-    encode_sized,
+    Checked, CodecError, DecodeLimits, MAX_DECODE_DEPTH, OBJECT_OVERHEAD_BYTES, PROTOCOL_VERSION,
+    decode, encode, encode_sized,
 };
 pub use message::{Refusal, Request, Response};
 pub use peer::{

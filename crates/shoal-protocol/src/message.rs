@@ -1,5 +1,5 @@
 use serde::{Deserialize, Serialize};
-use shoal_types::Role;
+use shoal_types::{RingEpoch, Role};
 
 use crate::{
     AdminRequest, AdminResponse, ClientRequest, ClientResponse, PeerRequest, PeerResponse,
@@ -68,6 +68,23 @@ pub enum Refusal {
         claimed: String,
         /// The node id in the certificate.
         certified: String,
+    },
+    /// A peer message came from a node certificate whose node is not a member of the
+    /// receiver's ring: only members replicate.
+    #[error("unauthorized: {node} is not a member of this node's ring")]
+    NotAMember {
+        /// The node the certificate names.
+        node: String,
+    },
+    /// A peer message was sent under another ring epoch than the receiver's. The ring is static
+    /// for now, so two epochs mean two different rings: placing keys by either could file them
+    /// where the other never looks.
+    #[error("ring epoch mismatch: the message is of epoch {theirs}, this node's ring is {ours}")]
+    WrongEpoch {
+        /// The receiver's ring epoch.
+        ours: RingEpoch,
+        /// The epoch the message carried.
+        theirs: RingEpoch,
     },
     /// The frame did not decode, or broke a limit.
     #[error("bad request: {0}")]

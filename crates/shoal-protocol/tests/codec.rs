@@ -232,3 +232,62 @@ proptest! {
         let _ = decode::<Request>(&bytes, &DecodeLimits::default());
     }
 }
+
+/// The worst case `OBJECT_OVERHEAD_BYTES` must cover: the longest key, the most siblings the
+/// decoders accept, each under a dot of a longest-named actor, and the longest version vector,
+/// in a `Replicate` and in a `Read` answer. Values are small here; the overhead does not depend
+/// on their size beyond a length prefix each, counted too.
+#[test]
+fn a_frame_of_the_object_bound_plus_the_overhead_carries_any_object() {
+    let limits = DecodeLimits::default();
+    let actors = limits.max_vector_entries;
+    let per_actor = limits.max_siblings / actors;
+    let mut obj = Object::new();
+    for a in 0..actors {
+        let name = format!("{a:0>width$}", width = NodeId::MAX_LEN);
+        let actor = Actor::new(node(&name), Incarnation::new(u64::MAX - a as u64));
+        for _ in 0..per_actor {
+            obj = obj
+                .update(
+                    &CausalContext::empty(),
+                    Sibling::Value(Bytes::from_static(b"v")),
+                    &actor,
+                    limits.max_siblings,
+                )
+                .unwrap();
+        }
+    }
+    assert_eq!(obj.siblings().len(), limits.max_siblings);
+    let key = Key::new(vec![b'k'; Key::MAX_LEN]).unwrap();
+    let messages = [
+        Request::Peer(PeerRequest {
+            from: node(&"n".repeat(NodeId::MAX_LEN)),
+            epoch: RingEpoch::new(u64::MAX),
+            budget: Some(std::time::Duration::MAX),
+            message: PeerMessage::Replica(ReplicaMessage::Replicate {
+                partition: shoal_types::PartitionId::from_index_unchecked(u32::MAX),
+                key: key.clone(),
+                object: obj.clone(),
+            }),
+        }),
+        Request::Client(ClientRequest::Put {
+            key,
+            value: Bytes::from_static(b"v"),
+            context: obj.context(),
+            options: RequestOptions::default(),
+        }),
+    ];
+    for message in &messages {
+        let len = encode(message).unwrap().len();
+        assert!(
+            len <= obj.value_bytes() + shoal_protocol::OBJECT_OVERHEAD_BYTES,
+            "{len} bytes for {} value bytes",
+            obj.value_bytes()
+        );
+    }
+    let answer = Response::Peer(PeerResponse::Replica(ReplicaResponse::Replica(
+        LocalRead::Found(obj.clone()),
+    )));
+    let len = encode(&answer).unwrap().len();
+    assert!(len <= obj.value_bytes() + shoal_protocol::OBJECT_OVERHEAD_BYTES);
+}
