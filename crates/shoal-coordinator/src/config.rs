@@ -18,7 +18,11 @@ pub struct NodeConfig {
     /// The longest timeout a request may ask for; longer ones are refused (`InvalidTimeout`),
     /// so no request can pin the node's memory for long. Default 60 s.
     pub max_request_timeout: Duration,
-    /// Most requests this node coordinates at once; beyond it, `Overloaded`. Default 4,096.
+    /// Most requests this node coordinates at once; beyond it, `Overloaded` at once. Default
+    /// 256: the work in flight is what a new request waits behind, and at this machine's
+    /// ~1,400 coordinated requests/s per node 256 is under 0.2 s of it, well inside a 1 s
+    /// attempt; 4,096 was 3 s, so at 150 % of capacity requests waited past their deadlines
+    /// instead of being refused (docs/performance.md, "Overload").
     pub max_in_flight: usize,
     /// Batches handed to storage and not yet durable (the commit queue) beyond which this node
     /// refuses new client writes with `Overloaded`. Replica writes from peers are refused only
@@ -39,7 +43,7 @@ impl NodeConfig {
             limits: Limits::default(),
             request_timeout: RequestOptions::DEFAULT_TIMEOUT,
             max_request_timeout: Duration::from_secs(60),
-            max_in_flight: 4096,
+            max_in_flight: 256,
             max_pending_persists: 4096,
             ping_interval: Duration::from_secs(1),
         }

@@ -4,6 +4,16 @@
 //! member (one ping in flight per peer, so a dead peer is not piled up on), so reachability stays
 //! fresh when no requests flow and a peer that came back is noticed.
 //!
+//! A peer this node has never heard from is *unknown*, not down: nodes of a cluster start
+//! together, and the first pings of one may reach a peer before it listens. An unknown peer's
+//! failures are not backed off for [`UNKNOWN_GRACE`] after its first one, so requests keep
+//! trying it (a failed connection to a live host fails fast) instead of answering `Unavailable`
+//! for the first back-off; a peer still never reached after that is treated as any other.
+//!
+//! A peer that answers — with anything, a refusal or a reset saying a frame was too large
+//! included — is there: only a failed connection marks it unreachable. A message this node did
+//! not send because it was over the frame limit says nothing about the peer.
+//!
 //! The node feeds this part the outcome of every message it sends, whichever part sent it, and
 //! every peer request it receives. It stands in for the phi-accrual detector of the membership
 //! crate, which will replace it behind the same questions (`is_reachable`, `status`).
@@ -11,7 +21,7 @@
 //! Not here: the transport's own dead-port check (a refused port fails a connection at once),
 //! which reaches this part as `SendError::Unreachable`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use shoal_protocol::{PeerMessage, PeerResponse, PeerStatus, Response};
@@ -25,11 +35,18 @@ use crate::timers::Timer;
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 /// The longest back-off.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How long a peer never heard from is tried despite failing, from its first failure: long
+/// enough for the nodes of a cluster started together to come up (one ping interval).
+const UNKNOWN_GRACE: Duration = Duration::from_secs(1);
 
 /// See the module docs.
 #[derive(Debug, Default)]
 pub(crate) struct Liveness {
     down: BTreeMap<NodeId, Down>,
+    /// Peers this node has heard from at least once in this run.
+    heard: BTreeSet<NodeId>,
+    /// Peers never heard from, and when their first failure was.
+    unknown_failing: BTreeMap<NodeId, Instant>,
     /// Pings in flight, by peer.
     pinging: BTreeMap<OutboundId, NodeId>,
 }
@@ -60,8 +77,21 @@ impl Liveness {
         now: Instant,
     ) {
         match result {
-            Ok(_) | Err(SendError::Refused(_)) => self.heard_from(to),
-            Err(SendError::Unreachable) => self.mark_unreachable(to, now),
+            // It answered, if only to say a frame was too large: it is there.
+            Ok(_)
+            | Err(SendError::Refused(_) | SendError::FrameRefused | SendError::AnswerTooLarge) => {
+                self.heard_from(to)
+            }
+            Err(SendError::Unreachable) => {
+                if !self.heard.contains(to) {
+                    let first = *self.unknown_failing.entry(to.clone()).or_insert(now);
+                    if now.saturating_duration_since(first) < UNKNOWN_GRACE {
+                        return;
+                    }
+                }
+                self.mark_unreachable(to, now)
+            }
+            // Not sent (over our frame limit), or no answer: says nothing about the peer.
             Err(SendError::Lost | SendError::TooLarge { .. }) => {}
         }
     }
@@ -69,6 +99,10 @@ impl Liveness {
     /// `node` sent us something: it is there.
     pub(crate) fn heard_from(&mut self, node: &NodeId) {
         self.down.remove(node);
+        self.unknown_failing.remove(node);
+        if !self.heard.contains(node) {
+            self.heard.insert(node.clone());
+        }
     }
 
     /// The answer to one of this part's pings came (its outcome was already `observed`).
@@ -183,6 +217,7 @@ mod tests {
         let now = Instant::now();
         let mut l = Liveness::new(now, &mut shared);
         let n2 = node("n2");
+        l.heard_from(&n2);
         let unreachable = Err(SendError::Unreachable);
         l.observed(&n2, &unreachable, now);
         assert!(!l.is_reachable(&shared, &n2, now));
@@ -222,5 +257,60 @@ mod tests {
         l.ping_timer(&mut shared, next);
         let second: Vec<NodeId> = pings(&mut shared).into_iter().map(|(_, to)| to).collect();
         assert_eq!(second, [node("n2")]);
+    }
+
+    #[test]
+    fn a_peer_never_heard_from_is_tried_while_the_cluster_starts() {
+        let mut shared = shared();
+        let now = Instant::now();
+        let mut l = Liveness::new(now, &mut shared);
+        let n2 = node("n2");
+        // The first ping reached n2 before it listened.
+        l.observed(&n2, &Err(SendError::Unreachable), now);
+        assert!(l.is_reachable(&shared, &n2, now), "unknown, so tried");
+        let soon = now + FIRST_BACKOFF / 2;
+        l.observed(&n2, &Err(SendError::Unreachable), soon);
+        assert!(l.is_reachable(&shared, &n2, soon));
+        // Never reached for longer than the grace: a peer like any other.
+        let late = now + UNKNOWN_GRACE;
+        l.observed(&n2, &Err(SendError::Unreachable), late);
+        assert!(!l.is_reachable(&shared, &n2, late));
+        assert!(l.is_reachable(&shared, &n2, late + FIRST_BACKOFF));
+    }
+
+    #[test]
+    fn a_peer_that_answered_once_is_backed_off_at_its_first_failure() {
+        let mut shared = shared();
+        let now = Instant::now();
+        let mut l = Liveness::new(now, &mut shared);
+        let n2 = node("n2");
+        l.observed(&n2, &Ok(PeerResponse::Pong), now);
+        l.observed(&n2, &Err(SendError::Unreachable), now);
+        assert!(!l.is_reachable(&shared, &n2, now));
+    }
+
+    #[test]
+    fn a_size_refusal_is_not_taken_for_an_absent_peer() {
+        let mut shared = shared();
+        let now = Instant::now();
+        let mut l = Liveness::new(now, &mut shared);
+        let n2 = node("n2");
+        l.heard_from(&n2);
+        for result in [
+            Err(SendError::TooLarge {
+                len: 20 << 20,
+                max: 16 << 20,
+            }),
+            Err(SendError::FrameRefused),
+            Err(SendError::AnswerTooLarge),
+        ] {
+            l.observed(&n2, &result, now);
+            assert!(l.is_reachable(&shared, &n2, now), "{result:?}");
+        }
+        // And a size refusal from a peer backed off clears the back-off: it answered.
+        l.observed(&n2, &Err(SendError::Unreachable), now);
+        assert!(!l.is_reachable(&shared, &n2, now));
+        l.observed(&n2, &Err(SendError::AnswerTooLarge), now);
+        assert!(l.is_reachable(&shared, &n2, now));
     }
 }

@@ -20,6 +20,12 @@ pub struct NodeMetrics {
     pub unavailable: u64,
     /// Writes refused with `TooManySiblings`.
     pub too_many_siblings: u64,
+    /// Writes refused with `ObjectTooLarge`: the object would hold more value bytes than
+    /// `Limits::max_object_bytes`.
+    pub objects_too_large: u64,
+    /// Gets answered `ReadTooLarge`: the merged object was too large to send, so only its
+    /// context went back.
+    pub reads_too_large: u64,
     /// Client requests refused with `Overloaded` before any work: too many in flight, or the
     /// commit queue full (not counting `expired_client`).
     pub overloaded: u64,

@@ -44,6 +44,13 @@ pub enum SendError {
         /// The frame limit.
         max: u32,
     },
+    /// The peer reset the message as a bad frame (over its frame limit): it was not delivered,
+    /// but the peer is there.
+    FrameRefused,
+    /// The peer handled the message, but its answer was over the frame limit (the peer reset
+    /// the stream saying so, or the frame that came was too long): the message may have been
+    /// applied, and the peer is there.
+    AnswerTooLarge,
 }
 
 /// One Shoal node's logic. See the crate docs.
@@ -167,6 +174,7 @@ impl<S: Storage> Node<S> {
                     incarnation: self.shared.config.incarnation,
                     ring: self.shared.ring.clone(),
                     peers: self.liveness.status(&self.shared, now),
+                    storage_healthy: self.durability.failed().is_none(),
                 };
                 let response = Response::Admin(AdminResponse::Status(status));
                 self.shared.reply(id, response);

@@ -2,7 +2,7 @@
 //! `put_core`: results go in, the value says whether the request has enough, has failed, or
 //! must wait, and what to do afterwards. No I/O, no clock, no node state.
 
-use shoal_causality::Object;
+use shoal_causality::{CausalContext, Object};
 use shoal_protocol::{LocalRead, RequestError};
 use shoal_types::{NodeId, ReadRequirement, WriteRequirement};
 
@@ -14,6 +14,9 @@ pub struct ReadQuorum {
     replies: Vec<ReadReply>,
     failures: usize,
     merged: Object,
+    /// Replicas that hold an object too large to send sent only its size and context: the
+    /// largest size, and the join of their contexts.
+    too_large: Option<(u64, CausalContext)>,
 }
 
 /// One replica's answer to a read.
@@ -21,8 +24,11 @@ pub struct ReadQuorum {
 struct ReadReply {
     node: NodeId,
     primary: bool,
-    /// What the replica holds; `None` when it holds nothing or its record is corrupt.
+    /// What the replica holds; `None` when it holds nothing, its record is corrupt, or its
+    /// object is too large to send.
     object: Option<Object>,
+    /// It answered with only the context of an object too large to send (so it is not stale).
+    too_large: bool,
 }
 
 /// Where a read stands.
@@ -46,24 +52,42 @@ impl ReadQuorum {
             replies: Vec::with_capacity(asked),
             failures: 0,
             merged: Object::new(),
+            too_large: None,
         }
     }
 
     /// Records a replica's answer. A corrupt record counts as an answer holding nothing, so
-    /// read repair rewrites it.
+    /// read repair rewrites it; an object too large to send counts as an answer whose context
+    /// joins [`ReadQuorum::too_large`].
     pub fn add_reply(&mut self, node: NodeId, primary: bool, read: LocalRead) {
-        let object = match read {
+        let (object, too_large) = match read {
             LocalRead::Found(o) => {
                 self.merged = self.merged.merge(&o);
-                Some(o)
+                (Some(o), false)
             }
-            LocalRead::NotFound | LocalRead::Corrupted => None,
+            LocalRead::NotFound | LocalRead::Corrupted => (None, false),
+            LocalRead::TooLarge { size, context } => {
+                self.too_large = Some(match self.too_large.take() {
+                    None => (size, context),
+                    Some((s, c)) => (s.max(size), join(&c, &context)),
+                });
+                (None, true)
+            }
         };
         self.replies.push(ReadReply {
             node,
             primary,
             object,
+            too_large,
         });
+    }
+
+    /// When a replica answered with only the context of an object too large to send: the
+    /// largest such object's value bytes, and the context of everything read (those replicas'
+    /// contexts joined with the merged object's), with which a write replaces it all.
+    pub fn too_large(&self) -> Option<(u64, CausalContext)> {
+        let (size, context) = self.too_large.as_ref()?;
+        Some((*size, join(context, &self.merged.context())))
     }
 
     /// Records a replica that did not answer (unreachable, error, or lost).
@@ -124,7 +148,7 @@ impl ReadQuorum {
         }
         self.replies
             .iter()
-            .filter(|r| r.object.as_ref() != Some(&self.merged))
+            .filter(|r| !r.too_large && r.object.as_ref() != Some(&self.merged))
             .map(|r| r.node.clone())
             .collect()
     }
@@ -133,6 +157,11 @@ impl ReadQuorum {
         self.asked
             .saturating_sub(self.replies.len() + self.failures)
     }
+}
+
+/// The context that covers what both `a` and `b` cover.
+fn join(a: &CausalContext, b: &CausalContext) -> CausalContext {
+    CausalContext::from(a.vector().join(b.vector()))
 }
 
 /// The tally of one put: durable acks from the replicas written, the coordinator's own

@@ -2,7 +2,8 @@
 //! `Repair` is merged into the local replica (DVV merge, no new dot) and answered `Stored` once
 //! the merged object is durable; a `Read` is answered with the durable replica. A message that
 //! names another partition than the key's own in this node's ring is refused, since it would
-//! file the key where no read finds it; a node whose storage failed refuses to store.
+//! file the key where no read finds it; a node whose storage failed refuses to store. A replica
+//! too large to send (see [`sendable`]) is answered with its context only.
 //!
 //! Overload: a message whose sender's deadline passed while it waited here is dropped unworked
 //! ([`PeerError::Expired`]: the sender no longer waits for it), and replica writes are refused
@@ -16,7 +17,7 @@
 use std::time::Instant;
 
 use shoal_protocol::{
-    PeerError, PeerResponse, ReplicaMessage, ReplicaResponse, Response, StorageFault,
+    LocalRead, PeerError, PeerResponse, ReplicaMessage, ReplicaResponse, Response, StorageFault,
 };
 use shoal_storage::{CommitError, Storage};
 
@@ -82,6 +83,7 @@ impl ReplicaSide {
             }
             ReplicaMessage::Read { partition, key } => {
                 let read = durability.durable_read(&mut shared.metrics, partition, &key);
+                let read = sendable(read, shared.config.limits.max_object_bytes());
                 reply(shared, id, ReplicaResponse::Replica(read));
             }
         }
@@ -99,6 +101,19 @@ impl ReplicaSide {
             Ok(()) => reply(shared, id, ReplicaResponse::Stored),
             Err(_) => refuse(shared, id, PeerError::Storage(StorageFault::CommitFailed)),
         }
+    }
+}
+
+/// A local replica as it may leave this node: an object with more value bytes than an object
+/// may hold (a merge of concurrent writes accepted by different coordinators) would not fit in
+/// a frame, so only its size and context go, with which a client can still replace it.
+pub(crate) fn sendable(read: LocalRead, max_object_bytes: usize) -> LocalRead {
+    match read {
+        LocalRead::Found(o) if o.value_bytes() > max_object_bytes => LocalRead::TooLarge {
+            size: o.value_bytes() as u64,
+            context: o.context(),
+        },
+        other => other,
     }
 }
 

@@ -188,7 +188,9 @@ fn with_one_node_down_w2_and_r2_succeed_and_r3_fails_saying_how_many() {
 #[test]
 fn unavailable_is_definite_nothing_is_written() {
     let mut c = Cluster::new(3);
-    // Learn that n2 and n3 are down.
+    // Hear from n2 and n3, then learn that they are down (a peer never heard from is tried
+    // for a while: it may not have been listening yet).
+    c.get("n1", "warmup");
     c.down.insert(node("n2"));
     c.down.insert(node("n3"));
     c.get("n1", "warmup");

@@ -109,11 +109,14 @@ impl ClientRequests {
             }
             // Refused before processing: nothing applied there, try the next primary.
             Ok(PeerResponse::Failed(_))
-            | Err(SendError::Unreachable | SendError::Refused(_) | SendError::TooLarge { .. }) => {
-                self.forward_next(env, id)
-            }
+            | Err(
+                SendError::Unreachable
+                | SendError::Refused(_)
+                | SendError::TooLarge { .. }
+                | SendError::FrameRefused,
+            ) => self.forward_next(env, id),
             // The primary may have applied the write: see the module docs.
-            Ok(_) | Err(SendError::Lost) => {
+            Ok(_) | Err(SendError::Lost | SendError::AnswerTooLarge) => {
                 fwd.maybe_applied = true;
                 fwd.candidates.clear();
                 self.forward_next(env, id);

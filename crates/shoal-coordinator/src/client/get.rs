@@ -12,7 +12,7 @@ use shoal_types::{Key, NodeId, PartitionId, RequestOptions};
 
 use super::{ClientRequests, Coordination, Env, Origin, Purpose, RequestId, answer, budget};
 use crate::effects::OutboundId;
-use crate::effects::{Part, Priority};
+use crate::effects::{Part, Priority, Shared};
 use crate::quorum::{ReadProgress, ReadQuorum};
 
 /// One get in flight.
@@ -30,6 +30,10 @@ pub(super) struct GetState {
 impl GetState {
     pub(super) fn origin(&self) -> Origin {
         self.origin
+    }
+
+    pub(super) fn answered(&self) -> bool {
+        self.answered
     }
 
     pub(super) fn reads(&self) -> Vec<OutboundId> {
@@ -139,37 +143,43 @@ impl ClientRequests {
         let Some(Coordination::Get(get)) = self.requests.get_mut(&request) else {
             return;
         };
+        let mut linger = true;
         if !get.answered {
-            match get.quorum.progress() {
-                ReadProgress::Waiting => {}
-                ReadProgress::Enough => {
-                    get.answered = true;
-                    let merged = get.quorum.merged();
-                    let response = ClientResponse::Read {
-                        values: merged.values(),
-                        context: merged.context(),
-                    };
-                    answer(env.shared, get.origin, response);
-                }
+            let response = match get.quorum.progress() {
+                ReadProgress::Waiting => None,
+                ReadProgress::Enough => Some(read_answer(env.shared, &get.quorum)),
                 ReadProgress::Failed(error) => {
-                    get.answered = true;
                     env.shared.metrics.quorum_failures += 1;
-                    answer(env.shared, get.origin, ClientResponse::Failed(error));
+                    Some(ClientResponse::Failed(error))
                 }
+            };
+            if let Some(response) = response {
+                get.answered = true;
+                answer(env.shared, get.origin, response);
+                // Answered: the get waits on only to repair late replicas, and holds no slot.
+                linger = self.mark_answered(env.shared);
             }
         }
+        let Some(Coordination::Get(get)) = self.requests.get(&request) else {
+            return;
+        };
         if get.answered
-            && get.quorum.is_complete()
+            && (get.quorum.is_complete() || !linger)
             && let Some(Coordination::Get(get)) = self.remove(env.shared, request)
         {
             self.read_repair(env, &get);
         }
     }
 
-    /// Sends the merged object to every replica that answered with something older.
+    /// Sends the merged object to every replica that answered with something older (only to
+    /// this node's own replica when it is too large to send).
     fn read_repair<S: Storage>(&mut self, env: &mut Env<'_, S>, get: &GetState) {
         let merged = get.quorum.merged();
+        let sendable = merged.value_bytes() <= env.shared.config.limits.max_object_bytes();
         for node in get.quorum.stale_replicas() {
+            if node != *env.shared.id() && !sendable {
+                continue;
+            }
             env.shared.metrics.read_repairs += 1;
             if node == *env.shared.id() {
                 // Nobody waits for a local repair.
@@ -188,4 +198,28 @@ impl ClientRequests {
             }
         }
     }
+}
+
+/// The client's answer to a get that has its replies: the merged values, or, when they hold
+/// more value bytes than an object may (concurrent writes accepted by different coordinators,
+/// merged) or a replica could send only its context, `ReadTooLarge` with the context of
+/// everything read, so that the client can overwrite or delete the key.
+fn read_answer(shared: &mut Shared, quorum: &ReadQuorum) -> ClientResponse {
+    let merged = quorum.merged();
+    let max = shared.config.limits.max_object_bytes();
+    let size = merged.value_bytes() as u64;
+    let too_large = quorum.too_large();
+    if too_large.is_none() && merged.value_bytes() <= max {
+        return ClientResponse::Read {
+            values: merged.values(),
+            context: merged.context(),
+        };
+    }
+    shared.metrics.reads_too_large += 1;
+    let (largest, context) = too_large.unwrap_or_else(|| (0, merged.context()));
+    ClientResponse::Failed(RequestError::ReadTooLarge {
+        size: size.max(largest),
+        max: max as u64,
+        context,
+    })
 }

@@ -13,6 +13,7 @@
 //! Not here: the replica side of these messages (`crate::replica`), whether peers are reachable
 //! (`crate::liveness`, asked), and how objects become durable (`crate::durability`, asked).
 
+mod context;
 mod forward;
 mod get;
 mod put;
@@ -31,6 +32,7 @@ use crate::SendError;
 use crate::durability::Durability;
 use crate::effects::{InboundId, OutboundId, Shared};
 use crate::liveness::Liveness;
+use crate::replica::sendable;
 use crate::timers::Timer;
 
 use self::forward::ForwardState;
@@ -65,6 +67,9 @@ pub(crate) struct ClientRequests {
     by_origin: BTreeMap<InboundId, RequestId>,
     /// What each message this part sent was for.
     outbound: BTreeMap<OutboundId, Purpose>,
+    /// Of `requests`, the gets already answered that wait for their last replicas only to
+    /// read-repair them: they hold no slot of `max_in_flight`.
+    repairing: usize,
 }
 
 /// Who gets the answer of a coordinated request, and how it is wrapped.
@@ -92,6 +97,15 @@ enum Coordination {
 }
 
 impl Coordination {
+    /// Whether the request's answer has gone out (what remains is read repair).
+    fn answered(&self) -> bool {
+        match self {
+            Coordination::Get(get) => get.answered(),
+            Coordination::Put(put) => put.answered(),
+            Coordination::Forward(_) => false,
+        }
+    }
+
     fn origin(&self) -> Origin {
         match self {
             Coordination::Get(get) => get.origin(),
@@ -126,10 +140,11 @@ impl ClientRequests {
             requests: BTreeMap::new(),
             by_origin: BTreeMap::new(),
             outbound: BTreeMap::new(),
+            repairing: 0,
         }
     }
 
-    /// Requests being coordinated or forwarded.
+    /// Requests being coordinated or forwarded, answered gets still read-repairing included.
     pub(crate) fn in_flight(&self) -> usize {
         self.requests.len()
     }
@@ -184,6 +199,7 @@ impl ClientRequests {
                 let read = env
                     .durability
                     .durable_read(&mut env.shared.metrics, partition, &key);
+                let read = sendable(read, env.shared.config.limits.max_object_bytes());
                 answer(env.shared, origin, ClientResponse::Local(read));
             }
             ClientRequest::Ring => {
@@ -234,7 +250,7 @@ impl ClientRequests {
 
     /// [`Timer::Request`] fired: the request's deadline passed.
     pub(crate) fn deadline<S: Storage>(&mut self, env: &mut Env<'_, S>, request: RequestId) {
-        let Some(coordination) = self.requests.remove(&request) else {
+        let Some(coordination) = self.take(request) else {
             return;
         };
         self.by_origin.remove(&coordination.origin().inbound());
@@ -316,12 +332,29 @@ impl ClientRequests {
     /// Stops tracking `request` before its deadline.
     fn remove(&mut self, shared: &mut Shared, request: RequestId) -> Option<Coordination> {
         shared.timers.cancel(Timer::Request(request));
-        let coordination = self.requests.remove(&request)?;
+        let coordination = self.take(request)?;
         let inbound = coordination.origin().inbound();
         if self.by_origin.get(&inbound) == Some(&request) {
             self.by_origin.remove(&inbound);
         }
         Some(coordination)
+    }
+
+    /// Forgets `request`, keeping the count of answered ones true.
+    fn take(&mut self, request: RequestId) -> Option<Coordination> {
+        let coordination = self.requests.remove(&request)?;
+        if coordination.answered() {
+            self.repairing -= 1;
+        }
+        Some(coordination)
+    }
+
+    /// Counts a request, still tracked, that has just been answered. Returns whether it may
+    /// keep waiting for late replies: not beyond `max_in_flight` answered requests, so that
+    /// what they hold stays bounded.
+    fn mark_answered(&mut self, shared: &Shared) -> bool {
+        self.repairing += 1;
+        self.repairing <= shared.config.max_in_flight
     }
 
     /// Refuses a request before any work, when it is too big or the node too busy.
@@ -333,7 +366,8 @@ impl ClientRequests {
                 max: limits.max_key_bytes(),
             });
         }
-        if self.requests.len() >= shared.config.max_in_flight {
+        // An answered request that waits only to repair late replicas holds no slot.
+        if self.requests.len().saturating_sub(self.repairing) >= shared.config.max_in_flight {
             shared.metrics.overloaded += 1;
             return Some(RequestError::Overloaded);
         }

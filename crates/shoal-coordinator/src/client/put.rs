@@ -1,13 +1,14 @@
 //! Puts and deletes, coordinated by a primary of the key: it reads its local replica (what a
-//! write builds on, not yet durable writes included), applies `Object::update` with the client's
-//! context and its own actor, persists the result and, at the same time, sends it to the other
-//! reachable primaries; it answers after W durable acks (PW from primaries), its own among them
-//! or not. A write that lands on a node outside the preference list, or on a primary that
+//! write builds on, not yet durable writes included), refuses a context that cannot be honest
+//! ([`super::context`]), applies `Object::update` with the client's context and its own actor,
+//! persists the result and, at the same time, sends it to the other reachable primaries; it
+//! answers after W durable acks (PW from primaries), its own among them or not, with the
+//! writer's context plus the new dot. A write that lands on a node outside the preference list, or on a primary that
 //! cannot coordinate it (storage failed, local replica unreadable), is forwarded ([`super::forward`]).
 
 use std::time::Instant;
 
-use shoal_causality::{CausalityError, Object, Sibling};
+use shoal_causality::{CausalContext, CausalityError, Object, Sibling};
 use shoal_protocol::{
     ClientRequest, ClientResponse, PeerError, PeerMessage, ReplicaMessage, RequestError,
     StorageFault,
@@ -26,7 +27,8 @@ use crate::quorum::{WriteProgress, WriteQuorum};
 #[derive(Debug)]
 pub(super) struct PutState {
     origin: Origin,
-    object: Object,
+    /// What the answer carries: the writer's context plus the new dot.
+    answer: CausalContext,
     quorum: WriteQuorum,
     answered: bool,
 }
@@ -34,6 +36,10 @@ pub(super) struct PutState {
 impl PutState {
     pub(super) fn origin(&self) -> Origin {
         self.origin
+    }
+
+    pub(super) fn answered(&self) -> bool {
+        self.answered
     }
 
     /// The deadline passed: answered `Timeout` unless it was answered already.
@@ -133,8 +139,13 @@ impl ClientRequests {
             }
             _ => return,
         };
+        if let Err(e) = super::context::check(&context, &self.actor, &base) {
+            let error = RequestError::InvalidContext(e);
+            return answer(env.shared, origin, ClientResponse::Failed(error));
+        }
         let max_siblings = env.shared.config.limits.max_siblings();
-        let object = match base.update(&context, sibling, &self.actor, max_siblings) {
+        let (object, dot) = match base.update_with_dot(&context, sibling, &self.actor, max_siblings)
+        {
             Ok(o) => o,
             Err(CausalityError::TooManySiblings { siblings, max }) => {
                 env.shared.metrics.too_many_siblings += 1;
@@ -146,6 +157,9 @@ impl ClientRequests {
                 return answer(env.shared, origin, ClientResponse::Failed(error));
             }
         };
+        if let Some(error) = oversize(env.shared, &object) {
+            return answer(env.shared, origin, ClientResponse::Failed(error));
+        }
         let request = RequestId(env.shared.new_id());
         let mut quorum = WriteQuorum::new(required, primaries.len(), primaries.len());
         let mut replicas = Vec::with_capacity(primaries.len());
@@ -182,7 +196,7 @@ impl ClientRequests {
         }
         let put = PutState {
             origin,
-            object,
+            answer: super::context::written(&context, &dot),
             quorum,
             answered: false,
         };
@@ -237,7 +251,7 @@ impl ClientRequests {
                 WriteProgress::Waiting => {}
                 WriteProgress::Enough => {
                     put.answered = true;
-                    let context = put.object.context();
+                    let context = put.answer.clone();
                     answer(env.shared, put.origin, ClientResponse::Written { context });
                 }
                 WriteProgress::Failed(error) => {
@@ -247,8 +261,29 @@ impl ClientRequests {
                 }
             }
         }
-        if put.answered && put.quorum.is_complete() {
+        // Answered: late acks change nothing, so the put holds no slot while a silent
+        // replica runs out its timeout.
+        if put.answered {
+            self.mark_answered(env.shared);
             self.remove(env.shared, request);
         }
     }
+}
+
+/// Refuses a write whose object would hold more value bytes than an object may, before anything
+/// is stored, so that every object a coordinator makes fits in one frame. A write with a
+/// context that covers the siblings it replaces shrinks the object, and passes.
+fn oversize(shared: &mut Shared, object: &Object) -> Option<RequestError> {
+    let (size, max) = (
+        object.value_bytes(),
+        shared.config.limits.max_object_bytes(),
+    );
+    if size <= max {
+        return None;
+    }
+    shared.metrics.objects_too_large += 1;
+    Some(RequestError::ObjectTooLarge {
+        size: size as u64,
+        max: max as u64,
+    })
 }
