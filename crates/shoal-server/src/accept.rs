@@ -5,13 +5,21 @@
 //! quorums wait for; a full channel refuses with `Overloaded`.
 //! An undecodable request is also reported to the transport as malformed, so that it counts
 //! toward closing its connection like a bad frame.
+//!
+//! Peer messages are admitted only from ring members, as themselves, under this node's ring
+//! epoch ([`authorise`]): a valid node certificate of the cluster's CA is not enough to
+//! replicate into this ring, and a message placed by another ring is refused rather than filed
+//! where this ring's reads never look.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
 use shoal_protocol::{DecodeLimits, Refusal, Request, Response, decode, encode};
+use shoal_ring::Ring;
 use shoal_transport::{Incoming, PeerIdentity, Responder};
+use shoal_types::{NodeId, RingEpoch};
 use tokio::sync::{mpsc, watch};
 
 use crate::inbox::{Class, Queued};
@@ -46,10 +54,28 @@ pub(crate) struct ToNode {
     pub(crate) peer: mpsc::Sender<Accepted>,
 }
 
+/// What the accept task knows of the ring to admit peer messages: its epoch and members. The
+/// ring is static for now; a ring that changes will hand the accept task each new one.
+#[derive(Clone, Debug)]
+pub(crate) struct RingView {
+    epoch: RingEpoch,
+    members: Arc<BTreeSet<NodeId>>,
+}
+
+impl RingView {
+    pub(crate) fn of(ring: &Ring) -> RingView {
+        RingView {
+            epoch: ring.epoch(),
+            members: Arc::new(ring.members().iter().map(|m| m.id.clone()).collect()),
+        }
+    }
+}
+
 /// What the accept task shares with the per-request decoding tasks.
 #[derive(Clone, Debug)]
 struct Gate {
     limits: DecodeLimits,
+    ring: RingView,
     node: ToNode,
     shutting_down: watch::Receiver<bool>,
     metrics: Arc<Metrics>,
@@ -59,12 +85,14 @@ struct Gate {
 pub(crate) async fn run(
     mut incoming: Incoming,
     limits: DecodeLimits,
+    ring: RingView,
     node: ToNode,
     shutting_down: watch::Receiver<bool>,
     metrics: Arc<Metrics>,
 ) {
     let gate = Gate {
         limits,
+        ring,
         node,
         shutting_down,
         metrics,
@@ -105,7 +133,7 @@ impl Gate {
                 return self.refuse(responder, Refusal::BadRequest(error.to_string()));
             }
         };
-        if let Err(refusal) = authorise(peer, &request) {
+        if let Err(refusal) = authorise(peer, &request, &self.ring) {
             tracing::warn!(%peer, %remote, %refusal, "refusing request");
             return self.refuse(responder, refusal);
         }
@@ -137,9 +165,14 @@ impl Gate {
     }
 }
 
-/// Whether the certificate's holder may send `request`: by role, and for replica messages, the
-/// claimed sender must be the certificate's node.
-pub(crate) fn authorise(peer: &PeerIdentity, request: &Request) -> Result<(), Refusal> {
+/// Whether the certificate's holder may send `request`: by role, and for peer messages, the
+/// claimed sender must be the certificate's node, that node a member of the ring, and the
+/// message of the ring's epoch. The ring is static for now, so any other epoch is another ring.
+pub(crate) fn authorise(
+    peer: &PeerIdentity,
+    request: &Request,
+    ring: &RingView,
+) -> Result<(), Refusal> {
     let role = peer.role;
     if !request.allowed_for(role) {
         return Err(Refusal::Unauthorized {
@@ -147,13 +180,24 @@ pub(crate) fn authorise(peer: &PeerIdentity, request: &Request) -> Result<(), Re
             role,
         });
     }
-    if let Request::Peer(r) = request
-        && peer.node() != Some(&r.from)
-    {
-        return Err(Refusal::WrongSender {
-            claimed: r.from.to_string(),
-            certified: peer.name.to_string(),
-        });
+    if let Request::Peer(r) = request {
+        if peer.node() != Some(&r.from) {
+            return Err(Refusal::WrongSender {
+                claimed: r.from.to_string(),
+                certified: peer.name.to_string(),
+            });
+        }
+        if !ring.members.contains(&r.from) {
+            return Err(Refusal::NotAMember {
+                node: r.from.to_string(),
+            });
+        }
+        if r.epoch != ring.epoch {
+            return Err(Refusal::WrongEpoch {
+                ours: ring.epoch,
+                theirs: r.epoch,
+            });
+        }
     }
     Ok(())
 }
@@ -185,31 +229,57 @@ mod tests {
     }
 
     fn ping_from(from: &str) -> Request {
+        ping_in(from, RingEpoch::INITIAL)
+    }
+
+    fn ping_in(from: &str, epoch: RingEpoch) -> Request {
         Request::Peer(PeerRequest {
             from: id(from),
-            epoch: RingEpoch::INITIAL,
+            epoch,
             budget: None,
             message: PeerMessage::Ping,
         })
     }
 
+    /// A ring of n1 and n2, at the initial epoch.
+    fn ring() -> RingView {
+        let members = ["n1", "n2"]
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 7001 + i as u16));
+                shoal_ring::Member::new(id(n), addr)
+            })
+            .collect();
+        let ring = Ring::new(
+            members,
+            shoal_types::PartitionCount::new(16).unwrap(),
+            shoal_types::ReplicationFactor::new(2).unwrap(),
+        )
+        .unwrap();
+        RingView::of(&ring)
+    }
+
     #[test]
     fn only_nodes_send_replica_messages_and_only_as_themselves() {
-        assert_eq!(authorise(&peer(Role::Node, "n1"), &ping_from("n1")), Ok(()));
+        assert_eq!(
+            authorise(&peer(Role::Node, "n1"), &ping_from("n1"), &ring()),
+            Ok(())
+        );
         assert!(matches!(
-            authorise(&peer(Role::Node, "n1"), &ping_from("n2")),
+            authorise(&peer(Role::Node, "n1"), &ping_from("n2"), &ring()),
             Err(Refusal::WrongSender { .. })
         ));
         // A client named like a node is still a client.
         assert!(matches!(
-            authorise(&peer(Role::Client, "n1"), &ping_from("n1")),
+            authorise(&peer(Role::Client, "n1"), &ping_from("n1"), &ring()),
             Err(Refusal::Unauthorized {
                 role: Role::Client,
                 ..
             })
         ));
         assert!(matches!(
-            authorise(&peer(Role::Admin, "n1"), &ping_from("n1")),
+            authorise(&peer(Role::Admin, "n1"), &ping_from("n1"), &ring()),
             Err(Refusal::Unauthorized { .. })
         ));
     }
@@ -218,7 +288,34 @@ mod tests {
     fn every_role_may_send_client_requests() {
         for role in [Role::Node, Role::Client, Role::Admin] {
             let request = Request::Client(ClientRequest::Ring);
-            assert_eq!(authorise(&peer(role, "x"), &request), Ok(()));
+            assert_eq!(authorise(&peer(role, "x"), &request, &ring()), Ok(()));
         }
+    }
+
+    #[test]
+    fn a_node_certificate_outside_the_ring_may_not_send_peer_messages() {
+        // n3 holds a valid node certificate of the cluster's CA, but is not a member.
+        assert_eq!(
+            authorise(&peer(Role::Node, "n3"), &ping_from("n3"), &ring()),
+            Err(Refusal::NotAMember { node: "n3".into() })
+        );
+        // Client requests need no membership.
+        let request = Request::Client(ClientRequest::Ring);
+        assert_eq!(
+            authorise(&peer(Role::Node, "n3"), &request, &ring()),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn a_peer_message_of_another_ring_epoch_is_refused_naming_both() {
+        let other = RingEpoch::INITIAL.next();
+        assert_eq!(
+            authorise(&peer(Role::Node, "n2"), &ping_in("n2", other), &ring()),
+            Err(Refusal::WrongEpoch {
+                ours: RingEpoch::INITIAL,
+                theirs: other,
+            })
+        );
     }
 }

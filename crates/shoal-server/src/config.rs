@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use shoal_protocol::OBJECT_OVERHEAD_BYTES;
 use shoal_ring::{Member, Ring};
 use shoal_transport::TransportConfig;
 use shoal_types::{Limits, NodeId, PartitionCount, Quorum, RequestOptions, Zone};
@@ -42,7 +43,8 @@ pub struct ServerConfig {
     pub quorum: Quorum,
     /// Q, the number of partitions; fixed when the data directory is created.
     pub partitions: PartitionCount,
-    /// Key, value and sibling limits.
+    /// Key, value, sibling and object limits. The object bound plus
+    /// [`OBJECT_OVERHEAD_BYTES`] must fit in `transport.max_frame_bytes`.
     pub limits: Limits,
     /// How long a request may take when the client gives no timeout. Default
     /// [`RequestOptions::DEFAULT_TIMEOUT`].
@@ -155,6 +157,17 @@ impl ServerConfig {
         }
         if self.request_queue == 0 || self.peer_queue == 0 {
             return invalid("request_queue and peer_queue must be positive".into());
+        }
+        // Every object a coordinator makes must fit in one frame with its envelope, or it could
+        // be neither replicated nor read.
+        let frame = usize::try_from(self.transport.max_frame_bytes).unwrap_or(usize::MAX);
+        let object = self.limits.max_object_bytes();
+        if object.saturating_add(OBJECT_OVERHEAD_BYTES) > frame {
+            return invalid(format!(
+                "the object bound ({object} bytes) and {OBJECT_OVERHEAD_BYTES} bytes of envelope \
+                 must fit in a frame ({frame} bytes): raise max_frame_bytes or lower \
+                 max_object_bytes"
+            ));
         }
         self.transport
             .validate()
@@ -329,5 +342,17 @@ mod tests {
             c.validate(),
             Err(ServerError::ZoneMismatch { .. })
         ));
+    }
+
+    #[test]
+    fn the_object_bound_must_fit_in_a_frame_with_its_envelope() {
+        let mut c = config(addr(7001), &[("n1", 7001), ("n2", 7002), ("n3", 7003)]);
+        assert!(c.validate().is_ok(), "the defaults fit");
+        c.limits = Limits::default().with_max_object_bytes(16 << 20).unwrap();
+        let err = c.validate().unwrap_err();
+        assert!(matches!(err, ServerError::InvalidConfig(_)), "{err}");
+        c.transport.max_frame_bytes = 17 << 20;
+        c.transport.max_pending_request_bytes_per_peer = 64 << 20;
+        assert!(c.validate().is_ok(), "{:?}", c.validate());
     }
 }

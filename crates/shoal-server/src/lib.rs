@@ -20,7 +20,7 @@
 //! - The **accept task** reads the listen endpoint's `Incoming`, decodes each frame (large ones
 //!   in a task of their own) and authorises it: the certificate's role must be allowed to send
 //!   the request (`Request::allowed_for`), and a replica message's `from` must be the node the
-//!   certificate names. Bad frames, forbidden requests, requests while shutting down, and
+//!   certificate names, a member of the ring, under the ring's epoch. Bad frames, forbidden requests, requests while shutting down, and
 //!   requests beyond the node task's queue are answered right there with `Response::Refused`
 //!   and counted; the node task never sees them.
 //! - The **node task** owns the `Node` — no lock, no sharing. It `select!`s over accepted

@@ -120,15 +120,19 @@ pub(crate) fn refusal_reason(refusal: &Refusal) -> &'static str {
     match refusal {
         Refusal::Unauthorized { .. } => "unauthorized",
         Refusal::WrongSender { .. } => "wrong_sender",
+        Refusal::NotAMember { .. } => "not_a_member",
+        Refusal::WrongEpoch { .. } => "wrong_epoch",
         Refusal::BadRequest(_) => "bad_request",
         Refusal::ShuttingDown => "shutting_down",
         Refusal::Overloaded => "overloaded",
     }
 }
 
-const REFUSAL_REASONS: [&str; 5] = [
+const REFUSAL_REASONS: [&str; 7] = [
     "unauthorized",
     "wrong_sender",
+    "not_a_member",
+    "wrong_epoch",
     "bad_request",
     "shutting_down",
     "overloaded",
@@ -185,6 +189,8 @@ pub(crate) struct Snapshot {
     /// Requests dropped by the node task because their client had gone: taken from the queue,
     /// or answered after the client left (the answer was not encoded).
     pub(crate) cancelled_unworked: u64,
+    /// A storage commit failed in this run: the node refuses writes until it restarts.
+    pub(crate) storage_failed: bool,
 }
 
 /// The server's metrics, shared by its tasks.
@@ -346,6 +352,16 @@ impl Metrics {
             self.metrics_connections_refused.load(Ordering::Relaxed),
         );
 
+        let name = "shoal_storage_healthy";
+        header(
+            w,
+            name,
+            "gauge",
+            "1 while storage works; 0 once a commit failed in this run (the node then stores and \
+             coordinates no writes until it restarts).",
+        );
+        line(w, name, "", u64::from(!s.storage_failed));
+
         let gauges: [(&str, &str, usize); 5] = [
             (
                 "shoal_requests_in_flight",
@@ -379,7 +395,7 @@ impl Metrics {
         }
 
         let n = &s.node;
-        let counters: [(&str, &str, u64); 12] = [
+        let counters: [(&str, &str, u64); 14] = [
             (
                 "shoal_gets_coordinated_total",
                 "Gets this node coordinated.",
@@ -419,6 +435,16 @@ impl Metrics {
                 "shoal_too_many_siblings_total",
                 "Writes refused with TooManySiblings.",
                 n.too_many_siblings,
+            ),
+            (
+                "shoal_objects_too_large_total",
+                "Writes refused with ObjectTooLarge: the object would exceed max_object_bytes.",
+                n.objects_too_large,
+            ),
+            (
+                "shoal_reads_too_large_total",
+                "Gets answered ReadTooLarge: the merged object was too large to send, so only its context was.",
+                n.reads_too_large,
             ),
             (
                 "shoal_overloaded_total",
@@ -789,5 +815,18 @@ mod tests {
             }
         }
         assert!(text.contains("shoal_requests_refused_total{reason=\"shutting_down\"} 1"));
+    }
+
+    #[test]
+    fn a_node_whose_storage_failed_says_it_is_unhealthy() {
+        let m = metrics();
+        let healthy = m.render(&Snapshot::default());
+        assert!(healthy.contains("\nshoal_storage_healthy 1\n"), "{healthy}");
+        let failed = Snapshot {
+            storage_failed: true,
+            ..Snapshot::default()
+        };
+        let text = m.render(&failed);
+        assert!(text.contains("\nshoal_storage_healthy 0\n"));
     }
 }

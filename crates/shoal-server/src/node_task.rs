@@ -24,7 +24,7 @@ use shoal_protocol::{
 };
 use shoal_storage::{CommitError, RedbStorage, Storage, WriteBatch};
 use shoal_transport::Priority as StreamPriority;
-use shoal_transport::{Endpoint, ExpectedPeer, Responder, TransportError};
+use shoal_transport::{Endpoint, ExpectedPeer, FrameError, ResetCode, Responder, TransportError};
 use shoal_types::{NodeId, RequestOptions};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::AbortHandle;
@@ -372,6 +372,7 @@ impl NodeTask {
             queued_client: books.inbox.len(Class::Client) + self.client_requests.len(),
             queued_peer: books.inbox.len(Class::Peer) + self.peer_requests.len(),
             cancelled_unworked: books.cancelled,
+            storage_failed: self.node.storage_failed().is_some(),
         }
     }
 }
@@ -411,17 +412,9 @@ async fn exchange(
         .await
     {
         Ok(answer) => answer,
-        // The peer never saw it, but it is not the peer's fault: do not mark it down.
-        Err(TransportError::FrameTooLarge { len, max }) => {
-            return Err(SendError::TooLarge { len, max });
-        }
-        Err(error) if !error.may_have_reached_peer() => {
-            tracing::debug!(%to, %error, "peer unreachable");
-            return Err(SendError::Unreachable);
-        }
         Err(error) => {
-            tracing::debug!(%to, %error, "message to peer lost");
-            return Err(SendError::Lost);
+            tracing::debug!(%to, %error, "message to peer failed");
+            return Err(send_error(&error));
         }
     };
     match decode::<Response>(&answer, limits) {
@@ -435,6 +428,35 @@ async fn exchange(
             tracing::warn!(%to, %error, "undecodable answer from peer");
             Err(SendError::Lost)
         }
+    }
+}
+
+/// What a failed exchange tells the node: whether the message was delivered, and whether the
+/// peer is there. A frame over a limit — ours, the peer's for our request, or the peer's for its
+/// answer — says the peer is there: it must never be taken for an unreachable one.
+fn send_error(error: &TransportError) -> SendError {
+    match error {
+        // Not sent, and not the peer's fault.
+        TransportError::FrameTooLarge { len, max } => SendError::TooLarge {
+            len: *len,
+            max: *max,
+        },
+        // The peer refused our frame: not delivered, but it answered.
+        TransportError::Reset {
+            code: ResetCode::BadFrame,
+            ..
+        } => SendError::FrameRefused,
+        // Handled there, but the answer could not come.
+        TransportError::Reset {
+            code: ResetCode::ResponseTooLarge,
+            ..
+        }
+        | TransportError::BadResponse {
+            source: FrameError::TooLarge { .. },
+            ..
+        } => SendError::AnswerTooLarge,
+        error if !error.may_have_reached_peer() => SendError::Unreachable,
+        _ => SendError::Lost,
     }
 }
 
@@ -459,5 +481,54 @@ fn value_bytes(response: &Response) -> usize {
             object(o)
         }
         _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 7001))
+    }
+
+    #[test]
+    fn a_size_refusal_is_never_taken_for_an_unreachable_peer() {
+        let reset = |code| TransportError::Reset { addr: addr(), code };
+        let cases = [
+            (
+                TransportError::FrameTooLarge { len: 20, max: 10 },
+                SendError::TooLarge { len: 20, max: 10 },
+            ),
+            (reset(ResetCode::BadFrame), SendError::FrameRefused),
+            (
+                reset(ResetCode::ResponseTooLarge),
+                SendError::AnswerTooLarge,
+            ),
+            (
+                TransportError::BadResponse {
+                    addr: addr(),
+                    source: FrameError::TooLarge { len: 20, max: 10 },
+                },
+                SendError::AnswerTooLarge,
+            ),
+        ];
+        for (error, expected) in cases {
+            assert_eq!(send_error(&error), expected, "{error}");
+        }
+    }
+
+    #[test]
+    fn delivery_is_reported_as_the_transport_knows_it() {
+        let unreachable = TransportError::Unreachable {
+            addr: addr(),
+            reason: "refused".into(),
+        };
+        assert_eq!(send_error(&unreachable), SendError::Unreachable);
+        let lost = TransportError::ConnectionLost {
+            addr: addr(),
+            reason: "reset".into(),
+        };
+        assert_eq!(send_error(&lost), SendError::Lost);
     }
 }

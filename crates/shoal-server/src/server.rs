@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::accept::ToNode;
+use crate::accept::{RingView, ToNode};
 use crate::metrics::Metrics;
 use crate::node_task::NodeTask;
 use crate::{ServerConfig, ServerError, accept, http};
@@ -197,6 +197,7 @@ impl Server {
             seed,
             "shoal node started"
         );
+        let ring_view = RingView::of(&ring);
         let node = Node::new(Instant::now(), node_config, ring, storage, seed);
         let metrics = Arc::new(Metrics::new(config.node_id.clone(), incarnation));
         let limits = decode_limits(&config);
@@ -235,6 +236,7 @@ impl Server {
         let accept_task = tokio::spawn(accept::run(
             incoming,
             limits,
+            ring_view,
             ToNode {
                 client: client_tx,
                 peer: peer_tx,

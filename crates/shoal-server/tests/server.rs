@@ -83,8 +83,31 @@ async fn requests_are_authorised_by_certificate_and_bad_frames_are_refused() {
         }
         other => panic!("a node claiming to be another: {other:?}"),
     }
-    let pong = n2.request(addr, &ping_from("n2")).await;
+    // n2's certificate is valid (the cluster's CA), but n2 is not a member of this one-node
+    // ring: it may not send peer messages.
+    let refused = n2.request(addr, &ping_from("n2")).await;
+    assert_eq!(
+        refused,
+        Response::Refused(Refusal::NotAMember { node: "n2".into() })
+    );
+    // A member may, in the ring's epoch only.
+    let n1 = TestClient::new(certs.path(), Role::Node, "n1");
+    let pong = n1.request(addr, &ping_from("n1")).await;
     assert_eq!(pong, Response::Peer(PeerResponse::Pong));
+    let other_epoch = Request::Peer(PeerRequest {
+        from: id("n1"),
+        epoch: RingEpoch::INITIAL.next(),
+        budget: None,
+        message: PeerMessage::Ping,
+    });
+    let refused = n1.request(addr, &other_epoch).await;
+    assert_eq!(
+        refused,
+        Response::Refused(Refusal::WrongEpoch {
+            ours: RingEpoch::INITIAL,
+            theirs: RingEpoch::INITIAL.next(),
+        })
+    );
 
     let ops = TestClient::new(certs.path(), Role::Admin, "ops");
     let status = ops
@@ -113,7 +136,7 @@ async fn requests_are_authorised_by_certificate_and_bad_frames_are_refused() {
         .await;
     assert!(matches!(written, ClientResponse::Written { .. }));
 
-    for c in [app, n2, ops] {
+    for c in [app, n1, n2, ops] {
         c.close().await;
     }
     within("shutdown", server.shutdown()).await.unwrap();

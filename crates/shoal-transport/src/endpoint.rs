@@ -383,7 +383,8 @@ impl IncomingRequest {
     /// Sends the response frame and finishes the stream. Returns at once; a task writes it.
     ///
     /// A frame over `max_frame_bytes` is not sent: the stream is reset with
-    /// [`ResetCode::BadFrame`] (and a warning logged), since the peer would refuse it.
+    /// [`ResetCode::ResponseTooLarge`] (and a warning logged), which tells the peer that its
+    /// request was handled and that this endpoint is there.
     pub fn respond(self, frame: Bytes) {
         self.responder.send_response(frame, Priority::Normal);
     }
@@ -1152,7 +1153,7 @@ impl Responder {
                 max,
                 "response frame over the limit; resetting"
             );
-            let _ = send.reset(ResetCode::BadFrame.var_int());
+            let _ = send.reset(ResetCode::ResponseTooLarge.var_int());
             return;
         }
         let timeout = self.inner.config.frame_timeout;

@@ -238,21 +238,36 @@ impl TransportError {
     /// Whether the peer's application may have received the request. `false` means it surely
     /// did not, so the caller may send it elsewhere without risking a double application.
     pub fn may_have_reached_peer(&self) -> bool {
+        if self.is_local() {
+            return false;
+        }
         match self {
-            TransportError::Cert(_)
-            | TransportError::InvalidConfig(_)
-            | TransportError::Tls(_)
-            | TransportError::WrongRole { .. }
-            | TransportError::NoRuntime
-            | TransportError::Bind { .. }
-            | TransportError::Closed
-            | TransportError::FrameTooLarge { .. }
-            | TransportError::Unreachable { .. }
+            TransportError::Unreachable { .. }
             | TransportError::PeerRejected { .. }
             | TransportError::RejectedByPeer { .. } => false,
             TransportError::ConnectionLost { .. } | TransportError::BadResponse { .. } => true,
             TransportError::Reset { code, .. } => code.may_have_reached_peer(),
             TransportError::Timeout { sent, .. } => *sent,
+            // The local failures were answered above; a variant added later is taken as
+            // possibly delivered, the direction that never resends a write twice.
+            _ => true,
         }
+    }
+
+    /// A failure of this process (its certificates, configuration, runtime or endpoint, or a
+    /// frame it would not send), not of the peer: another peer would do no better, and nothing
+    /// went out.
+    pub fn is_local(&self) -> bool {
+        matches!(
+            self,
+            TransportError::Cert(_)
+                | TransportError::InvalidConfig(_)
+                | TransportError::Tls(_)
+                | TransportError::WrongRole { .. }
+                | TransportError::NoRuntime
+                | TransportError::Bind { .. }
+                | TransportError::Closed
+                | TransportError::FrameTooLarge { .. }
+        )
     }
 }

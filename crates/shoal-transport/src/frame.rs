@@ -63,6 +63,9 @@ pub enum ResetCode {
     /// The request was handled and answered, but the response could not be delivered within
     /// `frame_timeout`: a write it carried may have been applied.
     Undelivered,
+    /// The request was handled, but its response was over the size limit, so it was not
+    /// sent: a write it carried may have been applied, and the peer is there.
+    ResponseTooLarge,
     /// A code this crate does not know.
     Other(u64),
 }
@@ -77,6 +80,7 @@ impl ResetCode {
             ResetCode::ShuttingDown => 0x13,
             ResetCode::Cancelled => 0x14,
             ResetCode::Undelivered => 0x15,
+            ResetCode::ResponseTooLarge => 0x16,
             ResetCode::Other(code) => code,
         }
     }
@@ -90,6 +94,7 @@ impl ResetCode {
             0x13 => ResetCode::ShuttingDown,
             0x14 => ResetCode::Cancelled,
             0x15 => ResetCode::Undelivered,
+            0x16 => ResetCode::ResponseTooLarge,
             other => ResetCode::Other(other),
         }
     }
@@ -98,7 +103,10 @@ impl ResetCode {
     pub fn may_have_reached_peer(self) -> bool {
         matches!(
             self,
-            ResetCode::NoResponse | ResetCode::Undelivered | ResetCode::Other(_)
+            ResetCode::NoResponse
+                | ResetCode::Undelivered
+                | ResetCode::ResponseTooLarge
+                | ResetCode::Other(_)
         )
     }
 
@@ -117,6 +125,9 @@ impl fmt::Display for ResetCode {
             ResetCode::Cancelled => f.write_str("cancelled before it was handled"),
             ResetCode::Undelivered => {
                 f.write_str("handled, but the response was not delivered in time")
+            }
+            ResetCode::ResponseTooLarge => {
+                f.write_str("handled, but the response was over the frame limit")
             }
             ResetCode::Other(code) => write!(f, "code {code:#x}"),
         }
@@ -310,6 +321,7 @@ mod tests {
             ResetCode::ShuttingDown,
             ResetCode::Cancelled,
             ResetCode::Undelivered,
+            ResetCode::ResponseTooLarge,
             ResetCode::Other(0x99),
         ] {
             assert_eq!(ResetCode::from_u64(code.to_u64()), code);
@@ -320,6 +332,7 @@ mod tests {
     fn only_handled_or_unanswered_requests_count_as_maybe_delivered() {
         assert!(ResetCode::NoResponse.may_have_reached_peer());
         assert!(ResetCode::Undelivered.may_have_reached_peer());
+        assert!(ResetCode::ResponseTooLarge.may_have_reached_peer());
         assert!(!ResetCode::BadFrame.may_have_reached_peer());
         assert!(!ResetCode::ReadTimeout.may_have_reached_peer());
         assert!(!ResetCode::ShuttingDown.may_have_reached_peer());

@@ -476,6 +476,41 @@ async fn an_oversized_frame_is_refused_before_it_is_read() {
 }
 
 #[tokio::test]
+async fn a_response_over_the_limit_says_the_request_was_handled() {
+    let dir = cluster_certs();
+    let config = TransportConfig {
+        max_frame_bytes: 1024,
+        ..TransportConfig::default()
+    };
+    let (n1, incoming) = server(dir.path(), "n1", config);
+    // The echo adds `client:app:` to the request: over the server's limit.
+    echo(incoming);
+    let app = client(dir.path(), Role::Client, "app");
+    let err = app
+        .request(
+            addr_of(&n1),
+            ExpectedPeer::AnyNode,
+            Bytes::from(vec![7u8; 1020]),
+            REQUEST_TIMEOUT,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            TransportError::Reset {
+                code: ResetCode::ResponseTooLarge,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.may_have_reached_peer(), "the request was handled");
+    app.close().await;
+    n1.close().await;
+}
+
+#[tokio::test]
 async fn truncated_and_overlong_frames_are_bad_frames() {
     let dir = cluster_certs();
     let (n1, incoming) = server(dir.path(), "n1", TransportConfig::default());
