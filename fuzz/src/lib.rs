@@ -6,24 +6,36 @@
 //! `fuzz/corpus/<target>/`, and [`seeds`], through the same functions as an ordinary test
 //! (`tests/tests/fuzz_corpus.rs` includes this file), so CI checks the corpus without libFuzzer.
 //!
+//! Beyond decoding, [`admission`] hands whatever decodes to a coordinator `Node` and runs it to
+//! the end: admission (request options, contexts, budgets) is fuzzed, not only the decoder.
+//!
 //! Not here: libFuzzer itself (only the target binaries link it), and decoders of the transport's
 //! framing (a length prefix checked before reading; the frame body is [`request`]/[`response`]).
+//!
+//! After any change to the wire shape, regenerate the corpus ([`regenerate_corpus`]) with one
+//! command from the repository root:
+//! `cargo test -p shoal-tests --test fuzz_corpus -- --ignored regenerate`
+//! (or `cargo run --example seeds` from `fuzz/`).
 
 use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
 use serde::Deserialize;
-use shoal_causality::{Actor, CausalContext, Object, Sibling};
+use shoal_causality::{Actor, CausalContext, Object, Sibling, VersionVector};
+use shoal_coordinator::{InboundId, Node, NodeConfig, Output, SendError};
 use shoal_protocol::{
     AdminRequest, ClientRequest, ClientResponse, DecodeLimits, LocalRead, MAX_DECODE_DEPTH,
-    PeerMessage, PeerRequest, PeerResponse, ReplicaMessage, ReplicaResponse, Request, Response,
-    decode, encode,
+    PROTOCOL_VERSION, PeerMessage, PeerRequest, PeerResponse, ReplicaMessage, ReplicaResponse,
+    Request, Response, decode, encode,
 };
 use shoal_ring::{Member, Ring};
 use shoal_storage::{
-    HintEntry, ReadOutcome, decode_hint_record, decode_identity_record, decode_object_record,
+    HintEntry, MemoryStorage, ReadOutcome, Storage, decode_hint_record, decode_identity_record,
+    decode_object_record,
 };
 use shoal_types::{
     Incarnation, Key, NodeId, PartitionCount, PartitionId, ReplicationFactor, RequestOptions,
@@ -34,8 +46,9 @@ use shoal_types::{
 pub type Body = fn(&[u8]);
 
 /// Every target: its name (the directory of its corpus) and its body.
-pub const TARGETS: [(&str, Body); 6] = [
+pub const TARGETS: [(&str, Body); 7] = [
     ("request", request),
+    ("admission", admission),
     ("response", response),
     ("storage_records", storage_records),
     ("object_merge", object_merge),
@@ -52,6 +65,68 @@ pub fn request(data: &[u8]) {
         let again = decode::<Request>(&body, &limits).expect("a re-encoded request decodes");
         assert_eq!(again, message, "a request survives a round trip");
     }
+}
+
+/// A request as a node admits it. Input: `[fate][frame body]`. Whatever body decodes is handed
+/// to node n1 of a three-node ring (in-memory storage) as arrived `fate & 0x3f` powers of two
+/// of milliseconds ago (0: now); every message it sends ends as the bits of `fate` say (lost,
+/// unreachable, an answer too large, stored), every persist is made durable, and the clock then
+/// runs an hour on. Nothing may panic, and the request is answered exactly once.
+pub fn admission(data: &[u8]) {
+    let Some((&fate, body)) = data.split_first() else {
+        return;
+    };
+    let Ok(request) = decode::<Request>(body, &DecodeLimits::default()) else {
+        return;
+    };
+    let start = Instant::now() + Duration::from_secs(86_400);
+    let ago = match fate & 0x3f {
+        0 => Duration::ZERO,
+        e => Duration::from_millis(1u64 << (e - 1)),
+    };
+    let ring = sample_ring();
+    let storage = MemoryStorage::new(ring.q());
+    let config = NodeConfig::new(node("n1"), Incarnation::new(1000));
+    let mut n = Node::new(start, config, ring, storage, u64::from(fate));
+    let arrived = start.checked_sub(ago).unwrap_or(start);
+    let id = InboundId(1);
+    n.handle_request(start, arrived, id, request);
+    let mut answers = 0;
+    let mut sent = 0u32;
+    for clock in [start, start + Duration::from_secs(3600)] {
+        n.handle_timeout(clock);
+        for _ in 0..64 {
+            let (mut sends, mut persists) = (Vec::new(), Vec::new());
+            while let Some(out) = n.poll_output() {
+                match out {
+                    Output::Reply { id: r, .. } if r == id => answers += 1,
+                    Output::Reply { .. } | Output::Abandon { .. } => {}
+                    Output::Send { id, .. } => sends.push(id),
+                    Output::Persist { id, batch } => {
+                        let _ = n.storage().write(batch);
+                        persists.push(id);
+                    }
+                }
+            }
+            if sends.is_empty() && persists.is_empty() {
+                break;
+            }
+            for p in persists {
+                n.handle_persisted(clock, p, Ok(()));
+            }
+            for out in sends {
+                let result = match (fate >> 6).wrapping_add(sent as u8) % 4 {
+                    0 => Err(SendError::Lost),
+                    1 => Err(SendError::Unreachable),
+                    2 => Err(SendError::AnswerTooLarge),
+                    _ => Ok(PeerResponse::Replica(ReplicaResponse::Stored)),
+                };
+                sent += 1;
+                n.handle_response(clock, out, result);
+            }
+        }
+    }
+    assert_eq!(answers, 1, "a request is answered exactly once");
 }
 
 /// A frame body as a client or node decodes a response, with the same round trip.
@@ -225,6 +300,13 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     for r in &requests {
         out.push(("request", encode(r).expect("encodes").to_vec()));
     }
+    // Admission: the same requests, and hostile ones, arriving now and long ago.
+    let hostile = hostile_requests(&key);
+    for (i, r) in requests.iter().chain(&hostile).enumerate() {
+        let mut input = vec![if i % 2 == 0 { 0 } else { 0x4a }];
+        input.extend_from_slice(&encode(r).expect("encodes"));
+        out.push(("admission", input));
+    }
     for r in &responses {
         out.push(("response", encode(r).expect("encodes").to_vec()));
     }
@@ -269,6 +351,93 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     );
     out.push(("storage_records", identity));
     out
+}
+
+/// The targets whose inputs are frame bodies, and where in an input its version byte is.
+pub const VERSIONED: [(&str, usize); 3] = [("request", 0), ("response", 0), ("admission", 1)];
+
+/// Regenerates the corpus in `corpus` after a change to the wire shape: writes [`seeds`] as
+/// `<target>/seed-<n>` (valid under the current protocol), and moves the inputs libFuzzer kept
+/// for the frame-body targets ([`VERSIONED`]) from an older `PROTOCOL_VERSION` to the current
+/// one, so that they reach the decoder again instead of stopping at the version byte. Returns
+/// what it did, to print.
+pub fn regenerate_corpus(corpus: &Path) -> std::io::Result<String> {
+    let mut report = String::new();
+    let mut counts = std::collections::BTreeMap::new();
+    for (target, bytes) in seeds() {
+        let n = counts.entry(target).or_insert(0);
+        let dir = corpus.join(target);
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join(format!("seed-{n}")), bytes)?;
+        *n += 1;
+    }
+    report.push_str(&format!("seeds written: {counts:?}\n"));
+    for (target, at) in VERSIONED {
+        let mut moved = 0;
+        for entry in std::fs::read_dir(corpus.join(target))? {
+            let path = entry?.path();
+            let mut bytes = std::fs::read(&path)?;
+            if let Some(version) = bytes.get_mut(at)
+                && (1..PROTOCOL_VERSION).contains(version)
+            {
+                *version = PROTOCOL_VERSION;
+                std::fs::write(&path, &bytes)?;
+                moved += 1;
+            }
+        }
+        report.push_str(&format!(
+            "{target}: {moved} inputs moved to protocol version {PROTOCOL_VERSION}\n"
+        ));
+    }
+    Ok(report)
+}
+
+/// Requests with what a hostile client or peer may send: the longest timeouts and budgets,
+/// contexts that claim `u64::MAX` events of the coordinator's own actor, impossible quorums.
+fn hostile_requests(key: &Key) -> Vec<Request> {
+    let forever = RequestOptions {
+        timeout: Some(Duration::MAX),
+        ..RequestOptions::default()
+    };
+    let impossible = RequestOptions {
+        r: Some(255),
+        w: Some(0),
+        pr: Some(9),
+        pw: Some(200),
+        timeout: Some(Duration::from_nanos(1)),
+    };
+    let own = Actor::new(node("n1"), Incarnation::new(1000));
+    let saturated = CausalContext::from(
+        VersionVector::from_entries(vec![(own, u64::MAX)]).expect("a valid vector"),
+    );
+    vec![
+        Request::Client(ClientRequest::Get {
+            key: key.clone(),
+            options: forever,
+        }),
+        Request::Client(ClientRequest::Put {
+            key: key.clone(),
+            value: Bytes::from_static(b"v"),
+            context: saturated.clone(),
+            options: RequestOptions::default(),
+        }),
+        Request::Client(ClientRequest::Delete {
+            key: key.clone(),
+            context: saturated.clone(),
+            options: impossible,
+        }),
+        Request::Peer(PeerRequest {
+            from: node("n2"),
+            epoch: RingEpoch::INITIAL,
+            budget: Some(Duration::MAX),
+            message: PeerMessage::Coordinate(ClientRequest::Put {
+                key: key.clone(),
+                value: Bytes::from_static(b"v"),
+                context: saturated,
+                options: forever,
+            }),
+        }),
+    ]
 }
 
 /// Properties of any object that was accepted from bytes: it reads without panicking and

@@ -168,6 +168,7 @@ impl NemesisConfig {
                 (WorkloadKind::BlindWrites, 60),
                 (WorkloadKind::SingleWriter, 12),
                 (WorkloadKind::PutDelete, 20),
+                (WorkloadKind::PutChains, 12),
             ],
             poison_fraction: 0.02,
             quiet: Duration::from_secs(6),
@@ -190,6 +191,7 @@ impl NemesisConfig {
             (WorkloadKind::BlindWrites, 300 * minutes.max(1) as usize),
             (WorkloadKind::SingleWriter, 24),
             (WorkloadKind::PutDelete, 60),
+            (WorkloadKind::PutChains, 40),
         ];
         config
     }
@@ -823,6 +825,13 @@ async fn replicas(
             Ok(LocalRead::NotFound) => objects.push(None),
             Ok(LocalRead::Corrupted) => {
                 errors.push(format!("{id} holds a corrupt record"));
+                objects.push(None);
+            }
+            // The workloads' values are far below the object bound: this would be a bug.
+            Ok(LocalRead::TooLarge { size, .. }) => {
+                errors.push(format!(
+                    "{id} holds an object too large to send ({size} bytes)"
+                ));
                 objects.push(None);
             }
             Err(e) => {

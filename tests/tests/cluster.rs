@@ -249,6 +249,68 @@ async fn two_blind_puts_become_siblings_and_a_put_with_their_context_resolves_th
     client.close().await;
 }
 
+/// Issue 11 item 1, as reproduced on `shoal dev`: X puts a, Y puts b blind, Y puts c with the
+/// token its put printed. X's acknowledged a must survive: the token covers b only (it covered
+/// the whole stored object before). And contexts that cannot be honest are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_with_the_token_its_own_put_printed_keeps_the_concurrent_write_it_never_saw() {
+    let cluster = Cluster::start_plain(3).await.unwrap();
+    let out = cluster.shoal(&["put", "k", "a", "--json"]).await.unwrap();
+    assert_eq!(out.code, Some(0), "{out}");
+    let out = cluster.shoal(&["put", "k", "b", "--json"]).await.unwrap();
+    assert_eq!(out.code, Some(0), "{out}");
+    let token = out.json_string("context").unwrap();
+    let out = cluster
+        .shoal(&["put", "k", "c", "--context", &token, "--json"])
+        .await
+        .unwrap();
+    assert_eq!(out.code, Some(0), "{out}");
+    let out = cluster.shoal(&["get", "k", "--json"]).await.unwrap();
+    assert_eq!(out.code, Some(0), "{out}");
+    assert_eq!(out.json_number("siblings"), Some(2), "a and c: {out}");
+    assert!(
+        out.stdout.contains(r#""a""#) && out.stdout.contains(r#""c""#),
+        "{out}"
+    );
+
+    // A context no client can have seen: refused, definitely, nothing applied (exit 4).
+    let mut vv = shoal_causality::VersionVector::new();
+    vv.witness(
+        &Actor::new(cluster.id(0).clone(), Incarnation::new(1)),
+        u64::MAX,
+    );
+    let hostile = shoal_client::context_to_token(&CausalContext::from(vv));
+    let out = cluster
+        .shoal(&["put", "k", "evil", "--context", &hostile, "--json"])
+        .await
+        .unwrap();
+    assert_eq!(out.code, Some(4), "{out}");
+    assert_eq!(
+        out.json_string("kind").as_deref(),
+        Some("invalid_context"),
+        "{out}"
+    );
+    // A version-1 token (a bare vector) is refused by the client as outdated (exit 2).
+    let old = {
+        use base64::Engine;
+        let mut bytes = vec![1u8];
+        bytes.extend(rmp_serde::to_vec(&Vec::<(Actor, u64)>::new()).unwrap());
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    };
+    let out = cluster
+        .shoal(&["put", "k", "old", "--context", &old, "--json"])
+        .await
+        .unwrap();
+    assert_eq!(out.code, Some(2), "{out}");
+    assert!(out.stderr.contains("outdated"), "{out}");
+    let out = cluster.shoal(&["get", "k", "--json"]).await.unwrap();
+    assert_eq!(
+        out.json_number("siblings"),
+        Some(2),
+        "nothing applied: {out}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_node_leaves_quorums_of_two_working_and_is_read_repaired_after_restart() {
     let mut cluster = Cluster::start_plain(3).await.unwrap();

@@ -69,3 +69,65 @@ fn every_fuzz_corpus_input_replays_without_a_crash() {
         );
     }
 }
+
+/// The corpus is regenerated after a change to the wire shape (`regenerate` below): every seed
+/// file of a
+/// frame-body target decodes with the current protocol, and nearly every input libFuzzer kept
+/// carries the current version byte — a corpus of another version stops at that byte and tests
+/// nothing behind it.
+#[test]
+fn the_frame_body_corpus_speaks_the_current_protocol() {
+    use shoal_protocol::{DecodeLimits, PROTOCOL_VERSION, Request, Response, decode};
+    let limits = DecodeLimits::default();
+    for (target, at) in targets::VERSIONED {
+        let files = corpus_files(target);
+        let mut seeds = 0;
+        let mut current = 0;
+        for file in &files {
+            let input = std::fs::read(file).expect("a readable corpus file");
+            if input.get(at) == Some(&PROTOCOL_VERSION) {
+                current += 1;
+            }
+            let name = file.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if name.starts_with("seed-") {
+                seeds += 1;
+                let body = &input[at.min(input.len())..];
+                let decodes = match target {
+                    "response" => decode::<Response>(body, &limits).is_ok(),
+                    _ => decode::<Request>(body, &limits).is_ok(),
+                };
+                assert!(
+                    decodes,
+                    "{} does not decode: regenerate the seeds",
+                    file.display()
+                );
+            }
+        }
+        println!(
+            "{target}: {} inputs, {current} of the current protocol, {seeds} seeds",
+            files.len()
+        );
+        assert!(
+            seeds > 0,
+            "fuzz/corpus/{target} has no seed-* files: regenerate the seeds"
+        );
+        assert!(
+            current * 10 >= files.len() * 9,
+            "fuzz/corpus/{target}: only {current} of {} inputs are of protocol version \
+             {PROTOCOL_VERSION}: regenerate the corpus",
+            files.len()
+        );
+    }
+}
+
+/// Regenerates the corpus after a change to the wire shape, from the workspace:
+/// `cargo test -p shoal-tests --test fuzz_corpus -- --ignored regenerate`. Commit the result.
+#[test]
+#[ignore = "writes fuzz/corpus: run it after changing the wire shape"]
+fn regenerate() {
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
+    print!(
+        "{}",
+        targets::regenerate_corpus(&corpus).expect("the corpus is writable")
+    );
+}

@@ -10,10 +10,14 @@
 //! dot only if some read saw that dot's value first: the first write whose context covered it
 //! took that context from a read of an object still holding it (a dot leaves an object only when
 //! a write whose context covers it supersedes it). So an atom may be absent from the final state
-//! only if some write that may have been applied (acknowledged or indeterminate) read it and
-//! wrote a value without it (a plain put or a delete; a set-add carries what it read forward).
-//! This is exact for workloads that only write with contexts of recorded reads; a context taken
-//! from a `Written` answer would cover values the client never saw.
+//! only if some write that was applied read it and wrote a value without it (a plain put or a
+//! delete; a set-add carries what it read forward): an acknowledged write, or an indeterminate
+//! put whose own value was seen somewhere (applied, so its supersession took effect). An
+//! indeterminate delete leaves no value to prove it, so it still excuses what it read.
+//! A context may also come from a put's answer (`Written { context }`, the put-chain workload):
+//! it covers what that put's context covered plus the put's own value, back along the chain to
+//! a read or a blind put — exactly what a put must answer (issue 11, item 1); an answer that
+//! covered more (the whole stored object's context) shows here as acknowledged writes lost.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -30,6 +34,9 @@ use crate::history::{Atom, History, Op, OpKind, Value};
 pub struct FinalState {
     keys: BTreeMap<Key, Vec<(NodeId, Option<Object>)>>,
     trees: BTreeMap<PartitionId, Vec<(NodeId, [u8; 16])>>,
+    /// What each primary held once the faults stopped, before any read that repairs: how far
+    /// the replicas converged without help (only anti-entropy would close this gap).
+    before_repair: BTreeMap<Key, Vec<(NodeId, Option<Object>)>>,
 }
 
 /// How strict the liveness figure is.
@@ -69,8 +76,10 @@ pub struct Report {
     /// I1, I2: acknowledged values missing from the final state without a write that superseded
     /// them. Total: acknowledged puts.
     pub acknowledged_writes_lost: Figure,
-    /// I3: keys written by one sequential read-then-write client, all of whose writes were
-    /// acknowledged or definitely failed, on which a read or the final state showed siblings.
+    /// I3: keys written by one sequential read-then-write client, none of whose writes may
+    /// have been applied without its knowing (indeterminate puts are fine if their value was
+    /// never seen: they were applied nowhere), on which a read or the final state showed
+    /// siblings.
     pub single_writer_siblings: Figure,
     /// I4: distinct values read (or held by a replica) that no operation ever wrote.
     pub values_never_written: Figure,
@@ -80,6 +89,10 @@ pub struct Report {
     pub unconverged_keys: Figure,
     /// I5: partitions whose tictac trees differ among their replicas (when trees were given).
     pub unconverged_trees: Option<Figure>,
+    /// Information: keys whose replicas differed after the heal, before any repairing read
+    /// (when that state was given). Not a promise until anti-entropy exists: reported, never
+    /// failed; `unconverged_keys` is measured after the final reads repaired.
+    pub unconverged_before_repair: Option<Figure>,
     /// I6: puts refused with a definite error whose value appears anywhere.
     pub definite_failures_applied: Figure,
     /// I7: operations invoked in a healthy window that did not succeed within the deadline.
@@ -121,6 +134,14 @@ impl FinalState {
         self.trees.entry(partition).or_default().push((node, root));
     }
 
+    /// Records what `node` held for `key` before any repairing read (`None`: nothing).
+    pub fn add_replica_before_repair(&mut self, key: Key, node: NodeId, object: Option<Object>) {
+        self.before_repair
+            .entry(key)
+            .or_default()
+            .push((node, object));
+    }
+
     /// The replicas recorded for `key`.
     pub fn replicas(&self, key: &Key) -> &[(NodeId, Option<Object>)] {
         self.keys.get(key).map_or(&[], Vec::as_slice)
@@ -151,8 +172,9 @@ impl Report {
             &self.single_writer_siblings,
             &self.values_never_written,
             &self.deletes_undone,
-            &self.unconverged_keys,
         ];
+        all.extend(self.unconverged_before_repair.as_ref());
+        all.push(&self.unconverged_keys);
         all.extend(self.unconverged_trees.as_ref());
         all.extend([
             &self.definite_failures_applied,
@@ -261,6 +283,7 @@ pub fn check(history: &History, final_state: &FinalState, options: &CheckOptions
         deletes_undone: Figure::new("deletes undone", Promise::Safety("I4")),
         unconverged_keys: Figure::new("unconverged keys after heal", Promise::Safety("I5")),
         unconverged_trees: None,
+        unconverged_before_repair: None,
         definite_failures_applied: Figure::new(
             "definite failures found applied",
             Promise::Safety("I6"),
@@ -343,12 +366,20 @@ impl<'a> Checker<'a> {
                     seen.extend(atoms_of(&value));
                 }
             }
-            let mut superseded = BTreeSet::new();
             for op in &self.by_key[key] {
                 if let Some(values) = op.read_values() {
                     seen.extend(values.iter().flat_map(|v| atoms_of(v)));
                 }
+            }
+            let mut superseded = BTreeSet::new();
+            for op in &self.by_key[key] {
                 if op.is_definite_failure() {
+                    continue;
+                }
+                // An indeterminate put may never have been applied: it excuses what it read only
+                // if it provably was — its own atom seen in a read or on a replica (applied, its
+                // value stays until a write that read it supersedes it, so it was seen).
+                if op.is_indeterminate() && op.atom().is_some_and(|a| !seen.contains(&a)) {
                     continue;
                 }
                 let Some(read) = self.context_values(op) else {
@@ -359,7 +390,7 @@ impl<'a> Checker<'a> {
                     _ => BTreeSet::new(),
                 };
                 for value in read {
-                    superseded.extend(atoms_of(value).into_iter().filter(|a| !kept.contains(a)));
+                    superseded.extend(atoms_of(&value).into_iter().filter(|a| !kept.contains(a)));
                 }
             }
             self.seen_atoms.insert(key, seen);
@@ -367,13 +398,34 @@ impl<'a> Checker<'a> {
         }
     }
 
-    /// The values the read a write took its context from returned (same key only).
-    fn context_values(&self, op: &Op) -> Option<&'a [Bytes]> {
-        let read = self.history.op(op.context_read()?)?;
-        if read.key != op.key {
-            return None;
+    /// The values a write's context covers (same key only): what the read it took its context
+    /// from returned, or, for a context a put's answer returned, that put's own value plus what
+    /// its context covered, back along the chain to a read or a blind put.
+    fn context_values(&self, op: &Op) -> Option<Vec<Bytes>> {
+        let mut covered = Vec::new();
+        let mut source = self.history.op(op.context_read()?)?;
+        loop {
+            if source.key != op.key {
+                return None;
+            }
+            match &source.kind {
+                OpKind::Read => {
+                    covered.extend(source.read_values()?.iter().cloned());
+                    return Some(covered);
+                }
+                OpKind::Put { value, read, .. } => {
+                    covered.push(value.clone());
+                    match read {
+                        Some(r) => source = self.history.op(*r)?,
+                        None => return Some(covered),
+                    }
+                }
+                OpKind::Delete { read } => match read {
+                    Some(r) => source = self.history.op(*r)?,
+                    None => return Some(covered),
+                },
+            }
         }
-        read.read_values()
     }
 
     fn example(&mut self, text: String) {
@@ -411,8 +463,14 @@ impl<'a> Checker<'a> {
             let Some(first) = writes.first() else {
                 continue;
             };
+            // An indeterminate write excuses the key only if it may have been applied: a put
+            // whose value was seen somewhere (applied, perhaps late, beside the next write), or a
+            // delete (which leaves no value to tell). A put never seen was applied nowhere.
+            let seen = &self.seen_atoms[*key];
             let single = writes.iter().all(|w| {
-                w.client == first.client && w.context_read().is_some() && !w.is_indeterminate()
+                w.client == first.client
+                    && w.context_read().is_some()
+                    && (!w.is_indeterminate() || w.atom().is_some_and(|a| !seen.contains(&a)))
             });
             if !single {
                 continue;
@@ -474,7 +532,7 @@ impl<'a> Checker<'a> {
                     continue;
                 }
                 report.deletes_undone.total += 1;
-                let deleted = self.context_values(op).unwrap_or(&[]);
+                let deleted = self.context_values(op).unwrap_or_default();
                 if let Some(back) = deleted.iter().find(|v| self.final_values[key].contains(*v)) {
                     report.deletes_undone.value += 1;
                     found.push(format!(
@@ -488,15 +546,26 @@ impl<'a> Checker<'a> {
     }
 
     fn convergence(&mut self, report: &mut Report) {
+        if !self.final_state.before_repair.is_empty() {
+            let mut before = Figure::new("unconverged keys before repair", Promise::Information);
+            for key in self.by_key.keys() {
+                before.total += 1;
+                let replicas = self
+                    .final_state
+                    .before_repair
+                    .get(key)
+                    .map_or(&[][..], Vec::as_slice);
+                if !identical(replicas) {
+                    before.value += 1;
+                }
+            }
+            report.unconverged_before_repair = Some(before);
+        }
         let mut found = Vec::new();
         for key in self.by_key.keys() {
             report.unconverged_keys.total += 1;
             let replicas = self.final_state.replicas(key);
-            let converged = match replicas.split_first() {
-                Some(((_, first), rest)) => rest.iter().all(|(_, o)| o == first),
-                None => false,
-            };
-            if !converged {
+            if !identical(replicas) {
                 report.unconverged_keys.value += 1;
                 let holders: Vec<String> = replicas
                     .iter()
@@ -573,8 +642,8 @@ impl<'a> Checker<'a> {
                     OpKind::Put { value, .. } => atoms_of(value).into_iter().collect(),
                     _ => BTreeSet::new(),
                 };
-                for value in self.context_values(w).unwrap_or(&[]) {
-                    for atom in atoms_of(value).into_iter().filter(|a| !kept.contains(a)) {
+                for value in self.context_values(w).unwrap_or_default() {
+                    for atom in atoms_of(&value).into_iter().filter(|a| !kept.contains(a)) {
                         let at = superseded_at.entry(atom).or_insert(w.invoked);
                         *at = (*at).min(w.invoked);
                     }
@@ -586,7 +655,7 @@ impl<'a> Checker<'a> {
                 .filter(|w| w.is_ok())
                 .filter_map(|w| Some((w.atom()?, w.completed?)))
                 .collect();
-            let acked_deletes: Vec<(&[Bytes], Duration)> = ops
+            let acked_deletes: Vec<(Vec<Bytes>, Duration)> = ops
                 .iter()
                 .filter(|d| d.is_ok() && matches!(d.kind, OpKind::Delete { .. }))
                 .filter_map(|d| Some((self.context_values(d)?, d.completed?)))
@@ -631,6 +700,14 @@ impl<'a> Checker<'a> {
 /// The atoms of a value; none when it does not parse (reported by the never-written check).
 fn atoms_of(value: &[u8]) -> Vec<Atom> {
     Value::parse(value).map_or_else(Vec::new, |v| v.atoms().to_vec())
+}
+
+/// Whether every replica holds the same object (none recorded: not converged).
+fn identical(replicas: &[(NodeId, Option<Object>)]) -> bool {
+    match replicas.split_first() {
+        Some(((_, first), rest)) => rest.iter().all(|(_, o)| o == first),
+        None => false,
+    }
 }
 
 #[cfg(test)]
@@ -761,6 +838,28 @@ mod tests {
     }
 
     #[test]
+    fn replicas_that_differed_before_repair_are_reported_but_do_not_fail() {
+        let mut b = Builder::new();
+        b.put(0, "k", plain(1), 1, None, ok());
+        let mut f = converged("k", object(&[plain(1)]));
+        // Before the final reads, one primary had missed the write.
+        f.add_replica_before_repair(key("k"), node("n1"), Some(object(&[plain(1)])));
+        f.add_replica_before_repair(key("k"), node("n2"), Some(object(&[plain(1)])));
+        f.add_replica_before_repair(key("k"), node("n3"), None);
+        let report = run(&b, &f);
+        let before = report.unconverged_before_repair.as_ref().unwrap();
+        assert_eq!((before.value, before.total), (1, 1));
+        assert_eq!(report.unconverged_keys.value, 0);
+        assert!(report.passed(), "{report}");
+        // The same replicas, identical before repair: nothing to report.
+        let mut f = converged("k", object(&[plain(1)]));
+        for n in ["n1", "n2", "n3"] {
+            f.add_replica_before_repair(key("k"), node(n), Some(object(&[plain(1)])));
+        }
+        assert_eq!(run(&b, &f).unconverged_before_repair.unwrap().value, 0);
+    }
+
+    #[test]
     fn a_clean_history_passes() {
         let mut b = Builder::new();
         b.put(0, "k", plain(1), 1, None, ok());
@@ -796,6 +895,20 @@ mod tests {
         let report = run(&b, &converged("k", object(&[plain(2)])));
         assert_eq!(report.acknowledged_writes_lost.value, 0, "{report}");
         assert_eq!(report.indeterminate_applied.value, 1);
+    }
+
+    #[test]
+    fn an_indeterminate_put_never_seen_excuses_nothing() {
+        let mut b = Builder::new();
+        b.put(0, "k", plain(1), 1, None, ok());
+        let r = b.read(1, "k", vec![plain(1)]);
+        // It timed out and its value is nowhere: nothing shows it was applied, so it cannot
+        // explain why the acknowledged value is gone.
+        let timeout = Outcome::Indeterminate("timeout".into());
+        b.put(1, "k", plain(2), 2, Some(r), timeout);
+        let report = run(&b, &converged("k", deleted()));
+        assert_eq!(report.acknowledged_writes_lost.value, 1, "{report}");
+        assert_eq!(report.indeterminate_applied.value, 0);
     }
 
     #[test]
@@ -835,6 +948,46 @@ mod tests {
         assert!(!report.passed());
         let fine = run(&b, &converged("k", deleted()));
         assert!(fine.passed(), "{fine}");
+    }
+
+    #[test]
+    fn a_single_writer_key_stays_checked_after_an_indeterminate_put_applied_nowhere() {
+        let mut b = Builder::new();
+        let r0 = b.read(0, "k", vec![]);
+        b.put(0, "k", plain(1), 1, Some(r0), ok());
+        let r1 = b.read(0, "k", vec![plain(1)]);
+        // Timed out, and its value is nowhere: applied nowhere, so it cannot explain siblings.
+        b.put(
+            0,
+            "k",
+            plain(2),
+            2,
+            Some(r1),
+            Outcome::Indeterminate("timeout".into()),
+        );
+        let r2 = b.read(0, "k", vec![plain(1)]);
+        b.put(0, "k", plain(3), 3, Some(r2), ok());
+        b.read(0, "k", vec![plain(1), plain(3)]);
+        let report = run(&b, &converged("k", object(&[plain(3)])));
+        assert_eq!(report.single_writer_siblings.total, 1, "{report}");
+        assert_eq!(report.single_writer_siblings.value, 1, "{report}");
+        // Had its value been seen, it may have been applied late, beside the next write.
+        let mut b = Builder::new();
+        let r0 = b.read(0, "k", vec![]);
+        b.put(0, "k", plain(1), 1, Some(r0), ok());
+        let r1 = b.read(0, "k", vec![plain(1)]);
+        b.put(
+            0,
+            "k",
+            plain(2),
+            2,
+            Some(r1),
+            Outcome::Indeterminate("timeout".into()),
+        );
+        let r2 = b.read(0, "k", vec![plain(1)]);
+        b.put(0, "k", plain(3), 3, Some(r2), ok());
+        let report = run(&b, &converged("k", object(&[plain(2), plain(3)])));
+        assert_eq!(report.single_writer_siblings.total, 0, "{report}");
     }
 
     #[test]

@@ -38,6 +38,10 @@ pub enum WorkloadKind {
     SingleWriter,
     /// Reads followed by puts or deletes with the read's context.
     PutDelete,
+    /// Chains of puts, each written with the context the previous put of the chain returned
+    /// (`Written { context }`), started blind or after a read: a put's answer must cover only
+    /// what its writer saw plus its own write, or a chained put drops other writers' values.
+    PutChains,
 }
 
 /// How a workload is set up.
@@ -93,6 +97,14 @@ enum ClientState {
         key: usize,
         op: OpId,
         values: Vec<Bytes>,
+        context: CausalContext,
+    },
+    /// The put `op` of key `key` is in flight (put chains only).
+    Writing { key: usize, op: OpId },
+    /// The put `op` was acknowledged with `context`; next, maybe, a put chained on it.
+    Wrote {
+        key: usize,
+        op: OpId,
         context: CausalContext,
     },
 }
@@ -154,6 +166,14 @@ impl Workload {
             self.clients[c] = ClientState::Idle;
             return self.write_after_read(key, op, &values, context, rng);
         }
+        if let ClientState::Wrote { key, op, context } = self.clients[c].clone() {
+            self.clients[c] = ClientState::Idle;
+            if rng.random_bool(0.7) {
+                let atom = self.atom();
+                let value = self.plain_value(atom, rng);
+                return self.put(key, value, atom, Some(op), context, rng);
+            }
+        }
         let key = match self.config.kind {
             WorkloadKind::SingleWriter => {
                 let owned: Vec<usize> = (0..self.keys.len())
@@ -163,7 +183,12 @@ impl Workload {
             }
             _ => rng.random_range(0..self.keys.len()),
         };
-        if self.config.kind == WorkloadKind::BlindWrites && rng.random_bool(0.7) {
+        let blind_share = match self.config.kind {
+            WorkloadKind::BlindWrites => 0.7,
+            WorkloadKind::PutChains => 0.5,
+            _ => 0.0,
+        };
+        if blind_share > 0.0 && rng.random_bool(blind_share) {
             let open: Vec<usize> = (0..self.keys.len())
                 .filter(|k| self.blind_writes[*k] < self.config.max_blind_writes_per_key)
                 .collect();
@@ -189,10 +214,15 @@ impl Workload {
     /// recording it).
     pub fn invoked(&mut self, client: ClientId, op: OpId, step: &Step) {
         let c = client.0 as usize % self.clients.len();
-        if step.kind == OpKind::Read
-            && let Some(key) = self.keys.iter().position(|k| *k == step.key)
-        {
-            self.clients[c] = ClientState::Reading { key, op };
+        let Some(key) = self.keys.iter().position(|k| *k == step.key) else {
+            return;
+        };
+        match step.kind {
+            OpKind::Read => self.clients[c] = ClientState::Reading { key, op },
+            OpKind::Put { .. } if self.config.kind == WorkloadKind::PutChains => {
+                self.clients[c] = ClientState::Writing { key, op }
+            }
+            _ => {}
         }
     }
 
@@ -200,6 +230,19 @@ impl Workload {
     /// when none came.
     pub fn completed(&mut self, client: ClientId, op: OpId, answer: Option<&ClientResponse>) {
         let c = client.0 as usize % self.clients.len();
+        if let ClientState::Writing { key, op: writing } = self.clients[c] {
+            if writing == op {
+                self.clients[c] = match answer {
+                    Some(ClientResponse::Written { context }) => ClientState::Wrote {
+                        key,
+                        op,
+                        context: context.clone(),
+                    },
+                    _ => ClientState::Idle,
+                };
+            }
+            return;
+        }
         let ClientState::Reading { key, op: reading } = self.clients[c] else {
             return;
         };

@@ -39,6 +39,15 @@ fn single_writers_never_see_siblings_under_every_fault() {
 }
 
 #[test]
+fn put_chains_survive_every_fault() {
+    // Writers write again with the context their own put returned: a put's answer that covered
+    // more than its writer saw would drop the other chains' acknowledged values here.
+    let config = SimConfig::new(WorkloadKind::PutChains, FaultMix::ALL);
+    let summary = common::campaign("put_chains_survive_every_fault", &config, 4_500, 40);
+    assert!(summary.figure("acknowledged writes lost").unwrap().total > 0);
+}
+
+#[test]
 fn puts_and_deletes_survive_every_fault() {
     let config = SimConfig::new(WorkloadKind::PutDelete, FaultMix::ALL);
     let summary = common::campaign("puts_and_deletes_survive_every_fault", &config, 4_000, 60);
@@ -165,6 +174,7 @@ fn the_nemesis_really_injects_every_fault() {
     for seed in 14_000..14_010 {
         let s = sim::run(&config, seed).unwrap().stats;
         total.crashes += s.crashes;
+        total.clean_stops += s.clean_stops;
         total.batches_lost += s.batches_lost;
         total.dropped += s.dropped;
         total.duplicated += s.duplicated;
@@ -174,6 +184,7 @@ fn the_nemesis_really_injects_every_fault() {
     }
     println!("{total:?}");
     assert!(total.crashes > 0 && total.batches_lost > 0, "{total:?}");
+    assert!(total.clean_stops > 0, "{total:?}");
     assert!(
         total.dropped > 0 && total.duplicated > 0 && total.unreachable > 0,
         "{total:?}"

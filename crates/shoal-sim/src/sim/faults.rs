@@ -47,7 +47,12 @@ pub enum FaultAction {
     /// The node crashes at its next write, while that batch is on its way to disk (unless
     /// its restart comes first).
     CrashDuringWrite(usize),
-    /// The node restarts on its disk. It crashed, so it runs under a new incarnation.
+    /// The node stops cleanly (SIGTERM): it takes no more requests, its commit queue
+    /// finishes, and the stop is recorded clean unless a commit failed, so its restart keeps
+    /// the incarnation.
+    Stop(usize),
+    /// The node restarts on its disk: under its incarnation after a clean stop, under a new
+    /// one after a crash.
     Restart(usize),
     /// The node stops processing anything.
     Pause(usize),
@@ -169,8 +174,11 @@ impl FaultSchedule {
                         let span = if kind == Kind::Pause { span / 2 } else { span };
                         down_until[node] = t + span;
                         let (stop, start) = if kind == Kind::Crash {
-                            // Half the crashes strike while a write is on its way to disk.
-                            let crash = if rng.random_bool(0.5) {
+                            // Half the crashes strike while a write is on its way to disk; one
+                            // stop in five is clean.
+                            let crash = if rng.random_bool(0.2) {
+                                FaultAction::Stop(node)
+                            } else if rng.random_bool(0.5) {
                                 FaultAction::CrashDuringWrite(node)
                             } else {
                                 FaultAction::Crash(node)
@@ -328,6 +336,7 @@ impl fmt::Display for FaultAction {
             }
             FaultAction::Crash(n) => write!(f, "crash n{}", n + 1),
             FaultAction::CrashDuringWrite(n) => write!(f, "crash n{} during its next write", n + 1),
+            FaultAction::Stop(n) => write!(f, "stop n{} cleanly", n + 1),
             FaultAction::Restart(n) => write!(f, "restart n{}", n + 1),
             FaultAction::Pause(n) => write!(f, "pause n{}", n + 1),
             FaultAction::Resume(n) => write!(f, "resume n{}", n + 1),

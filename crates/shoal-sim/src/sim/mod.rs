@@ -28,6 +28,7 @@ use bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{RngExt, SeedableRng};
+use shoal_causality::Object;
 use shoal_coordinator::{
     InboundId, Node, NodeConfig, OutboundId, Output, PersistId, Priority, SendError,
 };
@@ -40,7 +41,7 @@ use shoal_storage::{
     WriteBatch,
 };
 use shoal_types::{
-    Incarnation, Limits, NodeId, PartitionCount, ReplicationFactor, RequestOptions, TypesError,
+    Incarnation, Key, Limits, NodeId, PartitionCount, ReplicationFactor, RequestOptions, TypesError,
 };
 use xxhash_rust::xxh3::Xxh3;
 
@@ -155,6 +156,8 @@ pub struct SimStats {
     pub unreachable: u64,
     /// Node crashes.
     pub crashes: u64,
+    /// Clean stops (recorded clean: the restart kept the incarnation).
+    pub clean_stops: u64,
     /// Batches lost in crashes (handed to the disk, not yet durable).
     pub batches_lost: u64,
     /// Read repairs the nodes made.
@@ -379,6 +382,8 @@ struct Simulation<'a> {
     weather: NetworkFaults,
     workload: Workload,
     history: History,
+    /// The primaries' objects when the final reads began, before they repaired anything.
+    before_repair: FinalState,
     routes: BTreeMap<(usize, InboundId), Route>,
     pending_out: BTreeSet<(usize, u32, OutboundId)>,
     inflight: BTreeMap<OpId, Caller>,
@@ -492,6 +497,7 @@ impl<'a> Simulation<'a> {
             weather,
             workload,
             history: History::new(),
+            before_repair: FinalState::new(),
             routes: BTreeMap::new(),
             pending_out: BTreeSet::new(),
             inflight: BTreeMap::new(),
@@ -1042,6 +1048,7 @@ impl<'a> Simulation<'a> {
                 }
             }
             FaultAction::Crash(n) => self.crash(n),
+            FaultAction::Stop(n) => self.stop_cleanly(n),
             FaultAction::CrashDuringWrite(n) => {
                 if self.nodes[n].node.is_some() {
                     self.nodes[n].crash_on_next_write = true;
@@ -1094,12 +1101,46 @@ impl<'a> Simulation<'a> {
     }
 
     fn crash(&mut self, n: usize) {
-        let node = &mut self.nodes[n];
-        if node.node.is_none() {
+        if self.nodes[n].node.is_none() {
             return;
         }
         self.stats.crashes += 1;
-        self.stats.batches_lost += node.disk.len() as u64;
+        self.stats.batches_lost += self.nodes[n].disk.len() as u64;
+        self.halt(n);
+    }
+
+    /// A clean stop: the node takes nothing more, every batch already handed to its disk is
+    /// written (the commit queue finishes), and, unless a commit of this run failed, the stop
+    /// is recorded clean. What it was coordinating is abandoned, as by a real node's drain
+    /// timeout: its clients see no answer (indeterminate).
+    fn stop_cleanly(&mut self, n: usize) {
+        if self.nodes[n].node.is_none() {
+            return;
+        }
+        let mut clean = !self.nodes[n].disk_failed;
+        while let Some(done) = self.nodes[n].disk.pop_front() {
+            self.trace(5, n, &done.id.0.to_le_bytes());
+            if done.fail {
+                clean = false;
+                continue;
+            }
+            self.nodes[n].fsyncs += 1;
+            if let Err(e) = self.nodes[n].storage.write(done.batch) {
+                self.anomaly(format!("storage of n{} refused a batch: {e}", n + 1));
+                clean = false;
+            }
+        }
+        if clean && self.nodes[n].storage.record_clean_stop() {
+            self.stats.clean_stops += 1;
+        } else {
+            self.stats.crashes += 1;
+        }
+        self.halt(n);
+    }
+
+    /// The node's process is gone: its memory, its pending disk batches, its messages.
+    fn halt(&mut self, n: usize) {
+        let node = &mut self.nodes[n];
         node.node = None;
         node.life += 1;
         node.paused = false;
@@ -1121,9 +1162,9 @@ impl<'a> Simulation<'a> {
         }
         let now = self.local_now(n);
         let seed = self.net_rng.random();
-        // Every simulated stop is a crash, so the run takes a new incarnation, through the
-        // same rule a real node's open follows: the node never makes a dot of an earlier run
-        // again, even one that run sent out before it was durable.
+        // After a crash the run takes a new incarnation, through the same rule a real node's
+        // open follows: the node never makes a dot of an earlier run again, even one that run
+        // sent out before it was durable. After a recorded clean stop it keeps its own.
         let candidate = Incarnation::new(self.net_rng.random());
         match self.nodes[n].storage.begin_run(candidate) {
             Ok((incarnation, _)) => self.nodes[n].config.incarnation = incarnation,
@@ -1163,6 +1204,8 @@ impl<'a> Simulation<'a> {
             }
         }
         if phase == Phase::FinalReads {
+            // Measure convergence before the final reads repair anything.
+            self.record_before_repair();
             let options = RequestOptions {
                 r: Some(3),
                 ..RequestOptions::default()
@@ -1180,22 +1223,48 @@ impl<'a> Simulation<'a> {
 
     // ---- the end ---------------------------------------------------------------------
 
-    fn finish(mut self) -> RunResult {
-        let mut final_state = FinalState::new();
+    /// What every primary holds now, in storage, before any repairing read.
+    fn record_before_repair(&mut self) {
         for key in self.workload.keys().to_vec() {
-            let partition = self.ring.partition_for_key(&key);
-            for primary in self.ring.primaries(partition).to_vec() {
-                let Some(&n) = self.index.get(&primary) else {
-                    continue;
-                };
-                let object = match self.nodes[n].storage.object(partition, &key) {
-                    Ok(ReadOutcome::Found(o)) => Some(o),
-                    Ok(ReadOutcome::NotFound) => None,
-                    Ok(ReadOutcome::Corrupted) | Err(_) => {
+            for (primary, object) in self.stored_replicas(&key, false) {
+                self.before_repair
+                    .add_replica_before_repair(key.clone(), primary, object);
+            }
+        }
+    }
+
+    /// What each primary of `key` holds in storage (`None`: nothing, or unreadable — an
+    /// anomaly, reported when `report_unreadable`).
+    fn stored_replicas(
+        &mut self,
+        key: &Key,
+        report_unreadable: bool,
+    ) -> Vec<(NodeId, Option<Object>)> {
+        let partition = self.ring.partition_for_key(key);
+        let mut out = Vec::new();
+        for primary in self.ring.primaries(partition).to_vec() {
+            let Some(&n) = self.index.get(&primary) else {
+                continue;
+            };
+            let object = match self.nodes[n].storage.object(partition, key) {
+                Ok(ReadOutcome::Found(o)) => Some(o),
+                Ok(ReadOutcome::NotFound) => None,
+                Ok(ReadOutcome::Corrupted) | Err(_) => {
+                    if report_unreadable {
                         self.anomaly(format!("n{} cannot read {key:?}", n + 1));
-                        None
                     }
-                };
+                    None
+                }
+            };
+            out.push((primary, object));
+        }
+        out
+    }
+
+    fn finish(mut self) -> RunResult {
+        let mut final_state = std::mem::take(&mut self.before_repair);
+        for key in self.workload.keys().to_vec() {
+            for (primary, object) in self.stored_replicas(&key, true) {
                 final_state.add_replica(key.clone(), primary, object);
             }
         }

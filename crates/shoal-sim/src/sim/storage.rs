@@ -17,7 +17,8 @@ pub(crate) enum SimStorage {
 
 impl SimStorage {
     /// Begins a run of the node on this disk, by the rule a real node's open follows: a run
-    /// that follows anything but a clean stop (every simulated crash) takes `candidate`.
+    /// that follows anything but a recorded clean stop (every simulated crash) takes
+    /// `candidate`.
     pub(crate) fn begin_run(
         &self,
         candidate: Incarnation,
@@ -25,6 +26,23 @@ impl SimStorage {
         match self {
             SimStorage::Memory(s) => Ok(s.begin_run(candidate)),
             SimStorage::Redb(s) => s.begin_run(candidate),
+        }
+    }
+}
+
+impl SimStorage {
+    /// Records that the current run stopped cleanly, as a real node's `close_clean` does once
+    /// its commit queue has finished. Only the in-memory storage can: closing redb cleanly
+    /// consumes its handle, which the simulator reopens in place, so a redb node's clean stop
+    /// is recorded as unclean (and its restart takes a new incarnation). Returns whether it was
+    /// recorded.
+    pub(crate) fn record_clean_stop(&self) -> bool {
+        match self {
+            SimStorage::Memory(s) => {
+                s.close_clean();
+                true
+            }
+            SimStorage::Redb(_) => false,
         }
     }
 }

@@ -29,7 +29,7 @@ pub fn campaign(test: &str, config: &SimConfig, base: u64, count: u64) -> Summar
     let replay = seeds.len() == 1;
     let mut summary = Summary::new();
     let mut failures = Vec::new();
-    let (mut events, mut operations, mut crashes, mut expired) = (0, 0, 0, 0);
+    let (mut events, mut operations, mut crashes, mut stops, mut expired) = (0, 0, 0, 0, 0);
     for seed in &seeds {
         let result = sim::run(config, *seed).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
         if replay {
@@ -41,6 +41,7 @@ pub fn campaign(test: &str, config: &SimConfig, base: u64, count: u64) -> Summar
         events += result.stats.events;
         operations += result.stats.operations;
         crashes += result.stats.crashes;
+        stops += result.stats.clean_stops;
         expired += result.stats.expired;
         summary.add(&result.report);
         if !result.passed() {
@@ -48,7 +49,7 @@ pub fn campaign(test: &str, config: &SimConfig, base: u64, count: u64) -> Summar
         }
     }
     println!(
-        "{test}: {} seeds, {operations} operations, {events} events, {crashes} crashes, {expired} expired unworked, {:.1?} wall",
+        "{test}: {} seeds, {operations} operations, {events} events, {crashes} crashes, {stops} clean stops, {expired} expired unworked, {:.1?} wall",
         seeds.len(),
         started.elapsed()
     );
