@@ -12,15 +12,29 @@
 //! node made a dot for may be on other replicas and not here, so it must stop coordinating writes
 //! until a restart takes a new incarnation (DESIGN §3, Riak's kv679).
 //!
+//! **Whose dots are whose.** This part also holds the node's [`Actor`], the name its dots are
+//! made under, because only the local replica knows which dots the node has made: a new dot is
+//! one past the highest the local replica names. A record found corrupted loses that knowledge
+//! for its key: the dots it named may live on other replicas (whole, or as a version-vector
+//! entry that covers them), and an older copy put in its place would let the node make them
+//! again for other values (Riak's kv679). So when a corrupted record is replaced, or an incoming
+//! object holds a dot of the current actor that the local replica lacks (a record lost some
+//! other way), the node *renews its incarnation*: the batch that replaces the record also
+//! records a fresh incarnation ([`WriteBatch::renew_incarnation`]), and every dot from then on
+//! is made under the new actor, which no replica has seen. A record that cannot be read (an I/O
+//! error) is not replaced at all: the write that would replace it is refused, so the node
+//! never overwrites a record it merely failed to read.
+//!
 //! Not here: deciding what to write (the client-requests and replica parts do), and doing I/O
 //! (storage's commit thread does, driven by the server).
 
 use std::collections::BTreeMap;
 
-use shoal_causality::Object;
+use rand::RngExt;
+use shoal_causality::{Actor, Object};
 use shoal_protocol::LocalRead;
 use shoal_storage::{CommitError, ReadError, ReadOutcome, Storage, Write, WriteBatch};
-use shoal_types::{Key, PartitionId};
+use shoal_types::{Incarnation, Key, PartitionId};
 
 use crate::NodeMetrics;
 use crate::effects::{PersistId, Shared, Waiter};
@@ -29,6 +43,8 @@ use crate::effects::{PersistId, Shared, Waiter};
 #[derive(Debug)]
 pub(crate) struct Durability<S> {
     storage: S,
+    /// The name this node's dots are made under: its id and current incarnation.
+    actor: Actor,
     /// Objects handed to storage but not yet durable, newest per key.
     overlay: BTreeMap<(PartitionId, Key), (Object, PersistId)>,
     persists: BTreeMap<PersistId, PendingPersist>,
@@ -58,12 +74,16 @@ pub(crate) enum Stored {
     /// A persist is in flight (new, or one that already carried the merged object); the
     /// waiter, if any, is told when it ends.
     Pending,
+    /// The local record could not be read (an I/O error): nothing was written, since writing
+    /// would replace a record that may be intact. The waiter is not kept.
+    Unreadable,
 }
 
 impl<S: Storage> Durability<S> {
-    pub(crate) fn new(storage: S) -> Self {
+    pub(crate) fn new(storage: S, actor: Actor) -> Self {
         Durability {
             storage,
+            actor,
             overlay: BTreeMap::new(),
             persists: BTreeMap::new(),
             failed: None,
@@ -76,6 +96,11 @@ impl<S: Storage> Durability<S> {
 
     pub(crate) fn into_storage(self) -> S {
         self.storage
+    }
+
+    /// The actor of the dots this node makes now.
+    pub(crate) fn actor(&self) -> &Actor {
+        &self.actor
     }
 
     /// The commit failure of this run, if one happened.
@@ -135,6 +160,19 @@ impl<S: Storage> Durability<S> {
         object: Object,
         waiter: Option<Waiter>,
     ) {
+        self.persist_renewing(shared, partition, key, object, waiter, None);
+    }
+
+    /// [`Durability::persist`], the batch also renewing the incarnation when `renewal` is set.
+    fn persist_renewing(
+        &mut self,
+        shared: &mut Shared,
+        partition: PartitionId,
+        key: &Key,
+        object: Object,
+        waiter: Option<Waiter>,
+        renewal: Option<Incarnation>,
+    ) {
         let id = PersistId(shared.new_id());
         self.overlay
             .insert((partition, key.clone()), (object.clone(), id));
@@ -145,17 +183,22 @@ impl<S: Storage> Durability<S> {
                 waiters: waiter.into_iter().collect(),
             },
         );
-        let batch = WriteBatch::from(Write::Object {
+        let mut batch = WriteBatch::from(Write::Object {
             partition,
             key: key.clone(),
             object,
         });
+        if let Some(incarnation) = renewal {
+            batch.renew_incarnation(incarnation);
+        }
         shared.persist(id, batch);
     }
 
     /// Merges `incoming` into the local replica and makes the result durable; `waiter` is told
     /// once the merged state is durable, unless it already was ([`Stored::AlreadyDurable`]:
-    /// the caller answers at once).
+    /// the caller answers at once) or the local record could not be read
+    /// ([`Stored::Unreadable`]). A corrupted record is replaced by `incoming`, renewing the
+    /// incarnation (see the module docs).
     pub(crate) fn store(
         &mut self,
         shared: &mut Shared,
@@ -164,15 +207,18 @@ impl<S: Storage> Durability<S> {
         incoming: &Object,
         waiter: Option<Waiter>,
     ) -> Stored {
-        let (base, pending) = match self.overlay.get(&(partition, key.clone())) {
-            Some((o, pid)) => (Some(o.clone()), Some(*pid)),
+        let (base, pending, corrupted) = match self.overlay.get(&(partition, key.clone())) {
+            Some((o, pid)) => (Some(o.clone()), Some(*pid), false),
             None => match self.storage.object(partition, key) {
-                Ok(ReadOutcome::Found(o)) => (Some(o), None),
-                Ok(ReadOutcome::NotFound) => (None, None),
-                // A corrupt or unreadable record is replaced by what the peers hold.
-                Ok(ReadOutcome::Corrupted) | Err(_) => {
+                Ok(ReadOutcome::Found(o)) => (Some(o), None, false),
+                Ok(ReadOutcome::NotFound) => (None, None, false),
+                Ok(ReadOutcome::Corrupted) => {
                     shared.metrics.corrupt_reads += 1;
-                    (None, None)
+                    (None, None, true)
+                }
+                Err(_) => {
+                    shared.metrics.corrupt_reads += 1;
+                    return Stored::Unreadable;
                 }
             },
         };
@@ -191,8 +237,41 @@ impl<S: Storage> Durability<S> {
                 None => Stored::AlreadyDurable,
             };
         }
-        self.persist(shared, partition, key, merged, waiter);
+        let lost = corrupted || self.lacks_own_dot(base.as_ref(), incoming);
+        let renewal = lost.then(|| self.renew(shared));
+        self.persist_renewing(shared, partition, key, merged, waiter, renewal);
         Stored::Pending
+    }
+
+    /// Whether `incoming` holds a dot of the current actor that the local replica has not
+    /// seen: the node made it, so its replica must have held it; it lost the record some way
+    /// that left no trace.
+    fn lacks_own_dot(&self, local: Option<&Object>, incoming: &Object) -> bool {
+        let seen = |d| local.is_some_and(|o| o.version_vector().covers(d));
+        incoming
+            .siblings()
+            .iter()
+            .any(|(d, _)| d.actor == self.actor && !seen(d))
+    }
+
+    /// Takes a fresh incarnation for every dot made from now on, and returns it for the batch
+    /// that must record it.
+    fn renew(&mut self, shared: &mut Shared) -> Incarnation {
+        let previous = self.actor.incarnation;
+        let mut fresh = Incarnation::new(shared.rng.random());
+        if fresh == previous {
+            fresh = Incarnation::new(fresh.get().wrapping_add(1));
+        }
+        tracing::warn!(
+            node = %self.actor.node,
+            %previous,
+            incarnation = %fresh,
+            "a local record was lost: new incarnation, so no dot it named is made again"
+        );
+        shared.metrics.incarnation_renewals += 1;
+        shared.config.incarnation = fresh;
+        self.actor = Actor::new(self.actor.node.clone(), fresh);
+        fresh
     }
 
     /// Persist `id` ended: its objects leave the overlay (unless a newer write replaced them),
@@ -244,9 +323,10 @@ mod tests {
         let key = Key::new(Bytes::from_static(b"k")).unwrap();
         let partition = ring.partition_for_key(&key);
         let storage = MemoryStorage::new(ring.q());
-        let config = NodeConfig::new(id, Incarnation::new(1));
+        let config = NodeConfig::new(id.clone(), Incarnation::new(1));
         let shared = Shared::new(config, ring, StdRng::seed_from_u64(1));
-        (Durability::new(storage), shared, partition, key)
+        let actor = Actor::new(id, Incarnation::new(1));
+        (Durability::new(storage, actor), shared, partition, key)
     }
 
     fn object(value: &str) -> Object {
@@ -343,5 +423,103 @@ mod tests {
             matches!(d.read_for_write(&mut metrics, p, &k), Ok(Local::NotFound)),
             "the failed write left the overlay"
         );
+    }
+
+    /// The batch the next persist carries.
+    fn next_batch(shared: &mut Shared) -> WriteBatch {
+        match shared.poll_output() {
+            Some(Output::Persist { batch, .. }) => batch,
+            other => panic!("expected a persist, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn replacing_a_corrupted_record_renews_the_incarnation_in_the_same_batch() {
+        let (mut d, mut shared, p, k) = setup();
+        // This node's own write, as a put persists it.
+        d.persist(&mut shared, p, &k, object("mine"), None);
+        commit_all(&mut d, &mut shared);
+        let before = d.actor().clone();
+        assert!(d.storage().corrupt(p, &k));
+        // An older copy from a peer arrives (read repair, a replica write): it replaces the
+        // record, and the node must never again make the dots the lost record named.
+        assert_eq!(
+            d.store(
+                &mut shared,
+                p,
+                &k,
+                &Object::new().merge(&object("older")),
+                None
+            ),
+            Stored::Pending
+        );
+        let batch = next_batch(&mut shared);
+        let renewed = batch
+            .renewal()
+            .expect("the replacing batch renews the incarnation");
+        assert_ne!(renewed, before.incarnation);
+        assert_eq!(d.actor().incarnation, renewed);
+        assert_eq!(d.actor().node, before.node);
+        assert_eq!(
+            shared.config.incarnation, renewed,
+            "status reports the new one"
+        );
+        assert_eq!(shared.metrics.incarnation_renewals, 1);
+    }
+
+    #[test]
+    fn a_record_that_cannot_be_read_is_never_stored_over() {
+        let (mut d, mut shared, p, k) = setup();
+        // This node's own write, as a put persists it.
+        d.persist(&mut shared, p, &k, object("mine"), None);
+        commit_all(&mut d, &mut shared);
+        d.storage().fail_reads(1);
+        let waiter = Waiter {
+            part: Part::Replica,
+            token: 9,
+        };
+        assert_eq!(
+            d.store(&mut shared, p, &k, &object("other"), Some(waiter)),
+            Stored::Unreadable
+        );
+        assert!(shared.poll_output().is_none(), "nothing written");
+        assert_eq!(shared.metrics.incarnation_renewals, 0);
+        let mut metrics = NodeMetrics::default();
+        assert_eq!(
+            d.durable_read(&mut metrics, p, &k),
+            LocalRead::Found(object("mine")),
+            "the record is intact once reads work again"
+        );
+    }
+
+    #[test]
+    fn an_incoming_dot_of_our_own_that_we_lack_renews_the_incarnation() {
+        let (mut d, mut shared, p, k) = setup();
+        // `object` is made by this node's actor (n1, incarnation 1); the local replica has
+        // never held it: a record lost without a trace.
+        d.store(&mut shared, p, &k, &object("ours"), None);
+        let batch = next_batch(&mut shared);
+        assert!(batch.renewal().is_some());
+        assert_eq!(shared.metrics.incarnation_renewals, 1);
+    }
+
+    #[test]
+    fn merging_what_we_already_know_keeps_the_incarnation() {
+        let (mut d, mut shared, p, k) = setup();
+        let o = object("v");
+        d.persist(&mut shared, p, &k, o.clone(), None);
+        commit_all(&mut d, &mut shared);
+        let other = Actor::new(NodeId::new("n2").unwrap(), Incarnation::new(5));
+        let theirs = o
+            .update(
+                &o.context(),
+                Sibling::Value(Bytes::from_static(b"n2's")),
+                &other,
+                64,
+            )
+            .unwrap();
+        d.store(&mut shared, p, &k, &theirs, None);
+        assert_eq!(next_batch(&mut shared).renewal(), None);
+        assert_eq!(d.actor().incarnation, Incarnation::new(1));
     }
 }

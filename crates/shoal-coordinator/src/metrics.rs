@@ -18,6 +18,9 @@ pub struct NodeMetrics {
     pub timeouts: u64,
     /// Requests answered `Unavailable`.
     pub unavailable: u64,
+    /// Times this run took a new incarnation because a local record was lost (corrupted, or
+    /// missing a dot this node made): see `durability`.
+    pub incarnation_renewals: u64,
     /// Writes refused with `TooManySiblings`.
     pub too_many_siblings: u64,
     /// Writes refused with `ObjectTooLarge`: the object would hold more value bytes than

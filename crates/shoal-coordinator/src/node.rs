@@ -72,8 +72,8 @@ impl<S: Storage> Node<S> {
         let liveness = Liveness::new(now, &mut shared);
         Node {
             shared,
-            durability: Durability::new(storage),
-            client: ClientRequests::new(actor),
+            durability: Durability::new(storage, actor),
+            client: ClientRequests::new(),
             replica: ReplicaSide,
             liveness,
         }

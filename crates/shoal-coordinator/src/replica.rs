@@ -2,7 +2,8 @@
 //! `Repair` is merged into the local replica (DVV merge, no new dot) and answered `Stored` once
 //! the merged object is durable; a `Read` is answered with the durable replica. A message that
 //! names another partition than the key's own in this node's ring is refused, since it would
-//! file the key where no read finds it; a node whose storage failed refuses to store. A replica
+//! file the key where no read finds it; a node whose storage failed refuses to store, and so
+//! does one that cannot read its record of the key (it never overwrites what it failed to read). A replica
 //! too large to send (see [`sendable`]) is answered with its context only.
 //!
 //! Overload: a message whose sender's deadline passed while it waited here is dropped unworked
@@ -76,9 +77,12 @@ impl ReplicaSide {
                     part: Part::Replica,
                     token: id.0,
                 };
-                let stored = durability.store(shared, partition, &key, &object, Some(waiter));
-                if stored == Stored::AlreadyDurable {
-                    reply(shared, id, ReplicaResponse::Stored);
+                match durability.store(shared, partition, &key, &object, Some(waiter)) {
+                    Stored::AlreadyDurable => reply(shared, id, ReplicaResponse::Stored),
+                    Stored::Pending => {}
+                    Stored::Unreadable => {
+                        refuse(shared, id, PeerError::Storage(StorageFault::Unreadable));
+                    }
                 }
             }
             ReplicaMessage::Read { partition, key } => {

@@ -144,8 +144,9 @@ pub enum StorageFault {
     /// This request's commit failed. Like any failed fsync, it may still have reached the disk.
     #[error("the commit of this write failed")]
     CommitFailed,
-    /// The node's replica of the key could not be read, so it will not coordinate a write to
-    /// it (it could reuse a dot). Nothing was applied.
+    /// The node's replica of the key could not be read, so it will neither coordinate a write
+    /// to it (it could reuse a dot) nor store over it (the record may be intact). Nothing was
+    /// applied.
     #[error("the local replica of the key could not be read")]
     Unreadable,
 }

@@ -7,6 +7,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use shoal_sim::sim::{self, FaultMix, SimConfig, StorageKind};
 use shoal_sim::workload::WorkloadKind;
 
@@ -190,6 +192,60 @@ fn the_nemesis_really_injects_every_fault() {
         "{total:?}"
     );
     assert!(total.forwarded > 0 && total.read_repairs > 0, "{total:?}");
+}
+
+#[test]
+fn lost_records_never_make_a_node_reuse_a_dot() {
+    // Riak's kv679: a corrupted record replaced by an older copy must not let its node make
+    // the lost record's dots again. Hot keys, so the nodes keep coordinating the keys whose
+    // records they lost; no crashes, so every new incarnation comes from a lost record. A lost
+    // copy breaks R + W > N, so stale reads are possible and not checked; what must hold: no
+    // dot names two values, no acknowledged write is lost (each key loses one copy at most),
+    // nothing unwritten or undeleted appears, and the replicas converge.
+    let faults = FaultMix {
+        lost_records: true,
+        lossy_network: true,
+        partitions: true,
+        ..FaultMix::NONE
+    };
+    let mut config = common::hot_keys(faults);
+    config.safety = Duration::from_secs(8);
+    let mut failures = Vec::new();
+    let mut total = sim::SimStats::default();
+    for seed in common::seeds(17_000, 30) {
+        let result = sim::run(&config, seed).unwrap();
+        let s = &result.stats;
+        total.corrupted_records += s.corrupted_records;
+        total.failed_reads += s.failed_reads;
+        total.incarnation_renewals += s.incarnation_renewals;
+        total.longest_vector = total.longest_vector.max(s.longest_vector);
+        let r = &result.report;
+        let held = result.reused_dots.is_empty()
+            && result.anomalies.is_empty()
+            && r.acknowledged_writes_lost.value == 0
+            && r.values_never_written.value == 0
+            && r.deletes_undone.value == 0
+            && r.unconverged_keys.value == 0;
+        if !held {
+            failures.push(common::describe(
+                "lost_records_never_make_a_node_reuse_a_dot",
+                &result,
+            ));
+        }
+    }
+    println!(
+        "lost_records: {} records corrupted, {} reads failed, {} incarnations renewed, longest vector {}",
+        total.corrupted_records,
+        total.failed_reads,
+        total.incarnation_renewals,
+        total.longest_vector
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(
+        total.corrupted_records > 0 && total.failed_reads > 0,
+        "{total:?}"
+    );
+    assert!(total.incarnation_renewals > 0, "{total:?}");
 }
 
 #[test]

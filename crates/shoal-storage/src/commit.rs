@@ -25,10 +25,11 @@ use shoal_types::{Key, PartitionId};
 use crate::digest::{decode_object, encode_object};
 use crate::error::During;
 use crate::record::{
-    HINTS, OBJECTS, check_hint_record, check_object_record, encode_hint_record,
-    encode_object_record, hint_key, object_key,
+    HINTS, IDENTITY, Identity, META, OBJECTS, check_hint_record, check_object_record,
+    encode_hint_record, encode_identity, encode_object_record, hint_key, object_key,
 };
 use crate::redb_storage::Shared;
+use crate::run::RunState;
 use crate::storage::{CommitCallback, merge_hint};
 use crate::tree::entry_hash;
 use crate::trees::TreeChanges;
@@ -177,6 +178,22 @@ fn commit_group(shared: &Shared, work: &[Work]) -> Result<(), CommitError> {
     let mut txn = shared.db.begin_write().during("beginning a commit")?;
     txn.set_durability(Durability::Immediate)
         .during("beginning a commit")?;
+    // The last renewal of the group wins: each names a fresh incarnation, later ones later.
+    let renewal = work.iter().rev().find_map(|w| match w {
+        Work::Batch(batch) => batch.renewal(),
+        Work::Rebuild(..) => None,
+    });
+    if let Some(incarnation) = renewal {
+        let identity = Identity {
+            node: shared.node.clone(),
+            partition_count: shared.q,
+            incarnation,
+            run: RunState::Running,
+        };
+        let mut meta = txn.open_table(META).during("opening the meta table")?;
+        meta.insert(IDENTITY, encode_identity(&identity).as_slice())
+            .during("renewing the incarnation")?;
+    }
     {
         let mut apply = Apply {
             shared,
@@ -199,6 +216,10 @@ fn commit_group(shared: &Shared, work: &[Work]) -> Result<(), CommitError> {
         // whatever the database now holds (best effort; the next open rebuilds every tree).
         let _ = shared.trees.apply(&shared.db, changes.recompute_all());
         return Err(e.into());
+    }
+    if let Some(incarnation) = renewal {
+        shared.run.lock().unwrap_or_else(PoisonError::into_inner).0 = incarnation;
+        tracing::warn!(node = %shared.node, %incarnation, "the run continues under a new incarnation");
     }
     move_trees(shared, changes)?;
     let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);

@@ -1,4 +1,5 @@
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
 use std::ops::Bound;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -8,14 +9,15 @@ use shoal_types::{Incarnation, Key, NodeId, PartitionCount, PartitionId};
 use crate::run::{self, RunStart, RunState};
 use crate::storage::{CommitCallback, merge_hint};
 use crate::{
-    CommitError, Hint, HintEntry, ObjectDigest, ReadError, ReadOutcome, SegmentId, Storage,
-    StorageStats, TictacTree, Write, WriteBatch,
+    CommitError, EngineError, Hint, HintEntry, ObjectDigest, ReadError, ReadOutcome, SegmentId,
+    Storage, StorageStats, TictacTree, Write, WriteBatch,
 };
 
 /// Storage in memory: ordered maps behind a mutex, for tests and the simulator.
 ///
 /// Behaves like [`crate::RedbStorage`] (same orders, same merge rules, same trees) except that
-/// nothing is ever corrupted or lost, and `submit` applies the batch and calls `done` before it
+/// nothing is ever corrupted or lost unless a test injects it ([`MemoryStorage::corrupt`],
+/// [`MemoryStorage::fail_reads`]), and `submit` applies the batch and calls `done` before it
 /// returns. Cheap to clone; clones share the data.
 #[derive(Clone, Debug)]
 pub struct MemoryStorage {
@@ -32,6 +34,10 @@ struct State {
     stats: StorageStats,
     /// The current (or last) run's incarnation and how it ended; `None` until the first run.
     run: Option<(Incarnation, RunState)>,
+    /// Injected faults: records that read as corrupted until a write replaces them (their tree
+    /// entries stay, as redb's may), and how many object reads are still to fail.
+    corrupted: BTreeSet<(PartitionId, Key)>,
+    failing_reads: u64,
 }
 
 #[derive(Debug)]
@@ -68,6 +74,26 @@ impl MemoryStorage {
         }
     }
 
+    /// Injects a corrupted record: the key's record reads as [`ReadOutcome::Corrupted`] until a
+    /// write replaces or removes it. Returns whether a record was there to corrupt.
+    pub fn corrupt(&self, partition: PartitionId, key: &Key) -> bool {
+        let segment = SegmentId::of(key, self.q);
+        let mut state = self.state();
+        let stored = state
+            .objects
+            .contains_key(&(partition, segment, key.clone()));
+        if stored {
+            state.corrupted.insert((partition, key.clone()));
+        }
+        stored
+    }
+
+    /// Injects read errors: the next `reads` object reads fail with an I/O error, as a disk
+    /// that returns EIO would (nothing is changed).
+    pub fn fail_reads(&self, reads: u64) {
+        self.state().failing_reads = reads;
+    }
+
     /// The ring size this store was made for.
     pub fn partition_count(&self) -> PartitionCount {
         self.q
@@ -83,8 +109,21 @@ impl MemoryStorage {
 impl Storage for MemoryStorage {
     fn object(&self, partition: PartitionId, key: &Key) -> Result<ReadOutcome, ReadError> {
         let segment = SegmentId::of(key, self.q);
+        let mut state = self.state();
+        if state.failing_reads > 0 {
+            state.failing_reads -= 1;
+            let error = io::Error::other("injected read error");
+            return Err(ReadError::Engine(EngineError::io(
+                "reading an object",
+                error,
+            )));
+        }
+        if state.corrupted.contains(&(partition, key.clone())) {
+            state.stats.corrupt_objects += 1;
+            return Ok(ReadOutcome::Corrupted);
+        }
         Ok(
-            match self.state().objects.get(&(partition, segment, key.clone())) {
+            match state.objects.get(&(partition, segment, key.clone())) {
                 Some((object, _)) => ReadOutcome::Found(object.clone()),
                 None => ReadOutcome::NotFound,
             },
@@ -117,7 +156,14 @@ impl Storage for MemoryStorage {
             .range((start, Bound::Unbounded))
             .take_while(|((p, _, _), _)| *p == partition)
             .take(limit)
-            .map(|((_, _, k), (o, _))| (k.clone(), ReadOutcome::Found(o.clone())))
+            .map(|((p, _, k), (o, _))| {
+                let outcome = if state.corrupted.contains(&(*p, k.clone())) {
+                    ReadOutcome::Corrupted
+                } else {
+                    ReadOutcome::Found(o.clone())
+                };
+                (k.clone(), outcome)
+            })
             .collect())
     }
 
@@ -185,6 +231,9 @@ impl Storage for MemoryStorage {
 impl State {
     fn apply(&mut self, batch: WriteBatch, q: PartitionCount) {
         let writes = batch.len() as u64;
+        if let Some(incarnation) = batch.renewal() {
+            self.run = Some((incarnation, RunState::Running));
+        }
         for write in batch {
             self.apply_one(write, q);
         }
@@ -197,6 +246,14 @@ impl State {
     }
 
     fn apply_one(&mut self, write: Write, q: PartitionCount) {
+        let replaced = match &write {
+            Write::Object { partition, key, .. }
+            | Write::MergeObject { partition, key, .. }
+            | Write::RemoveObject { partition, key } => {
+                self.corrupted.remove(&(*partition, key.clone()))
+            }
+            Write::Hint { .. } | Write::RemoveHint { .. } => false,
+        };
         match write {
             Write::Object {
                 partition,
@@ -209,9 +266,10 @@ impl State {
                 object,
             } => {
                 let segment = SegmentId::of(&key, q);
+                // A corrupted record is replaced, as redb's store does.
                 let merged = match self.objects.get(&(partition, segment, key.clone())) {
-                    Some((old, _)) => old.merge(&object),
-                    None => object,
+                    Some((old, _)) if !replaced => old.merge(&object),
+                    _ => object,
                 };
                 self.store_object(partition, key, merged, q);
             }

@@ -62,9 +62,10 @@ struct Inner {
 pub(crate) struct Shared {
     pub(crate) db: Database,
     pub(crate) q: PartitionCount,
-    node: NodeId,
-    /// The incarnation of the current run, and how the run began.
-    run: Mutex<(Incarnation, RunStart)>,
+    pub(crate) node: NodeId,
+    /// The incarnation of the current run, and how the run began. A batch that renews the
+    /// incarnation replaces it once committed.
+    pub(crate) run: Mutex<(Incarnation, RunStart)>,
     pub(crate) counters: Counters,
     /// Segments with a rebuild queued, so that repeated reads of one corrupted record queue one.
     pub(crate) pending_rebuilds: Mutex<HashSet<(PartitionId, SegmentId)>>,

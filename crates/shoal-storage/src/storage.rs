@@ -2,7 +2,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use shoal_causality::Object;
-use shoal_types::{Key, NodeId, PartitionId};
+use shoal_types::{Incarnation, Key, NodeId, PartitionId};
 
 use crate::{CommitError, ObjectDigest, ReadError, SegmentId, TictacTree};
 
@@ -93,9 +93,16 @@ impl ReadOutcome {
 }
 
 /// Writes applied together: all of them or none, in one durable commit.
+///
+/// A batch may also renew the run's incarnation ([`WriteBatch::renew_incarnation`]): the
+/// identity record then names the new incarnation in the same transaction as the writes, so a
+/// record the batch replaces and the incarnation that must follow its replacement become durable
+/// together (the node lost track of its own dots for that key; see `shoal-coordinator`'s
+/// durability part).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct WriteBatch {
     writes: Vec<Write>,
+    renewal: Option<Incarnation>,
 }
 
 impl WriteBatch {
@@ -112,6 +119,17 @@ impl WriteBatch {
     /// The writes, in order.
     pub fn writes(&self) -> &[Write] {
         &self.writes
+    }
+
+    /// Makes the run continue under `incarnation` once this batch is durable: recorded (still
+    /// running) in the same transaction as the writes, and what a clean close records after it.
+    pub fn renew_incarnation(&mut self, incarnation: Incarnation) {
+        self.renewal = Some(incarnation);
+    }
+
+    /// The incarnation this batch renews the run to, if it does.
+    pub fn renewal(&self) -> Option<Incarnation> {
+        self.renewal
     }
 
     /// How many writes.
@@ -137,7 +155,10 @@ impl WriteBatch {
 
 impl From<Vec<Write>> for WriteBatch {
     fn from(writes: Vec<Write>) -> Self {
-        WriteBatch { writes }
+        WriteBatch {
+            writes,
+            renewal: None,
+        }
     }
 }
 
@@ -145,6 +166,7 @@ impl From<Write> for WriteBatch {
     fn from(write: Write) -> Self {
         WriteBatch {
             writes: vec![write],
+            renewal: None,
         }
     }
 }
@@ -153,6 +175,7 @@ impl FromIterator<Write> for WriteBatch {
     fn from_iter<I: IntoIterator<Item = Write>>(iter: I) -> Self {
         WriteBatch {
             writes: iter.into_iter().collect(),
+            renewal: None,
         }
     }
 }

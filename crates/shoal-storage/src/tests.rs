@@ -920,6 +920,36 @@ fn a_run_that_was_not_closed_cleanly_gives_the_next_one_a_new_incarnation() {
 }
 
 #[test]
+fn a_batch_that_renews_the_incarnation_records_it_with_its_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let n1 = node("n1");
+    let (s, _) = RedbStorage::open(dir.path(), &n1, q(), Incarnation::new(7)).unwrap();
+    let mut batch = put(part(0), key(0), value(0, "replaced"));
+    batch.renew_incarnation(Incarnation::new(11));
+    s.write(batch).unwrap();
+    assert_eq!(s.incarnation(), Incarnation::new(11));
+    // What a clean close records, and so what the next run keeps, is the renewed one.
+    s.close_clean().unwrap();
+    let (s, inc) = RedbStorage::open(dir.path(), &n1, q(), Incarnation::new(12)).unwrap();
+    assert_eq!((inc, s.run_start()), (Incarnation::new(11), RunStart::Kept));
+    assert_eq!(
+        s.object(part(0), &key(0)).unwrap(),
+        ReadOutcome::Found(value(0, "replaced"))
+    );
+
+    let m = MemoryStorage::new(q());
+    m.begin_run(Incarnation::new(1));
+    let mut batch = put(part(0), key(0), value(0, "replaced"));
+    batch.renew_incarnation(Incarnation::new(5));
+    m.write(batch).unwrap();
+    m.close_clean();
+    assert_eq!(
+        m.begin_run(Incarnation::new(6)),
+        (Incarnation::new(5), RunStart::Kept)
+    );
+}
+
+#[test]
 fn a_clean_close_is_refused_while_other_handles_are_open() {
     let dir = tempfile::tempdir().unwrap();
     let n1 = node("n1");

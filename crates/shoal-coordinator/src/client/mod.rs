@@ -21,7 +21,6 @@ mod put;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use shoal_causality::Actor;
 use shoal_protocol::{
     ClientRequest, ClientResponse, PeerError, PeerResponse, RequestError, Response,
 };
@@ -60,8 +59,6 @@ impl<S> Env<'_, S> {
 /// See the module docs.
 #[derive(Debug)]
 pub(crate) struct ClientRequests {
-    /// The actor of the dots this node makes: its id and incarnation.
-    actor: Actor,
     requests: BTreeMap<RequestId, Coordination>,
     /// The request each inbound id is being served by, for cancellation.
     by_origin: BTreeMap<InboundId, RequestId>,
@@ -134,9 +131,8 @@ enum Purpose {
 }
 
 impl ClientRequests {
-    pub(crate) fn new(actor: Actor) -> ClientRequests {
+    pub(crate) fn new() -> ClientRequests {
         ClientRequests {
-            actor,
             requests: BTreeMap::new(),
             by_origin: BTreeMap::new(),
             outbound: BTreeMap::new(),

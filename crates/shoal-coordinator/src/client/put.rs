@@ -139,13 +139,13 @@ impl ClientRequests {
             }
             _ => return,
         };
-        if let Err(e) = super::context::check(&context, &self.actor, &base) {
+        let actor = env.durability.actor();
+        if let Err(e) = super::context::check(&context, actor, &base) {
             let error = RequestError::InvalidContext(e);
             return answer(env.shared, origin, ClientResponse::Failed(error));
         }
         let max_siblings = env.shared.config.limits.max_siblings();
-        let (object, dot) = match base.update_with_dot(&context, sibling, &self.actor, max_siblings)
-        {
+        let (object, dot) = match base.update_with_dot(&context, sibling, actor, max_siblings) {
             Ok(o) => o,
             Err(CausalityError::TooManySiblings { siblings, max }) => {
                 env.shared.metrics.too_many_siblings += 1;

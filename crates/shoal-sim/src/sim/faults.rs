@@ -24,6 +24,10 @@ pub struct FaultMix {
     pub clock_skew: bool,
     /// Failed fsyncs: a batch is reported failed (and not stored).
     pub disk_errors: bool,
+    /// Lost records: a stored record found corrupted (each key at most once a run, so that no
+    /// acknowledged write loses every copy), and object reads that fail with an I/O error.
+    /// Memory storage only: redb's records cannot be reached from here.
+    pub lost_records: bool,
 }
 
 /// One fault (or its repair), at a scheduled time. Nodes are numbered from 0 and printed as
@@ -74,6 +78,16 @@ pub enum FaultAction {
     },
     /// The node's next fsync fails: the batch is reported failed and not stored.
     DiskError(usize),
+    /// One of the node's stored records (a workload key it is a primary of, never corrupted
+    /// before in the run) reads as corrupted from now on, until a write replaces it.
+    CorruptRecord(usize),
+    /// The node's next `reads` object reads fail with an I/O error.
+    ReadErrors {
+        /// The node.
+        node: usize,
+        /// How many reads fail.
+        reads: u64,
+    },
     /// End of the safety phase: heal every link, resume and restart every node, correct the
     /// clocks' rates, calm the network.
     HealAll,
@@ -111,9 +125,13 @@ impl FaultMix {
         pauses: false,
         clock_skew: false,
         disk_errors: false,
+        lost_records: false,
     };
 
-    /// Every kind of fault.
+    /// Every kind of fault under which the cluster keeps all its promises. Not lost records:
+    /// a lost copy breaks the quorum intersection (R + W > N) that fresh reads stand on, so a
+    /// read may miss a write until repair (and a single writer then sees a sibling). They run
+    /// in their own campaign, which checks what must still hold.
     pub const ALL: FaultMix = FaultMix {
         lossy_network: true,
         partitions: true,
@@ -121,6 +139,7 @@ impl FaultMix {
         pauses: true,
         clock_skew: true,
         disk_errors: true,
+        lost_records: false,
     };
 
     /// Whether any fault is enabled.
@@ -157,6 +176,9 @@ impl FaultSchedule {
         }
         if mix.disk_errors {
             kinds.push(Kind::Disk);
+        }
+        if mix.lost_records {
+            kinds.push(Kind::Record);
         }
         let mut actions = Vec::new();
         // Per node: until when it is crashed or paused.
@@ -209,6 +231,16 @@ impl FaultSchedule {
                     }
                 }
                 Kind::Disk => actions.push((t, FaultAction::DiskError(rng.random_range(0..nodes)))),
+                Kind::Record => {
+                    let node = rng.random_range(0..nodes);
+                    let action = if rng.random_bool(0.5) {
+                        FaultAction::CorruptRecord(node)
+                    } else {
+                        let reads = rng.random_range(1..20);
+                        FaultAction::ReadErrors { node, reads }
+                    };
+                    actions.push((t, action));
+                }
             }
             t += ms(rng.random_range(100..1500));
         }
@@ -227,6 +259,7 @@ enum Kind {
     Pause,
     Clock,
     Disk,
+    Record,
 }
 
 /// Schedules one partition of a random pattern at `t`, healed after `span`.
@@ -347,6 +380,10 @@ impl fmt::Display for FaultAction {
                 write!(f, "clock of n{} runs at {permille}‰", node + 1)
             }
             FaultAction::DiskError(n) => write!(f, "next fsync of n{} fails", n + 1),
+            FaultAction::CorruptRecord(n) => write!(f, "a record of n{} is corrupted", n + 1),
+            FaultAction::ReadErrors { node, reads } => {
+                write!(f, "the next {reads} reads of n{} fail", node + 1)
+            }
             FaultAction::HealAll => write!(f, "heal everything"),
         }
     }

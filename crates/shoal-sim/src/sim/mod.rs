@@ -28,7 +28,7 @@ use bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{RngExt, SeedableRng};
-use shoal_causality::Object;
+use shoal_causality::{Dot, Object, Sibling};
 use shoal_coordinator::{
     InboundId, Node, NodeConfig, OutboundId, Output, PersistId, Priority, SendError,
 };
@@ -37,7 +37,7 @@ use shoal_protocol::{
 };
 use shoal_ring::{Member, Ring, RingError};
 use shoal_storage::{
-    CommitError, EngineError, MemoryStorage, OpenError, ReadOutcome, RedbStorage, Storage,
+    CommitError, EngineError, MemoryStorage, OpenError, ReadOutcome, RedbStorage, Storage, Write,
     WriteBatch,
 };
 use shoal_types::{
@@ -133,6 +133,10 @@ pub struct RunResult {
     /// Things that must never happen in the simulator itself (a message that does not decode,
     /// a reply to nobody, a livelock). Any fails the run.
     pub anomalies: Vec<String>,
+    /// Dots that named two different values (a node made a dot it had made before: Riak's
+    /// kv679), seen in the objects the nodes persisted. Any fails the run: merging the two
+    /// loses one of them.
+    pub reused_dots: Vec<String>,
 }
 
 /// Counters of one run.
@@ -167,6 +171,16 @@ pub struct SimStats {
     /// Requests and peer messages the nodes dropped unworked because their deadline passed
     /// while they waited (for a paused node to resume).
     pub expired: u64,
+    /// Records corrupted by the nemesis (each a different key).
+    pub corrupted_records: u64,
+    /// Object reads the nemesis made fail.
+    pub failed_reads: u64,
+    /// Times a node took a new incarnation mid-run because it lost a record (as reported by
+    /// the nodes running at the end).
+    pub incarnation_renewals: u64,
+    /// The longest version vector of any object a node persisted: entries, a bound the design
+    /// keeps (`docs/reliability.md`).
+    pub longest_vector: usize,
 }
 
 /// Why a run could not start.
@@ -216,7 +230,7 @@ impl SimConfig {
 impl RunResult {
     /// Whether every promise held and the simulator saw nothing impossible.
     pub fn passed(&self) -> bool {
-        self.report.passed() && self.anomalies.is_empty()
+        self.report.passed() && self.anomalies.is_empty() && self.reused_dots.is_empty()
     }
 }
 
@@ -238,6 +252,9 @@ impl fmt::Display for RunResult {
         write!(f, "{}", self.report)?;
         for anomaly in &self.anomalies {
             writeln!(f, "anomaly: {anomaly}")?;
+        }
+        for reuse in &self.reused_dots {
+            writeln!(f, "reused dot: {reuse}")?;
         }
         Ok(())
     }
@@ -395,6 +412,12 @@ struct Simulation<'a> {
     schedule: FaultSchedule,
     /// Nodes kept down through the liveness phase.
     kept_down: Vec<usize>,
+    /// Every (key, dot) any node persisted, with the value it named first (counters are per
+    /// key: a dot names one write to one key).
+    dots: BTreeMap<(Key, Dot), Sibling>,
+    reused_dots: Vec<String>,
+    /// Keys the nemesis corrupted a record of (once each).
+    corrupted: BTreeSet<Key>,
 }
 
 /// The client id final reads are recorded under.
@@ -508,6 +531,9 @@ impl<'a> Simulation<'a> {
             anomalies: Vec::new(),
             schedule,
             kept_down,
+            dots: BTreeMap::new(),
+            reused_dots: Vec::new(),
+            corrupted: BTreeSet::new(),
         };
         for (at, action) in sim.schedule.actions.clone() {
             sim.queue.push(at, Event::Fault(action));
@@ -817,6 +843,7 @@ impl<'a> Simulation<'a> {
                 self.pending_out.remove(&(n, life, id));
             }
             Output::Persist { id, batch } => {
+                self.check_dots(n, &batch);
                 let fsync = self.fsync_latency();
                 let node = &mut self.nodes[n];
                 let done_at = self.now.max(node.disk_busy_until) + fsync;
@@ -1075,11 +1102,19 @@ impl<'a> Simulation<'a> {
                 self.reschedule_timer(node);
             }
             FaultAction::DiskError(n) => self.nodes[n].fail_next_fsync = true,
+            FaultAction::CorruptRecord(n) => self.corrupt_record(n),
+            FaultAction::ReadErrors { node, reads } => {
+                if self.nodes[node].node.is_some() {
+                    self.stats.failed_reads += reads;
+                    self.nodes[node].storage.fail_reads(reads);
+                }
+            }
             FaultAction::HealAll => {
                 self.cut.clear();
                 self.weather = NetworkFaults::default();
                 self.workload.set_poison_fraction(0.0);
                 for n in 0..self.nodes.len() {
+                    self.nodes[n].storage.fail_reads(0);
                     self.nodes[n].fail_next_fsync = false;
                     self.nodes[n].crash_on_next_write = false;
                     for batch in &mut self.nodes[n].disk {
@@ -1094,6 +1129,64 @@ impl<'a> Simulation<'a> {
                     }
                     if !self.kept_down.contains(&n) {
                         self.restart(n);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Corrupts node `n`'s record of a workload key it is a primary of and that no fault
+    /// corrupted before, if it holds one.
+    fn corrupt_record(&mut self, n: usize) {
+        let id = self.nodes[n].config.id.clone();
+        let candidates: Vec<Key> = self
+            .workload
+            .keys()
+            .iter()
+            .filter(|k| !self.corrupted.contains(*k))
+            .filter(|k| {
+                let partition = self.ring.partition_for_key(k);
+                self.ring.primaries(partition).contains(&id)
+            })
+            .cloned()
+            .collect();
+        if candidates.is_empty() {
+            return;
+        }
+        let key = candidates[self.net_rng.random_range(0..candidates.len())].clone();
+        let partition = self.ring.partition_for_key(&key);
+        if self.nodes[n].storage.corrupt(partition, &key) {
+            self.stats.corrupted_records += 1;
+            self.corrupted.insert(key);
+        }
+    }
+
+    /// Records the dots of every object in `batch`, which node `n` is about to persist; a dot
+    /// already seen on the same key naming another value is a reused dot.
+    fn check_dots(&mut self, n: usize, batch: &WriteBatch) {
+        for write in batch.writes() {
+            let Write::Object { key, object, .. } = write else {
+                continue;
+            };
+            let entries = object.version_vector().len();
+            self.stats.longest_vector = self.stats.longest_vector.max(entries);
+            for (dot, sibling) in object.siblings() {
+                let named = (key.clone(), dot.clone());
+                match self.dots.get(&named) {
+                    None => {
+                        self.dots.insert(named, sibling.clone());
+                    }
+                    Some(first) if first == sibling => {}
+                    Some(first) => {
+                        if self.reused_dots.len() < 20 {
+                            let text = format!(
+                                "{:?}: n{} persisted {key:?} with {dot:?} = {sibling:?}, which \
+                                 named {first:?} before",
+                                self.now,
+                                n + 1
+                            );
+                            self.reused_dots.push(text);
+                        }
                     }
                 }
             }
@@ -1288,6 +1381,7 @@ impl<'a> Simulation<'a> {
             self.stats.read_repairs += node.metrics().read_repairs;
             self.stats.forwarded += node.metrics().forwarded;
             self.stats.expired += node.metrics().expired_client + node.metrics().expired_peer;
+            self.stats.incarnation_renewals += node.metrics().incarnation_renewals;
         }
         self.stats.simulated = self.now;
         RunResult {
@@ -1301,6 +1395,7 @@ impl<'a> Simulation<'a> {
             history: self.history,
             final_state,
             anomalies: self.anomalies,
+            reused_dots: self.reused_dots,
         }
     }
 

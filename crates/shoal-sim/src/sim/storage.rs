@@ -47,6 +47,24 @@ impl SimStorage {
     }
 }
 
+impl SimStorage {
+    /// Marks the record of `key` corrupted, if this disk can be reached into (memory storage)
+    /// and holds one. Returns whether it did.
+    pub(crate) fn corrupt(&self, partition: PartitionId, key: &Key) -> bool {
+        match self {
+            SimStorage::Memory(s) => s.corrupt(partition, key),
+            SimStorage::Redb(_) => false,
+        }
+    }
+
+    /// Makes the next `reads` object reads fail (memory storage only); 0 ends the fault.
+    pub(crate) fn fail_reads(&self, reads: u64) {
+        if let SimStorage::Memory(s) = self {
+            s.fail_reads(reads);
+        }
+    }
+}
+
 impl Storage for SimStorage {
     fn object(&self, partition: PartitionId, key: &Key) -> Result<ReadOutcome, ReadError> {
         match self {
