@@ -8,9 +8,16 @@
 //!
 //! Writes leave as [`Output::Persist`](crate::Output::Persist) batches; each names the
 //! [`Waiter`]s to tell once it is durable (or failed), and the node routes each to the part that
-//! waits. A failed commit marks the node's storage failed for the rest of the run: a write this
-//! node made a dot for may be on other replicas and not here, so it must stop coordinating writes
-//! until a restart takes a new incarnation (DESIGN §3, Riak's kv679).
+//! waits. A failed commit marks the node's storage failed for the rest of the run: the disk may
+//! be failing, and what it holds may differ from what this part believes (a failed commit may
+//! have reached it anyway), so the node stops coordinating and storing writes until a restart
+//! reads the disk afresh.
+//!
+//! **Only durable dots leave.** Reads answer [`Durability::durable_read`]; a coordinator sends
+//! its write to the other replicas only once it is durable here (`client::put`). So the disk
+//! holds, after any crash, every dot of this node that exists anywhere else, and the node counts
+//! on from it under the same incarnation. Every later part that ships objects (hints,
+//! anti-entropy, handoff) must ship them from durable storage too.
 //!
 //! **Whose dots are whose.** This part also holds the node's [`Actor`], the name its dots are
 //! made under, because only the local replica knows which dots the node has made: a new dot is

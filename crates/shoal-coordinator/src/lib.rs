@@ -2,12 +2,12 @@
 //!
 //! A [`Node`] coordinates gets, puts and deletes: it finds the key's preference list in the
 //! ring, forwards writes that land outside it to a primary, makes the write's dot, has it stored
-//! durably (locally and on the other primaries at once), answers after W durable acks (its own
-//! among them or not), answers reads after R replies merged with the DVV merge, and read-repairs
+//! durably (locally first, then on the other primaries), answers after W durable acks (its own
+//! first among them), answers reads after R replies merged with the DVV merge, and read-repairs
 //! every replica that answered older — also those that answer after the client got its reply.
-//! It serves the replica side of all of this for its peers. Sending a dot before it is durable
-//! here relies on the node running under a new incarnation after any stop that was not clean
-//! (see `RedbStorage::open`), so it never makes a lost dot again.
+//! It serves the replica side of all of this for its peers. A dot leaves the node only inside
+//! an object durable on it, so a restart (clean or not) keeps the incarnation and never makes a
+//! dot twice; a corrupted record renews the incarnation (`durability`).
 //!
 //! Like quinn-proto, it has no sockets, no threads and no clock. Inputs are `handle_*` methods
 //! that take `now`; effects come out of [`Node::poll_output`] as data ([`Output`]: replies,

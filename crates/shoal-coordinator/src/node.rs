@@ -105,8 +105,7 @@ impl<S: Storage> Node<S> {
     }
 
     /// Whether a storage write failed in this run (with the error). The node then stops
-    /// coordinating writes, and the run must not be recorded as a clean stop: a dot it made may
-    /// be on other replicas and not on its own disk.
+    /// coordinating and storing writes, and the run is not recorded as a clean stop.
     pub fn storage_failed(&self) -> Option<&CommitError> {
         self.durability.failed()
     }

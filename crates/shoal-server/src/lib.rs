@@ -53,8 +53,9 @@
 //! records a clean stop. A write acknowledged `Written` was durable on W replicas before the
 //! acknowledgement; after a graceful shutdown it is durable here too, and a restart on the same
 //! data directory finds it, with the same incarnation. Any other end (a crash, `kill -9`, a
-//! dropped `Server`, a failed write) makes the next start take a new incarnation, because the
-//! coordinator sends a dot to replicas before its own copy is durable.
+//! dropped `Server`, a failed write) is reported as a recovery at the next start, under the same
+//! incarnation too: a coordinator sends a dot to replicas only once its own copy is durable, so
+//! the disk knows every dot the node made that anyone holds.
 //!
 //! Not here: command-line parsing (`shoal-cli`), quorum logic (`shoal-coordinator`), framing
 //! and TLS (`shoal-transport`), gossip and ring changes (membership is static for now).

@@ -23,8 +23,8 @@ const PEER_CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// endpoint. See the crate docs for the tasks and what each owns.
 ///
 /// Stop it with [`Server::shutdown`] (or [`Server::run_until_signal`]): only that records a clean
-/// stop, which lets the next start keep the incarnation. Dropping it without shutting down also
-/// drains the node, but nobody waits for it, and the next start takes a new incarnation.
+/// stop. Dropping it without shutting down also drains the node, but nobody waits for it, and
+/// the next start reports a recovery. Either way the next start keeps the incarnation.
 #[derive(Debug)]
 pub struct Server {
     node_id: NodeId,
@@ -69,7 +69,7 @@ impl Server {
         let storage = open_storage(&config).await?;
         let started = Server::launch(config, listen_identity, peer_identity, &storage).await;
         if started.is_err() {
-            // No node ran, so no dot was made: a clean close keeps the incarnation.
+            // No node ran, so nothing happened: record a clean stop.
             close_storage(storage.0, None).await;
         }
         started
@@ -85,8 +85,8 @@ impl Server {
         self.metrics_addr
     }
 
-    /// The incarnation this run makes dots with: the data directory's, kept after a clean stop,
-    /// or a new one after any other stop.
+    /// The incarnation this run makes dots with: the data directory's (a run renews it only when
+    /// it finds a corrupted record; see `shoal-coordinator`'s durability part).
     pub fn incarnation(&self) -> Incarnation {
         self.incarnation
     }
@@ -187,7 +187,7 @@ impl Server {
             // whole-system tests' proxies tell node traffic from client traffic by it.
             peer_endpoint = %peers.local_addr(),
             incarnation = %incarnation,
-            incarnation_renewed = run_start.renewed(),
+            after_unclean_stop = run_start.after_unclean_stop(),
             run = %run_start,
             members = ring.members().len(),
             partitions = ring.q().get(),
@@ -326,10 +326,9 @@ async fn open_storage(config: &ServerConfig) -> Result<(RedbStorage, Incarnation
 }
 
 /// Closes the storage, whose last handle this is, on a blocking thread (it finishes the queued
-/// commits and joins the commit thread). Records a clean stop, so the next start keeps the
-/// incarnation, unless `storage_failed` is the write of this run that failed (or a commit fails
-/// while closing): then the run stays "running" and the next start takes a new incarnation,
-/// since a dot this node sent out may be missing from its disk.
+/// commits and joins the commit thread). Records a clean stop, unless `storage_failed` is the
+/// write of this run that failed (or a commit fails while closing): then the run stays
+/// "running" and the next start reports a recovery (under the same incarnation).
 async fn close_storage(storage: RedbStorage, storage_failed: Option<CommitError>) {
     let closed = tokio::task::spawn_blocking(move || match storage_failed {
         Some(failed) => {
@@ -343,7 +342,7 @@ async fn close_storage(storage: RedbStorage, storage_failed: Option<CommitError>
         Ok(Ok(())) => tracing::info!("storage closed; clean stop recorded"),
         Ok(Err(why)) => tracing::warn!(
             %why,
-            "storage closed; the stop is not recorded clean, the next start takes a new incarnation"
+            "storage closed; the stop is not recorded clean, the next start recovers"
         ),
         Err(error) => tracing::error!(%error, "closing storage failed"),
     }

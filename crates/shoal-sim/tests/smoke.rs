@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use shoal_sim::sim::{self, FaultMix, SimConfig, StorageKind};
+use shoal_sim::sim::{self, FaultAction, FaultMix, SimConfig, StorageKind};
 use shoal_sim::workload::WorkloadKind;
 
 #[test]
@@ -246,6 +246,47 @@ fn lost_records_never_make_a_node_reuse_a_dot() {
         "{total:?}"
     );
     assert!(total.incarnation_renewals > 0, "{total:?}");
+}
+
+#[test]
+fn three_hundred_unclean_restarts_of_a_hot_keys_coordinator_leave_its_vectors_small() {
+    // Issue 11, item 3: if every unclean restart took a new incarnation, each would add a
+    // vector entry to every key the node coordinates afterwards, and a hot key would pass the
+    // decoders' 256 entries. A node that sends only durable dots keeps its incarnation instead.
+    let mut config = common::hot_keys(FaultMix::NONE);
+    config.keys = 2;
+    (config.min_nodes, config.max_nodes) = (3, 3);
+    config.safety = Duration::from_secs(16);
+    // Clients that give up on the crashed node quickly, so that every life of it coordinates.
+    config.client_timeout = Duration::from_millis(200);
+    config.request_timeout = Duration::from_millis(150);
+    config.transport_timeout = Duration::from_millis(100);
+    config.liveness_deadline = Duration::from_millis(500);
+    for i in 0..300u32 {
+        let at = Duration::from_millis(100) + Duration::from_millis(50) * i;
+        config.extra_faults.push((at, FaultAction::Crash(0)));
+        let restart = at + Duration::from_millis(20);
+        config.extra_faults.push((restart, FaultAction::Restart(0)));
+    }
+    for seed in common::seeds(18_000, 2) {
+        let result = sim::run(&config, seed).unwrap();
+        let s = &result.stats;
+        println!(
+            "seed {seed}: {} crashes, {} batches lost, {} operations, longest vector {}",
+            s.crashes, s.batches_lost, s.operations, s.longest_vector
+        );
+        assert!(s.crashes >= 300, "{s:?}");
+        assert!(
+            result.passed(),
+            "{}",
+            common::describe(
+                "three_hundred_unclean_restarts_of_a_hot_keys_coordinator_leave_its_vectors_small",
+                &result
+            )
+        );
+        // One entry per node that coordinated: the restarts added none.
+        assert!(s.longest_vector <= result.nodes, "{s:?}");
+    }
 }
 
 #[test]

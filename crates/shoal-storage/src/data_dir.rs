@@ -129,7 +129,7 @@ mod tests {
         storage.close_clean().unwrap();
         // And it opens again as the same database.
         let storage = open(&dir);
-        assert!(!storage.run_start().renewed());
+        assert!(!storage.run_start().after_unclean_stop());
         storage.close_clean().unwrap();
     }
 

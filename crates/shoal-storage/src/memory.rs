@@ -56,9 +56,9 @@ impl MemoryStorage {
         }
     }
 
-    /// Begins a run by the same rule as [`crate::RedbStorage::open`]: the incarnation of the
-    /// last run is kept only if it was closed with [`MemoryStorage::close_clean`]; otherwise
-    /// (and for a store never run on) the run takes `candidate`.
+    /// Begins a run by the same rule as [`crate::RedbStorage::open`]: a store never run on takes
+    /// `candidate`; otherwise the incarnation of the last run is kept (recorded as recovered
+    /// unless it was closed with [`MemoryStorage::close_clean`]).
     pub fn begin_run(&self, candidate: Incarnation) -> (Incarnation, RunStart) {
         let mut state = self.state();
         let (incarnation, start) = run::begin(state.run, candidate);

@@ -95,11 +95,10 @@ impl RedbStorage {
     /// file 0600, or tightened to that if its group or others may access them.
     ///
     /// A new data directory records `node`, `q` and `candidate_incarnation`. An existing one
-    /// keeps its incarnation only if its last run ended with [`RedbStorage::close_clean`];
-    /// otherwise (a crash, a kill, a failed commit, or a record from before the run state) the
-    /// run takes `candidate_incarnation`, so it never makes a dot of an earlier run again.
-    /// Either way "running" is durably recorded before this returns; [`RedbStorage::run_start`]
-    /// says which case it was. Opening a directory that belongs to another node or another Q
+    /// keeps its incarnation, whether its last run ended with [`RedbStorage::close_clean`] or
+    /// not (a crash, a kill, a failed commit): see `run` for why that is safe. Either way
+    /// "running" is durably recorded before this returns; [`RedbStorage::run_start`] says which
+    /// case it was. Opening a directory that belongs to another node or another Q
     /// fails with [`OpenError::WrongNode`] or [`OpenError::WrongPartitionCount`].
     pub fn open(
         dir: &Path,
@@ -154,14 +153,14 @@ impl RedbStorage {
         self.run().0
     }
 
-    /// How the current run began: on a new directory, keeping the incarnation after a clean
-    /// stop, or with a new one.
+    /// How the current run began: on a new directory, after a clean stop, or recovering after
+    /// one that was not clean.
     pub fn run_start(&self) -> RunStart {
         self.run().1
     }
 
-    /// Begins a new run on this open database, as an open would: the incarnation is kept only
-    /// if the last run was closed cleanly, which the current one has not been. For a simulator
+    /// Begins a new run on this open database, as an open would after a crash (the current run
+    /// was not closed cleanly). For a simulator
     /// whose "disk" outlives a simulated process: its crash-restart goes through this, the same
     /// rule as a real restart. A real node opens the directory again instead.
     pub fn begin_run(&self, candidate: Incarnation) -> Result<(Incarnation, RunStart), OpenError> {
@@ -172,12 +171,12 @@ impl RedbStorage {
     }
 
     /// Ends the run cleanly: finishes every queued commit, stops the commit thread, and, if no
-    /// commit of this run failed, durably records that the run stopped cleanly, so the next open
-    /// keeps the incarnation. Call it only after the node stopped taking requests and made no
-    /// dot since (everything it made is in the queue). Fails with [`CloseError::StillInUse`]
-    /// if other handles exist, and with [`CloseError::RunFailed`] if a commit failed; the run
-    /// then stays "running" and the next open takes a new incarnation. Either way this handle
-    /// is gone, and, unless others remain, the database is closed.
+    /// commit of this run failed, durably records that the run stopped cleanly (with the
+    /// incarnation it ended under). Call it only after the node stopped taking requests. Fails
+    /// with [`CloseError::StillInUse`] if other handles exist, and with
+    /// [`CloseError::RunFailed`] if a commit failed; the run then stays "running" and the next
+    /// open reports a recovery. Either way this handle is gone, and, unless others remain, the
+    /// database is closed.
     pub fn close_clean(self) -> Result<(), CloseError> {
         if thread::current().id() == self.inner.committer_id {
             return Err(CloseError::FromCommitThread);
@@ -615,8 +614,8 @@ fn begin_run(
     txn.commit().during("writing the identity")?;
     let (incarnation, start) = begun;
     match start {
-        RunStart::Renewed { .. } => {
-            tracing::warn!(%node, %incarnation, %start, "new incarnation: the last run did not stop cleanly")
+        RunStart::Recovered => {
+            tracing::warn!(%node, %incarnation, %start, "the last run did not stop cleanly; recovering from the disk")
         }
         RunStart::Created | RunStart::Kept => {
             tracing::info!(%node, %incarnation, %start, "run begun")

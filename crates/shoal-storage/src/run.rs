@@ -1,12 +1,18 @@
-//! Which incarnation a node runs under, and why: the rule that lets a coordinator send a dot to
-//! other replicas before it is durable on its own disk.
+//! Which incarnation a node runs under: the one its data directory was created with, for as long
+//! as the directory keeps what the node wrote.
 //!
-//! A node's dots are (node id, incarnation, counter). A run that ends without a clean stop (a
-//! crash, `kill -9`, a failed storage write) may have lost dots it already sent to replicas or
-//! clients; making them again for other values would give two values one dot (Riak's kv679). So
-//! a run that follows anything but a clean stop takes a new incarnation, and never makes a dot of
-//! an earlier run again. The cost: each unclean restart adds one version-vector entry to each key
-//! the node coordinates afterwards; a clean restart adds none.
+//! A node's dots are (node id, incarnation, counter), and the next counter for a key is one past
+//! the highest the local replica names. Coordinators send a dot out only inside an object that is
+//! already durable on their own disk (`shoal-coordinator`, local first), so after any restart,
+//! clean or not, the disk holds every dot of the node that exists anywhere, and counting on from
+//! it never makes a dot twice. So every restart keeps the incarnation, and version vectors gain
+//! no entry per restart. The incarnation changes only when that knowledge is lost: a new data
+//! directory (a wiped disk), or a record found corrupted, which the coordinator renews the
+//! incarnation for, in the batch that replaces the record
+//! ([`crate::WriteBatch::renew_incarnation`]).
+//!
+//! The run state still records whether the last run stopped cleanly, for the operator and the
+//! logs: a recovery after a crash is reported as such.
 
 use std::fmt;
 
@@ -17,7 +23,7 @@ use shoal_types::Incarnation;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum RunState {
     /// A run began and has not stopped cleanly (yet). Also what records written before the run
-    /// state existed read as, so their first open takes a new incarnation.
+    /// state existed read as.
     #[default]
     Running,
     /// The run stopped cleanly: every commit finished without error after the node stopped
@@ -25,25 +31,22 @@ pub(crate) enum RunState {
     Clean,
 }
 
-/// How a run began: which incarnation it makes dots with, and why.
+/// How a run began. Only a new directory takes a new incarnation (see the module docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RunStart {
     /// A new data directory: the candidate incarnation.
     Created,
-    /// The previous run stopped cleanly: its incarnation is kept.
+    /// The previous run stopped cleanly.
     Kept,
-    /// The previous run did not stop cleanly (or predates the run state): the candidate
-    /// replaces `previous`, so no dot of that run is ever made again.
-    Renewed {
-        /// The incarnation of the runs before.
-        previous: Incarnation,
-    },
+    /// The previous run did not stop cleanly (a crash, `kill -9`, a failed write): the node
+    /// recovers from what its disk holds, under the same incarnation.
+    Recovered,
 }
 
 impl RunStart {
-    /// Whether the run took a new incarnation although the directory had one.
-    pub fn renewed(&self) -> bool {
-        matches!(self, RunStart::Renewed { .. })
+    /// Whether the previous run on this directory ended without a clean stop.
+    pub fn after_unclean_stop(&self) -> bool {
+        matches!(self, RunStart::Recovered)
     }
 }
 
@@ -52,18 +55,13 @@ impl fmt::Display for RunStart {
         match self {
             RunStart::Created => f.write_str("new data directory"),
             RunStart::Kept => f.write_str("kept after a clean stop"),
-            RunStart::Renewed { previous } => {
-                write!(
-                    f,
-                    "renewed after a stop that was not clean (was {previous})"
-                )
-            }
+            RunStart::Recovered => f.write_str("kept, recovering after a stop that was not clean"),
         }
     }
 }
 
 /// The rule: the incarnation a run uses, given what the directory recorded (`None` when it is
-/// new) and a fresh random `candidate`.
+/// new) and a fresh random `candidate` (used only for a new directory).
 pub(crate) fn begin(
     recorded: Option<(Incarnation, RunState)>,
     candidate: Incarnation,
@@ -71,15 +69,7 @@ pub(crate) fn begin(
     match recorded {
         None => (candidate, RunStart::Created),
         Some((incarnation, RunState::Clean)) => (incarnation, RunStart::Kept),
-        Some((previous, RunState::Running)) => {
-            // A candidate equal to the old incarnation would be no renewal at all.
-            let fresh = if candidate == previous {
-                Incarnation::new(candidate.get().wrapping_add(1))
-            } else {
-                candidate
-            };
-            (fresh, RunStart::Renewed { previous })
-        }
+        Some((incarnation, RunState::Running)) => (incarnation, RunStart::Recovered),
     }
 }
 
@@ -88,7 +78,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_a_clean_stop_keeps_the_incarnation() {
+    fn only_a_new_directory_takes_a_new_incarnation() {
         let (old, new) = (Incarnation::new(1), Incarnation::new(2));
         assert_eq!(begin(None, new), (new, RunStart::Created));
         assert_eq!(
@@ -97,7 +87,7 @@ mod tests {
         );
         assert_eq!(
             begin(Some((old, RunState::Running)), new),
-            (new, RunStart::Renewed { previous: old })
+            (old, RunStart::Recovered)
         );
     }
 }

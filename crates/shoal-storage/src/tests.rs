@@ -893,7 +893,7 @@ fn a_clean_close_keeps_the_incarnation_and_the_identity_is_checked() {
 }
 
 #[test]
-fn a_run_that_was_not_closed_cleanly_gives_the_next_one_a_new_incarnation() {
+fn a_run_that_was_not_closed_cleanly_is_recovered_under_its_incarnation() {
     let dir = tempfile::tempdir().unwrap();
     let n1 = node("n1");
     let (s, _) = RedbStorage::open(dir.path(), &n1, q(), Incarnation::new(7)).unwrap();
@@ -901,22 +901,15 @@ fn a_run_that_was_not_closed_cleanly_gives_the_next_one_a_new_incarnation() {
     // Dropped without a clean close, as a crash or kill -9 leaves it.
     drop(s);
     let (s, inc) = RedbStorage::open(dir.path(), &n1, q(), Incarnation::new(8)).unwrap();
-    assert_eq!(inc, Incarnation::new(8));
-    assert_eq!(
-        s.run_start(),
-        RunStart::Renewed {
-            previous: Incarnation::new(7)
-        }
-    );
+    assert_eq!(inc, Incarnation::new(7));
+    assert_eq!(s.run_start(), RunStart::Recovered);
     assert_eq!(
         s.object(part(0), &key(0)).unwrap(),
         ReadOutcome::Found(value(0, "kept")),
-        "the data stays; only the dots made from now on change"
     );
-    // A clean close of the renewed run keeps the renewed incarnation.
     s.close_clean().unwrap();
     let (s, inc) = RedbStorage::open(dir.path(), &n1, q(), Incarnation::new(9)).unwrap();
-    assert_eq!((inc, s.run_start()), (Incarnation::new(8), RunStart::Kept));
+    assert_eq!((inc, s.run_start()), (Incarnation::new(7), RunStart::Kept));
 }
 
 #[test]
@@ -935,6 +928,17 @@ fn a_batch_that_renews_the_incarnation_records_it_with_its_writes() {
     assert_eq!(
         s.object(part(0), &key(0)).unwrap(),
         ReadOutcome::Found(value(0, "replaced"))
+    );
+    // And a crash after a renewing batch recovers under the renewed incarnation: the record it
+    // replaced and the new incarnation became durable together.
+    let mut batch = put(part(0), key(1), value(0, "replaced again"));
+    batch.renew_incarnation(Incarnation::new(13));
+    s.write(batch).unwrap();
+    drop(s);
+    let (s, inc) = RedbStorage::open(dir.path(), &n1, q(), Incarnation::new(14)).unwrap();
+    assert_eq!(
+        (inc, s.run_start()),
+        (Incarnation::new(13), RunStart::Recovered)
     );
 
     let m = MemoryStorage::new(q());
@@ -958,23 +962,17 @@ fn a_clean_close_is_refused_while_other_handles_are_open() {
     assert!(matches!(s.close_clean(), Err(CloseError::StillInUse)));
     drop(other);
     let (_, inc) = RedbStorage::open(dir.path(), &n1, q(), Incarnation::new(8)).unwrap();
-    assert_eq!(inc, Incarnation::new(8), "not recorded clean");
+    assert_eq!(inc, Incarnation::new(7), "the incarnation is kept");
 }
 
 #[test]
-fn a_new_run_on_an_open_database_takes_a_new_incarnation_like_a_crash_restart() {
+fn a_new_run_on_an_open_database_recovers_like_a_crash_restart() {
     let n1 = node("n1");
     let (s, inc) = RedbStorage::open_in_memory(&n1, q(), Incarnation::new(7)).unwrap();
     assert_eq!(inc, Incarnation::new(7));
     let (inc, start) = s.begin_run(Incarnation::new(8)).unwrap();
-    assert_eq!(inc, Incarnation::new(8));
-    assert_eq!(
-        start,
-        RunStart::Renewed {
-            previous: Incarnation::new(7)
-        }
-    );
-    assert_eq!(s.incarnation(), Incarnation::new(8));
+    assert_eq!((inc, start), (Incarnation::new(7), RunStart::Recovered));
+    assert_eq!(s.incarnation(), Incarnation::new(7));
 
     let m = MemoryStorage::new(q());
     assert_eq!(
@@ -982,14 +980,14 @@ fn a_new_run_on_an_open_database_takes_a_new_incarnation_like_a_crash_restart() 
         (Incarnation::new(1), RunStart::Created)
     );
     assert_eq!(
-        m.begin_run(Incarnation::new(2)).0,
-        Incarnation::new(2),
-        "a run not closed cleanly is renewed"
+        m.begin_run(Incarnation::new(2)),
+        (Incarnation::new(1), RunStart::Recovered),
+        "a run not closed cleanly is recovered under its incarnation"
     );
     m.close_clean();
     assert_eq!(
         m.begin_run(Incarnation::new(3)),
-        (Incarnation::new(2), RunStart::Kept)
+        (Incarnation::new(1), RunStart::Kept)
     );
 }
 

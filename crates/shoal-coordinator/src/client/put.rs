@@ -1,10 +1,18 @@
 //! Puts and deletes, coordinated by a primary of the key: it reads its local replica (what a
 //! write builds on, not yet durable writes included), refuses a context that cannot be honest
 //! ([`super::context`]), applies `Object::update` with the client's context and its own actor,
-//! persists the result and, at the same time, sends it to the other reachable primaries; it
-//! answers after W durable acks (PW from primaries), its own among them or not, with the
-//! writer's context plus the new dot. A write that lands on a node outside the preference list, or on a primary that
-//! cannot coordinate it (storage failed, local replica unreadable), is forwarded ([`super::forward`]).
+//! persists the result, and once it is durable here sends it to the other reachable primaries
+//! (Dynamo's and Riak's order: local first); it answers after W durable acks (PW from
+//! primaries), its own first among them, with the writer's context plus the new dot. A write
+//! that lands on a node outside the preference list, or on a primary that cannot coordinate it
+//! (storage failed, local replica unreadable), is forwarded ([`super::forward`]).
+//!
+//! **Why local first.** A dot leaves this node only inside an object already durable on it. So
+//! whatever a crash takes back was never seen by anyone else, the disk after any restart holds
+//! every dot of this node that exists anywhere, and making the next dot from the disk's
+//! counters never makes one twice (Riak's kv679): a restart, clean or not, keeps the
+//! incarnation, and version vectors gain no entry per restart. The cost is one commit in series
+//! before the replicas' commits (`docs/performance.md`).
 
 use std::time::Instant;
 
@@ -31,6 +39,18 @@ pub(super) struct PutState {
     answer: CausalContext,
     quorum: WriteQuorum,
     answered: bool,
+    /// What goes to the other primaries once the coordinator's own write is durable.
+    outgoing: Option<Outgoing>,
+}
+
+/// A write waiting for its local commit before it is replicated.
+#[derive(Debug)]
+struct Outgoing {
+    partition: shoal_types::PartitionId,
+    key: shoal_types::Key,
+    object: Object,
+    replicas: Vec<NodeId>,
+    deadline: Instant,
 }
 
 impl PutState {
@@ -170,35 +190,25 @@ impl ClientRequests {
                 quorum.add_failure(true);
             }
         }
-        // The coordinator's own write and the replicas' go out together, so a put waits for
-        // one durable commit, not two in series. A replica (and, after W acks, the client) may
-        // thus hold this dot before it is durable here. That is safe because a node never makes
-        // a dot of an earlier run again: a node that did not stop cleanly starts with a new
-        // incarnation (shoal-storage's run state), so a crash that loses this write cannot
-        // lead to the same (actor, counter) naming another value (Riak's kv679).
+        // Local first (see the module docs): the replicas get the object once it is durable here.
         let waiter = Waiter {
             part: Part::Client,
             token: request.0,
         };
         env.durability
             .persist(env.shared, partition, &key, object.clone(), Some(waiter));
-        for to in replicas {
-            let message = PeerMessage::Replica(ReplicaMessage::Replicate {
-                partition,
-                key: key.clone(),
-                object: object.clone(),
-            });
-            let left = budget(deadline, env.now);
-            let id = env
-                .shared
-                .send(Part::Client, to, message, Priority::Normal, left);
-            self.outbound.insert(id, Purpose::Replicate(request));
-        }
         let put = PutState {
             origin,
             answer: super::context::written(&context, &dot),
             quorum,
             answered: false,
+            outgoing: Some(Outgoing {
+                partition,
+                key,
+                object,
+                replicas,
+                deadline,
+            }),
         };
         self.insert(env.shared, request, deadline, Coordination::Put(put));
     }
@@ -213,16 +223,39 @@ impl ClientRequests {
         let Some(Coordination::Put(put)) = self.requests.get_mut(&request) else {
             return;
         };
+        let outgoing = put.outgoing.take();
         if durable {
             put.quorum.add_ack(true);
+            if let Some(out) = outgoing {
+                self.replicate(env, request, out);
+            }
         } else {
-            // A failed local commit is one failed replica, and an indeterminate one: the
-            // replicas may have stored the object, a later write to the key was built on it
-            // (the overlay) and may become durable, and a failed commit may have reached the
-            // disk anyway. W acks from the others can still make the write succeed.
+            // A failed local commit fails the write, indeterminately: nothing was sent, but a
+            // later write to the key was built on it (the overlay) and may carry it out, and a
+            // failed commit may have reached the disk anyway. The replicas it was not sent to
+            // count as failed.
             put.quorum.add_failure(true);
+            for _ in outgoing.iter().flat_map(|o| &o.replicas) {
+                put.quorum.add_failure(true);
+            }
         }
         self.advance_put(env, request);
+    }
+
+    /// Sends the durable object of `request` to the other primaries.
+    fn replicate<S: Storage>(&mut self, env: &mut Env<'_, S>, request: RequestId, out: Outgoing) {
+        for to in out.replicas {
+            let message = PeerMessage::Replica(ReplicaMessage::Replicate {
+                partition: out.partition,
+                key: out.key.clone(),
+                object: out.object.clone(),
+            });
+            let left = budget(out.deadline, env.now);
+            let id = env
+                .shared
+                .send(Part::Client, to, message, Priority::Normal, left);
+            self.outbound.insert(id, Purpose::Replicate(request));
+        }
     }
 
     pub(super) fn replicate_outcome<S: Storage>(

@@ -52,11 +52,10 @@ pub enum FaultAction {
     /// its restart comes first).
     CrashDuringWrite(usize),
     /// The node stops cleanly (SIGTERM): it takes no more requests, its commit queue
-    /// finishes, and the stop is recorded clean unless a commit failed, so its restart keeps
-    /// the incarnation.
+    /// finishes, and the stop is recorded clean unless a commit failed.
     Stop(usize),
-    /// The node restarts on its disk: under its incarnation after a clean stop, under a new
-    /// one after a crash.
+    /// The node restarts on its disk, under the incarnation the disk records (after a crash
+    /// too).
     Restart(usize),
     /// The node stops processing anything.
     Pause(usize),
@@ -145,6 +144,29 @@ impl FaultMix {
     /// Whether any fault is enabled.
     pub fn any(&self) -> bool {
         *self != FaultMix::NONE
+    }
+}
+
+impl FaultAction {
+    /// The nodes the action names.
+    pub fn nodes(&self) -> Vec<usize> {
+        match self {
+            FaultAction::Cut { links, .. } | FaultAction::Heal { links } => {
+                links.iter().flat_map(|(a, b)| [*a, *b]).collect()
+            }
+            FaultAction::Crash(n)
+            | FaultAction::CrashDuringWrite(n)
+            | FaultAction::Stop(n)
+            | FaultAction::Restart(n)
+            | FaultAction::Pause(n)
+            | FaultAction::Resume(n)
+            | FaultAction::DiskError(n)
+            | FaultAction::CorruptRecord(n)
+            | FaultAction::ClockJump { node: n, .. }
+            | FaultAction::ClockRate { node: n, .. }
+            | FaultAction::ReadErrors { node: n, .. } => vec![*n],
+            FaultAction::HealAll => Vec::new(),
+        }
     }
 }
 

@@ -107,6 +107,9 @@ pub struct SimConfig {
     /// Sabotage, to prove the checker catches lost writes: disks acknowledge every tenth batch
     /// without storing it (a disk that lies about fsync, which no replication survives).
     pub lying_disks: bool,
+    /// Faults scheduled on top of the drawn ones, at their times in the safety phase (a test
+    /// that needs a particular storm, such as hundreds of crashes of one node).
+    pub extra_faults: Vec<(Duration, FaultAction)>,
 }
 
 /// What one run did and found.
@@ -134,8 +137,9 @@ pub struct RunResult {
     /// a reply to nobody, a livelock). Any fails the run.
     pub anomalies: Vec<String>,
     /// Dots that named two different values (a node made a dot it had made before: Riak's
-    /// kv679), seen in the objects the nodes persisted. Any fails the run: merging the two
-    /// loses one of them.
+    /// kv679), seen in the objects that became durable on any node. Any fails the run: merging
+    /// the two loses one of them. (A dot made for a write that a crash took back before it was
+    /// durable anywhere may be made again: nobody ever held the first.)
     pub reused_dots: Vec<String>,
 }
 
@@ -160,7 +164,7 @@ pub struct SimStats {
     pub unreachable: u64,
     /// Node crashes.
     pub crashes: u64,
-    /// Clean stops (recorded clean: the restart kept the incarnation).
+    /// Clean stops (recorded clean, the commit queue finished first).
     pub clean_stops: u64,
     /// Batches lost in crashes (handed to the disk, not yet durable).
     pub batches_lost: u64,
@@ -178,8 +182,8 @@ pub struct SimStats {
     /// Times a node took a new incarnation mid-run because it lost a record (as reported by
     /// the nodes running at the end).
     pub incarnation_renewals: u64,
-    /// The longest version vector of any object a node persisted: entries, a bound the design
-    /// keeps (`docs/reliability.md`).
+    /// The longest version vector of any object that became durable on a node: entries, a
+    /// bound the design keeps (`docs/reliability.md`).
     pub longest_vector: usize,
 }
 
@@ -223,6 +227,7 @@ impl SimConfig {
             max_events: 5_000_000,
             down_in_liveness: 0,
             lying_disks: false,
+            extra_faults: Vec::new(),
         }
     }
 }
@@ -412,7 +417,7 @@ struct Simulation<'a> {
     schedule: FaultSchedule,
     /// Nodes kept down through the liveness phase.
     kept_down: Vec<usize>,
-    /// Every (key, dot) any node persisted, with the value it named first (counters are per
+    /// Every (key, dot) durable on any node, with the value it named first (counters are per
     /// key: a dot names one write to one key).
     dots: BTreeMap<(Key, Dot), Sibling>,
     reused_dots: Vec<String>,
@@ -493,8 +498,18 @@ impl<'a> Simulation<'a> {
                 timer_generation: 0,
             });
         }
-        let schedule =
+        let mut schedule =
             FaultSchedule::generate(&config.faults, count, config.safety, &mut fault_rng);
+        if !config.extra_faults.is_empty() {
+            let heal = schedule.actions.pop();
+            let extra = config
+                .extra_faults
+                .iter()
+                .filter(|(at, a)| *at < config.safety && a.nodes().iter().all(|n| *n < count));
+            schedule.actions.extend(extra.cloned());
+            schedule.actions.sort_by_key(|(at, _)| *at);
+            schedule.actions.extend(heal);
+        }
         let weather = schedule.network;
         let mut kept_down: Vec<usize> = (0..count).collect();
         kept_down.shuffle(&mut fault_rng);
@@ -751,6 +766,7 @@ impl<'a> Simulation<'a> {
                 Ok(())
             } else {
                 self.nodes[n].fsyncs += 1;
+                self.check_dots(n, &done.batch);
                 let result = self.nodes[n].storage.write(done.batch);
                 if let Err(e) = &result {
                     self.anomaly(format!("storage of n{} refused a batch: {e}", n + 1));
@@ -843,7 +859,6 @@ impl<'a> Simulation<'a> {
                 self.pending_out.remove(&(n, life, id));
             }
             Output::Persist { id, batch } => {
-                self.check_dots(n, &batch);
                 let fsync = self.fsync_latency();
                 let node = &mut self.nodes[n];
                 let done_at = self.now.max(node.disk_busy_until) + fsync;
@@ -1161,8 +1176,8 @@ impl<'a> Simulation<'a> {
         }
     }
 
-    /// Records the dots of every object in `batch`, which node `n` is about to persist; a dot
-    /// already seen on the same key naming another value is a reused dot.
+    /// Records the dots of every object in `batch`, which just became durable on node `n`; a
+    /// dot already seen on the same key naming another value is a reused dot.
     fn check_dots(&mut self, n: usize, batch: &WriteBatch) {
         for write in batch.writes() {
             let Write::Object { key, object, .. } = write else {
@@ -1218,6 +1233,7 @@ impl<'a> Simulation<'a> {
                 continue;
             }
             self.nodes[n].fsyncs += 1;
+            self.check_dots(n, &done.batch);
             if let Err(e) = self.nodes[n].storage.write(done.batch) {
                 self.anomaly(format!("storage of n{} refused a batch: {e}", n + 1));
                 clean = false;
@@ -1255,9 +1271,9 @@ impl<'a> Simulation<'a> {
         }
         let now = self.local_now(n);
         let seed = self.net_rng.random();
-        // After a crash the run takes a new incarnation, through the same rule a real node's
-        // open follows: the node never makes a dot of an earlier run again, even one that run
-        // sent out before it was durable. After a recorded clean stop it keeps its own.
+        // The run begins by the same rule a real node's open follows: the disk's incarnation is
+        // kept after any stop (the renewed one if a lost record renewed it), since a node sends
+        // out only dots durable on its disk.
         let candidate = Incarnation::new(self.net_rng.random());
         match self.nodes[n].storage.begin_run(candidate) {
             Ok((incarnation, _)) => self.nodes[n].config.incarnation = incarnation,

@@ -34,8 +34,8 @@ impl SimStorage {
     /// Records that the current run stopped cleanly, as a real node's `close_clean` does once
     /// its commit queue has finished. Only the in-memory storage can: closing redb cleanly
     /// consumes its handle, which the simulator reopens in place, so a redb node's clean stop
-    /// is recorded as unclean (and its restart takes a new incarnation). Returns whether it was
-    /// recorded.
+    /// is recorded as unclean (its restart is a recovery, under the same incarnation). Returns
+    /// whether it was recorded.
     pub(crate) fn record_clean_stop(&self) -> bool {
         match self {
             SimStorage::Memory(s) => {

@@ -241,11 +241,10 @@ fn open_and_read(disk: CrashDisk) -> Result<Model, String> {
     let (s, incarnation) =
         RedbStorage::open_with_backend(disk, &node("n1"), q(), Incarnation::new(1))
             .map_err(|e| format!("the database did not open: {e}"))?;
-    // A crash is never a clean stop: the run that crashed may have sent out dots it had not
-    // made durable, so the next one must make its dots under another incarnation.
+    // A crash is never a clean stop; the node recovers under its incarnation (coordinators send
+    // only durable dots, so the disk knows every dot the node made that anyone holds).
     match s.run_start() {
-        RunStart::Renewed { previous } if previous != incarnation && incarnation != INCARNATION => {
-        }
+        RunStart::Recovered if incarnation == INCARNATION => {}
         other => {
             return Err(format!(
                 "after a crash the run began {other:?} with incarnation {incarnation}"
