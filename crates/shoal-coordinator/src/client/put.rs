@@ -22,7 +22,7 @@ use shoal_protocol::{
     StorageFault,
 };
 use shoal_storage::Storage;
-use shoal_types::NodeId;
+use shoal_types::{Key, NodeId, PartitionId};
 
 use super::{
     ClientRequests, Coordination, Env, Origin, Purpose, RequestId, answer, budget, refuse_forwarded,
@@ -46,8 +46,8 @@ pub(super) struct PutState {
 /// A write waiting for its local commit before it is replicated.
 #[derive(Debug)]
 struct Outgoing {
-    partition: shoal_types::PartitionId,
-    key: shoal_types::Key,
+    partition: PartitionId,
+    key: Key,
     object: Object,
     replicas: Vec<NodeId>,
     deadline: Instant,
