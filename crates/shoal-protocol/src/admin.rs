@@ -28,7 +28,7 @@ pub struct NodeStatus {
     /// For each other member, whether this node can reach it now.
     pub peers: Vec<PeerStatus>,
     /// Whether the node's storage works: `false` once a commit failed in this run, after which
-    /// the node coordinates and stores no writes until it restarts (under a new incarnation).
+    /// the node coordinates and stores no writes until it restarts.
     pub storage_healthy: bool,
 }
 

@@ -138,7 +138,7 @@ pub enum PeerError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum StorageFault {
     /// A commit failed earlier in this run: the node stores and coordinates nothing more until
-    /// it restarts (under a new incarnation). Nothing of this request was applied.
+    /// it restarts. Nothing of this request was applied.
     #[error("a commit failed earlier in this run; the node refuses writes until it restarts")]
     RunFailed,
     /// This request's commit failed. Like any failed fsync, it may still have reached the disk.

@@ -67,12 +67,12 @@ pub enum OpenError {
     #[error("the database's identity record is damaged: {0}")]
     IdentityCorrupted(&'static str),
     /// The commit thread could not be started. The run was already recorded as begun, so the
-    /// next open takes a new incarnation; nothing else changed.
+    /// next open reports a recovery; nothing else changed.
     #[error("cannot start the storage commit thread: {0}")]
     CommitThread(#[source] io::Error),
     /// The database engine failed (I/O error, full disk, internal corruption) while opening,
     /// reading the identity or building the trees. If the run was recorded as begun before it
-    /// failed, the next open takes a new incarnation; nothing else changed.
+    /// failed, the next open reports a recovery; nothing else changed.
     #[error(transparent)]
     Engine(#[from] EngineError),
 }
@@ -120,7 +120,8 @@ pub enum CommitError {
 }
 
 /// Why [`crate::RedbStorage::close_clean`] did not record a clean stop. In every case the run
-/// stays "running", so the next open takes a new incarnation, and this handle is gone.
+/// stays "running", so the next open reports a recovery (under the same incarnation), and this
+/// handle is gone.
 #[derive(Clone, Debug, Error)]
 pub enum CloseError {
     /// Called from a commit callback, on the commit thread it would have to join; the handle

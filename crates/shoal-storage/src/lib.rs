@@ -17,8 +17,11 @@
 //! write about 40 % more pages). The database records the node id, Q and the node's
 //! incarnation when it is created, and refuses to open for another node or Q. It also records
 //! whether the last run stopped cleanly ([`RedbStorage::close_clean`]); a run that follows any
-//! other end (crash, kill, failed write) takes a new incarnation ([`RunStart`]), so a node never
-//! makes a dot of an earlier run again, even one that run sent out before it was durable.
+//! other end (crash, kill, failed write) is a recovery under the same incarnation
+//! ([`RunStart`]): coordinators send out only dots durable here, so the disk knows every dot the
+//! node made that anyone holds. A batch may renew the incarnation
+//! ([`WriteBatch::renew_incarnation`]), which the coordinator does when it replaces a corrupted
+//! record.
 //! `docs/storage-format.md` draws the on-disk format; [`decode_object_record`],
 //! [`decode_hint_record`] and [`decode_identity_record`] decode stored bytes exactly as reads do,
 //! for fuzzing and inspection tools.
