@@ -1,0 +1,25 @@
+//! Shoal's membership, sans-IO (DESIGN §2 and §8; issue 13).
+//!
+//! What is here so far, each part a pure state machine that takes `now` as an input and never
+//! reads a clock:
+//!
+//! - [`Membership`], the member records every node converges on: one [`MemberRecord`] per node
+//!   id, merged by a deterministic rule (the greater record wins, by generation, then version,
+//!   then the record's own order), so that merging is commutative, associative and idempotent and
+//!   all nodes reach one document whatever order records arrive in.
+//! - [`PhiAccrual`], a phi-accrual failure detector over one peer's heartbeat arrivals (Hayashibara
+//!   et al.; Akka's form: a normal distribution over the sampled intervals, with a minimum standard
+//!   deviation and an acceptable pause), and [`FailureDetector`], one per peer, with Cassandra's
+//!   local-pause guard: a node whose own checks were far apart (it was paused) convicts no one in
+//!   that check.
+//!
+//! Not here yet: the scuttlebutt gossip that carries records (digests, deltas), the ring document
+//! and its epoch, staged changes and transfer progress (the ring-change issue), and wiring into
+//! the coordinator and server. Not here ever: sockets, tasks, clocks, or removing members (only an
+//! admin does, through a ring change).
+
+mod document;
+mod phi;
+
+pub use document::{MemberRecord, MemberStatus, Membership, Merged};
+pub use phi::{FailureDetector, PhiAccrual, PhiConfig, Verdict};
