@@ -13,13 +13,18 @@
 //!   local-pause guard: a node whose own checks were far apart (it was paused) convicts no one in
 //!   that check.
 //!
-//! Not here yet: the scuttlebutt gossip that carries records (digests, deltas), the ring document
+//! - [`Gossip`], scuttlebutt gossip of the records and heartbeats (`Syn` / `SynAck` / `Ack`), which
+//!   feeds the failure detector with every newer heartbeat it learns, whoever relayed it.
+//!
+//! Not here yet: the ring document
 //! and its epoch, staged changes and transfer progress (the ring-change issue), and wiring into
 //! the coordinator and server. Not here ever: sockets, tasks, clocks, or removing members (only an
 //! admin does, through a ring change).
 
 mod document;
+mod gossip;
 mod phi;
 
 pub use document::{MemberRecord, MemberStatus, Membership, Merged};
+pub use gossip::{Delta, DigestEntry, Gossip, GossipConfig, GossipMessage, Outgoing};
 pub use phi::{FailureDetector, PhiAccrual, PhiConfig, Verdict};

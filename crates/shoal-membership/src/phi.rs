@@ -34,6 +34,11 @@ pub struct PhiConfig {
     /// The interval assumed before any was sampled (with a standard deviation of a quarter of
     /// it). Default 1 s, the gossip interval.
     pub first_heartbeat_estimate: Duration,
+    /// Until this many intervals were sampled, the detector is unsure how regular the peer is
+    /// and takes the standard deviation to be at least the mean interval, so a peer just
+    /// learned of (whose news comes irregularly through gossip) is not convicted by the first
+    /// long gap; it still is if it stays silent. Default 10.
+    pub min_samples: usize,
     /// When two checks of the detector are further apart than this, the node itself was
     /// paused (a stop, a stalled machine), and that check convicts no one: the silence was
     /// ours. Default 2 s (Cassandra uses 5 s).
@@ -48,6 +53,7 @@ impl Default for PhiConfig {
             min_std_deviation: Duration::from_millis(200),
             acceptable_pause: Duration::from_secs(4),
             first_heartbeat_estimate: Duration::from_secs(1),
+            min_samples: 10,
             max_local_pause: Duration::from_secs(2),
         }
     }
@@ -61,6 +67,8 @@ pub struct PhiAccrual {
     intervals: VecDeque<f64>,
     sum: f64,
     sum_of_squares: f64,
+    /// Intervals sampled from real heartbeats (not the seed), up to `min_samples`.
+    sampled: usize,
     last: Option<Instant>,
 }
 
@@ -72,6 +80,7 @@ impl PhiAccrual {
             intervals: VecDeque::new(),
             sum: 0.0,
             sum_of_squares: 0.0,
+            sampled: 0,
             last: None,
         };
         // Akka's seed: two intervals a quarter of the estimate either side of it, so the first
@@ -87,6 +96,7 @@ impl PhiAccrual {
         if let Some(last) = self.last {
             let interval = now.saturating_duration_since(last).as_secs_f64();
             self.record(interval);
+            self.sampled = (self.sampled + 1).min(self.config.min_samples);
         }
         self.last = Some(now);
     }
@@ -105,9 +115,12 @@ impl PhiAccrual {
         let n = self.intervals.len() as f64;
         let mean = self.sum / n;
         let variance = (self.sum_of_squares / n - mean * mean).max(0.0);
-        let std = variance
-            .sqrt()
-            .max(self.config.min_std_deviation.as_secs_f64());
+        let floor = if self.sampled < self.config.min_samples {
+            mean
+        } else {
+            self.config.min_std_deviation.as_secs_f64()
+        };
+        let std = variance.sqrt().max(floor);
         phi(
             silence,
             mean + self.config.acceptable_pause.as_secs_f64(),
