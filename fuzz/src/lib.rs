@@ -68,10 +68,8 @@ pub fn request(data: &[u8]) {
 }
 
 /// A request as a node admits it. Input: `[fate][frame body]`. Whatever body decodes is handed
-/// to node n1 of a three-node ring (in-memory storage) as arrived `fate & 0x3f` powers of two
-/// of milliseconds ago (0: now); every message it sends ends as the bits of `fate` say (lost,
-/// unreachable, an answer too large, stored), every persist is made durable, and the clock then
-/// runs an hour on. Nothing may panic, and the request is answered exactly once.
+/// to [`admit`] as arrived `fate & 0x3f` powers of two of milliseconds ago (0: now), its
+/// messages ending as the top bits of `fate` and a running count say.
 pub fn admission(data: &[u8]) {
     let Some((&fate, body)) = data.split_first() else {
         return;
@@ -79,20 +77,29 @@ pub fn admission(data: &[u8]) {
     let Ok(request) = decode::<Request>(body, &DecodeLimits::default()) else {
         return;
     };
-    let start = Instant::now() + Duration::from_secs(86_400);
     let ago = match fate & 0x3f {
         0 => Duration::ZERO,
         e => Duration::from_millis(1u64 << (e - 1)),
     };
+    let fates = (0u8..).map(move |sent| (fate >> 6).wrapping_add(sent));
+    admit(request, ago, fates, u64::from(fate));
+}
+
+/// Hands `request`, which arrived `ago` before now, to node n1 of a four-node ring (in-memory
+/// storage) and runs it to the end: each message it sends ends as the next of `fates` says
+/// (modulo 4: lost, unreachable, an answer too large, stored), every persist is made durable,
+/// and the clock then runs an hour on. Nothing may panic, and the request is answered exactly
+/// once. The fuzz target and the property test (`tests/tests/admission.rs`) both drive it.
+pub fn admit(request: Request, ago: Duration, mut fates: impl Iterator<Item = u8>, seed: u64) {
+    let start = Instant::now() + Duration::from_secs(86_400);
     let ring = sample_ring();
     let storage = MemoryStorage::new(ring.q());
     let config = NodeConfig::new(node("n1"), Incarnation::new(1000));
-    let mut n = Node::new(start, config, ring, storage, u64::from(fate));
+    let mut n = Node::new(start, config, ring, storage, seed);
     let arrived = start.checked_sub(ago).unwrap_or(start);
     let id = InboundId(1);
     n.handle_request(start, arrived, id, request);
     let mut answers = 0;
-    let mut sent = 0u32;
     for clock in [start, start + Duration::from_secs(3600)] {
         n.handle_timeout(clock);
         for _ in 0..64 {
@@ -115,13 +122,12 @@ pub fn admission(data: &[u8]) {
                 n.handle_persisted(clock, p, Ok(()));
             }
             for out in sends {
-                let result = match (fate >> 6).wrapping_add(sent as u8) % 4 {
+                let result = match fates.next().unwrap_or(0) % 4 {
                     0 => Err(SendError::Lost),
                     1 => Err(SendError::Unreachable),
                     2 => Err(SendError::AnswerTooLarge),
                     _ => Ok(PeerResponse::Replica(ReplicaResponse::Stored)),
                 };
-                sent += 1;
                 n.handle_response(clock, out, result);
             }
         }

@@ -10,7 +10,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use common::{History, NO_CAP, REPLICAS, actor, steps, value_of, write_of};
+use common::{History, ModelReplica, NO_CAP, REPLICAS, Version, actor, steps, value_of, write_of};
 use proptest::prelude::*;
 use proptest::sample::Index;
 use shoal_causality::{
@@ -337,13 +337,6 @@ fn whole_object_answer(_: &CausalContext, _: &Dot, stored: &Object) -> CausalCon
     stored.context()
 }
 
-/// A version in the causal-history model: a write and everything it had seen (itself too).
-#[derive(Clone, Debug)]
-struct Version {
-    write: u64,
-    history: BTreeSet<u64>,
-}
-
 /// Runs `ops` on three replicas and on the model (each write's history is what its writer's
 /// context had seen, plus itself; a put drops the versions its context saw; a sync keeps the
 /// versions no other held version has seen). A DVV replica may keep more than the model (a
@@ -352,19 +345,13 @@ struct Version {
 /// replica has not seen (a widened vector).
 fn run_chained(ops: &[Op], answer: Answer) -> Result<(), String> {
     let mut objects = vec![Object::new(); REPLICAS];
-    let mut model: Vec<Vec<Version>> = vec![Vec::new(); REPLICAS];
+    let mut model = vec![ModelReplica::default(); REPLICAS];
     let mut clients = vec![(CausalContext::empty(), BTreeSet::<u64>::new()); CLIENTS];
     let mut writes: BTreeMap<Dot, u64> = BTreeMap::new();
-    let seen = |versions: &[Version]| -> BTreeSet<u64> {
-        versions
-            .iter()
-            .flat_map(|v| v.history.iter().copied())
-            .collect()
-    };
     for (step, op) in ops.iter().enumerate() {
         match *op {
             Op::Read { client, from } => {
-                clients[client] = (objects[from].context(), seen(&model[from]));
+                clients[client] = (objects[from].context(), model[from].seen());
             }
             Op::Put {
                 client,
@@ -399,27 +386,20 @@ fn run_chained(ops: &[Op], answer: Answer) -> Result<(), String> {
                 objects[at] = after;
                 let mut history = saw.clone();
                 history.insert(write);
-                model[at].retain(|v| !saw.contains(&v.write));
-                model[at].push(Version {
-                    write,
-                    history: history.clone(),
-                });
+                model[at].put(
+                    &saw,
+                    Version {
+                        write,
+                        tombstone,
+                        history: history.clone(),
+                    },
+                );
                 clients[client] = (returned, history);
             }
             Op::Sync { from, to } => {
                 objects[to] = objects[to].merge(&objects[from]);
-                let mut all: BTreeMap<u64, Version> = BTreeMap::new();
-                for v in model[to].iter().chain(&model[from]) {
-                    all.entry(v.write).or_insert_with(|| v.clone());
-                }
-                model[to] = all
-                    .values()
-                    .filter(|v| {
-                        !all.values()
-                            .any(|u| u.write != v.write && u.history.contains(&v.write))
-                    })
-                    .cloned()
-                    .collect();
+                let other = model[from].clone();
+                model[to].sync_from(&other);
             }
         }
         for r in 0..REPLICAS {
@@ -434,7 +414,7 @@ fn run_chained(ops: &[Op], answer: Answer) -> Result<(), String> {
                     w
                 })
                 .collect();
-            let expected: BTreeSet<u64> = model[r].iter().map(|v| v.write).collect();
+            let expected: BTreeSet<u64> = model[r].versions.iter().map(|v| v.write).collect();
             if !expected.is_subset(&held) {
                 return Err(format!(
                     "after step {step} {op:?}, replica {r} lost {:?}: holds {held:?}, the model {expected:?}; {:?}",
@@ -442,7 +422,7 @@ fn run_chained(ops: &[Op], answer: Answer) -> Result<(), String> {
                     objects[r]
                 ));
             }
-            let model_seen = seen(&model[r]);
+            let model_seen = model[r].seen();
             for (d, w) in &writes {
                 if objects[r].version_vector().covers(d) && !model_seen.contains(w) {
                     return Err(format!(

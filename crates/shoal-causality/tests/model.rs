@@ -22,7 +22,7 @@ use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{BuildHasher, RandomState};
 
-use common::{NO_CAP, REPLICAS, actor, value_of, write_of};
+use common::{ModelReplica, NO_CAP, REPLICAS, Version, actor, value_of, write_of};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner};
 use shoal_causality::{CausalContext, Dot, Object, Sibling};
@@ -58,59 +58,6 @@ enum Op {
 
 /// A merge under test: `Object::merge`, or a deliberately broken one.
 type Merge = fn(&Object, &Object) -> Object;
-
-/// A version in the model: a write and its full causal history (which includes itself).
-#[derive(Clone, Debug)]
-struct Version {
-    write: u64,
-    tombstone: bool,
-    history: BTreeSet<u64>,
-}
-
-/// A replica in the model: the versions it holds, none in another's history.
-#[derive(Clone, Debug, Default)]
-struct ModelReplica {
-    versions: Vec<Version>,
-}
-
-impl ModelReplica {
-    /// Everything the replica has seen: the union of the histories it holds.
-    fn seen(&self) -> BTreeSet<u64> {
-        self.versions
-            .iter()
-            .flat_map(|v| v.history.iter().copied())
-            .collect()
-    }
-
-    fn put(&mut self, context: &BTreeSet<u64>, version: Version) {
-        self.versions.retain(|v| !context.contains(&v.write));
-        self.versions.push(version);
-    }
-
-    fn sync_from(&mut self, other: &ModelReplica) {
-        let mut all: BTreeMap<u64, Version> = BTreeMap::new();
-        for v in self.versions.iter().chain(&other.versions) {
-            all.entry(v.write).or_insert_with(|| v.clone());
-        }
-        let maximal = all
-            .values()
-            .filter(|v| {
-                !all.values()
-                    .any(|u| u.write != v.write && u.history.contains(&v.write))
-            })
-            .cloned()
-            .collect();
-        self.versions = maximal;
-    }
-
-    /// The siblings as `(write id, is tombstone)`.
-    fn siblings(&self) -> BTreeSet<(u64, bool)> {
-        self.versions
-            .iter()
-            .map(|v| (v.write, v.tombstone))
-            .collect()
-    }
-}
 
 /// Counts of one or more histories.
 #[derive(Clone, Copy, Debug, Default)]

@@ -7,6 +7,8 @@
 // Each test binary uses a different part of this module.
 #![allow(dead_code)]
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use bytes::Bytes;
 use proptest::prelude::*;
 use proptest::sample::Index;
@@ -182,4 +184,59 @@ pub(crate) fn step() -> impl Strategy<Value = Step> {
 /// failing case then prints the steps, not every state).
 pub(crate) fn steps(max_steps: usize) -> impl Strategy<Value = Vec<Step>> {
     prop::collection::vec(step(), 0..max_steps)
+}
+
+// ---- the causal-history model ------------------------------------------------------------
+
+/// A version in the model: a write and its full causal history (which includes itself).
+#[derive(Clone, Debug)]
+pub(crate) struct Version {
+    pub(crate) write: u64,
+    pub(crate) tombstone: bool,
+    pub(crate) history: BTreeSet<u64>,
+}
+
+/// A replica in the model: the versions it holds, none in another's history.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ModelReplica {
+    pub(crate) versions: Vec<Version>,
+}
+
+impl ModelReplica {
+    /// Everything the replica has seen: the union of the histories it holds.
+    pub(crate) fn seen(&self) -> BTreeSet<u64> {
+        self.versions
+            .iter()
+            .flat_map(|v| v.history.iter().copied())
+            .collect()
+    }
+
+    pub(crate) fn put(&mut self, context: &BTreeSet<u64>, version: Version) {
+        self.versions.retain(|v| !context.contains(&v.write));
+        self.versions.push(version);
+    }
+
+    pub(crate) fn sync_from(&mut self, other: &ModelReplica) {
+        let mut all: BTreeMap<u64, Version> = BTreeMap::new();
+        for v in self.versions.iter().chain(&other.versions) {
+            all.entry(v.write).or_insert_with(|| v.clone());
+        }
+        let maximal = all
+            .values()
+            .filter(|v| {
+                !all.values()
+                    .any(|u| u.write != v.write && u.history.contains(&v.write))
+            })
+            .cloned()
+            .collect();
+        self.versions = maximal;
+    }
+
+    /// The siblings as `(write id, is tombstone)`.
+    pub(crate) fn siblings(&self) -> BTreeSet<(u64, bool)> {
+        self.versions
+            .iter()
+            .map(|v| (v.write, v.tombstone))
+            .collect()
+    }
 }

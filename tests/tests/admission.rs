@@ -1,29 +1,25 @@
 //! Admission under hostile input, as a property: any request a client or a peer can put on the
 //! wire — timeouts of zero or `Duration::MAX`, budgets beyond any clock, contexts with counters
 //! of `u64::MAX` or hundreds of entries, quorums that do not fit N, arrivals long ago — handed
-//! to a coordinator `Node`, is answered exactly once and never panics, whatever its messages' fates and however far the clock then runs. The
-//! fuzz target `admission` (`fuzz/src/lib.rs`) does the same from raw bytes.
+//! to a coordinator `Node`, is answered exactly once and never panics, whatever its messages'
+//! fates and however far the clock then runs. It drives the node with the fuzz target's own
+//! driver (`fuzz/src/lib.rs`, `admit`, included here as a module); the target `admission` feeds
+//! the same driver from raw bytes.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-// The harness needs one real instant to start its virtual clock from.
-#![allow(clippy::disallowed_methods)]
 
-use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+#[allow(dead_code, unreachable_pub)]
+#[path = "../../fuzz/src/lib.rs"]
+mod targets;
+
+use std::time::Duration;
 
 use bytes::Bytes;
 use proptest::prelude::*;
+use proptest::test_runner::TestRunner;
 use shoal_causality::{Actor, CausalContext, Object, Sibling, VersionVector};
-use shoal_coordinator::{InboundId, Node, NodeConfig, Output, SendError};
-use shoal_protocol::{
-    ClientRequest, PeerMessage, PeerRequest, PeerResponse, ReplicaMessage, ReplicaResponse, Request,
-};
-use shoal_ring::{Member, Ring};
-use shoal_storage::{MemoryStorage, Storage};
-use shoal_types::{
-    Incarnation, Key, NodeId, PartitionCount, PartitionId, ReplicationFactor, RequestOptions,
-    RingEpoch,
-};
+use shoal_protocol::{ClientRequest, PeerMessage, PeerRequest, ReplicaMessage, Request};
+use shoal_types::{Incarnation, Key, NodeId, PartitionId, RequestOptions, RingEpoch};
 
 fn node(n: &str) -> NodeId {
     NodeId::new(n).unwrap()
@@ -160,91 +156,34 @@ fn fate() -> impl Strategy<Value = u8> {
     0u8..4
 }
 
-fn ring() -> Ring {
-    let members = (1..=3)
-        .map(|i| {
-            let addr: SocketAddr = format!("127.0.0.1:{}", 7000 + i).parse().unwrap();
-            Member::new(node(&format!("n{i}")), addr)
-        })
-        .collect();
-    Ring::new(
-        members,
-        PartitionCount::new(16).unwrap(),
-        ReplicationFactor::new(3).unwrap(),
-    )
-    .unwrap()
+/// [`targets::admit`], the messages ending as `fates` say, cycled (it asserts the request is
+/// answered exactly once).
+fn admit(request: Request, ago: Duration, fates: &[u8]) {
+    targets::admit(request, ago, fates.iter().copied().cycle(), 7);
 }
 
-/// Hands `request`, which arrived `ago` before now, to node n1 and runs it to the end: every
-/// message answered per `fates`, every persist made durable, then the clock run an hour on.
-/// Returns how many answers went out for it.
-fn admit(request: Request, ago: Duration, fates: &[u8]) -> usize {
-    let start = Instant::now() + Duration::from_secs(86_400);
-    let ring = ring();
-    let storage = MemoryStorage::new(ring.q());
-    let mut n = Node::new(
-        start,
-        NodeConfig::new(node("n1"), Incarnation::new(1000)),
-        ring,
-        storage,
-        7,
-    );
-    let now = start;
-    let arrived = now.checked_sub(ago).unwrap_or(start);
-    let id = InboundId(1);
-    n.handle_request(now, arrived, id, request);
-    let mut answers = 0;
-    let mut fates = fates.iter().copied().cycle();
-    for clock in [now, now + Duration::from_secs(3600)] {
-        n.handle_timeout(clock);
-        for _ in 0..64 {
-            let mut any = false;
-            let mut sends = Vec::new();
-            let mut persists = Vec::new();
-            while let Some(out) = n.poll_output() {
-                any = true;
-                match out {
-                    Output::Reply { id: r, .. } if r == id => answers += 1,
-                    Output::Reply { .. } | Output::Abandon { .. } => {}
-                    Output::Send { id, .. } => sends.push(id),
-                    Output::Persist { id, batch } => {
-                        let _ = n.storage().write(batch);
-                        persists.push(id);
-                    }
-                }
-            }
-            for id in persists {
-                n.handle_persisted(clock, id, Ok(()));
-            }
-            for out in sends {
-                let result = match fates.next().unwrap_or(0) {
-                    0 => Err(SendError::Lost),
-                    1 => Err(SendError::Unreachable),
-                    2 => Err(SendError::AnswerTooLarge),
-                    _ => Ok(PeerResponse::Replica(ReplicaResponse::Stored)),
-                };
-                n.handle_response(clock, out, result);
-            }
-            if !any {
-                break;
-            }
+/// 512 generated requests. The strategies nest deeply, and this crate's tests are built without
+/// optimisation, so the runner gets a thread with room for them.
+#[test]
+fn any_request_is_answered_once_and_never_panics_the_node() {
+    let run = || {
+        let mut runner = TestRunner::new(ProptestConfig::with_cases(512));
+        let ago = prop_oneof![Just(Duration::ZERO), duration()];
+        let cases = (request(), ago, prop::collection::vec(fate(), 1..8));
+        let result = runner.run(&cases, |(request, ago, fates)| {
+            admit(request, ago, &fates);
+            Ok(())
+        });
+        if let Err(e) = result {
+            panic!("{e}");
         }
-    }
-    answers
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
-
-    #[test]
-    fn any_request_is_answered_once_and_never_panics_the_node(
-        request in request(),
-        ago in prop_oneof![Just(Duration::ZERO), duration()],
-        fates in prop::collection::vec(fate(), 1..8),
-    ) {
-        let answers = admit(request, ago, &fates);
-        prop_assert_eq!(answers, 1);
-    }
+    };
+    std::thread::Builder::new()
+        .stack_size(64 << 20)
+        .spawn(run)
+        .unwrap()
+        .join()
+        .unwrap();
 }
 
 #[test]
@@ -259,7 +198,7 @@ fn the_largest_timeout_and_budget_are_refused_or_bounded_not_added_to_the_clock(
             key: key.clone(),
             options,
         };
-        assert_eq!(admit(Request::Client(get.clone()), Duration::ZERO, &[0]), 1);
+        admit(Request::Client(get.clone()), Duration::ZERO, &[0]);
         let forwarded = Request::Peer(PeerRequest {
             from: node("n2"),
             epoch: RingEpoch::INITIAL,
@@ -271,6 +210,6 @@ fn the_largest_timeout_and_budget_are_refused_or_bounded_not_added_to_the_clock(
                 options,
             }),
         });
-        assert_eq!(admit(forwarded, Duration::MAX, &[3]), 1);
+        admit(forwarded, Duration::MAX, &[3]);
     }
 }
