@@ -7,7 +7,9 @@ use shoal_types::{Incarnation, Limits, NodeId, Quorum, RequestOptions};
 pub struct NodeConfig {
     /// This node's id.
     pub id: NodeId,
-    /// The incarnation of its data directory (part of every dot it makes).
+    /// The incarnation of its data directory when the node starts (part of every dot it makes;
+    /// a run that finds a corrupted record renews it, and the durability part holds the current
+    /// one).
     pub incarnation: Incarnation,
     /// Default N, R, W, PR, PW.
     pub quorum: Quorum,

@@ -170,7 +170,7 @@ impl<S: Storage> Node<S> {
             Request::Admin(AdminRequest::Status) => {
                 let status = NodeStatus {
                     node: self.shared.id().clone(),
-                    incarnation: self.shared.config.incarnation,
+                    incarnation: self.durability.actor().incarnation,
                     ring: self.shared.ring.clone(),
                     peers: self.liveness.status(&self.shared, now),
                     storage_healthy: self.durability.failed().is_none(),
