@@ -2,8 +2,9 @@
 //! the ids that name inbound requests, outbound messages and persists, the node's identity and
 //! ring, its counters and its seeded randomness ([`Shared`]).
 //!
-//! Every outbound message is recorded with the [`Part`] that sent it, so that its answer goes
-//! back to that part and to no other; persists name their waiters the same way. The driver (the
+//! Every outbound message is recorded once, with its [`Purpose`] — the part that sent it and what
+//! that part needs to handle the answer — so that its answer goes back to that part and to no
+//! other; persists name their waiters by [`Part`] the same way. The driver (the
 //! tokio server, the simulator, a test harness) drains the queue with
 //! [`Node::poll_output`](crate::Node::poll_output) and carries each effect out.
 //!
@@ -105,16 +106,14 @@ pub enum Priority {
     Bulk,
 }
 
-/// The parts of a node that send messages and wait for persists: answers are routed back to
-/// the part named here.
+/// The parts of a node that wait for persists: each finished persist is routed back to the
+/// parts named here.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Part {
-    /// Client requests: gets, puts, forwarding, read repair.
+    /// Client requests: a coordinator's own write.
     Client,
     /// The replica side: storing objects for peers.
     Replica,
-    /// Liveness: pings.
-    Liveness,
 }
 
 /// Who waits for a persist: a part, and what the part calls the wait.
@@ -124,11 +123,24 @@ pub(crate) struct Waiter {
     pub(crate) token: u64,
 }
 
-/// What an outbound message was, for routing its answer.
+/// What an outbound message was for, for routing its answer: one variant per part that sends
+/// (as [`Timer`](crate::timers::Timer) has one per part that sets timers), holding what that part
+/// needs to handle the answer. The one record of the message: a part keeps no map of its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Purpose {
+    /// Client requests: a read, a replication, a forward or a read repair.
+    Client(crate::client::Purpose),
+    /// Liveness: a ping.
+    Ping,
+}
+
+/// An outbound message awaiting its answer.
 #[derive(Debug)]
 pub(crate) struct Sent {
-    pub(crate) part: Part,
+    /// The destination.
     pub(crate) to: NodeId,
+    /// What it was for.
+    pub(crate) purpose: Purpose,
 }
 
 /// What every part shares. One value, owned by the [`Node`](crate::Node), lent to each part in
@@ -170,11 +182,12 @@ impl Shared {
         self.next_id
     }
 
-    /// Sends `message` to `to` on behalf of `part`, which gets its answer. `budget`: how long
-    /// the request it serves has left (the receiver drops it unstarted after that).
+    /// Sends `message` to `to` for `purpose`: its answer goes to the part the purpose names.
+    /// `budget`: how long the request it serves has left (the receiver drops it unstarted after
+    /// that).
     pub(crate) fn send(
         &mut self,
-        part: Part,
+        purpose: Purpose,
         to: NodeId,
         message: PeerMessage,
         priority: Priority,
@@ -184,8 +197,8 @@ impl Shared {
         self.outbound.insert(
             id,
             Sent {
-                part,
                 to: to.clone(),
+                purpose,
             },
         );
         let request = PeerRequest {
@@ -203,12 +216,13 @@ impl Shared {
         id
     }
 
-    /// The part that sent `id` and its destination, forgotten once asked (an answer comes once).
+    /// What message `id` was for and where it went, forgotten once asked (an answer comes once).
     pub(crate) fn answered(&mut self, id: OutboundId) -> Option<Sent> {
         self.outbound.remove(&id)
     }
 
-    /// Gives up on message `id`: its answer, if it comes, goes to nobody.
+    /// Gives up on message `id`: its answer, if it comes, goes to nobody. Nothing happens if it
+    /// was already answered or given up.
     pub(crate) fn abandon(&mut self, id: OutboundId) {
         if self.outbound.remove(&id).is_some() {
             self.outputs.push_back(Output::Abandon { id });

@@ -28,7 +28,7 @@ use shoal_protocol::{PeerMessage, PeerResponse, PeerStatus, Response};
 use shoal_types::NodeId;
 
 use crate::SendError;
-use crate::effects::{InboundId, OutboundId, Part, Priority, Shared};
+use crate::effects::{InboundId, Priority, Purpose, Shared};
 use crate::timers::Timer;
 
 /// The first back-off of a peer found unreachable.
@@ -47,8 +47,8 @@ pub(crate) struct Liveness {
     heard: BTreeSet<NodeId>,
     /// Peers never heard from, and when their first failure was.
     unknown_failing: BTreeMap<NodeId, Instant>,
-    /// Pings in flight, by peer.
-    pinging: BTreeMap<OutboundId, NodeId>,
+    /// Peers with a ping in flight.
+    pinging: BTreeSet<NodeId>,
 }
 
 #[derive(Debug)]
@@ -105,9 +105,9 @@ impl Liveness {
         }
     }
 
-    /// The answer to one of this part's pings came (its outcome was already `observed`).
-    pub(crate) fn response(&mut self, id: OutboundId) {
-        self.pinging.remove(&id);
+    /// The answer to this part's ping of `to` came (its outcome was already `observed`).
+    pub(crate) fn response(&mut self, to: &NodeId) {
+        self.pinging.remove(to);
     }
 
     /// Answers a peer's ping.
@@ -128,15 +128,15 @@ impl Liveness {
             .filter(|id| id != shared.id())
             .collect();
         for to in others {
-            if !self.pinging.values().any(|t| *t == to) {
-                let id = shared.send(
-                    Part::Liveness,
+            if !self.pinging.contains(&to) {
+                shared.send(
+                    Purpose::Ping,
                     to.clone(),
                     PeerMessage::Ping,
                     Priority::Normal,
                     None,
                 );
-                self.pinging.insert(id, to);
+                self.pinging.insert(to);
             }
         }
     }
@@ -179,6 +179,7 @@ mod tests {
     use shoal_types::{Incarnation, PartitionCount, ReplicationFactor};
 
     use super::*;
+    use crate::effects::OutboundId;
     use crate::{NodeConfig, Output};
 
     fn node(n: &str) -> NodeId {
@@ -252,7 +253,9 @@ mod tests {
         let next = now + shared.config.ping_interval;
         assert_eq!(shared.timers.next(), Some(next));
         // n2 answers, n3 does not: the next round pings n2 only.
-        l.response(first[0].0);
+        let sent = shared.answered(first[0].0).expect("a ping was sent");
+        assert_eq!(sent.purpose, Purpose::Ping);
+        l.response(&sent.to);
         assert_eq!(shared.timers.expire(next), Some(Timer::Ping));
         l.ping_timer(&mut shared, next);
         let second: Vec<NodeId> = pings(&mut shared).into_iter().map(|(_, to)| to).collect();

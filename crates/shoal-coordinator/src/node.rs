@@ -3,8 +3,9 @@
 //! an answer to the part that sent the message, a finished persist to the parts waiting for it,
 //! a timer to the part that set it — and every part's effects go out through one queue.
 //!
-//! Adding a feature adds a part (a field here, a variant of [`PeerMessage`], of
-//! [`Timer`] and of [`Part`]) and the arms that route to it; it does not touch the other parts.
+//! Adding a feature adds a part (a field here, a variant of [`PeerMessage`], of [`Timer`], of
+//! [`Purpose`] and, if it waits for persists, of [`Part`]) and the arms that route to it; it
+//! does not touch the other parts.
 
 use std::time::Instant;
 
@@ -20,7 +21,7 @@ use shoal_types::NodeId;
 
 use crate::client::{ClientRequests, Env, Origin};
 use crate::durability::Durability;
-use crate::effects::{Inbound, InboundId, OutboundId, Output, Part, PersistId, Shared};
+use crate::effects::{Inbound, InboundId, OutboundId, Output, Part, PersistId, Purpose, Shared};
 use crate::liveness::Liveness;
 use crate::replica::ReplicaSide;
 use crate::timers::Timer;
@@ -200,14 +201,12 @@ impl<S: Storage> Node<S> {
             return;
         };
         self.liveness.observed(&sent.to, &result, now);
-        match sent.part {
-            Part::Client => {
+        match sent.purpose {
+            Purpose::Client(purpose) => {
                 let (client, mut env) = self.client_part(now);
-                client.response(&mut env, id, result);
+                client.response(&mut env, sent.to, purpose, result);
             }
-            Part::Liveness => self.liveness.response(id),
-            // The replica side sends nothing.
-            Part::Replica => {}
+            Purpose::Ping => self.liveness.response(&sent.to),
         }
     }
 
@@ -227,7 +226,6 @@ impl<S: Storage> Node<S> {
                 Part::Replica => self
                     .replica
                     .persisted(&mut self.shared, waiter.token, &result),
-                Part::Liveness => {}
             }
         }
     }

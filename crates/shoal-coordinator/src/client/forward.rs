@@ -14,7 +14,7 @@ use shoal_types::{NodeId, RequestOptions};
 
 use super::{ClientRequests, Coordination, Env, Origin, Purpose, RequestId, answer, budget};
 use crate::SendError;
-use crate::effects::{OutboundId, Part, Priority, Shared};
+use crate::effects::{self, OutboundId, Priority, Shared};
 
 /// One forwarded write in flight.
 #[derive(Debug)]
@@ -98,7 +98,7 @@ impl ClientRequests {
         id: RequestId,
         result: Result<PeerResponse, SendError>,
     ) {
-        let Some(Coordination::Forward(fwd)) = self.requests.get_mut(&id) else {
+        let Some((_, Coordination::Forward(fwd))) = self.requests.get_mut(&id) else {
             return;
         };
         match result {
@@ -125,7 +125,7 @@ impl ClientRequests {
     }
 
     fn forward_next<S: Storage>(&mut self, env: &mut Env<'_, S>, id: RequestId) {
-        let Some(Coordination::Forward(fwd)) = self.requests.get_mut(&id) else {
+        let Some((_, Coordination::Forward(fwd))) = self.requests.get_mut(&id) else {
             return;
         };
         if fwd.deadline <= env.now {
@@ -143,11 +143,11 @@ impl ClientRequests {
                     options.timeout = left;
                 }
                 let message = PeerMessage::Coordinate(request);
+                let purpose = effects::Purpose::Client(Purpose::Forward(id));
                 let out = env
                     .shared
-                    .send(Part::Client, to, message, Priority::Normal, left);
+                    .send(purpose, to, message, Priority::Normal, left);
                 fwd.sent = Some(out);
-                self.outbound.insert(out, Purpose::Forward(id));
             }
             None => {
                 let error = if fwd.maybe_applied {

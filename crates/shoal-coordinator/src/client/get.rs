@@ -11,8 +11,7 @@ use shoal_storage::Storage;
 use shoal_types::{Key, NodeId, PartitionId, RequestOptions};
 
 use super::{ClientRequests, Coordination, Env, Origin, Purpose, RequestId, answer, budget};
-use crate::effects::OutboundId;
-use crate::effects::{Part, Priority, Shared};
+use crate::effects::{self, OutboundId, Priority, Shared};
 use crate::quorum::{ReadProgress, ReadQuorum};
 
 /// One get in flight.
@@ -87,15 +86,11 @@ impl ClientRequests {
                     key: key.clone(),
                 });
                 let left = budget(deadline, env.now);
-                let id =
-                    env.shared
-                        .send(Part::Client, node.clone(), message, Priority::Normal, left);
+                let purpose = effects::Purpose::Client(Purpose::Read(request));
+                let id = env
+                    .shared
+                    .send(purpose, node.clone(), message, Priority::Normal, left);
                 reads.push(id);
-                let purpose = Purpose::Read {
-                    request,
-                    to: node.clone(),
-                };
-                self.outbound.insert(id, purpose);
             } else {
                 quorum.add_failure();
             }
@@ -119,7 +114,7 @@ impl ClientRequests {
         from: NodeId,
         read: Option<LocalRead>,
     ) {
-        let Some(Coordination::Get(get)) = self.requests.get_mut(&request) else {
+        let Some((_, Coordination::Get(get))) = self.requests.get_mut(&request) else {
             return;
         };
         match read {
@@ -140,7 +135,7 @@ impl ClientRequests {
     }
 
     fn advance_get<S: Storage>(&mut self, env: &mut Env<'_, S>, request: RequestId) {
-        let Some(Coordination::Get(get)) = self.requests.get_mut(&request) else {
+        let Some((_, Coordination::Get(get))) = self.requests.get_mut(&request) else {
             return;
         };
         let mut linger = true;
@@ -160,7 +155,7 @@ impl ClientRequests {
                 linger = self.mark_answered(env.shared);
             }
         }
-        let Some(Coordination::Get(get)) = self.requests.get(&request) else {
+        let Some((_, Coordination::Get(get))) = self.requests.get(&request) else {
             return;
         };
         if get.answered
@@ -191,10 +186,9 @@ impl ClientRequests {
                     key: get.key.clone(),
                     object: merged.clone(),
                 });
-                let id = env
-                    .shared
-                    .send(Part::Client, node, message, Priority::Normal, None);
-                self.outbound.insert(id, Purpose::Repair);
+                let purpose = effects::Purpose::Client(Purpose::Repair);
+                env.shared
+                    .send(purpose, node, message, Priority::Normal, None);
             }
         }
     }

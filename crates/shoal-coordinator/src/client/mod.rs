@@ -25,11 +25,11 @@ use shoal_protocol::{
     ClientRequest, ClientResponse, PeerError, PeerResponse, RequestError, Response,
 };
 use shoal_storage::Storage;
-use shoal_types::{Key, RequestOptions};
+use shoal_types::{Key, NodeId, RequestOptions};
 
 use crate::SendError;
 use crate::durability::Durability;
-use crate::effects::{InboundId, OutboundId, Shared};
+use crate::effects::{InboundId, Shared};
 use crate::liveness::Liveness;
 use crate::replica::sendable;
 use crate::timers::Timer;
@@ -51,7 +51,7 @@ pub(crate) struct Env<'a, S> {
 }
 
 impl<S> Env<'_, S> {
-    fn is_reachable(&self, node: &shoal_types::NodeId) -> bool {
+    fn is_reachable(&self, node: &NodeId) -> bool {
         self.liveness.is_reachable(self.shared, node, self.now)
     }
 }
@@ -59,11 +59,10 @@ impl<S> Env<'_, S> {
 /// See the module docs.
 #[derive(Debug)]
 pub(crate) struct ClientRequests {
-    requests: BTreeMap<RequestId, Coordination>,
+    /// Every request in flight, with the instant its [`Timer::Request`] is set for.
+    requests: BTreeMap<RequestId, (Instant, Coordination)>,
     /// The request each inbound id is being served by, for cancellation.
     by_origin: BTreeMap<InboundId, RequestId>,
-    /// What each message this part sent was for.
-    outbound: BTreeMap<OutboundId, Purpose>,
     /// Of `requests`, the gets already answered that wait for their last replicas only to
     /// read-repair them: they hold no slot of `max_in_flight`.
     repairing: usize,
@@ -118,15 +117,17 @@ fn budget(deadline: Instant, now: Instant) -> Option<Duration> {
     Some(deadline.saturating_duration_since(now))
 }
 
-/// What an outbound message of this part was for.
-#[derive(Debug)]
-enum Purpose {
+/// What a message this part sent was for (recorded with the message in
+/// [`Shared`](crate::effects::Shared), which hands it back with the answer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Purpose {
+    /// A write forwarded to a primary.
     Forward(RequestId),
+    /// A coordinated write sent to another primary.
     Replicate(RequestId),
-    Read {
-        request: RequestId,
-        to: shoal_types::NodeId,
-    },
+    /// A get's read of another primary's replica.
+    Read(RequestId),
+    /// A read repair: nobody waits for it.
     Repair,
 }
 
@@ -135,7 +136,6 @@ impl ClientRequests {
         ClientRequests {
             requests: BTreeMap::new(),
             by_origin: BTreeMap::new(),
-            outbound: BTreeMap::new(),
             repairing: 0,
         }
     }
@@ -205,16 +205,14 @@ impl ClientRequests {
         }
     }
 
-    /// The outcome of a message this part sent.
+    /// The outcome of a message this part sent to `to` for `purpose`.
     pub(crate) fn response<S: Storage>(
         &mut self,
         env: &mut Env<'_, S>,
-        id: OutboundId,
+        to: NodeId,
+        purpose: Purpose,
         result: Result<PeerResponse, SendError>,
     ) {
-        let Some(purpose) = self.outbound.remove(&id) else {
-            return;
-        };
         match purpose {
             Purpose::Forward(request) => self.forward_outcome(env, request, result),
             Purpose::Replicate(request) => {
@@ -226,7 +224,7 @@ impl ClientRequests {
                 );
                 self.replicate_outcome(env, request, acked);
             }
-            Purpose::Read { request, to } => {
+            Purpose::Read(request) => {
                 let read = match result {
                     Ok(PeerResponse::Replica(shoal_protocol::ReplicaResponse::Replica(read))) => {
                         Some(read)
@@ -246,7 +244,7 @@ impl ClientRequests {
 
     /// [`Timer::Request`] fired: the request's deadline passed.
     pub(crate) fn deadline<S: Storage>(&mut self, env: &mut Env<'_, S>, request: RequestId) {
-        let Some(coordination) = self.take(request) else {
+        let Some((_, coordination)) = self.take(request) else {
             return;
         };
         self.by_origin.remove(&coordination.origin().inbound());
@@ -275,9 +273,7 @@ impl ClientRequests {
             Coordination::Put(_) => Vec::new(),
         };
         for out in outstanding {
-            if self.outbound.remove(&out).is_some() {
-                env.shared.abandon(out);
-            }
+            env.shared.abandon(out);
         }
     }
 
@@ -321,14 +317,14 @@ impl ClientRequests {
     ) {
         self.by_origin
             .insert(coordination.origin().inbound(), request);
-        self.requests.insert(request, coordination);
+        self.requests.insert(request, (deadline, coordination));
         shared.timers.schedule(deadline, Timer::Request(request));
     }
 
     /// Stops tracking `request` before its deadline.
     fn remove(&mut self, shared: &mut Shared, request: RequestId) -> Option<Coordination> {
-        shared.timers.cancel(Timer::Request(request));
-        let coordination = self.take(request)?;
+        let (deadline, coordination) = self.take(request)?;
+        shared.timers.cancel(deadline, Timer::Request(request));
         let inbound = coordination.origin().inbound();
         if self.by_origin.get(&inbound) == Some(&request) {
             self.by_origin.remove(&inbound);
@@ -337,12 +333,12 @@ impl ClientRequests {
     }
 
     /// Forgets `request`, keeping the count of answered ones true.
-    fn take(&mut self, request: RequestId) -> Option<Coordination> {
-        let coordination = self.requests.remove(&request)?;
+    fn take(&mut self, request: RequestId) -> Option<(Instant, Coordination)> {
+        let (deadline, coordination) = self.requests.remove(&request)?;
         if coordination.answered() {
             self.repairing -= 1;
         }
-        Some(coordination)
+        Some((deadline, coordination))
     }
 
     /// Counts a request, still tracked, that has just been answered. Returns whether it may

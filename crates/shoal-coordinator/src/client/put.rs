@@ -28,7 +28,7 @@ use super::{
     ClientRequests, Coordination, Env, Origin, Purpose, RequestId, answer, budget, refuse_forwarded,
 };
 use crate::durability::Local;
-use crate::effects::{Part, Priority, Shared, Waiter};
+use crate::effects::{self, Part, Priority, Shared, Waiter};
 use crate::quorum::{WriteProgress, WriteQuorum};
 
 /// One put or delete in flight.
@@ -220,7 +220,7 @@ impl ClientRequests {
         request: RequestId,
         durable: bool,
     ) {
-        let Some(Coordination::Put(put)) = self.requests.get_mut(&request) else {
+        let Some((_, Coordination::Put(put))) = self.requests.get_mut(&request) else {
             return;
         };
         let outgoing = put.outgoing.take();
@@ -251,10 +251,9 @@ impl ClientRequests {
                 object: out.object.clone(),
             });
             let left = budget(out.deadline, env.now);
-            let id = env
-                .shared
-                .send(Part::Client, to, message, Priority::Normal, left);
-            self.outbound.insert(id, Purpose::Replicate(request));
+            let purpose = effects::Purpose::Client(Purpose::Replicate(request));
+            env.shared
+                .send(purpose, to, message, Priority::Normal, left);
         }
     }
 
@@ -264,7 +263,7 @@ impl ClientRequests {
         request: RequestId,
         acked: bool,
     ) {
-        let Some(Coordination::Put(put)) = self.requests.get_mut(&request) else {
+        let Some((_, Coordination::Put(put))) = self.requests.get_mut(&request) else {
             return;
         };
         if acked {
@@ -276,7 +275,7 @@ impl ClientRequests {
     }
 
     fn advance_put<S: Storage>(&mut self, env: &mut Env<'_, S>, request: RequestId) {
-        let Some(Coordination::Put(put)) = self.requests.get_mut(&request) else {
+        let Some((_, Coordination::Put(put))) = self.requests.get_mut(&request) else {
             return;
         };
         if !put.answered {
