@@ -229,6 +229,21 @@ impl Shared {
         }
     }
 
+    /// Gives up on every message still out for `purpose` (a cancelled get's reads), in the
+    /// order they were sent. Cancelling is rare next to sending: a scan of the messages out
+    /// costs less, overall, than a list per request kept for it.
+    pub(crate) fn abandon_all(&mut self, purpose: Purpose) {
+        let ids: Vec<OutboundId> = self
+            .outbound
+            .iter()
+            .filter(|(_, sent)| sent.purpose == purpose)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.abandon(id);
+        }
+    }
+
     /// Answers inbound request `id`.
     pub(crate) fn reply(&mut self, id: InboundId, response: Response) {
         self.outputs.push_back(Output::Reply { id, response });

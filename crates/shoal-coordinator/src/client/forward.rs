@@ -37,8 +37,8 @@ impl ForwardState {
         self.origin
     }
 
-    pub(super) fn sent(&self) -> Vec<OutboundId> {
-        self.sent.into_iter().collect()
+    pub(super) fn sent(&self) -> Option<OutboundId> {
+        self.sent
     }
 
     /// The deadline passed with no answer from any primary.

@@ -11,7 +11,7 @@ use shoal_storage::Storage;
 use shoal_types::{Key, NodeId, PartitionId, RequestOptions};
 
 use super::{ClientRequests, Coordination, Env, Origin, Purpose, RequestId, answer, budget};
-use crate::effects::{self, OutboundId, Priority, Shared};
+use crate::effects::{self, Priority, Shared};
 use crate::quorum::{ReadProgress, ReadQuorum};
 
 /// One get in flight.
@@ -22,8 +22,6 @@ pub(super) struct GetState {
     key: Key,
     quorum: ReadQuorum,
     answered: bool,
-    /// The `Read`s sent, to abandon those still out if the get is cancelled.
-    reads: Vec<OutboundId>,
 }
 
 impl GetState {
@@ -33,10 +31,6 @@ impl GetState {
 
     pub(super) fn answered(&self) -> bool {
         self.answered
-    }
-
-    pub(super) fn reads(&self) -> Vec<OutboundId> {
-        self.reads.clone()
     }
 }
 
@@ -73,7 +67,6 @@ impl ClientRequests {
         env.shared.metrics.gets += 1;
         let request = RequestId(env.shared.new_id());
         let mut quorum = ReadQuorum::new(required, primaries.len());
-        let mut reads = Vec::with_capacity(primaries.len());
         for node in &primaries {
             if node == env.shared.id() {
                 let read = env
@@ -87,10 +80,8 @@ impl ClientRequests {
                 });
                 let left = budget(deadline, env.now);
                 let purpose = effects::Purpose::Client(Purpose::Read(request));
-                let id = env
-                    .shared
+                env.shared
                     .send(purpose, node.clone(), message, Priority::Normal, left);
-                reads.push(id);
             } else {
                 quorum.add_failure();
             }
@@ -101,7 +92,6 @@ impl ClientRequests {
             key,
             quorum,
             answered: false,
-            reads,
         };
         self.insert(env.shared, request, deadline, Coordination::Get(get));
         self.advance_get(env, request);

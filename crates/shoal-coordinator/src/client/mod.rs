@@ -29,7 +29,7 @@ use shoal_types::{Key, NodeId, RequestOptions};
 
 use crate::SendError;
 use crate::durability::Durability;
-use crate::effects::{InboundId, Shared};
+use crate::effects::{self, InboundId, Shared};
 use crate::liveness::Liveness;
 use crate::replica::sendable;
 use crate::timers::Timer;
@@ -267,13 +267,16 @@ impl ClientRequests {
             return;
         };
         env.shared.metrics.cancelled += 1;
-        let outstanding = match &coordination {
-            Coordination::Get(get) => get.reads(),
-            Coordination::Forward(fwd) => fwd.sent(),
-            Coordination::Put(_) => Vec::new(),
-        };
-        for out in outstanding {
-            env.shared.abandon(out);
+        match &coordination {
+            Coordination::Get(_) => env
+                .shared
+                .abandon_all(effects::Purpose::Client(Purpose::Read(request))),
+            Coordination::Forward(fwd) => {
+                if let Some(out) = fwd.sent() {
+                    env.shared.abandon(out);
+                }
+            }
+            Coordination::Put(_) => {}
         }
     }
 
