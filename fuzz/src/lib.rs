@@ -28,9 +28,9 @@ use serde::Deserialize;
 use shoal_causality::{Actor, CausalContext, Object, Sibling, VersionVector};
 use shoal_coordinator::{InboundId, Node, NodeConfig, Output, SendError};
 use shoal_protocol::{
-    AdminRequest, ClientRequest, ClientResponse, DecodeLimits, LocalRead, MAX_DECODE_DEPTH,
-    PROTOCOL_VERSION, PeerMessage, PeerRequest, PeerResponse, ReplicaMessage, ReplicaResponse,
-    Request, Response, decode, encode,
+    AdminRequest, ClientRequest, ClientResponse, DecodeLimits, Delta, DigestEntry, GossipMessage,
+    LocalRead, MAX_DECODE_DEPTH, MemberRecord, MemberStatus, PROTOCOL_VERSION, PeerMessage,
+    PeerRequest, PeerResponse, ReplicaMessage, ReplicaResponse, Request, Response, decode, encode,
 };
 use shoal_ring::{Member, Ring};
 use shoal_storage::{
@@ -292,9 +292,41 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
                 key: key.clone(),
             }),
         }),
+        Request::Peer(PeerRequest {
+            from: node("n2"),
+            epoch: RingEpoch::INITIAL,
+            budget: None,
+            message: PeerMessage::Gossip(GossipMessage::Syn {
+                from: node("n2"),
+                digest: vec![DigestEntry {
+                    id: node("n1"),
+                    generation: 1_765_000_000_000,
+                    version: 0,
+                    heartbeat: 12,
+                }],
+            }),
+        }),
         Request::Admin(AdminRequest::Status),
     ];
+    let member = MemberRecord {
+        generation: 1_765_000_000_000,
+        version: 0,
+        id: node("n1"),
+        incarnation: shoal_types::Incarnation::new(77),
+        addr: std::net::SocketAddr::from(([127, 0, 0, 1], 7001)),
+        zone: shoal_types::Zone::default_zone(),
+        capacity: shoal_types::Capacity::default(),
+        status: MemberStatus::Valid,
+    };
     let responses = vec![
+        Response::Peer(PeerResponse::Gossip(Some(GossipMessage::SynAck {
+            from: node("n1"),
+            digest: Vec::new(),
+            delta: Delta {
+                records: vec![member],
+                heartbeats: vec![(node("n1"), 1_765_000_000_000, 12)],
+            },
+        }))),
         Response::Client(ClientResponse::Local(LocalRead::Found(b.clone()))),
         Response::Client(ClientResponse::Ring(sample_ring())),
         Response::Peer(PeerResponse::Replica(ReplicaResponse::Stored)),
