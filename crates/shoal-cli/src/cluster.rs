@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use shoal_client::{ClientError, NodeStatus, Role};
+use shoal_client::{ClientError, NodeStatus, PeerStatus, Role};
 
 use crate::args::{ConnectArgs, OutputArgs};
 use crate::exit::Outcome;
@@ -10,9 +10,10 @@ use crate::json::Json;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// One node's view: whether its storage is healthy, members with addresses and zones,
-    /// which it can reach, the ring epoch and partitions per node. Asks the first --node that
-    /// answers.
+    /// One node's view: whether its storage is healthy; every member with its address, zone,
+    /// membership status and partitions, and whether this node judges it reachable (with the
+    /// failure detector's phi and when its last heartbeat came); the ring epoch and a hash of
+    /// the membership document (equal on nodes that agree). Asks the first --node that answers.
     Status(StatusArgs),
 }
 
@@ -69,11 +70,46 @@ async fn status(args: StatusArgs) -> anyhow::Result<Outcome> {
     Ok(Outcome::Done)
 }
 
-fn reachability(status: &NodeStatus, id: &shoal_types::NodeId) -> Option<bool> {
-    if *id == status.node {
-        return None;
+/// How the answering node judges member `id` (`None` for itself).
+fn peer<'a>(status: &'a NodeStatus, id: &shoal_types::NodeId) -> Option<&'a PeerStatus> {
+    status.peers.iter().find(|p| p.node == *id)
+}
+
+/// Every member the answering node knows: the ring's, then any known only through gossip.
+fn member_ids(status: &NodeStatus) -> Vec<shoal_types::NodeId> {
+    let mut ids: Vec<shoal_types::NodeId> =
+        status.ring.members().iter().map(|m| m.id.clone()).collect();
+    for p in &status.peers {
+        if !ids.contains(&p.node) {
+            ids.push(p.node.clone());
+        }
     }
-    Some(status.peers.iter().any(|p| p.node == *id && p.reachable))
+    ids
+}
+
+/// One member's row: (address, zone, membership status, partitions, generation).
+fn describe(
+    status: &NodeStatus,
+    id: &shoal_types::NodeId,
+) -> (String, String, &'static str, usize, u64) {
+    let ring = &status.ring;
+    let record = if *id == status.node {
+        Some(&status.record)
+    } else {
+        peer(status, id).map(|p| &p.record)
+    };
+    let member = ring.members().iter().find(|m| m.id == *id);
+    let addr = member.map(|m| m.addr).or(record.map(|r| r.addr));
+    let zone = member
+        .map(|m| m.zone.clone())
+        .or(record.map(|r| r.zone.clone()));
+    (
+        addr.map_or_else(|| "?".into(), |a| a.to_string()),
+        zone.map_or_else(|| "?".into(), |z| z.as_str().to_owned()),
+        record.map_or("?", |r| r.status.name()),
+        ring.partitions_owned_by(id),
+        record.map_or(0, |r| r.generation),
+    )
 }
 
 fn print_status(addr: std::net::SocketAddr, status: &NodeStatus) {
@@ -90,63 +126,93 @@ fn print_status(addr: std::net::SocketAddr, status: &NodeStatus) {
              writes until it restarts"
         );
     }
+    let ids = member_ids(status);
     println!(
-        "ring epoch {}, {} partitions, N={}, {} members",
+        "ring epoch {}, {} partitions, N={}, {} members, membership {:016x}",
         ring.epoch(),
         ring.q().get(),
         ring.n().get(),
-        ring.members().len()
+        ids.len(),
+        status.membership_hash,
     );
-    let width = ring
-        .members()
+    let width = ids
         .iter()
-        .map(|m| m.id.as_str().len())
+        .map(|id| id.as_str().len())
         .max()
         .unwrap_or(2)
         .max(4);
     println!(
-        "{:<width$}  {:<22}  {:<10}  {:>10}  reachable",
-        "node", "address", "zone", "partitions"
+        "{:<width$}  {:<22}  {:<10}  {:<8}  {:>10}  {:<11}  {:>6}  {:>8}",
+        "node", "address", "zone", "status", "partitions", "reachable", "phi", "heard"
     );
-    for m in ring.members() {
-        let reachable = match reachability(status, &m.id) {
-            None => "(this node)",
-            Some(true) => "yes",
-            Some(false) => "NO",
+    for id in &ids {
+        let (address, zone, member_status, partitions, _) = describe(status, id);
+        let (reachable, phi, heard) = match peer(status, id) {
+            None if *id == status.node => {
+                ("(this node)".to_owned(), "-".to_owned(), "-".to_owned())
+            }
+            None => ("?".to_owned(), "-".to_owned(), "-".to_owned()),
+            Some(p) => (
+                if p.reachable { "yes" } else { "NO" }.to_owned(),
+                p.phi.map_or_else(|| "-".into(), |x| format!("{x:.1}")),
+                p.last_heard.map_or_else(
+                    || "never".into(),
+                    |d| format!("{:.1}s ago", d.as_secs_f64()),
+                ),
+            ),
         };
         println!(
-            "{:<width$}  {:<22}  {:<10}  {:>10}  {reachable}",
-            m.id.as_str(),
-            m.addr.to_string(),
-            m.zone.as_str(),
-            ring.partitions_owned_by(&m.id),
+            "{:<width$}  {address:<22}  {zone:<10}  {member_status:<8}  {partitions:>10}  {reachable:<11}  {phi:>6}  {heard:>8}",
+            id.as_str(),
         );
     }
 }
 
 fn status_json(addr: std::net::SocketAddr, status: &NodeStatus) -> Json {
     let ring = &status.ring;
-    let members = ring
-        .members()
+    let members = member_ids(status)
         .iter()
-        .map(|m| {
+        .map(|id| {
+            let (address, zone, member_status, partitions, generation) = describe(status, id);
+            let p = peer(status, id);
+            let capacity = ring
+                .members()
+                .iter()
+                .find(|m| m.id == *id)
+                .map(|m| m.capacity)
+                .or(p.map(|p| p.record.capacity));
+            let incarnation = if *id == status.node {
+                Some(status.incarnation)
+            } else {
+                p.filter(|p| p.record.generation > 0)
+                    .map(|p| p.record.incarnation)
+            };
             Json::object([
-                ("id", Json::string(m.id.as_str())),
-                ("address", Json::string(m.addr.to_string())),
-                ("zone", Json::string(m.zone.as_str())),
-                ("capacity", Json::Number(u64::from(m.capacity.get()))),
+                ("id", Json::string(id.as_str())),
+                ("address", Json::string(address)),
+                ("zone", Json::string(zone)),
                 (
-                    "partitions",
-                    Json::Number(ring.partitions_owned_by(&m.id) as u64),
+                    "capacity",
+                    capacity.map_or(Json::Null, |c| Json::Number(u64::from(c.get()))),
                 ),
+                ("status", Json::string(member_status)),
+                ("partitions", Json::Number(partitions as u64)),
                 (
                     "reachable",
-                    match reachability(status, &m.id) {
-                        None => Json::Null,
-                        Some(r) => Json::Bool(r),
-                    },
+                    p.map_or(Json::Null, |p| Json::Bool(p.reachable)),
                 ),
-                ("self", Json::Bool(m.id == status.node)),
+                ("phi", p.and_then(|p| p.phi).map_or(Json::Null, Json::Float)),
+                (
+                    "last_heard_ms",
+                    p.and_then(|p| p.last_heard)
+                        .map_or(Json::Null, |d| Json::Number(d.as_millis() as u64)),
+                ),
+                ("generation", Json::Number(generation)),
+                (
+                    "incarnation",
+                    incarnation.map_or(Json::Null, |i| Json::string(i.to_string())),
+                ),
+                ("self", Json::Bool(*id == status.node)),
             ])
         })
         .collect();
@@ -155,6 +221,10 @@ fn status_json(addr: std::net::SocketAddr, status: &NodeStatus) -> Json {
         ("address", Json::string(addr.to_string())),
         ("incarnation", Json::string(status.incarnation.to_string())),
         ("storage_healthy", Json::Bool(status.storage_healthy)),
+        (
+            "membership_hash",
+            Json::string(format!("{:016x}", status.membership_hash)),
+        ),
         ("epoch", Json::Number(ring.epoch().get())),
         ("partitions", Json::Number(u64::from(ring.q().get()))),
         ("n", Json::Number(u64::from(ring.n().get()))),

@@ -9,6 +9,8 @@ pub(crate) enum Json {
     Null,
     Bool(bool),
     Number(u64),
+    /// A fraction, written with three decimals (`null` if not finite).
+    Float(f64),
     String(String),
     Array(Vec<Json>),
     /// Fields in the order given.
@@ -32,6 +34,8 @@ impl fmt::Display for Json {
             Json::Null => f.write_str("null"),
             Json::Bool(b) => write!(f, "{b}"),
             Json::Number(n) => write!(f, "{n}"),
+            Json::Float(x) if x.is_finite() => write!(f, "{x:.3}"),
+            Json::Float(_) => f.write_str("null"),
             Json::String(s) => write_string(f, s),
             Json::Array(items) => {
                 f.write_char('[')?;

@@ -71,6 +71,10 @@ pub(crate) struct Args {
     /// How long a graceful shutdown waits for requests in flight.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     shutdown_timeout: Option<Duration>,
+    /// How often the node gossips membership and heartbeats (failure detection takes about
+    /// six of these after a node stops answering) [default: 1s, at most 10s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    gossip_interval: Option<Duration>,
     /// Async worker threads (QUIC, streams and the node's task; storage commits have their own
     /// thread) [default: one per core]. Nodes sharing a machine do best with the cores divided
     /// among them: `shoal dev` gives each node cores / nodes, at least one.
@@ -145,6 +149,9 @@ fn config(args: Args) -> anyhow::Result<ServerConfig> {
     }
     if let Some(t) = args.shutdown_timeout {
         config.shutdown_timeout = t;
+    }
+    if let Some(t) = args.gossip_interval {
+        config.gossip_interval = t;
     }
     Ok(config)
 }

@@ -1,5 +1,6 @@
 use std::time::Duration;
 
+use shoal_membership::GossipConfig;
 use shoal_types::{Incarnation, Limits, NodeId, Quorum, RequestOptions};
 
 /// What a node needs to know about itself. Every field is already valid by type.
@@ -31,8 +32,12 @@ pub struct NodeConfig {
     /// at twice this, so a node refuses its own clients before it refuses the replica writes
     /// that make other nodes' quorums. Default 4,096.
     pub max_pending_persists: usize,
-    /// How often the node pings every other member to keep reachability fresh.
-    pub ping_interval: Duration,
+    /// This start's generation: greater than every earlier start's of this node (the server
+    /// takes the wall clock's milliseconds at start), so its gossip heartbeats count again after
+    /// a restart. Default 1.
+    pub generation: u64,
+    /// Gossip and failure-detector settings (`shoal-membership`'s defaults: a round a second).
+    pub gossip: GossipConfig,
 }
 
 impl NodeConfig {
@@ -47,7 +52,8 @@ impl NodeConfig {
             max_request_timeout: Duration::from_secs(60),
             max_in_flight: 256,
             max_pending_persists: 4096,
-            ping_interval: Duration::from_secs(1),
+            generation: 1,
+            gossip: GossipConfig::default(),
         }
     }
 }

@@ -130,8 +130,8 @@ pub(crate) struct Waiter {
 pub(crate) enum Purpose {
     /// Client requests: a read, a replication, a forward or a read repair.
     Client(crate::client::Purpose),
-    /// Liveness: a ping.
-    Ping,
+    /// Membership: a gossip message.
+    Gossip,
 }
 
 /// An outbound message awaiting its answer.

@@ -21,20 +21,20 @@
 //!   durable (writes build on it, reads never see it), with the waiters of each persist;
 //! - `client`: client requests — gets, puts and deletes coordinated here, writes forwarded;
 //! - `replica`: the replica side — storing and reading objects for peers;
-//! - `liveness`: which peers to send to (a ping and back-off stand-in for the membership
-//!   crate's failure detector).
+//! - `membership`: gossip and the phi-accrual failure detector of `shoal-membership` — who the
+//!   members are and which peers to send to.
 //!
 //! The quorum arithmetic of one request is a pure value ([`ReadQuorum`], [`WriteQuorum`]).
 //!
 //! Not here: transport, certificates and authorisation (the server checks a sender's role
-//! before calling [`Node::handle_request`]), gossip membership, hinted handoff, anti-entropy and
-//! ownership handoff (each will be a part of its own).
+//! before calling [`Node::handle_request`]), joining by address and ring changes, hinted
+//! handoff, anti-entropy and ownership handoff (each will be a part of its own).
 
 mod client;
 mod config;
 mod durability;
 mod effects;
-mod liveness;
+mod membership;
 mod metrics;
 mod node;
 pub mod quorum;

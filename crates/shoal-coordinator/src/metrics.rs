@@ -49,4 +49,10 @@ pub struct NodeMetrics {
     pub corrupt_reads: u64,
     /// Replica writes stored for peers (replication and repair).
     pub replica_writes: u64,
+    /// Gossip rounds started.
+    pub gossip_rounds: u64,
+    /// Peers judged down (by the failure detector, or by a connection that could not be made).
+    pub convictions: u64,
+    /// Peers the failure detector judged alive again.
+    pub recoveries: u64,
 }

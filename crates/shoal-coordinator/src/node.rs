@@ -22,7 +22,7 @@ use shoal_types::NodeId;
 use crate::client::{ClientRequests, Env, Origin};
 use crate::durability::Durability;
 use crate::effects::{Inbound, InboundId, OutboundId, Output, Part, PersistId, Purpose, Shared};
-use crate::liveness::Liveness;
+use crate::membership::Membership;
 use crate::replica::ReplicaSide;
 use crate::timers::Timer;
 use crate::{NodeConfig, NodeMetrics};
@@ -61,7 +61,7 @@ pub struct Node<S> {
     durability: Durability<S>,
     client: ClientRequests,
     replica: ReplicaSide,
-    liveness: Liveness,
+    membership: Membership,
 }
 
 impl<S: Storage> Node<S> {
@@ -70,13 +70,13 @@ impl<S: Storage> Node<S> {
     pub fn new(now: Instant, config: NodeConfig, ring: Ring, storage: S, seed: u64) -> Self {
         let actor = Actor::new(config.id.clone(), config.incarnation);
         let mut shared = Shared::new(config, ring, StdRng::seed_from_u64(seed));
-        let liveness = Liveness::new(now, &mut shared);
+        let membership = Membership::new(now, &mut shared, &actor);
         Node {
             shared,
             durability: Durability::new(storage, actor),
             client: ClientRequests::new(),
             replica: ReplicaSide,
-            liveness,
+            membership,
         }
     }
 
@@ -149,7 +149,7 @@ impl<S: Storage> Node<S> {
                 client.request(&mut env, Origin::Client(id), c, arrived, None);
             }
             Request::Peer(p) => {
-                self.liveness.heard_from(&p.from);
+                self.membership.heard_from(&p.from);
                 let inbound = Inbound {
                     id,
                     arrived,
@@ -165,7 +165,8 @@ impl<S: Storage> Node<S> {
                         self.replica
                             .handle(&mut self.shared, &mut self.durability, now, inbound, m)
                     }
-                    PeerMessage::Ping => self.liveness.serve_ping(&mut self.shared, id),
+                    PeerMessage::Ping => self.membership.serve_ping(&mut self.shared, id),
+                    PeerMessage::Gossip(m) => self.membership.serve(&mut self.shared, now, id, m),
                 }
             }
             Request::Admin(AdminRequest::Status) => {
@@ -173,7 +174,9 @@ impl<S: Storage> Node<S> {
                     node: self.shared.id().clone(),
                     incarnation: self.durability.actor().incarnation,
                     ring: self.shared.ring.clone(),
-                    peers: self.liveness.status(&self.shared, now),
+                    peers: self.membership.status(now),
+                    record: self.membership.record(),
+                    membership_hash: self.membership.hash(),
                     storage_healthy: self.durability.failed().is_none(),
                 };
                 let response = Response::Admin(AdminResponse::Status(status));
@@ -200,13 +203,16 @@ impl<S: Storage> Node<S> {
         let Some(sent) = self.shared.answered(id) else {
             return;
         };
-        self.liveness.observed(&sent.to, &result, now);
+        self.membership
+            .observed(&mut self.shared, &sent.to, &result, now);
         match sent.purpose {
             Purpose::Client(purpose) => {
                 let (client, mut env) = self.client_part(now);
                 client.response(&mut env, sent.to, purpose, result);
             }
-            Purpose::Ping => self.liveness.response(&sent.to),
+            Purpose::Gossip => self
+                .membership
+                .response(&mut self.shared, now, sent.to, result),
         }
     }
 
@@ -238,7 +244,7 @@ impl<S: Storage> Node<S> {
                     let (client, mut env) = self.client_part(now);
                     client.deadline(&mut env, request);
                 }
-                Timer::Ping => self.liveness.ping_timer(&mut self.shared, now),
+                Timer::Gossip => self.membership.gossip_timer(&mut self.shared, now),
             }
         }
     }
@@ -248,7 +254,7 @@ impl<S: Storage> Node<S> {
         let env = Env {
             shared: &mut self.shared,
             durability: &mut self.durability,
-            liveness: &self.liveness,
+            membership: &self.membership,
             now,
         };
         (&mut self.client, env)

@@ -13,7 +13,7 @@
 //! that make other nodes' quorums.
 //!
 //! Not here: forwarded client writes (`PeerMessage::Coordinate`, served by the client-requests
-//! part), and liveness pings.
+//! part), and gossip and pings (the membership part).
 
 use std::time::Instant;
 

@@ -23,8 +23,8 @@ use crate::client::RequestId;
 pub(crate) enum Timer {
     /// A coordinated request's deadline (the client-requests part).
     Request(RequestId),
-    /// Time to ping every other member again (the liveness part).
-    Ping,
+    /// Time for a round of gossip (the membership part).
+    Gossip,
 }
 
 /// Timers by when they fire.
@@ -78,10 +78,10 @@ mod tests {
         let now = Instant::now();
         let mut t = TimerTable::default();
         t.schedule(now + Duration::from_secs(2), Timer::Request(RequestId(1)));
-        t.schedule(now + Duration::from_secs(1), Timer::Ping);
+        t.schedule(now + Duration::from_secs(1), Timer::Gossip);
         assert_eq!(t.next(), Some(now + Duration::from_secs(1)));
         assert_eq!(t.expire(now), None, "nothing is due yet");
-        assert_eq!(t.expire(now + Duration::from_secs(5)), Some(Timer::Ping));
+        assert_eq!(t.expire(now + Duration::from_secs(5)), Some(Timer::Gossip));
         assert_eq!(
             t.expire(now + Duration::from_secs(5)),
             Some(Timer::Request(RequestId(1)))
@@ -94,11 +94,11 @@ mod tests {
     fn cancelling_a_timer_removes_only_that_setting() {
         let now = Instant::now();
         let mut t = TimerTable::default();
-        t.schedule(now + Duration::from_secs(3), Timer::Ping);
+        t.schedule(now + Duration::from_secs(3), Timer::Gossip);
         t.schedule(now + Duration::from_secs(2), Timer::Request(RequestId(9)));
         t.cancel(now + Duration::from_secs(2), Timer::Request(RequestId(9)));
         t.cancel(now + Duration::from_secs(2), Timer::Request(RequestId(10)));
-        t.cancel(now + Duration::from_secs(1), Timer::Ping);
+        t.cancel(now + Duration::from_secs(1), Timer::Gossip);
         assert_eq!(t.len(), 1, "only the cancelled setting went");
         assert_eq!(t.next(), Some(now + Duration::from_secs(3)));
     }
@@ -107,13 +107,13 @@ mod tests {
     fn timers_due_together_fire_in_timer_order() {
         let now = Instant::now();
         let mut t = TimerTable::default();
-        t.schedule(now, Timer::Ping);
+        t.schedule(now, Timer::Gossip);
         for id in [5, 3, 8] {
             t.schedule(now, Timer::Request(RequestId(id)));
         }
         let fired: Vec<Timer> = std::iter::from_fn(|| t.expire(now)).collect();
         let mut expected: Vec<Timer> = [3, 5, 8].map(|id| Timer::Request(RequestId(id))).to_vec();
-        expected.push(Timer::Ping);
+        expected.push(Timer::Gossip);
         assert_eq!(fired, expected);
     }
 }

@@ -1,8 +1,8 @@
 //! The member records every node converges on, and their merge.
 //!
-//! Each node id has one [`MemberRecord`]. The member itself writes its record (address, zone,
-//! capacity, and a `version` it bumps on every change); a node that comes back under a new
-//! incarnation (a wiped disk) writes it under a higher `generation`. Two records for one id merge
+//! Each node id has one [`MemberRecord`] (its type is in `shoal-protocol`, since it crosses the
+//! wire). The member itself writes its record (address, zone, capacity, and a `version` it bumps
+//! on every change); every start of its process writes it under a higher `generation`. Two records for one id merge
 //! to the greater in one total order: by generation, then version, then the rest of the record
 //! field by field. So merging is a join of a semilattice — commutative, associative and idempotent
 //! (`tests/document.rs` checks the laws) — and nodes that have seen the same records hold the same
@@ -15,60 +15,12 @@
 //! here is the member's record of it).
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 
-use serde::{Deserialize, Serialize};
-use shoal_types::{Capacity, Incarnation, NodeId, Zone};
-
-/// Where a member stands in the cluster, in the order a member passes through.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum MemberStatus {
-    /// Known to the cluster, owning no partitions until a ring change commits it.
-    Joining,
-    /// Owns partitions in the ring.
-    Valid,
-    /// Handing its partitions off before it leaves.
-    Leaving,
-    /// Handed everything off; about to stop.
-    Exiting,
-    /// No longer a member.
-    Removed,
-}
-
-/// One member as the cluster knows it. See the module docs for the merge.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct MemberRecord {
-    /// Bumped when the member comes back under a new incarnation; a higher generation replaces
-    /// every record of a lower one.
-    pub generation: u64,
-    /// Bumped by the member on every change of its record within a generation.
-    pub version: u64,
-    /// The node.
-    pub id: NodeId,
-    /// The incarnation its data directory runs under.
-    pub incarnation: Incarnation,
-    /// Where peers and clients reach it.
-    pub addr: SocketAddr,
-    /// Its failure domain.
-    pub zone: Zone,
-    /// Its weight when partitions are claimed.
-    pub capacity: Capacity,
-    /// Where it stands.
-    pub status: MemberStatus,
-}
-
-impl MemberRecord {
-    /// Whether `other` is a different record for the same node at the same generation and
-    /// version: two processes claim one node id.
-    pub fn conflicts_with(&self, other: &MemberRecord) -> bool {
-        self.id == other.id
-            && (self.generation, self.version) == (other.generation, other.version)
-            && self != other
-    }
-}
+use shoal_protocol::MemberRecord;
+use shoal_types::NodeId;
 
 /// Every member record a node knows, by node id.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Membership {
     members: BTreeMap<NodeId, MemberRecord>,
 }
@@ -120,6 +72,19 @@ impl Membership {
                 Merged { changed, conflict }
             }
         }
+    }
+
+    /// A hash of every record's id, generation and version, in id order: two nodes holding the
+    /// same document report the same hash (what `shoal cluster status` compares).
+    pub fn hash(&self) -> u64 {
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        for r in self.members.values() {
+            h.update(r.id.as_str().as_bytes());
+            h.update(&[0]);
+            h.update(&r.generation.to_le_bytes());
+            h.update(&r.version.to_le_bytes());
+        }
+        h.digest()
     }
 
     /// Merges every record of `other` in. Returns the ids whose records conflicted.

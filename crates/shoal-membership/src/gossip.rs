@@ -19,10 +19,10 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
-use serde::{Deserialize, Serialize};
+use shoal_protocol::{Delta, DigestEntry, GossipMessage, MemberRecord};
 use shoal_types::NodeId;
 
-use crate::{FailureDetector, MemberRecord, Membership, PhiConfig, Verdict};
+use crate::{FailureDetector, Membership, PhiConfig, Verdict};
 
 /// Gossip settings. [`GossipConfig::default`] is what a node runs with.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -52,56 +52,6 @@ impl Default for GossipConfig {
     }
 }
 
-/// What a node knows of one member, in a digest.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DigestEntry {
-    /// The member.
-    pub id: NodeId,
-    /// Its record's generation and version.
-    pub generation: u64,
-    /// See `generation`.
-    pub version: u64,
-    /// The latest heartbeat of it seen (counted within its generation).
-    pub heartbeat: u64,
-}
-
-/// What one side sends the other that it lacks.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Delta {
-    /// Records newer than the other side's.
-    pub records: Vec<MemberRecord>,
-    /// Heartbeats newer than the other side's: (member, generation, heartbeat).
-    pub heartbeats: Vec<(NodeId, u64, u64)>,
-}
-
-/// The messages of an exchange.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum GossipMessage {
-    /// Opens an exchange: what the sender knows.
-    Syn {
-        /// The sender.
-        from: NodeId,
-        /// Its digest.
-        digest: Vec<DigestEntry>,
-    },
-    /// What the receiver of a `Syn` knows, and what the sender lacked.
-    SynAck {
-        /// The sender of this message.
-        from: NodeId,
-        /// Its digest.
-        digest: Vec<DigestEntry>,
-        /// What the `Syn`'s sender lacked.
-        delta: Delta,
-    },
-    /// Closes an exchange: what the receiver of the `Syn` lacked.
-    Ack {
-        /// The sender.
-        from: NodeId,
-        /// The delta.
-        delta: Delta,
-    },
-}
-
 /// A message to send: to `to`, the driver finds its address.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Outgoing {
@@ -115,6 +65,8 @@ pub struct Outgoing {
 #[derive(Debug)]
 pub struct Gossip {
     me: NodeId,
+    /// This node's own record (also in `doc`).
+    record: MemberRecord,
     config: GossipConfig,
     doc: Membership,
     /// Latest (generation, heartbeat) per member.
@@ -145,6 +97,7 @@ impl Gossip {
         }
         Gossip {
             me: me.id.clone(),
+            record: me.clone(),
             config,
             doc,
             heartbeats,
@@ -212,33 +165,68 @@ impl Gossip {
         self.detector.check(now)
     }
 
-    /// A message arrived at `now`.
+    /// A message arrived at `now`; the answer it calls for, if any, is queued for
+    /// [`Gossip::poll_output`].
     pub fn handle(&mut self, now: Instant, message: GossipMessage) {
-        match message {
-            GossipMessage::Syn { from, digest } => {
-                let delta = self.delta_for(&digest);
-                let message = GossipMessage::SynAck {
-                    from: self.me.clone(),
-                    digest: self.digest(),
-                    delta,
-                };
-                self.outgoing.push(Outgoing { to: from, message });
-            }
-            GossipMessage::SynAck {
-                from,
-                digest,
-                delta,
-            } => {
-                self.apply(now, delta);
-                let delta = self.delta_for(&digest);
-                let message = GossipMessage::Ack {
-                    from: self.me.clone(),
-                    delta,
-                };
-                self.outgoing.push(Outgoing { to: from, message });
-            }
-            GossipMessage::Ack { delta, .. } => self.apply(now, delta),
+        let to = message.from().clone();
+        if let Some(message) = self.answer(now, message) {
+            self.outgoing.push(Outgoing { to, message });
         }
+    }
+
+    /// A message arrived at `now`; returns the answer it calls for (to its sender): a
+    /// `SynAck` to a `Syn`, an `Ack` to a `SynAck`, nothing to an `Ack`. For a driver whose
+    /// transport pairs requests with responses.
+    pub fn answer(&mut self, now: Instant, message: GossipMessage) -> Option<GossipMessage> {
+        match message {
+            GossipMessage::Syn { digest, .. } => Some(GossipMessage::SynAck {
+                from: self.me.clone(),
+                digest: self.digest(),
+                delta: self.delta_for(&digest),
+            }),
+            GossipMessage::SynAck { digest, delta, .. } => {
+                self.apply(now, delta);
+                Some(GossipMessage::Ack {
+                    from: self.me.clone(),
+                    delta: self.delta_for(&digest),
+                })
+            }
+            GossipMessage::Ack { delta, .. } => {
+                self.apply(now, delta);
+                None
+            }
+        }
+    }
+
+    /// Evidence from the driver: a connection to `peer` could not be made at `now` (see
+    /// [`FailureDetector::unreachable`]). Returns whether this made the peer down.
+    pub fn unreachable(&mut self, peer: &NodeId, now: Instant) -> bool {
+        peer != &self.me && self.detector.unreachable(peer, now)
+    }
+
+    /// `peer` answered or sent a request directly: it is there now.
+    pub fn reached(&mut self, peer: &NodeId) {
+        self.detector.reached(peer);
+    }
+
+    /// Whether `peer` is judged down (never this node itself).
+    pub fn is_down(&self, peer: &NodeId) -> bool {
+        self.detector.is_down(peer)
+    }
+
+    /// This node's id.
+    pub fn me(&self) -> &NodeId {
+        &self.me
+    }
+
+    /// This node's own record.
+    pub fn record(&self) -> &MemberRecord {
+        &self.record
+    }
+
+    /// The latest heartbeat of `id` this node knows: (generation, count).
+    pub fn heartbeat(&self, id: &NodeId) -> Option<(u64, u64)> {
+        self.heartbeats.get(id).copied()
     }
 
     fn digest(&self) -> Vec<DigestEntry> {

@@ -16,15 +16,17 @@
 //! - [`Gossip`], scuttlebutt gossip of the records and heartbeats (`Syn` / `SynAck` / `Ack`), which
 //!   feeds the failure detector with every newer heartbeat it learns, whoever relayed it.
 //!
-//! Not here yet: the ring document
-//! and its epoch, staged changes and transfer progress (the ring-change issue), and wiring into
-//! the coordinator and server. Not here ever: sockets, tasks, clocks, or removing members (only an
+//! The node runs these through its `membership` part (`shoal-coordinator`), which sends gossip
+//! as `PeerMessage::Gossip` and asks the detector who is reachable. Not here yet: the ring
+//! document and its epoch, staged changes and transfer progress (the ring-change issue). Not here ever: sockets, tasks, clocks, or removing members (only an
 //! admin does, through a ring change).
 
 mod document;
 mod gossip;
 mod phi;
 
-pub use document::{MemberRecord, MemberStatus, Membership, Merged};
-pub use gossip::{Delta, DigestEntry, Gossip, GossipConfig, GossipMessage, Outgoing};
+pub use document::{Membership, Merged};
+pub use gossip::{Gossip, GossipConfig, Outgoing};
 pub use phi::{FailureDetector, PhiAccrual, PhiConfig, Verdict};
+/// The wire types gossip exchanges (defined in `shoal-protocol`, like every message).
+pub use shoal_protocol::{Delta, DigestEntry, GossipMessage, MemberRecord, MemberStatus};

@@ -8,6 +8,11 @@
 //! convict, phi 8 one in 10^8. The normal tail is Akka's logistic approximation, which is
 //! monotone and needs no error function (computed so that phi stays finite).
 //!
+//! Besides heartbeats, [`FailureDetector`] takes one kind of evidence: a connection to a peer that
+//! could not be made ([`FailureDetector::unreachable`]; the transport's fast dead-port check says
+//! so within milliseconds of a process dying). It convicts at once, until the peer is heard from
+//! again — phi would take seconds to say what a refused port says now.
+//!
 //! Not here: where heartbeats come from (gossip carries them) and what a conviction does
 //! (preference lists skip the peer; it stays a member). No clock: every call takes `now`.
 
@@ -43,6 +48,10 @@ pub struct PhiConfig {
     /// paused (a stop, a stalled machine), and that check convicts no one: the silence was
     /// ours. Default 2 s (Cassandra uses 5 s).
     pub max_local_pause: Duration,
+    /// How long connections to a peer never heard from may fail before that counts as
+    /// evidence against it: the nodes of a cluster start together, and a first connection may
+    /// beat a peer's listener. Default 1 s.
+    pub unknown_grace: Duration,
 }
 
 impl Default for PhiConfig {
@@ -55,6 +64,7 @@ impl Default for PhiConfig {
             first_heartbeat_estimate: Duration::from_secs(1),
             min_samples: 10,
             max_local_pause: Duration::from_secs(2),
+            unknown_grace: Duration::from_secs(1),
         }
     }
 }
@@ -176,6 +186,13 @@ pub struct FailureDetector {
     config: PhiConfig,
     peers: BTreeMap<NodeId, PhiAccrual>,
     down: BTreeSet<NodeId>,
+    /// Peers a connection to failed since they were last heard from (evidence: down now).
+    refused: BTreeSet<NodeId>,
+    /// Peers never heard from whose connections fail, and since when.
+    unknown_failing: BTreeMap<NodeId, Instant>,
+    /// Peers that answered or sent a request directly at least once (known, even before a
+    /// heartbeat of theirs arrived).
+    reached: BTreeSet<NodeId>,
     last_check: Option<Instant>,
     /// Checks that convicted no one because the node itself had been paused.
     skipped_checks: u64,
@@ -188,6 +205,9 @@ impl FailureDetector {
             config,
             peers: BTreeMap::new(),
             down: BTreeSet::new(),
+            refused: BTreeSet::new(),
+            unknown_failing: BTreeMap::new(),
+            reached: BTreeSet::new(),
             last_check: None,
             skipped_checks: 0,
         }
@@ -196,6 +216,7 @@ impl FailureDetector {
     /// A heartbeat of `peer` arrived at `now`. A peer convicted before is judged again at the
     /// next check.
     pub fn heartbeat(&mut self, peer: &NodeId, now: Instant) {
+        self.reached(peer);
         self.peers
             .entry(peer.clone())
             .or_insert_with(|| PhiAccrual::new(self.config))
@@ -235,9 +256,46 @@ impl FailureDetector {
         changed
     }
 
-    /// Whether the last check judged `peer` down (a peer never heard from is not).
+    /// Evidence: a connection to `peer` could not be made at `now`. A peer heard from before
+    /// (a heartbeat, or directly) is judged down at once, until it is heard from again; one
+    /// never heard from only once its
+    /// connections have failed for [`PhiConfig::unknown_grace`]. Returns whether this made the
+    /// peer down.
+    pub fn unreachable(&mut self, peer: &NodeId, now: Instant) -> bool {
+        if !self.peers.contains_key(peer) && !self.reached.contains(peer) {
+            let since = *self.unknown_failing.entry(peer.clone()).or_insert(now);
+            if now.saturating_duration_since(since) < self.config.unknown_grace {
+                return false;
+            }
+        }
+        let was_down = self.is_down(peer);
+        self.refused.insert(peer.clone());
+        !was_down
+    }
+
+    /// `peer` answered or sent a request directly: whatever the refused connections said, it is
+    /// there now. (Its phi moves only with heartbeats.)
+    pub fn reached(&mut self, peer: &NodeId) {
+        if !self.refused.is_empty() {
+            self.refused.remove(peer);
+        }
+        if !self.unknown_failing.is_empty() {
+            self.unknown_failing.remove(peer);
+        }
+        if !self.reached.contains(peer) {
+            self.reached.insert(peer.clone());
+        }
+    }
+
+    /// Whether `peer` is judged down: by the last check, or by a refused connection since it
+    /// was last heard from (a peer never heard from is not, unless refused for the grace).
     pub fn is_down(&self, peer: &NodeId) -> bool {
-        self.down.contains(peer)
+        self.down.contains(peer) || self.refused.contains(peer)
+    }
+
+    /// When `peer`'s latest heartbeat arrived, if one ever did.
+    pub fn last_heartbeat(&self, peer: &NodeId) -> Option<Instant> {
+        self.peers.get(peer).and_then(PhiAccrual::last_heartbeat)
     }
 
     /// `peer`'s phi at `now`, if it was ever heard from.

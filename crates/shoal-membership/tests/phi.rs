@@ -135,3 +135,41 @@ proptest! {
         prop_assert!(d.phi(t + ms(long)).is_finite());
     }
 }
+
+#[test]
+fn a_refused_connection_convicts_a_known_peer_at_once_until_it_is_heard_again() {
+    #[allow(clippy::disallowed_methods)]
+    let base = Instant::now();
+    let mut f = FailureDetector::new(PhiConfig::default());
+    let peer = NodeId::new("n2").unwrap();
+    f.heartbeat(&peer, base);
+    assert!(!f.is_down(&peer));
+    assert!(f.unreachable(&peer, base + ms(10)), "down at once");
+    assert!(f.is_down(&peer));
+    assert!(!f.unreachable(&peer, base + ms(20)), "already down");
+    // A check with phi low does not clear the evidence: only hearing from the peer does.
+    f.check(base + ms(30));
+    assert!(f.is_down(&peer));
+    f.heartbeat(&peer, base + ms(900));
+    assert!(!f.is_down(&peer), "a newer heartbeat clears it");
+    f.unreachable(&peer, base + ms(950));
+    f.reached(&peer);
+    assert!(!f.is_down(&peer), "a direct answer clears it too");
+}
+
+#[test]
+fn a_peer_never_heard_from_is_convicted_by_refusals_only_after_the_grace() {
+    #[allow(clippy::disallowed_methods)]
+    let base = Instant::now();
+    let config = PhiConfig::default();
+    let mut f = FailureDetector::new(config);
+    let peer = NodeId::new("n2").unwrap();
+    assert!(
+        !f.unreachable(&peer, base),
+        "its listener may not be up yet"
+    );
+    assert!(!f.unreachable(&peer, base + config.unknown_grace / 2));
+    assert!(!f.is_down(&peer));
+    assert!(f.unreachable(&peer, base + config.unknown_grace));
+    assert!(f.is_down(&peer), "still refusing after the grace");
+}

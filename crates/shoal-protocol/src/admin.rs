@@ -1,6 +1,10 @@
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 use shoal_ring::Ring;
 use shoal_types::{Incarnation, NodeId};
+
+use crate::MemberRecord;
 
 /// What an operator asks of a node.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,18 +29,30 @@ pub struct NodeStatus {
     pub incarnation: Incarnation,
     /// Its ring (members, epoch, owners).
     pub ring: Ring,
-    /// For each other member, whether this node can reach it now.
+    /// Every other member this node knows of, and how it judges each.
     pub peers: Vec<PeerStatus>,
+    /// This node's own member record.
+    pub record: MemberRecord,
+    /// A hash of the membership document as this node holds it (every record's id, generation
+    /// and version): nodes that agree on the membership report the same hash.
+    pub membership_hash: u64,
     /// Whether the node's storage works: `false` once a commit failed in this run, after which
     /// the node coordinates and stores no writes until it restarts.
     pub storage_healthy: bool,
 }
 
-/// Whether a node can reach one peer.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// How a node judges one peer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PeerStatus {
     /// The peer.
     pub node: NodeId,
-    /// Whether the last exchange with it succeeded.
+    /// Whether this node sends it requests now: not judged down by its failure detector, and
+    /// no connection to it refused since it was last heard from.
     pub reachable: bool,
+    /// The peer's record as this node knows it (generation 0: a seed not heard from yet).
+    pub record: MemberRecord,
+    /// The failure detector's phi for it (`None`: never heard from).
+    pub phi: Option<f64>,
+    /// How long ago its latest heartbeat reached this node, directly or through gossip.
+    pub last_heard: Option<Duration>,
 }

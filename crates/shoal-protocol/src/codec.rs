@@ -7,13 +7,14 @@ use shoal_types::Limits;
 use thiserror::Error;
 
 use crate::{
-    AdminResponse, ClientRequest, ClientResponse, LocalRead, PeerMessage, PeerRequest,
-    PeerResponse, ReplicaMessage, ReplicaResponse, Request, RequestError, Response,
+    AdminResponse, ClientRequest, ClientResponse, GossipMessage, LocalRead, PeerMessage,
+    PeerRequest, PeerResponse, ReplicaMessage, ReplicaResponse, Request, RequestError, Response,
 };
 
 /// The version byte every frame body starts with. Bumped on any incompatible change (3: causal
-/// contexts carry listed dots beside their vector, and `RequestError::InvalidContext`).
-pub const PROTOCOL_VERSION: u8 = 3;
+/// contexts carry listed dots beside their vector, and `RequestError::InvalidContext`; 4:
+/// membership gossip, and the admin status reports every member).
+pub const PROTOCOL_VERSION: u8 = 4;
 
 /// How deeply nested a decoded message may be. Shoal's deepest message nests about a dozen
 /// levels; anything deeper is hostile.
@@ -130,7 +131,9 @@ impl Checked for Response {
             Response::Peer(r) => match r {
                 PeerResponse::Coordinated(c) => check_client_response(c, limits),
                 PeerResponse::Replica(ReplicaResponse::Replica(l)) => check_local(l, limits),
+                PeerResponse::Gossip(Some(g)) => check_gossip(g, limits),
                 PeerResponse::Replica(ReplicaResponse::Stored)
+                | PeerResponse::Gossip(None)
                 | PeerResponse::Pong
                 | PeerResponse::Failed(_) => Ok(()),
             },
@@ -157,6 +160,7 @@ fn check_peer_request(r: &PeerRequest, limits: &DecodeLimits) -> Result<(), Code
         PeerMessage::Replica(
             ReplicaMessage::Replicate { object, .. } | ReplicaMessage::Repair { object, .. },
         ) => check_object(object, limits),
+        PeerMessage::Gossip(g) => check_gossip(g, limits),
         PeerMessage::Replica(ReplicaMessage::Read { .. }) | PeerMessage::Ping => Ok(()),
     }
 }
@@ -231,6 +235,17 @@ fn check_value(len: usize, limits: &DecodeLimits) -> Result<(), CodecError> {
         return Err(CodecError::OverLimit(format!(
             "value of {len} bytes, the limit is {}",
             limits.max_value_bytes
+        )));
+    }
+    Ok(())
+}
+
+fn check_gossip(g: &GossipMessage, limits: &DecodeLimits) -> Result<(), CodecError> {
+    if g.longest_list() > limits.max_members {
+        return Err(CodecError::OverLimit(format!(
+            "gossip listing {} members, the limit is {}",
+            g.longest_list(),
+            limits.max_members
         )));
     }
     Ok(())

@@ -18,6 +18,7 @@
 mod admin;
 mod client;
 mod codec;
+mod gossip;
 mod message;
 mod peer;
 
@@ -27,6 +28,7 @@ pub use codec::{
     Checked, CodecError, DecodeLimits, MAX_DECODE_DEPTH, OBJECT_OVERHEAD_BYTES, PROTOCOL_VERSION,
     decode, encode, encode_sized,
 };
+pub use gossip::{Delta, DigestEntry, GossipMessage, MemberRecord, MemberStatus};
 pub use message::{Refusal, Request, Response};
 pub use peer::{
     PeerError, PeerMessage, PeerRequest, PeerResponse, ReplicaMessage, ReplicaResponse,

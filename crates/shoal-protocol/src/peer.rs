@@ -1,7 +1,7 @@
 //! Node-to-node messages: one envelope ([`PeerRequest`]: who sends, in which ring epoch) around
 //! a [`PeerMessage`], whose variants are the families of node traffic, each served by its own
-//! part of the receiving node. Forwarded writes, replication (replicate, read, repair) and
-//! liveness pings exist today; gossip, hints, anti-entropy exchanges and ownership transfers each add a
+//! part of the receiving node. Forwarded writes, replication (replicate, read, repair), gossip
+//! and pings exist today; hints, anti-entropy exchanges and ownership transfers each add a
 //! variant here (and one to [`PeerResponse`]) when they are built.
 
 use std::time::Duration;
@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use shoal_causality::Object;
 use shoal_types::{Key, NodeId, PartitionId, RingEpoch};
 
-use crate::{ClientRequest, ClientResponse, LocalRead};
+use crate::{ClientRequest, ClientResponse, GossipMessage, LocalRead};
 
 /// A request from one node to another. `from` must be the node named by the sender's
 /// certificate.
@@ -37,9 +37,12 @@ pub enum PeerMessage {
     Coordinate(ClientRequest),
     /// Replication of keys: answered with [`PeerResponse::Replica`].
     Replica(ReplicaMessage),
-    /// Are you there? Answered [`PeerResponse::Pong`]; keeps each node's view of who is
-    /// reachable fresh.
+    /// Are you there? Answered [`PeerResponse::Pong`] (a probe for operators and tests; nodes
+    /// learn liveness from gossip).
     Ping,
+    /// Membership gossip: a `Syn` is answered with [`PeerResponse::Gossip`] holding the
+    /// `SynAck`, an `Ack` with `PeerResponse::Gossip(None)`.
+    Gossip(GossipMessage),
 }
 
 /// The replication messages: how a put's object, a get and a read repair travel between the
@@ -93,6 +96,8 @@ pub enum PeerResponse {
     Replica(ReplicaResponse),
     /// Answer to [`PeerMessage::Ping`].
     Pong,
+    /// Answer to [`PeerMessage::Gossip`]: the next message of the exchange, if there is one.
+    Gossip(Option<GossipMessage>),
     /// The request was not served (see [`PeerError`] for what each reason implies).
     Failed(PeerError),
 }

@@ -64,11 +64,18 @@ pub struct ServerConfig {
     /// Most peer messages waiting for the node task; beyond it they are refused `Overloaded`.
     /// Larger than `request_queue`: other nodes' quorums wait for them. Default 16,384.
     pub peer_queue: usize,
+    /// How often the node gossips (a round with a few peers; each round is also its
+    /// heartbeat, so failure detection scales with it). Default 1 s.
+    pub gossip_interval: Duration,
 }
 
 impl ServerConfig {
     /// Default graceful-shutdown bound.
     pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+    /// Default gossip interval.
+    pub const DEFAULT_GOSSIP_INTERVAL: Duration = Duration::from_secs(1);
+    /// The longest gossip interval accepted: slower, and failure detection would take minutes.
+    pub const MAX_GOSSIP_INTERVAL: Duration = Duration::from_secs(10);
     /// Default node-to-node handshake and idle timeout.
     pub const DEFAULT_PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -102,6 +109,7 @@ impl ServerConfig {
             peer_connect_timeout: Self::DEFAULT_PEER_CONNECT_TIMEOUT,
             request_queue: 4096,
             peer_queue: 16 * 1024,
+            gossip_interval: Self::DEFAULT_GOSSIP_INTERVAL,
         }
     }
 
@@ -148,6 +156,13 @@ impl ServerConfig {
                 });
             }
             self.check_quorum(self.members.len())?;
+        }
+        if self.gossip_interval.is_zero() || self.gossip_interval > Self::MAX_GOSSIP_INTERVAL {
+            return invalid(format!(
+                "gossip_interval must be positive and at most {:?}, not {:?}",
+                Self::MAX_GOSSIP_INTERVAL,
+                self.gossip_interval
+            ));
         }
         if self.request_timeout.is_zero() {
             return invalid("request_timeout must be positive".into());

@@ -39,11 +39,12 @@ pub(crate) enum Op {
     ReplicaRead,
     ReplicaRepair,
     ReplicaPing,
+    Gossip,
     Admin,
 }
 
 impl Op {
-    const ALL: [Op; 11] = [
+    const ALL: [Op; 12] = [
         Op::Get,
         Op::Put,
         Op::Delete,
@@ -54,6 +55,7 @@ impl Op {
         Op::ReplicaRead,
         Op::ReplicaRepair,
         Op::ReplicaPing,
+        Op::Gossip,
         Op::Admin,
     ];
 
@@ -72,6 +74,7 @@ impl Op {
                 PeerMessage::Replica(ReplicaMessage::Read { .. }) => Op::ReplicaRead,
                 PeerMessage::Replica(ReplicaMessage::Repair { .. }) => Op::ReplicaRepair,
                 PeerMessage::Ping => Op::ReplicaPing,
+                PeerMessage::Gossip(_) => Op::Gossip,
             },
             Request::Admin(_) => Op::Admin,
         }
@@ -89,6 +92,7 @@ impl Op {
             Op::ReplicaRead => "replica_read",
             Op::ReplicaRepair => "replica_repair",
             Op::ReplicaPing => "replica_ping",
+            Op::Gossip => "gossip",
             Op::Admin => "admin",
         }
     }

@@ -172,12 +172,14 @@ impl Server {
             None => (None, None),
         };
 
-        let node_config = NodeConfig {
+        let mut node_config = NodeConfig {
             quorum: config.quorum,
             limits: config.limits,
             request_timeout: config.request_timeout,
+            generation: generation_now(),
             ..NodeConfig::new(config.node_id.clone(), incarnation)
         };
+        node_config.gossip.interval = config.gossip_interval;
         let seed = rand::random::<u64>();
         tracing::info!(
             node = %config.node_id,
@@ -363,6 +365,17 @@ enum NotClean {
 /// `limits.max_value_bytes()`, so an oversized put reaches the coordinator and gets its
 /// specific `ValueTooLarge`. Siblings get the hard cap: merging two replicas, each within the
 /// configured limit, may exceed it, and such an object must still replicate.
+/// This start's gossip generation: the wall clock's milliseconds since 1970 (as Cassandra's and
+/// chitchat's generations), so each start of a node has a greater one than the last — unless
+/// the clock went back past the previous start, in which case the peers keep its old record
+/// and ignore its heartbeats for this run (a restart once the clock has passed the previous
+/// start's time mends it). Persisting the generation would close that gap.
+fn generation_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 fn decode_limits(config: &ServerConfig) -> DecodeLimits {
     let frame = usize::try_from(config.transport.max_frame_bytes).unwrap_or(usize::MAX);
     DecodeLimits {

@@ -11,7 +11,7 @@
 //! around it.
 //!
 //! Not here: the replica side of these messages (`crate::replica`), whether peers are reachable
-//! (`crate::liveness`, asked), and how objects become durable (`crate::durability`, asked).
+//! (`crate::membership`, asked), and how objects become durable (`crate::durability`, asked).
 
 mod context;
 mod forward;
@@ -30,7 +30,7 @@ use shoal_types::{Key, NodeId, RequestOptions};
 use crate::SendError;
 use crate::durability::Durability;
 use crate::effects::{self, InboundId, Shared};
-use crate::liveness::Liveness;
+use crate::membership::Membership;
 use crate::replica::sendable;
 use crate::timers::Timer;
 
@@ -46,13 +46,13 @@ pub(crate) struct RequestId(pub(crate) u64);
 pub(crate) struct Env<'a, S> {
     pub(crate) shared: &'a mut Shared,
     pub(crate) durability: &'a mut Durability<S>,
-    pub(crate) liveness: &'a Liveness,
+    pub(crate) membership: &'a Membership,
     pub(crate) now: Instant,
 }
 
 impl<S> Env<'_, S> {
     fn is_reachable(&self, node: &NodeId) -> bool {
-        self.liveness.is_reachable(self.shared, node, self.now)
+        node == self.shared.id() || self.membership.is_reachable(node)
     }
 }
 

@@ -471,6 +471,7 @@ fn kind(message: &PeerMessage) -> String {
         PeerMessage::Replica(ReplicaMessage::Read { .. }) => "read",
         PeerMessage::Replica(ReplicaMessage::Repair { .. }) => "repair",
         PeerMessage::Ping => "ping",
+        PeerMessage::Gossip(_) => "gossip",
     }
     .to_owned()
 }

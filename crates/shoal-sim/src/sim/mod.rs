@@ -1282,6 +1282,9 @@ impl<'a> Simulation<'a> {
             }
         }
         let node = &mut self.nodes[n];
+        // Every start has a greater generation (a real server takes the wall clock's), so the
+        // other nodes count its gossip heartbeats again.
+        node.config.generation += 1;
         node.node = Some(Node::new(
             now,
             node.config.clone(),
