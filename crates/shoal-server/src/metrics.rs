@@ -399,7 +399,7 @@ impl Metrics {
         }
 
         let n = &s.node;
-        let counters: [(&str, &str, u64); 14] = [
+        let counters: [(&str, &str, u64); 17] = [
             (
                 "shoal_gets_coordinated_total",
                 "Gets this node coordinated.",
@@ -469,6 +469,21 @@ impl Metrics {
                 "shoal_replica_writes_total",
                 "Replica writes stored for peers (replication and repair).",
                 n.replica_writes,
+            ),
+            (
+                "shoal_gossip_rounds_total",
+                "Gossip rounds this node started.",
+                n.gossip_rounds,
+            ),
+            (
+                "shoal_convictions_total",
+                "Peers judged down (by the failure detector, or by a connection that could not be made).",
+                n.convictions,
+            ),
+            (
+                "shoal_recoveries_total",
+                "Peers the failure detector judged alive again.",
+                n.recoveries,
             ),
         ];
         for (name, help, value) in counters {
