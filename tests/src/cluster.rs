@@ -44,6 +44,9 @@ pub struct ClusterConfig {
     pub server_args: Vec<String>,
     /// The nodes' `RUST_LOG`.
     pub log_filter: String,
+    /// Of `nodes`, how many (the last ones) start with `--join` through `n1` instead of being
+    /// listed in `--initial-members`; they start once the others answer.
+    pub joiners: usize,
 }
 
 /// Whether a node's process runs.
@@ -102,7 +105,14 @@ impl ClusterConfig {
             stop_timeout: Duration::from_secs(30),
             server_args: Vec::new(),
             log_filter: "info".to_owned(),
+            joiners: 0,
         }
+    }
+
+    /// The same, with the last `joiners` nodes joining through `n1` (`shoal server --join`).
+    pub fn joining(mut self, joiners: usize) -> Self {
+        self.joiners = joiners;
+        self
     }
 
     /// The same, with every node behind a fault-injecting proxy whose dice are seeded by
@@ -122,8 +132,10 @@ impl Cluster {
 
     /// Makes certificates, starts every node, and returns once each answers a ring request.
     pub async fn start(config: ClusterConfig) -> Result<Cluster, HarnessError> {
-        if config.nodes == 0 {
-            return Err(HarnessError::Invalid("a cluster needs a node".into()));
+        if config.nodes == 0 || config.joiners >= config.nodes {
+            return Err(HarnessError::Invalid(
+                "a cluster needs a node that does not join".into(),
+            ));
         }
         let binary = shoal_binary()?;
         let dir = tempfile::Builder::new()
@@ -167,11 +179,14 @@ impl Cluster {
             network,
             probe,
         };
-        for i in 0..cluster.nodes.len() {
-            cluster.spawn(i)?;
-        }
-        for i in 0..cluster.nodes.len() {
-            cluster.await_ready(i).await?;
+        let founders = cluster.nodes.len() - cluster.config.joiners;
+        for group in [0..founders, founders..cluster.nodes.len()] {
+            for i in group.clone() {
+                cluster.spawn(i)?;
+            }
+            for i in group {
+                cluster.await_ready(i).await?;
+            }
         }
         Ok(cluster)
     }
@@ -439,12 +454,13 @@ impl Cluster {
 
     /// Starts node `i`'s process, appending its output to its log.
     fn spawn(&mut self, i: usize) -> Result<(), HarnessError> {
-        let members = self
-            .nodes
+        let founders = self.nodes.len() - self.config.joiners;
+        let members = self.nodes[..founders]
             .iter()
             .map(|n| format!("{}={}", n.id, n.member))
             .collect::<Vec<_>>()
             .join(",");
+        let seed = self.nodes[0].member;
         let proxied = self.network.is_some();
         if let Some(network) = &self.network {
             network.set_target(i, self.nodes[i].listen);
@@ -474,11 +490,13 @@ impl Cluster {
             .arg("--data-dir")
             .arg(&slot.data)
             .arg("--certs")
-            .arg(&self.certs)
-            .arg("--initial-members")
-            .arg(&members)
-            .arg("--metrics")
-            .arg(slot.metrics.to_string());
+            .arg(&self.certs);
+        if i < founders {
+            command.arg("--initial-members").arg(&members);
+        } else {
+            command.arg("--join").arg(seed.to_string());
+        }
+        command.arg("--metrics").arg(slot.metrics.to_string());
         if proxied {
             command.arg("--advertise").arg(slot.member.to_string());
         }

@@ -41,6 +41,13 @@ pub(crate) struct Args {
     /// Without it, a one-node cluster.
     #[arg(long, value_name = "ID=ADDR[@ZONE],...", value_delimiter = ',', value_parser = parse_member)]
     initial_members: Vec<MemberArg>,
+    /// Join a running cluster through these seeds (any of its nodes: ADDR, comma-separated)
+    /// instead of bootstrapping one with --initial-members: the node fetches the ring from the
+    /// first that answers and gossips its way into the membership as a `joining` member. It
+    /// owns no partitions until a ring change; meanwhile it serves requests like any node.
+    /// --n must be the cluster's (default 3).
+    #[arg(long, value_name = "ADDR,...", value_delimiter = ',', value_parser = parse_addr, conflicts_with = "initial_members")]
+    join: Vec<SocketAddr>,
     /// This node's zone (failure domain); must match its entry in --initial-members.
     #[arg(long, value_name = "ZONE")]
     zone: Option<Zone>,
@@ -124,7 +131,12 @@ fn config(args: Args) -> anyhow::Result<ServerConfig> {
         let addr = args.advertise.unwrap_or(args.listen);
         members.push(Member::new(args.node_id.clone(), addr).in_zone(zone.clone()));
     }
-    let size = members.len().max(1);
+    // A joining node cannot count the members: the cluster default N is 3.
+    let size = if args.join.is_empty() {
+        members.len().max(1)
+    } else {
+        3
+    };
     let n = args.n.unwrap_or_else(|| size.min(3) as u8);
     let majority = n / 2 + 1;
     let quorum = Quorum::new(
@@ -140,6 +152,7 @@ fn config(args: Args) -> anyhow::Result<ServerConfig> {
     let mut config = ServerConfig::new(args.node_id, args.listen, args.data_dir, args.certs);
     config.advertise = args.advertise;
     config.members = members;
+    config.join = args.join;
     config.zone = zone;
     config.metrics = args.metrics;
     config.quorum = quorum;

@@ -36,6 +36,9 @@ pub struct NodeConfig {
     /// takes the wall clock's milliseconds at start), so its gossip heartbeats count again after
     /// a restart. Default 1.
     pub generation: u64,
+    /// Where peers reach this node, for its member record when the ring does not list it (a
+    /// joining node). Default `None`: the ring's address.
+    pub address: Option<std::net::SocketAddr>,
     /// Gossip and failure-detector settings (`shoal-membership`'s defaults: a round a second).
     pub gossip: GossipConfig,
 }
@@ -53,6 +56,7 @@ impl NodeConfig {
             max_in_flight: 256,
             max_pending_persists: 4096,
             generation: 1,
+            address: None,
             gossip: GossipConfig::default(),
         }
     }

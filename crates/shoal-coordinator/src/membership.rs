@@ -49,7 +49,10 @@ impl Membership {
             version: 0,
             id: me.clone(),
             incarnation: actor.incarnation,
-            addr: mine.map_or(([0, 0, 0, 0], 0).into(), |m| m.addr),
+            addr: mine
+                .map(|m| m.addr)
+                .or(shared.config.address)
+                .unwrap_or_else(|| ([0, 0, 0, 0], 0).into()),
             zone: mine.map(|m| m.zone.clone()).unwrap_or_default(),
             capacity: mine.map(|m| m.capacity).unwrap_or_default(),
             status: if mine.is_some() {
@@ -161,6 +164,11 @@ impl Membership {
     /// Answers a peer's ping.
     pub(crate) fn serve_ping(&self, shared: &mut Shared, id: InboundId) {
         shared.reply(id, Response::Peer(PeerResponse::Pong));
+    }
+
+    /// Where `node` is reached, by its record (a member known only through gossip included).
+    pub(crate) fn address_of(&self, node: &NodeId) -> Option<std::net::SocketAddr> {
+        self.gossip.membership().get(node).map(|r| r.addr)
     }
 
     /// This node's own record.

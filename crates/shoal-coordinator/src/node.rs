@@ -90,6 +90,15 @@ impl<S: Storage> Node<S> {
         &self.shared.ring
     }
 
+    /// Where to reach `node`: its address in the ring, or in its member record if it is known
+    /// only through gossip (a joining node). `None` for a node this one has never heard of.
+    pub fn address_of(&self, node: &NodeId) -> Option<std::net::SocketAddr> {
+        match self.shared.ring.member(node) {
+            Some(m) => Some(m.addr),
+            None => self.membership.address_of(node),
+        }
+    }
+
     /// The node's storage.
     pub fn storage(&self) -> &S {
         self.durability.storage()

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use shoal_protocol::{DecodeLimits, Refusal, Request, Response, decode, encode};
+use shoal_protocol::{DecodeLimits, PeerMessage, Refusal, Request, Response, decode, encode};
 use shoal_ring::Ring;
 use shoal_transport::{Incoming, PeerIdentity, Responder};
 use shoal_types::{NodeId, RingEpoch};
@@ -166,8 +166,9 @@ impl Gate {
 }
 
 /// Whether the certificate's holder may send `request`: by role, and for peer messages, the
-/// claimed sender must be the certificate's node, that node a member of the ring, and the
-/// message of the ring's epoch. The ring is static for now, so any other epoch is another ring.
+/// claimed sender must be the certificate's node, that node a member of the ring (but for
+/// gossip and pings, by which a joining node becomes known), and the message of the ring's
+/// epoch. The ring is static for now, so any other epoch is another ring.
 pub(crate) fn authorise(
     peer: &PeerIdentity,
     request: &Request,
@@ -187,7 +188,10 @@ pub(crate) fn authorise(
                 certified: peer.name.to_string(),
             });
         }
-        if !ring.members.contains(&r.from) {
+        // Gossip and pings are how a node outside the ring (joining) becomes known: its node
+        // certificate from this cluster's CA is what admits it. Everything else needs a member.
+        let membership = matches!(r.message, PeerMessage::Gossip(_) | PeerMessage::Ping);
+        if !membership && !ring.members.contains(&r.from) {
             return Err(Refusal::NotAMember {
                 node: r.from.to_string(),
             });
@@ -293,11 +297,26 @@ mod tests {
     }
 
     #[test]
-    fn a_node_certificate_outside_the_ring_may_not_send_peer_messages() {
-        // n3 holds a valid node certificate of the cluster's CA, but is not a member.
+    fn a_node_certificate_outside_the_ring_may_only_gossip() {
+        // n3 holds a valid node certificate of the cluster's CA, but is not a member: it may
+        // not send replica messages...
+        let read = Request::Peer(PeerRequest {
+            from: id("n3"),
+            epoch: RingEpoch::INITIAL,
+            budget: None,
+            message: PeerMessage::Replica(shoal_protocol::ReplicaMessage::Read {
+                partition: shoal_types::PartitionId::from_index_unchecked(0),
+                key: shoal_types::Key::new("k").unwrap(),
+            }),
+        });
+        assert_eq!(
+            authorise(&peer(Role::Node, "n3"), &read, &ring()),
+            Err(Refusal::NotAMember { node: "n3".into() })
+        );
+        // ...but it may gossip and ping: that is how a joining node becomes known.
         assert_eq!(
             authorise(&peer(Role::Node, "n3"), &ping_from("n3"), &ring()),
-            Err(Refusal::NotAMember { node: "n3".into() })
+            Ok(())
         );
         // Client requests need no membership.
         let request = Request::Client(ClientRequest::Ring);

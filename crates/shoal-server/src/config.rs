@@ -67,6 +67,10 @@ pub struct ServerConfig {
     /// How often the node gossips (a round with a few peers; each round is also its
     /// heartbeat, so failure detection scales with it). Default 1 s.
     pub gossip_interval: Duration,
+    /// Seeds to join through, instead of `members`: the node fetches the ring from the first
+    /// that answers and gossips its way into the membership as a `joining` member (owning no
+    /// partitions until a ring change; it serves requests meanwhile, as any node).
+    pub join: Vec<SocketAddr>,
 }
 
 impl ServerConfig {
@@ -110,6 +114,7 @@ impl ServerConfig {
             request_queue: 4096,
             peer_queue: 16 * 1024,
             gossip_interval: Self::DEFAULT_GOSSIP_INTERVAL,
+            join: Vec::new(),
         }
     }
 
@@ -117,7 +122,9 @@ impl ServerConfig {
     /// timeouts and QUIC limits.
     pub fn validate(&self) -> Result<(), ServerError> {
         let invalid = |reason: String| Err(ServerError::InvalidConfig(reason));
-        if self.members.is_empty() {
+        if !self.join.is_empty() {
+            // The ring comes from a seed; its N is checked against the quorum's then.
+        } else if self.members.is_empty() {
             self.check_quorum(1)?;
         } else {
             let Some(me) = self.members.iter().find(|m| m.id == self.node_id) else {
@@ -156,6 +163,11 @@ impl ServerConfig {
                 });
             }
             self.check_quorum(self.members.len())?;
+        }
+        if !self.join.is_empty() && !self.members.is_empty() {
+            return invalid(
+                "a node either bootstraps a cluster (members) or joins one (join), not both".into(),
+            );
         }
         if self.gossip_interval.is_zero() || self.gossip_interval > Self::MAX_GOSSIP_INTERVAL {
             return invalid(format!(
@@ -275,6 +287,24 @@ mod tests {
         let c = config(addr(7001), &[("n1", 7001), ("n2", 7002), ("n3", 7003)]);
         c.validate().unwrap();
         assert_eq!(c.ring(addr(7001)).unwrap().members().len(), 3);
+    }
+
+    #[test]
+    fn a_node_joins_or_bootstraps_and_gossips_at_a_sane_interval() {
+        let mut c = config(addr(7004), &[]);
+        c.join = vec![addr(7001)];
+        c.validate().unwrap();
+        c.members = vec![Member::new(id("n1"), addr(7004))];
+        assert!(matches!(c.validate(), Err(ServerError::InvalidConfig(_))));
+        let mut c = config(addr(7001), &[("n1", 7001)]);
+        c.quorum = Quorum::new(1, 1, 1, 0, 0).unwrap();
+        for bad in [Duration::ZERO, ServerConfig::MAX_GOSSIP_INTERVAL * 2] {
+            c.gossip_interval = bad;
+            assert!(
+                matches!(c.validate(), Err(ServerError::InvalidConfig(_))),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

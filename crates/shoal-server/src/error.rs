@@ -8,6 +8,20 @@ use shoal_transport::{CertError, TransportError};
 use shoal_types::{NodeId, Zone};
 use thiserror::Error;
 
+/// Why a seed of `--join` gave no ring.
+#[derive(Debug, Error)]
+pub enum JoinError {
+    /// The request did not get through (the seed is down, or refused this certificate).
+    #[error("{0}")]
+    Transport(#[from] TransportError),
+    /// The answer was not a message.
+    #[error("its answer did not decode: {0}")]
+    Codec(#[from] shoal_protocol::CodecError),
+    /// The seed answered, but not with a ring (a refusal, for instance).
+    #[error("it answered {0}")]
+    Unexpected(String),
+}
+
 /// Why a server could not start, or did not stop cleanly.
 #[derive(Debug, Error)]
 pub enum ServerError {
@@ -103,6 +117,15 @@ pub enum ServerError {
         /// What the transport said.
         #[source]
         source: TransportError,
+    },
+    /// No seed of `--join` answered with its ring.
+    #[error("no seed of --join answered with its ring (tried {tried:?}): {source}")]
+    Join {
+        /// The seeds asked, in order.
+        tried: Vec<SocketAddr>,
+        /// Why the last one did not.
+        #[source]
+        source: JoinError,
     },
     /// The endpoint for node-to-node requests could not be built.
     #[error("cannot open the endpoint for node-to-node requests: {0}")]

@@ -72,5 +72,5 @@ mod node_task;
 mod server;
 
 pub use config::ServerConfig;
-pub use error::ServerError;
+pub use error::{JoinError, ServerError};
 pub use server::Server;

@@ -325,9 +325,9 @@ impl NodeTask {
         request: PeerRequest,
         priority: Priority,
     ) {
-        let Some(addr) = self.node.ring().member(&to).map(|m| m.addr) else {
-            // Not a member of our ring: nothing can be sent. The node queues what follows.
-            tracing::warn!(%to, "message to a node outside the ring");
+        let Some(addr) = self.node.address_of(&to) else {
+            // Neither in our ring nor in the membership: nothing can be sent.
+            tracing::warn!(%to, "message to a node of unknown address");
             self.node
                 .handle_response(Instant::now(), id, Err(SendError::Unreachable));
             return;

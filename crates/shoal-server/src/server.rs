@@ -3,9 +3,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use shoal_coordinator::{Node, NodeConfig};
-use shoal_protocol::DecodeLimits;
+use shoal_protocol::{
+    ClientRequest, ClientResponse, DecodeLimits, Request, Response, decode, encode,
+};
+use shoal_ring::Ring;
 use shoal_storage::{CloseError, CommitError, RedbStorage};
-use shoal_transport::{Endpoint, Identity, Role, certs};
+use shoal_transport::{Endpoint, ExpectedPeer, Identity, Role, certs};
 use shoal_types::{Incarnation, Limits, NodeId};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
@@ -14,7 +17,7 @@ use tokio::task::JoinHandle;
 use crate::accept::{RingView, ToNode};
 use crate::metrics::Metrics;
 use crate::node_task::NodeTask;
-use crate::{ServerConfig, ServerError, accept, http};
+use crate::{JoinError, ServerConfig, ServerError, accept, http};
 
 /// How long closing the node-to-node endpoint waits for peers to acknowledge.
 const PEER_CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -56,8 +59,13 @@ impl Server {
                 },
             )
         };
-        // One for listening, one for the node-to-node endpoint.
+        // One for listening, one for the node-to-node endpoint, one to fetch the ring if joining.
         let (listen_identity, peer_identity) = (load_identity()?, load_identity()?);
+        let join_identity = if config.join.is_empty() {
+            None
+        } else {
+            Some(load_identity()?)
+        };
         if let Some(key) = certs::ca_key_in(&config.certs_dir) {
             tracing::warn!(
                 path = %key.display(),
@@ -66,8 +74,27 @@ impl Server {
                  directories issued with `shoal certs node NAME --ca DIR --out DIR`"
             );
         }
+        let mut config = config;
+        let joined = if let Some(identity) = join_identity {
+            let ring = fetch_ring(&config, identity).await?;
+            if ring.n() != config.quorum.n() {
+                return Err(ServerError::InvalidConfig(format!(
+                    "the cluster replicates every key {} times; start this node with --n {}, \
+                     not {}",
+                    ring.n().get(),
+                    ring.n().get(),
+                    config.quorum.n().get()
+                )));
+            }
+            // The data directory is made for the cluster's partition count.
+            config.partitions = ring.q();
+            Some(ring)
+        } else {
+            None
+        };
         let storage = open_storage(&config).await?;
-        let started = Server::launch(config, listen_identity, peer_identity, &storage).await;
+        let started =
+            Server::launch(config, listen_identity, peer_identity, &storage, joined).await;
         if started.is_err() {
             // No node ran, so nothing happened: record a clean stop.
             close_storage(storage.0, None).await;
@@ -148,6 +175,7 @@ impl Server {
         listen_identity: Identity,
         peer_identity: Identity,
         storage: &(RedbStorage, Incarnation),
+        joined: Option<Ring>,
     ) -> Result<Server, ServerError> {
         let (storage, incarnation) = (storage.0.clone(), storage.1);
         let run_start = storage.run_start();
@@ -161,7 +189,10 @@ impl Server {
         let peers = Endpoint::client(peer_identity, config.peer_transport())
             .map_err(ServerError::PeerEndpoint)?;
         let local_addr = listen.local_addr();
-        let ring = config.ring(local_addr)?;
+        let ring = match joined {
+            Some(ring) => ring,
+            None => config.ring(local_addr)?,
+        };
         let (metrics_listener, metrics_addr) = match config.metrics {
             Some(addr) => {
                 let failed = |source| ServerError::MetricsBind { addr, source };
@@ -177,6 +208,7 @@ impl Server {
             limits: config.limits,
             request_timeout: config.request_timeout,
             generation: generation_now(),
+            address: Some(config.advertise.unwrap_or(local_addr)),
             ..NodeConfig::new(config.node_id.clone(), incarnation)
         };
         node_config.gossip.interval = config.gossip_interval;
@@ -365,6 +397,46 @@ enum NotClean {
 /// `limits.max_value_bytes()`, so an oversized put reaches the coordinator and gets its
 /// specific `ValueTooLarge`. Siblings get the hard cap: merging two replicas, each within the
 /// configured limit, may exceed it, and such an object must still replicate.
+/// Asks the seeds of `config.join`, in order, for their ring, over a node-to-node connection
+/// (this node's certificate: a seed of another cluster, or one that does not trust it, refuses).
+async fn fetch_ring(config: &ServerConfig, identity: Identity) -> Result<Ring, ServerError> {
+    let endpoint =
+        Endpoint::client(identity, config.peer_transport()).map_err(ServerError::PeerEndpoint)?;
+    let limits = decode_limits(config);
+    let request = encode(&Request::Client(ClientRequest::Ring)).map_err(|e| ServerError::Join {
+        tried: Vec::new(),
+        source: JoinError::Codec(e),
+    })?;
+    let mut last = None;
+    for &seed in &config.join {
+        let answer = endpoint
+            .request(
+                seed,
+                ExpectedPeer::AnyNode,
+                request.clone(),
+                config.request_timeout,
+            )
+            .await
+            .map_err(JoinError::from)
+            .and_then(|bytes| decode::<Response>(&bytes, &limits).map_err(JoinError::from));
+        match answer {
+            Ok(Response::Client(ClientResponse::Ring(ring))) => {
+                tracing::info!(%seed, members = ring.members().len(), epoch = %ring.epoch(), "joining");
+                endpoint.close().await;
+                return Ok(ring);
+            }
+            Ok(other) => last = Some(JoinError::Unexpected(format!("{other:?}"))),
+            Err(e) => last = Some(e),
+        }
+        tracing::warn!(%seed, error = ?last, "a seed gave no ring");
+    }
+    endpoint.close().await;
+    Err(ServerError::Join {
+        tried: config.join.clone(),
+        source: last.unwrap_or(JoinError::Unexpected("nothing: no seed".into())),
+    })
+}
+
 /// This start's gossip generation: the wall clock's milliseconds since 1970 (as Cassandra's and
 /// chitchat's generations), so each start of a node has a greater one than the last — unless
 /// the clock went back past the previous start, in which case the peers keep its old record

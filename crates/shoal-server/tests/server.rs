@@ -84,12 +84,24 @@ async fn requests_are_authorised_by_certificate_and_bad_frames_are_refused() {
         other => panic!("a node claiming to be another: {other:?}"),
     }
     // n2's certificate is valid (the cluster's CA), but n2 is not a member of this one-node
-    // ring: it may not send peer messages.
-    let refused = n2.request(addr, &ping_from("n2")).await;
+    // ring: it may not send replica messages (it may ping and gossip: that is how a joining
+    // node becomes known).
+    let read = Request::Peer(PeerRequest {
+        from: id("n2"),
+        epoch: RingEpoch::INITIAL,
+        budget: None,
+        message: PeerMessage::Replica(shoal_protocol::ReplicaMessage::Read {
+            partition: shoal_types::PartitionId::from_index_unchecked(0),
+            key: shoal_types::Key::new("k").unwrap(),
+        }),
+    });
+    let refused = n2.request(addr, &read).await;
     assert_eq!(
         refused,
         Response::Refused(Refusal::NotAMember { node: "n2".into() })
     );
+    let pong = n2.request(addr, &ping_from("n2")).await;
+    assert_eq!(pong, Response::Peer(PeerResponse::Pong));
     // A member may, in the ring's epoch only.
     let n1 = TestClient::new(certs.path(), Role::Node, "n1");
     let pong = n1.request(addr, &ping_from("n1")).await;
