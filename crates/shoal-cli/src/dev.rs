@@ -50,6 +50,10 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 const PROBE_PAUSE: Duration = Duration::from_millis(100);
 /// Lines of a dead node's log shown.
 const LOG_TAIL_LINES: usize = 15;
+/// How many times, in all, a node that could not bind its port is started again while the
+/// cluster starts, and the pause before each (a squatting ephemeral socket lives briefly).
+const REBIND_ATTEMPTS: usize = 5;
+const REBIND_PAUSE: Duration = Duration::from_millis(200);
 /// The most nodes `shoal dev` runs.
 const MAX_NODES: usize = 32;
 /// The layout file's name.
@@ -187,19 +191,31 @@ impl DevCluster {
         };
 
         let deadline = Instant::now() + options.start_timeout;
+        let mut rebinds = 0;
         for i in 0..dev.layout.nodes.len() {
             let node = dev.layout.nodes[i].clone();
-            let ready = tokio::select! {
-                ready = wait_until_answers(node.listen, &dev.certs, deadline) => ready,
-                Some(exit) = dev.cluster.exits.recv() => {
-                    let index = exit.0;
-                    dev.cluster.exited(exit);
-                    Err(anyhow::anyhow!("node {} exited while starting", dev.cluster.nodes[index].id))
-                }
-                () = signals.recv() => {
-                    dev.stop().await?;
-                    return Ok(None);
-                }
+            let ready = loop {
+                break tokio::select! {
+                    ready = wait_until_answers(node.listen, &dev.certs, deadline) => ready,
+                    Some(exit) = dev.cluster.exits.recv() => {
+                        let index = exit.0;
+                        if dev.cluster.lost_its_port(index) && rebinds < REBIND_ATTEMPTS {
+                            // Its port was squatted for a moment: start it again on the same
+                            // port (the members list names it), after a pause.
+                            rebinds += 1;
+                            tokio::time::sleep(REBIND_PAUSE).await;
+                            dev.cluster.spawn(index)?;
+                            dev.cluster.write_pids()?;
+                            continue;
+                        }
+                        dev.cluster.exited(exit);
+                        Err(anyhow::anyhow!("node {} exited while starting", dev.cluster.nodes[index].id))
+                    }
+                    () = signals.recv() => {
+                        dev.stop().await?;
+                        return Ok(None);
+                    }
+                };
             };
             if let Err(e) = ready {
                 dev.cluster.report_dead();
@@ -404,6 +420,16 @@ struct Cluster {
     /// (node index, exit status) of every node that exits.
     exits: mpsc::UnboundedReceiver<(usize, io::Result<ExitStatus>)>,
     dir: PathBuf,
+    spawner: Spawner,
+}
+
+/// What starting a node takes.
+#[derive(Debug)]
+struct Spawner {
+    exe: PathBuf,
+    certs: PathBuf,
+    layout: Layout,
+    exits: mpsc::UnboundedSender<(usize, io::Result<ExitStatus>)>,
 }
 
 /// The cores divided among the nodes, at least one each: nodes that share a machine and each
@@ -432,71 +458,109 @@ impl Cluster {
     fn start(dir: &Path, certs: &Path, layout: &Layout) -> anyhow::Result<Cluster> {
         let exe = std::env::current_exe().context("cannot find the shoal binary")?;
         let (tx, exits) = mpsc::unbounded_channel();
-        let n = layout.nodes.len().min(3);
-        let threads = worker_threads_per_node(layout.nodes.len());
         let mut cluster = Cluster {
             nodes: Vec::new(),
             exits,
             dir: dir.to_owned(),
+            spawner: Spawner {
+                exe,
+                certs: certs.to_owned(),
+                layout: layout.clone(),
+                exits: tx,
+            },
         };
-        for (index, node) in layout.nodes.iter().enumerate() {
-            let data = dir.join(node.id.as_str());
-            std::fs::create_dir_all(&data)
-                .with_context(|| format!("cannot create {}", data.display()))?;
-            let log_path = log_path(dir, &node.id);
-            let mut log = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&log_path)
-                .with_context(|| format!("cannot open {}", log_path.display()))?;
-            // Logs are appended across runs; mark where this one starts.
-            let _ = writeln!(log, "=== shoal dev: starting node {} ===", node.id);
-            let mut command = tokio::process::Command::new(&exe);
-            command
-                .arg("server")
-                .args(["--node-id", node.id.as_str()])
-                .args(["--listen", &node.listen.to_string()])
-                .arg("--data-dir")
-                .arg(&data)
-                .arg("--certs")
-                .arg(certs)
-                .args(["--initial-members", &layout.members_arg()])
-                .args(["--metrics", &node.metrics.to_string()])
-                .args(["--n", &n.to_string()])
-                .args(["--worker-threads", &threads.to_string()])
-                .stdin(Stdio::null())
-                .stdout(Stdio::from(log.try_clone()?))
-                .stderr(Stdio::from(log))
-                // Ctrl-C goes to the terminal's foreground group; `shoal dev` alone decides how
-                // the nodes stop.
-                .process_group(0)
-                // The last resort if `shoal dev` fails without stopping its nodes.
-                .kill_on_drop(true);
-            let spawned = command.spawn();
-            let mut child = match spawned {
-                Ok(child) => child,
-                Err(e) => {
-                    cluster.kill_now();
-                    return Err(e).with_context(|| format!("cannot start node {}", node.id));
-                }
-            };
-            let Some(pid) = child.id() else {
-                bail!("node {} exited before it could be watched", node.id);
-            };
-            cluster.nodes.push(RunningNode {
-                id: node.id.clone(),
-                pid,
-                exit: None,
-                reported: false,
-            });
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let status = child.wait().await;
-                let _ = tx.send((index, status));
-            });
+        for index in 0..layout.nodes.len() {
+            if let Err(e) = cluster.spawn(index) {
+                cluster.kill_now();
+                return Err(e);
+            }
         }
         cluster.write_pids()?;
         Ok(cluster)
+    }
+
+    /// Starts node `index`'s process (again, if it ran before), appending to its log.
+    fn spawn(&mut self, index: usize) -> anyhow::Result<()> {
+        let Spawner {
+            exe,
+            certs,
+            layout,
+            exits,
+        } = &self.spawner;
+        let node = &layout.nodes[index];
+        let dir = &self.dir;
+        let n = layout.nodes.len().min(3);
+        let threads = worker_threads_per_node(layout.nodes.len());
+        let data = dir.join(node.id.as_str());
+        std::fs::create_dir_all(&data)
+            .with_context(|| format!("cannot create {}", data.display()))?;
+        let log_path = log_path(dir, &node.id);
+        let mut log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .with_context(|| format!("cannot open {}", log_path.display()))?;
+        // Logs are appended across runs; mark where this one starts.
+        let _ = writeln!(log, "=== shoal dev: starting node {} ===", node.id);
+        let mut command = tokio::process::Command::new(exe);
+        command
+            .arg("server")
+            .args(["--node-id", node.id.as_str()])
+            .args(["--listen", &node.listen.to_string()])
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--certs")
+            .arg(certs)
+            .args(["--initial-members", &layout.members_arg()])
+            .args(["--metrics", &node.metrics.to_string()])
+            .args(["--n", &n.to_string()])
+            .args(["--worker-threads", &threads.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
+            // Ctrl-C goes to the terminal's foreground group; `shoal dev` alone decides how
+            // the nodes stop.
+            .process_group(0)
+            // The last resort if `shoal dev` fails without stopping its nodes.
+            .kill_on_drop(true);
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("cannot start node {}", node.id))?;
+        let Some(pid) = child.id() else {
+            bail!("node {} exited before it could be watched", node.id);
+        };
+        let running = RunningNode {
+            id: node.id.clone(),
+            pid,
+            exit: None,
+            reported: false,
+        };
+        match self.nodes.get_mut(index) {
+            Some(slot) => *slot = running,
+            None => self.nodes.push(running),
+        }
+        let tx = exits.clone();
+        tokio::spawn(async move {
+            let status = child.wait().await;
+            let _ = tx.send((index, status));
+        });
+        Ok(())
+    }
+
+    /// Whether node `index` exited because its port was taken: ports are chosen free, but
+    /// released before the nodes bind them, and another process's ephemeral socket (a port
+    /// check, a client) may hold one for a moment.
+    fn lost_its_port(&self, index: usize) -> bool {
+        let id = &self.spawner.layout.nodes[index].id;
+        let tail = log_tail(&log_path(&self.dir, id), LOG_TAIL_LINES);
+        // Only this start's lines: the log is appended across starts.
+        let this_start = tail
+            .iter()
+            .rposition(|line| line.starts_with("=== shoal dev: starting node"))
+            .map_or(0, |i| i + 1);
+        tail[this_start..]
+            .iter()
+            .any(|line| line.contains("cannot bind"))
     }
 
     fn running(&self) -> usize {

@@ -138,3 +138,46 @@ fn a_second_dev_on_a_running_directory_is_refused() {
     );
     assert_eq!(dev.stop(STOP), Some(0), "{}", dev.output());
 }
+
+/// Ports chosen free are released before the nodes bind them, and a port check or a client of
+/// another process may hold one for a moment: `shoal dev` starts such a node again instead of
+/// giving up. Here the test itself holds n2's port until n2 has failed to bind it once.
+#[test]
+fn a_node_whose_port_is_held_for_a_moment_is_started_again() {
+    // Two nodes on --base-port P: QUIC on P and P+1, metrics on P+2 and P+3. Pick a P whose
+    // four ports are free now, below the ephemeral range; keep n2's QUIC port bound.
+    let (base, squatter) = (0..200u16)
+        .map(|i| 21_000 + (std::process::id() % 500) as u16 * 8 + i * 4_007 % 8_000)
+        .find_map(|base| {
+            let quic: Vec<_> = (0..2)
+                .map(|i| std::net::UdpSocket::bind(("127.0.0.1", base + i)))
+                .collect::<Result<_, _>>()
+                .ok()?;
+            let metrics: Vec<_> = (2..4)
+                .map(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)))
+                .collect::<Result<_, _>>()
+                .ok()?;
+            drop(metrics);
+            let mut quic = quic.into_iter();
+            drop(quic.next());
+            Some((base, quic.next()?))
+        })
+        .expect("four free ports");
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("cluster");
+    let base_port = base.to_string();
+    let mut dev = Dev::start(&dir, &["--nodes", "2", "--base-port", &base_port]);
+    let n2_log = dir.join("n2.log");
+    let failed_once = common::wait_for(START, || {
+        std::fs::read_to_string(&n2_log).is_ok_and(|log| log.contains("cannot bind"))
+    });
+    assert!(failed_once, "n2 never met its held port:\n{}", dev.output());
+    drop(squatter);
+    dev.wait_ready(START);
+    assert!(
+        !dev.output().contains("exited unexpectedly"),
+        "{}",
+        dev.output()
+    );
+    assert_eq!(dev.stop(STOP), Some(0), "{}", dev.output());
+}
