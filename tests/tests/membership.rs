@@ -46,6 +46,23 @@ fn converged(all: &[NodeStatus], members: usize) -> bool {
     })
 }
 
+/// Waits until the nodes `nodes` agree on a document of `members` members ([`converged`]);
+/// returns whether they did, and their last statuses.
+async fn agreement(
+    admin: &Client,
+    cluster: &Cluster,
+    nodes: &[usize],
+    members: usize,
+) -> (bool, Option<Vec<NodeStatus>>) {
+    let agreed = eventually(CONVERGE, || async {
+        statuses(admin, cluster, nodes)
+            .await
+            .is_some_and(|s| converged(&s, members))
+    })
+    .await;
+    (agreed, statuses(admin, cluster, nodes).await)
+}
+
 /// Whether node `observer`'s status judges the node named `who` reachable.
 async fn judges_reachable(admin: &Client, cluster: &Cluster, observer: usize, who: usize) -> bool {
     let status = admin.status(cluster.addr(observer)).await.unwrap();
@@ -65,13 +82,7 @@ async fn nodes_agree_on_the_membership_ride_out_a_pause_and_convict_a_killed_nod
 
     // One document everywhere, each member's own record in it.
     let started = Instant::now();
-    let agreed = eventually(CONVERGE, || async {
-        statuses(&admin, &cluster, &all)
-            .await
-            .is_some_and(|s| converged(&s, 3))
-    })
-    .await;
-    let last = statuses(&admin, &cluster, &all).await;
+    let (agreed, last) = agreement(&admin, &cluster, &all, 3).await;
     assert!(agreed, "the nodes never agreed: {last:#?}");
     println!(
         "membership: 3 nodes agreed on one document {:.1} s after they all answered",
@@ -105,15 +116,8 @@ async fn nodes_agree_on_the_membership_ride_out_a_pause_and_convict_a_killed_nod
     cluster.resume(1).unwrap();
     println!("membership: n2 paused 3 s, highest phi seen {worst_phi:.2} (threshold 8)");
     // Once it is back, its heartbeats move again and it stays reachable.
-    assert!(
-        eventually(CONVERGE, || async {
-            statuses(&admin, &cluster, &all)
-                .await
-                .is_some_and(|s| converged(&s, 3))
-        })
-        .await,
-        "n2 did not come back"
-    );
+    let (agreed, last) = agreement(&admin, &cluster, &all, 3).await;
+    assert!(agreed, "n2 did not come back: {last:#?}");
 
     // n3 killed: every other node judges it down.
     cluster.kill(2).unwrap();
@@ -148,13 +152,7 @@ async fn nodes_started_with_join_become_members_that_every_node_lists() {
     let admin = cluster.admin_client().await.unwrap();
     let all = [0, 1, 2, 3, 4];
     let started = Instant::now();
-    let agreed = eventually(CONVERGE, || async {
-        statuses(&admin, &cluster, &all)
-            .await
-            .is_some_and(|s| converged(&s, 5))
-    })
-    .await;
-    let last = statuses(&admin, &cluster, &all).await;
+    let (agreed, last) = agreement(&admin, &cluster, &all, 5).await;
     assert!(agreed, "the five never agreed: {last:#?}");
     println!(
         "membership: 2 nodes joined 3; all 5 agreed on one document {:.1} s after the joiners answered",
@@ -204,14 +202,8 @@ async fn nodes_started_with_join_become_members_that_every_node_lists() {
 async fn a_join_with_a_foreign_certificate_or_a_client_certificate_changes_nothing() {
     let cluster = Cluster::start_plain(3).await.unwrap();
     let admin = cluster.admin_client().await.unwrap();
-    assert!(
-        eventually(CONVERGE, || async {
-            statuses(&admin, &cluster, &[0, 1, 2])
-                .await
-                .is_some_and(|s| converged(&s, 3))
-        })
-        .await
-    );
+    let (agreed, last) = agreement(&admin, &cluster, &[0, 1, 2], 3).await;
+    assert!(agreed, "the nodes never agreed: {last:#?}");
     let before = admin.status(cluster.addr(0)).await.unwrap().membership_hash;
 
     // A node certificate of another CA: the join is refused at the handshake, and the process

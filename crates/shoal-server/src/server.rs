@@ -48,7 +48,7 @@ pub struct Server {
 impl Server {
     /// Opens storage, loads the node certificate, binds QUIC and metrics, builds the ring, starts
     /// the node task; returns once listening.
-    pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
+    pub async fn start(mut config: ServerConfig) -> Result<Server, ServerError> {
         config.validate()?;
         let load_identity = || {
             Identity::load(&config.certs_dir, Role::Node, Some(config.node_id.as_str())).map_err(
@@ -74,7 +74,6 @@ impl Server {
                  directories issued with `shoal certs node NAME --ca DIR --out DIR`"
             );
         }
-        let mut config = config;
         let joined = if let Some(identity) = join_identity {
             let ring = fetch_ring(&config, identity).await?;
             if ring.n() != config.quorum.n() {

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Local first (issue 11, item 3): W1 phase A of the main before it (5cd05d0, built in a
-# worktree) and of this main, interleaved, REPS runs each (default 3); PREFIX names the files.
+# worktree) and of this main, interleaved, REPS runs each (default 3); PREFIX names the files,
+# OUT the directory they go to (default: this script's).
 set -u
-OUT=$(cd "$(dirname "$0")" && pwd)
+OUT=${OUT:-$(cd "$(dirname "$0")" && pwd)}
 BASE=${BASE:-/work/wt-base/target/release/shoal}
 NEW=${NEW:-/work/main/target/release/shoal}
 for rep in ${REPS:-1 2 3}; do
