@@ -29,8 +29,9 @@ use shoal_causality::{Actor, CausalContext, Object, Sibling, VersionVector};
 use shoal_coordinator::{InboundId, Node, NodeConfig, Output, SendError};
 use shoal_protocol::{
     AdminRequest, ClientRequest, ClientResponse, DecodeLimits, Delta, DigestEntry, GossipMessage,
-    LocalRead, MAX_DECODE_DEPTH, MemberRecord, MemberStatus, PROTOCOL_VERSION, PeerMessage,
-    PeerRequest, PeerResponse, ReplicaMessage, ReplicaResponse, Request, Response, decode, encode,
+    HandedOff, HintMessage, HintResponse, LocalRead, MAX_DECODE_DEPTH, MemberRecord, MemberStatus,
+    PROTOCOL_VERSION, PeerMessage, PeerRequest, PeerResponse, ReplicaMessage, ReplicaResponse,
+    Request, Response, decode, encode,
 };
 use shoal_ring::{Member, Ring};
 use shoal_storage::{
@@ -306,6 +307,29 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
                 }],
             }),
         }),
+        Request::Peer(PeerRequest {
+            from: node("n2"),
+            epoch: RingEpoch::INITIAL,
+            budget: Some(std::time::Duration::from_millis(500)),
+            message: PeerMessage::Hint(HintMessage::Store {
+                primary: node("n3"),
+                partition: PartitionId::from_index_unchecked(3),
+                key: key.clone(),
+                object: a.clone(),
+            }),
+        }),
+        Request::Peer(PeerRequest {
+            from: node("n2"),
+            epoch: RingEpoch::INITIAL,
+            budget: Some(std::time::Duration::from_secs(10)),
+            message: PeerMessage::Hint(HintMessage::Handoff {
+                objects: vec![HandedOff {
+                    partition: PartitionId::from_index_unchecked(3),
+                    key: key.clone(),
+                    object: b.clone(),
+                }],
+            }),
+        }),
         Request::Admin(AdminRequest::Status),
     ];
     let member = MemberRecord {
@@ -330,6 +354,9 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         Response::Client(ClientResponse::Local(LocalRead::Found(b.clone()))),
         Response::Client(ClientResponse::Ring(sample_ring())),
         Response::Peer(PeerResponse::Replica(ReplicaResponse::Stored)),
+        Response::Peer(PeerResponse::Hint(HintResponse::Held(LocalRead::Found(
+            a.clone(),
+        )))),
         Response::Peer(PeerResponse::Replica(ReplicaResponse::Replica(
             LocalRead::Found(c.clone()),
         ))),

@@ -92,7 +92,12 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
         "ms" => value / 1000.0,
         "s" => value,
         "m" => value * 60.0,
-        other => return Err(format!("unknown unit {other:?} in {s:?}: use ms, s or m")),
+        "h" => value * 3600.0,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {s:?}: use ms, s, m or h"
+            ));
+        }
     };
     if !(seconds.is_finite() && seconds > 0.0 && seconds <= 86_400.0) {
         return Err(format!("{s:?} must be positive and at most a day"));

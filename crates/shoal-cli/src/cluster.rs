@@ -13,14 +13,20 @@ pub(crate) enum Command {
     /// One node's view: whether its storage is healthy; every member with its address, zone,
     /// membership status and partitions, and whether this node judges it reachable (with the
     /// failure detector's phi and when its last heartbeat came); the ring epoch and a hash of
-    /// the membership document (equal on nodes that agree). Asks the first --node that answers.
+    /// the membership document (equal on nodes that agree); the hints the node holds for
+    /// others. Asks the first --node that answers.
     Status(StatusArgs),
+    /// The hints every member holds for members that were down (keys, bytes, the oldest), and
+    /// how their handoff stands. Asks each member of the ring; `--watch` asks again every
+    /// second, and `--until-empty` stops once no member holds any.
+    Hints(HintsArgs),
 }
 
 impl Command {
     pub(crate) fn json(&self) -> bool {
         match self {
             Command::Status(a) => a.output.json,
+            Command::Hints(a) => a.output.json,
         }
     }
 }
@@ -33,10 +39,166 @@ pub(crate) struct StatusArgs {
     output: OutputArgs,
 }
 
+#[derive(Debug, Args)]
+pub(crate) struct HintsArgs {
+    #[command(flatten)]
+    connect: ConnectArgs,
+    #[command(flatten)]
+    output: OutputArgs,
+    /// Ask again every second, printing each time (stop with Ctrl-C).
+    #[arg(long)]
+    watch: bool,
+    /// With --watch: stop once no member holds any hint.
+    #[arg(long, requires = "watch")]
+    until_empty: bool,
+}
+
 pub(crate) async fn run(command: Command) -> anyhow::Result<Outcome> {
     match command {
         Command::Status(args) => status(args).await,
+        Command::Hints(args) => hints(args).await,
     }
+}
+
+/// What one member answered about its hints: its status, or why it did not answer.
+type Holder = (
+    shoal_types::NodeId,
+    std::net::SocketAddr,
+    Result<NodeStatus, ClientError>,
+);
+
+async fn hints(args: HintsArgs) -> anyhow::Result<Outcome> {
+    let client = args.connect.connect(Role::Admin).await?;
+    let result = watch_hints(&client, &args).await;
+    client.close().await;
+    result
+}
+
+async fn watch_hints(client: &shoal_client::Client, args: &HintsArgs) -> anyhow::Result<Outcome> {
+    let ring = client.ring();
+    loop {
+        let mut holders: Vec<Holder> = Vec::new();
+        for member in ring.members() {
+            let answer = client.status(member.addr).await;
+            if let Err(e) = &answer
+                && !e.is_availability()
+            {
+                return Err(anyhow::anyhow!("{e}")).context("cluster hints");
+            }
+            holders.push((member.id.clone(), member.addr, answer));
+        }
+        let held: u64 = holders
+            .iter()
+            .filter_map(|(_, _, s)| s.as_ref().ok())
+            .flat_map(|s| &s.hints)
+            .map(|q| q.keys)
+            .sum();
+        if args.output.json {
+            println!("{}", hints_json(&holders));
+        } else {
+            print_hints(&holders);
+        }
+        if !args.watch || (args.until_empty && held == 0) {
+            return Ok(Outcome::Done);
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        if !args.output.json {
+            println!();
+        }
+    }
+}
+
+/// How long ago `unix_ms` was, for a hint's age.
+fn age(unix_ms: u64) -> std::time::Duration {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    now.saturating_sub(std::time::Duration::from_millis(unix_ms))
+}
+
+fn print_hints(holders: &[Holder]) {
+    println!(
+        "{:<12}  {:<12}  {:>10}  {:>12}  {:>10}  {:<9}  {:>10}",
+        "holder", "target", "keys", "bytes", "oldest", "replaying", "replayed"
+    );
+    let mut total = (0u64, 0u64);
+    for (id, addr, answer) in holders {
+        match answer {
+            Err(e) => println!("{:<12}  (no answer from {addr}: {e})", id.as_str()),
+            Ok(status) if status.hints.is_empty() => {
+                println!("{:<12}  {:<12}  {:>10}", id.as_str(), "-", 0);
+            }
+            Ok(status) => {
+                for q in &status.hints {
+                    total = (total.0 + q.keys, total.1 + q.bytes);
+                    let oldest = q
+                        .oldest_unix_ms
+                        .map_or_else(|| "-".into(), |t| format!("{:.0}s", age(t).as_secs_f64()));
+                    println!(
+                        "{:<12}  {:<12}  {:>10}  {:>12}  {:>10}  {:<9}  {:>10}",
+                        id.as_str(),
+                        q.target.as_str(),
+                        q.keys,
+                        q.bytes,
+                        oldest,
+                        if q.replaying { "yes" } else { "no" },
+                        q.replayed,
+                    );
+                }
+            }
+        }
+    }
+    println!("hints held: {} keys, {} bytes", total.0, total.1);
+}
+
+fn hint_queues_json(status: &NodeStatus) -> Json {
+    Json::Array(
+        status
+            .hints
+            .iter()
+            .map(|q| {
+                Json::object([
+                    ("target", Json::string(q.target.as_str())),
+                    ("keys", Json::Number(q.keys)),
+                    ("bytes", Json::Number(q.bytes)),
+                    (
+                        "oldest_unix_ms",
+                        q.oldest_unix_ms.map_or(Json::Null, Json::Number),
+                    ),
+                    ("replaying", Json::Bool(q.replaying)),
+                    ("replayed", Json::Number(q.replayed)),
+                ])
+            })
+            .collect(),
+    )
+}
+
+fn hints_json(holders: &[Holder]) -> Json {
+    Json::Array(
+        holders
+            .iter()
+            .map(|(id, addr, answer)| {
+                Json::object([
+                    ("node", Json::string(id.as_str())),
+                    ("address", Json::string(addr.to_string())),
+                    (
+                        "hints",
+                        match answer {
+                            Ok(status) => hint_queues_json(status),
+                            Err(_) => Json::Null,
+                        },
+                    ),
+                    (
+                        "error",
+                        match answer {
+                            Ok(_) => Json::Null,
+                            Err(e) => Json::string(e.to_string()),
+                        },
+                    ),
+                ])
+            })
+            .collect(),
+    )
 }
 
 async fn status(args: StatusArgs) -> anyhow::Result<Outcome> {
@@ -166,6 +328,21 @@ fn print_status(addr: std::net::SocketAddr, status: &NodeStatus) {
             id.as_str(),
         );
     }
+    if status.hints.is_empty() {
+        println!("hints held: none");
+    }
+    for q in &status.hints {
+        let oldest = q
+            .oldest_unix_ms
+            .map_or_else(|| "-".into(), |t| format!("{:.0}s", age(t).as_secs_f64()));
+        println!(
+            "hints held for {}: {} keys, {} bytes, oldest {oldest} old{}",
+            q.target,
+            q.keys,
+            q.bytes,
+            if q.replaying { ", handing off" } else { "" }
+        );
+    }
 }
 
 fn status_json(addr: std::net::SocketAddr, status: &NodeStatus) -> Json {
@@ -229,5 +406,6 @@ fn status_json(addr: std::net::SocketAddr, status: &NodeStatus) -> Json {
         ("partitions", Json::Number(u64::from(ring.q().get()))),
         ("n", Json::Number(u64::from(ring.n().get()))),
         ("members", Json::Array(members)),
+        ("hints", hint_queues_json(status)),
     ])
 }

@@ -82,6 +82,14 @@ pub(crate) struct Args {
     /// six of these after a node stops answering) [default: 1s, at most 10s].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     gossip_interval: Option<Duration>,
+    /// Most bytes of hints held for one node that is down; beyond, this node refuses to stand
+    /// in for it (the write then needs its quorum without this node) [default: 1 GiB].
+    #[arg(long, value_name = "BYTES")]
+    max_hint_bytes: Option<u64>,
+    /// Hints older than this are dropped (anti-entropy repairs what they held)
+    /// [default: 3h].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    max_hint_window: Option<Duration>,
     /// Async worker threads (QUIC, streams and the node's task; storage commits have their own
     /// thread) [default: one per core]. Nodes sharing a machine do best with the cores divided
     /// among them: `shoal dev` gives each node cores / nodes, at least one.
@@ -165,6 +173,12 @@ fn config(args: Args) -> anyhow::Result<ServerConfig> {
     }
     if let Some(t) = args.gossip_interval {
         config.gossip_interval = t;
+    }
+    if let Some(b) = args.max_hint_bytes {
+        config.hints.max_hint_bytes = b;
+    }
+    if let Some(t) = args.max_hint_window {
+        config.hints.max_hint_window = t;
     }
     Ok(config)
 }

@@ -447,8 +447,8 @@ const MAX_OVERLOAD_ROUNDS: u32 = 2;
 
 /// What one attempt did, as far as failover is concerned.
 enum Attempt {
-    /// A usable answer.
-    Answered(Response),
+    /// A usable answer (boxed: an admin status is far larger than the other outcomes).
+    Answered(Box<Response>),
     /// A definite refusal or failure that another node may not share; try the next. `free`:
     /// the request never reached a node's work (not sent, or refused while shutting down), so
     /// trying another costs the cluster nothing extra and spends no retry budget.
@@ -553,7 +553,7 @@ impl Wire {
             match done {
                 Some((addr, Attempt::Answered(response))) => {
                     self.health.answered(addr);
-                    return Ok((addr, response));
+                    return Ok((addr, *response));
                 }
                 Some((addr, Attempt::NextNode { error: e, free })) => {
                     tracing::debug!(node = %addr, error = %e, "trying the next node");
@@ -723,7 +723,7 @@ impl Wire {
                 {
                     hedge.observe(started.elapsed());
                 }
-                Attempt::Answered(response)
+                Attempt::Answered(Box::new(response))
             }
         }
     }

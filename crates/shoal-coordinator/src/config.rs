@@ -3,6 +3,8 @@ use std::time::Duration;
 use shoal_membership::GossipConfig;
 use shoal_types::{Incarnation, Limits, NodeId, Quorum, RequestOptions};
 
+use crate::HintsConfig;
+
 /// What a node needs to know about itself. Every field is already valid by type.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
@@ -41,6 +43,11 @@ pub struct NodeConfig {
     pub address: Option<std::net::SocketAddr>,
     /// Gossip and failure-detector settings (`shoal-membership`'s defaults: a round a second).
     pub gossip: GossipConfig,
+    /// Hinted-handoff bounds and pacing.
+    pub hints: HintsConfig,
+    /// The wall clock when the node starts, in Unix milliseconds: hints are stamped with it
+    /// plus the time since (the node reads no clock). Default 0.
+    pub unix_ms_at_start: u64,
 }
 
 impl NodeConfig {
@@ -58,6 +65,8 @@ impl NodeConfig {
             generation: 1,
             address: None,
             gossip: GossipConfig::default(),
+            hints: HintsConfig::default(),
+            unix_ms_at_start: 0,
         }
     }
 }

@@ -40,8 +40,8 @@ use std::collections::BTreeMap;
 use rand::RngExt;
 use shoal_causality::{Actor, Object};
 use shoal_protocol::LocalRead;
-use shoal_storage::{CommitError, ReadError, ReadOutcome, Storage, Write, WriteBatch};
-use shoal_types::{Incarnation, Key, PartitionId};
+use shoal_storage::{CommitError, HintEntry, ReadError, ReadOutcome, Storage, Write, WriteBatch};
+use shoal_types::{Incarnation, Key, NodeId, PartitionId};
 
 use crate::NodeMetrics;
 use crate::effects::{PersistId, Shared, Waiter};
@@ -199,6 +199,44 @@ impl<S: Storage> Durability<S> {
             batch.renew_incarnation(incarnation);
         }
         shared.persist(id, batch);
+    }
+
+    /// Hands out `batch` (hints held for other nodes, or their removal: nothing a read or write
+    /// of this node's own replicas sees) to be made durable; `waiter` is told when it is.
+    pub(crate) fn persist_writes(
+        &mut self,
+        shared: &mut Shared,
+        batch: WriteBatch,
+        waiter: Option<Waiter>,
+    ) {
+        let id = PersistId(shared.new_id());
+        self.persists.insert(
+            id,
+            PendingPersist {
+                keys: Vec::new(),
+                waiters: waiter.into_iter().collect(),
+            },
+        );
+        shared.persist(id, batch);
+    }
+
+    /// The hint this node holds for `primary` of the key, as durable storage holds it: what a
+    /// fallback answers a read with.
+    pub(crate) fn hint_read(
+        &self,
+        metrics: &mut NodeMetrics,
+        primary: &NodeId,
+        partition: PartitionId,
+        key: &Key,
+    ) -> LocalRead {
+        match self.storage.hint(primary, partition, key) {
+            Ok(Some(HintEntry::Found(h))) => LocalRead::Found(h.object),
+            Ok(None) => LocalRead::NotFound,
+            Ok(Some(HintEntry::Corrupted { .. })) | Err(_) => {
+                metrics.corrupt_reads += 1;
+                LocalRead::Corrupted
+            }
+        }
     }
 
     /// Merges `incoming` into the local replica and makes the result durable; `waiter` is told

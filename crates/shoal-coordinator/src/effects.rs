@@ -114,6 +114,8 @@ pub(crate) enum Part {
     Client,
     /// The replica side: storing objects for peers.
     Replica,
+    /// Hints: a fallback's hint, or objects handed off to this node.
+    Hints,
 }
 
 /// Who waits for a persist: a part, and what the part calls the wait.
@@ -132,6 +134,8 @@ pub(crate) enum Purpose {
     Client(crate::client::Purpose),
     /// Membership: a gossip message.
     Gossip,
+    /// Hints: a handoff batch.
+    Hints(crate::hints::Purpose),
 }
 
 /// An outbound message awaiting its answer.

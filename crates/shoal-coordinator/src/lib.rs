@@ -5,7 +5,9 @@
 //! durably (locally first, then on the other primaries), answers after W durable acks (its own
 //! first among them), answers reads after R replies merged with the DVV merge, and read-repairs
 //! every replica that answered older — also those that answer after the client got its reply.
-//! It serves the replica side of all of this for its peers. A dot leaves the node only inside
+//! It serves the replica side of all of this for its peers. When a primary is judged down, a
+//! fallback (the next reachable node in ring order) stands in for it and holds the write as a
+//! hint, which it hands back once the primary is reachable (sloppy quorum, hinted handoff). A dot leaves the node only inside
 //! an object durable on it, so a restart (clean or not) keeps the incarnation and never makes a
 //! dot twice; a corrupted record renews the incarnation (`durability`).
 //!
@@ -22,18 +24,21 @@
 //! - `client`: client requests — gets, puts and deletes coordinated here, writes forwarded;
 //! - `replica`: the replica side — storing and reading objects for peers;
 //! - `membership`: gossip and the phi-accrual failure detector of `shoal-membership` — who the
-//!   members are and which peers to send to.
+//!   members are and which peers to send to;
+//! - `hints`: sloppy quorums' other half — the hints this node holds as a fallback for
+//!   primaries judged down, their handoff once the primary is reachable again, their bounds.
 //!
 //! The quorum arithmetic of one request is a pure value ([`ReadQuorum`], [`WriteQuorum`]).
 //!
 //! Not here: transport, certificates and authorisation (the server checks a sender's role
-//! before calling [`Node::handle_request`]), joining by address and ring changes, hinted
-//! handoff, anti-entropy and ownership handoff (each will be a part of its own).
+//! before calling [`Node::handle_request`]), ring changes, anti-entropy and ownership handoff
+//! (each will be a part of its own).
 
 mod client;
 mod config;
 mod durability;
 mod effects;
+mod hints;
 mod membership;
 mod metrics;
 mod node;
@@ -43,6 +48,7 @@ mod timers;
 
 pub use config::NodeConfig;
 pub use effects::{InboundId, OutboundId, Output, PersistId, Priority};
+pub use hints::HintsConfig;
 pub use metrics::NodeMetrics;
 pub use node::{Node, SendError};
 pub use quorum::{ReadProgress, ReadQuorum, WriteProgress, WriteQuorum};

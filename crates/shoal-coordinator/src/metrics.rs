@@ -55,4 +55,18 @@ pub struct NodeMetrics {
     pub convictions: u64,
     /// Peers the failure detector judged alive again.
     pub recoveries: u64,
+    /// Writes sent to fallbacks as hints, standing in for primaries judged down.
+    pub hinted_writes: u64,
+    /// Hints this node stored as a fallback.
+    pub hints_stored: u64,
+    /// Hints this node handed off to their targets (each removed after the target's durable
+    /// ack).
+    pub hints_replayed: u64,
+    /// Hints dropped: refused because the target's hints were at `max_hint_bytes`, older than
+    /// `max_hint_window`, or corrupted. Anti-entropy repairs what they held.
+    pub hints_dropped: u64,
+    /// Handoff batches the target did not take (unreachable, refused, lost): sent again later.
+    pub hint_replay_failures: u64,
+    /// Objects handed off to this node by holders of hints for it.
+    pub hints_received: u64,
 }

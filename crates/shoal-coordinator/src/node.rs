@@ -13,7 +13,8 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use shoal_causality::Actor;
 use shoal_protocol::{
-    AdminRequest, AdminResponse, NodeStatus, PeerMessage, PeerResponse, Refusal, Request, Response,
+    AdminRequest, AdminResponse, HintQueue, NodeStatus, PeerMessage, PeerResponse, Refusal,
+    Request, Response,
 };
 use shoal_ring::Ring;
 use shoal_storage::{CommitError, Storage};
@@ -22,6 +23,7 @@ use shoal_types::NodeId;
 use crate::client::{ClientRequests, Env, Origin};
 use crate::durability::Durability;
 use crate::effects::{Inbound, InboundId, OutboundId, Output, Part, PersistId, Purpose, Shared};
+use crate::hints::{Hints, Purpose as HintsPurpose};
 use crate::membership::Membership;
 use crate::replica::ReplicaSide;
 use crate::timers::Timer;
@@ -62,6 +64,7 @@ pub struct Node<S> {
     client: ClientRequests,
     replica: ReplicaSide,
     membership: Membership,
+    hints: Hints,
 }
 
 impl<S: Storage> Node<S> {
@@ -71,12 +74,14 @@ impl<S: Storage> Node<S> {
         let actor = Actor::new(config.id.clone(), config.incarnation);
         let mut shared = Shared::new(config, ring, StdRng::seed_from_u64(seed));
         let membership = Membership::new(now, &mut shared, &actor);
+        let hints = Hints::new(now, &mut shared, &storage);
         Node {
             shared,
             durability: Durability::new(storage, actor),
             client: ClientRequests::new(),
             replica: ReplicaSide,
             membership,
+            hints,
         }
     }
 
@@ -107,6 +112,11 @@ impl<S: Storage> Node<S> {
     /// What the node has done so far.
     pub fn metrics(&self) -> &NodeMetrics {
         &self.shared.metrics
+    }
+
+    /// Hints this node holds for other nodes: keys and bytes, over all targets.
+    pub fn hints_pending(&self) -> (u64, u64) {
+        self.hints.pending()
     }
 
     /// Requests being coordinated right now.
@@ -176,6 +186,10 @@ impl<S: Storage> Node<S> {
                     }
                     PeerMessage::Ping => self.membership.serve_ping(&mut self.shared, id),
                     PeerMessage::Gossip(m) => self.membership.serve(&mut self.shared, now, id, m),
+                    PeerMessage::Hint(m) => {
+                        self.hints
+                            .serve(&mut self.shared, &mut self.durability, now, inbound, m)
+                    }
                 }
             }
             Request::Admin(AdminRequest::Status) => {
@@ -187,6 +201,19 @@ impl<S: Storage> Node<S> {
                     record: self.membership.record(),
                     membership_hash: self.membership.hash(),
                     storage_healthy: self.durability.failed().is_none(),
+                    hints: self
+                        .hints
+                        .queues()
+                        .into_iter()
+                        .map(|q| HintQueue {
+                            target: q.target,
+                            keys: q.keys,
+                            bytes: q.bytes,
+                            oldest_unix_ms: q.oldest_unix_ms,
+                            replaying: q.replaying,
+                            replayed: q.replayed,
+                        })
+                        .collect(),
                 };
                 let response = Response::Admin(AdminResponse::Status(status));
                 self.shared.reply(id, response);
@@ -222,6 +249,14 @@ impl<S: Storage> Node<S> {
             Purpose::Gossip => self
                 .membership
                 .response(&mut self.shared, now, sent.to, result),
+            Purpose::Hints(HintsPurpose::Handoff) => self.hints.handoff_answered(
+                &mut self.shared,
+                &mut self.durability,
+                &self.membership,
+                now,
+                sent.to,
+                result,
+            ),
         }
     }
 
@@ -241,6 +276,9 @@ impl<S: Storage> Node<S> {
                 Part::Replica => self
                     .replica
                     .persisted(&mut self.shared, waiter.token, &result),
+                Part::Hints => self
+                    .hints
+                    .persisted(&mut self.shared, now, waiter.token, &result),
             }
         }
     }
@@ -254,6 +292,12 @@ impl<S: Storage> Node<S> {
                     client.deadline(&mut env, request);
                 }
                 Timer::Gossip => self.membership.gossip_timer(&mut self.shared, now),
+                Timer::HintReplay => self.hints.timer(
+                    &mut self.shared,
+                    &mut self.durability,
+                    &self.membership,
+                    now,
+                ),
             }
         }
     }
@@ -264,6 +308,7 @@ impl<S: Storage> Node<S> {
             shared: &mut self.shared,
             durability: &mut self.durability,
             membership: &self.membership,
+            hints: &mut self.hints,
             now,
         };
         (&mut self.client, env)

@@ -11,8 +11,12 @@ use shoal_types::{NodeId, ReadRequirement, WriteRequirement};
 pub struct ReadQuorum {
     required: ReadRequirement,
     asked: usize,
+    /// Of `asked`, the primaries (the rest are fallbacks standing in for primaries judged
+    /// down, which answer with the hint they hold).
+    primaries_asked: usize,
     replies: Vec<ReadReply>,
     failures: usize,
+    primary_failures: usize,
     merged: Object,
     /// Replicas that hold an object too large to send sent only its size and context: the
     /// largest size, and the join of their contexts.
@@ -44,13 +48,16 @@ pub enum ReadProgress {
 }
 
 impl ReadQuorum {
-    /// A read that asked `asked` replicas and needs `required`.
-    pub fn new(required: ReadRequirement, asked: usize) -> Self {
+    /// A read that asked `asked` replicas, `primaries_asked` of them primaries (the others
+    /// fallbacks), and needs `required`. A fallback's reply counts toward R, never toward PR.
+    pub fn new(required: ReadRequirement, asked: usize, primaries_asked: usize) -> Self {
         ReadQuorum {
             required,
             asked,
+            primaries_asked,
             replies: Vec::with_capacity(asked),
             failures: 0,
+            primary_failures: 0,
             merged: Object::new(),
             too_large: None,
         }
@@ -91,8 +98,17 @@ impl ReadQuorum {
     }
 
     /// Records a replica that did not answer (unreachable, error, or lost).
-    pub fn add_failure(&mut self) {
+    pub fn add_failure(&mut self, primary: bool) {
         self.failures += 1;
+        if primary {
+            self.primary_failures += 1;
+        }
+    }
+
+    /// A primary asked could not be reached and a fallback was asked in its place: one
+    /// replica fewer asked is a primary (the number asked stays).
+    pub fn stand_in(&mut self) {
+        self.primaries_asked = self.primaries_asked.saturating_sub(1);
     }
 
     /// Where the read stands now.
@@ -103,8 +119,11 @@ impl ReadQuorum {
             return ReadProgress::Enough;
         }
         let outstanding = self.outstanding();
-        let impossible =
-            replies + outstanding < self.required.r() || primary + outstanding < self.required.pr();
+        let primaries_outstanding = self
+            .primaries_asked
+            .saturating_sub(primary + self.primary_failures);
+        let impossible = replies + outstanding < self.required.r()
+            || primary + primaries_outstanding < self.required.pr();
         // Wait for the replicas still out before failing: a replica that fails fast (its
         // node is known gone) must not make the error undercount those that answer.
         if impossible && outstanding == 0 {
@@ -126,6 +145,11 @@ impl ReadQuorum {
         self.replies.len()
     }
 
+    /// How many of the replies came from primaries (the rest from fallbacks).
+    pub fn primary_replies(&self) -> usize {
+        self.replies.iter().filter(|r| r.primary).count()
+    }
+
     /// The error to give when the deadline passes before enough replies.
     pub fn timeout_error(&self) -> RequestError {
         RequestError::Timeout {
@@ -139,16 +163,17 @@ impl ReadQuorum {
         self.outstanding() == 0
     }
 
-    /// Read repair: the replicas that answered with something older than the merged object
+    /// Read repair: the primaries that answered with something older than the merged object
     /// (including nothing, or a corrupt record). Empty when the merge is empty: there is
-    /// nothing to repair with.
+    /// nothing to repair with. Fallbacks are not repaired: what they hold is a hint, handed
+    /// to its primary when it is back, and the primary is what a repair must reach.
     pub fn stale_replicas(&self) -> Vec<NodeId> {
         if self.merged.is_empty() {
             return Vec::new();
         }
         self.replies
             .iter()
-            .filter(|r| !r.too_large && r.object.as_ref() != Some(&self.merged))
+            .filter(|r| r.primary && !r.too_large && r.object.as_ref() != Some(&self.merged))
             .map(|r| r.node.clone())
             .collect()
     }
@@ -202,6 +227,12 @@ impl WriteQuorum {
             failures: 0,
             primary_failures: 0,
         }
+    }
+
+    /// A primary target could not be reached and a fallback was sent the write in its place:
+    /// one target fewer is a primary (the number of targets stays).
+    pub fn stand_in(&mut self) {
+        self.primary_targets = self.primary_targets.saturating_sub(1);
     }
 
     /// Records a durable ack.
@@ -294,7 +325,7 @@ mod tests {
 
     #[test]
     fn read_is_enough_after_r_replies_and_merges_them() {
-        let mut q = ReadQuorum::new(ReadRequirement::new(n3(), 2, 0).unwrap(), 3);
+        let mut q = ReadQuorum::new(ReadRequirement::new(n3(), 2, 0).unwrap(), 3, 3);
         q.add_reply(node("a"), true, LocalRead::Found(written("x", "a")));
         assert_eq!(q.progress(), ReadProgress::Waiting);
         q.add_reply(node("b"), true, LocalRead::Found(written("y", "b")));
@@ -308,9 +339,9 @@ mod tests {
 
     #[test]
     fn read_fails_when_too_many_replicas_fail_and_says_how_many_answered() {
-        let mut q = ReadQuorum::new(ReadRequirement::new(n3(), 3, 0).unwrap(), 3);
+        let mut q = ReadQuorum::new(ReadRequirement::new(n3(), 3, 0).unwrap(), 3, 3);
         q.add_reply(node("a"), true, LocalRead::NotFound);
-        q.add_failure();
+        q.add_failure(true);
         // R=3 is out of reach, but the third replica is still out: its answer is counted.
         assert_eq!(q.progress(), ReadProgress::Waiting);
         q.add_reply(node("b"), true, LocalRead::NotFound);
@@ -325,7 +356,7 @@ mod tests {
 
     #[test]
     fn read_with_pr_waits_for_primaries() {
-        let mut q = ReadQuorum::new(ReadRequirement::new(n3(), 2, 2).unwrap(), 3);
+        let mut q = ReadQuorum::new(ReadRequirement::new(n3(), 2, 2).unwrap(), 3, 2);
         q.add_reply(node("a"), true, LocalRead::NotFound);
         q.add_reply(node("f"), false, LocalRead::NotFound);
         assert_eq!(q.progress(), ReadProgress::Waiting);
@@ -336,7 +367,7 @@ mod tests {
     #[test]
     fn stale_replicas_are_those_older_than_the_merge_including_late_and_corrupt_ones() {
         let x = written("x", "a");
-        let mut q = ReadQuorum::new(ReadRequirement::new(n3(), 2, 0).unwrap(), 3);
+        let mut q = ReadQuorum::new(ReadRequirement::new(n3(), 2, 0).unwrap(), 3, 3);
         q.add_reply(node("a"), true, LocalRead::Found(x.clone()));
         q.add_reply(node("b"), true, LocalRead::NotFound);
         assert_eq!(q.progress(), ReadProgress::Enough);
@@ -347,7 +378,7 @@ mod tests {
 
     #[test]
     fn nothing_to_repair_when_every_replica_is_empty() {
-        let mut q = ReadQuorum::new(ReadRequirement::new(n3(), 2, 0).unwrap(), 2);
+        let mut q = ReadQuorum::new(ReadRequirement::new(n3(), 2, 0).unwrap(), 2, 2);
         q.add_reply(node("a"), true, LocalRead::NotFound);
         q.add_reply(node("b"), true, LocalRead::NotFound);
         assert!(q.stale_replicas().is_empty());
@@ -393,5 +424,97 @@ mod tests {
         assert_eq!(q.progress(), WriteProgress::Waiting);
         q.add_failure(true);
         assert!(matches!(q.progress(), WriteProgress::Failed(_)));
+    }
+
+    // ---- sloppy quorums: fallbacks standing in for primaries judged down ----------------
+
+    #[test]
+    fn a_fallback_reply_counts_toward_r_but_not_pr() {
+        // Primary c is down; fallback f stands in for it.
+        let mut q = ReadQuorum::new(ReadRequirement::new(n3(), 2, 0).unwrap(), 3, 2);
+        q.add_reply(node("a"), true, LocalRead::Found(written("x", "a")));
+        q.add_reply(node("f"), false, LocalRead::NotFound);
+        assert_eq!(
+            q.progress(),
+            ReadProgress::Enough,
+            "R=2 from a primary and a fallback"
+        );
+        assert_eq!((q.replies(), q.primary_replies()), (2, 1));
+
+        let mut q = ReadQuorum::new(ReadRequirement::new(n3(), 2, 2).unwrap(), 3, 2);
+        q.add_reply(node("a"), true, LocalRead::NotFound);
+        q.add_reply(node("f"), false, LocalRead::NotFound);
+        assert_eq!(
+            q.progress(),
+            ReadProgress::Waiting,
+            "PR=2 needs the other primary"
+        );
+        q.add_failure(true);
+        assert_eq!(
+            q.progress(),
+            ReadProgress::Failed(RequestError::QuorumFailed {
+                required: 2,
+                answered: 2
+            }),
+            "two replies, but only one primary: PR=2 is out of reach"
+        );
+    }
+
+    #[test]
+    fn pr_is_out_of_reach_once_too_many_primaries_failed_even_with_fallbacks_out() {
+        // Two primaries and one fallback asked; R=PR=2. One primary fails: PR cannot be met,
+        // and the fallback's answer cannot change that, but it is waited for (it counts).
+        let mut q = ReadQuorum::new(ReadRequirement::new(n3(), 2, 2).unwrap(), 3, 2);
+        q.add_reply(node("a"), true, LocalRead::NotFound);
+        q.add_failure(true);
+        assert_eq!(q.progress(), ReadProgress::Waiting);
+        q.add_reply(node("f"), false, LocalRead::NotFound);
+        assert!(matches!(q.progress(), ReadProgress::Failed(_)));
+    }
+
+    #[test]
+    fn fallbacks_are_never_read_repaired() {
+        let x = written("x", "a");
+        let mut q = ReadQuorum::new(ReadRequirement::new(n3(), 3, 0).unwrap(), 3, 2);
+        q.add_reply(node("a"), true, LocalRead::Found(x));
+        q.add_reply(node("b"), true, LocalRead::NotFound);
+        q.add_reply(node("f"), false, LocalRead::NotFound);
+        assert_eq!(q.stale_replicas(), vec![node("b")]);
+    }
+
+    #[test]
+    fn fallback_acks_count_toward_w_and_never_toward_pw() {
+        // a is the coordinator, b a live primary, f a fallback standing in for c.
+        let mut q = WriteQuorum::new(WriteRequirement::new(n3(), 2, 0).unwrap(), 3, 2);
+        q.add_ack(true);
+        q.add_ack(false);
+        assert_eq!(
+            q.progress(),
+            WriteProgress::Enough,
+            "W=2: a primary and a fallback"
+        );
+
+        let mut q = WriteQuorum::new(WriteRequirement::new(n3(), 3, 2).unwrap(), 3, 2);
+        q.add_ack(true);
+        q.add_ack(false);
+        assert_eq!(q.progress(), WriteProgress::Waiting);
+        q.add_ack(true);
+        assert_eq!(
+            q.progress(),
+            WriteProgress::Enough,
+            "W=3 with PW=2 from a, b and f"
+        );
+
+        let mut q = WriteQuorum::new(WriteRequirement::new(n3(), 2, 2).unwrap(), 3, 2);
+        q.add_ack(true);
+        q.add_ack(false);
+        q.add_failure(true);
+        let WriteProgress::Failed(e) = q.progress() else {
+            panic!(
+                "PW=2 with one primary ack must fail, got {:?}",
+                q.progress()
+            );
+        };
+        assert!(e.is_indeterminate(), "the write is durable on a and f: {e}");
     }
 }

@@ -25,6 +25,8 @@ pub(crate) enum Timer {
     Request(RequestId),
     /// Time for a round of gossip (the membership part).
     Gossip,
+    /// Time to look for hints to hand off or sweep (the hints part).
+    HintReplay,
 }
 
 /// Timers by when they fire.

@@ -39,6 +39,25 @@ pub struct NodeStatus {
     /// Whether the node's storage works: `false` once a commit failed in this run, after which
     /// the node coordinates and stores no writes until it restarts.
     pub storage_healthy: bool,
+    /// The hints this node holds, one queue per target (empty when it holds none).
+    pub hints: Vec<HintQueue>,
+}
+
+/// The hints one node holds for one target, and how their handoff stands.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HintQueue {
+    /// The node the hints are for.
+    pub target: NodeId,
+    /// Keys held.
+    pub keys: u64,
+    /// Bytes held (keys and values), as counted against `max_hint_bytes`.
+    pub bytes: u64,
+    /// When the oldest hint held was stored, in Unix milliseconds.
+    pub oldest_unix_ms: Option<u64>,
+    /// Whether a handoff batch to the target is out now.
+    pub replaying: bool,
+    /// Hints handed off to the target since the node started.
+    pub replayed: u64,
 }
 
 /// How a node judges one peer.

@@ -4,7 +4,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use shoal_causality::{CausalContext, Object};
 use shoal_ring::Ring;
-use shoal_types::{Key, QuorumError, RequestOptions};
+use shoal_types::{Key, NodeId, QuorumError, RequestOptions};
 
 /// What an application asks of any node.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -130,6 +130,19 @@ pub enum RequestError {
         /// Replicas that were reachable.
         alive: usize,
     },
+    /// Definite: the request asked for PR (or PW) primaries, and fewer than that are reachable;
+    /// nothing was applied. `missing` names the primaries judged down.
+    #[error(
+        "{required} primaries required, {} unreachable ({}); nothing was applied",
+        missing.len(),
+        names(missing)
+    )]
+    PrimariesUnavailable {
+        /// Primaries the request needs (its PR or PW).
+        required: usize,
+        /// The primaries that are not reachable.
+        missing: Vec<NodeId>,
+    },
     /// Indeterminate: the request was tried but too few replicas answered. A write may have
     /// been applied on some replicas.
     #[error("quorum failed: {required} replicas required, {answered} answered")]
@@ -235,6 +248,7 @@ impl RequestError {
     pub fn kind(&self) -> &'static str {
         match self {
             RequestError::Unavailable { .. } => "unavailable",
+            RequestError::PrimariesUnavailable { .. } => "primaries_unavailable",
             RequestError::QuorumFailed { .. } => "quorum_failed",
             RequestError::Timeout { .. } => "timeout",
             RequestError::TooManySiblings { .. } => "too_many_siblings",
@@ -249,6 +263,12 @@ impl RequestError {
             RequestError::NodeFailed(_) => "node_failed",
         }
     }
+}
+
+/// Node ids joined by commas, for an error message.
+fn names(nodes: &[NodeId]) -> String {
+    let names: Vec<&str> = nodes.iter().map(NodeId::as_str).collect();
+    names.join(", ")
 }
 
 /// Why a coordinator refused a write's context (always before applying anything).

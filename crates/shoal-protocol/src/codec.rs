@@ -7,14 +7,16 @@ use shoal_types::Limits;
 use thiserror::Error;
 
 use crate::{
-    AdminResponse, ClientRequest, ClientResponse, GossipMessage, LocalRead, PeerMessage,
-    PeerRequest, PeerResponse, ReplicaMessage, ReplicaResponse, Request, RequestError, Response,
+    AdminResponse, ClientRequest, ClientResponse, GossipMessage, HintMessage, HintResponse,
+    LocalRead, MAX_HANDOFF_OBJECTS, PeerMessage, PeerRequest, PeerResponse, ReplicaMessage,
+    ReplicaResponse, Request, RequestError, Response,
 };
 
 /// The version byte every frame body starts with. Bumped on any incompatible change (3: causal
 /// contexts carry listed dots beside their vector, and `RequestError::InvalidContext`; 4:
-/// membership gossip, and the admin status reports every member).
-pub const PROTOCOL_VERSION: u8 = 4;
+/// membership gossip, and the admin status reports every member; 5: hinted handoff and
+/// `RequestError::PrimariesUnavailable`).
+pub const PROTOCOL_VERSION: u8 = 5;
 
 /// How deeply nested a decoded message may be. Shoal's deepest message nests about a dozen
 /// levels; anything deeper is hostile.
@@ -132,7 +134,9 @@ impl Checked for Response {
                 PeerResponse::Coordinated(c) => check_client_response(c, limits),
                 PeerResponse::Replica(ReplicaResponse::Replica(l)) => check_local(l, limits),
                 PeerResponse::Gossip(Some(g)) => check_gossip(g, limits),
-                PeerResponse::Replica(ReplicaResponse::Stored)
+                PeerResponse::Hint(HintResponse::Held(l)) => check_local(l, limits),
+                PeerResponse::Hint(HintResponse::Stored | HintResponse::HandedOff)
+                | PeerResponse::Replica(ReplicaResponse::Stored)
                 | PeerResponse::Gossip(None)
                 | PeerResponse::Pong
                 | PeerResponse::Failed(_) => Ok(()),
@@ -161,7 +165,21 @@ fn check_peer_request(r: &PeerRequest, limits: &DecodeLimits) -> Result<(), Code
             ReplicaMessage::Replicate { object, .. } | ReplicaMessage::Repair { object, .. },
         ) => check_object(object, limits),
         PeerMessage::Gossip(g) => check_gossip(g, limits),
-        PeerMessage::Replica(ReplicaMessage::Read { .. }) | PeerMessage::Ping => Ok(()),
+        PeerMessage::Hint(HintMessage::Store { object, .. }) => check_object(object, limits),
+        PeerMessage::Hint(HintMessage::Handoff { objects }) => {
+            if objects.len() > MAX_HANDOFF_OBJECTS {
+                return Err(CodecError::OverLimit(format!(
+                    "handoff of {} objects, the limit is {MAX_HANDOFF_OBJECTS}",
+                    objects.len()
+                )));
+            }
+            objects
+                .iter()
+                .try_for_each(|o| check_object(&o.object, limits))
+        }
+        PeerMessage::Replica(ReplicaMessage::Read { .. })
+        | PeerMessage::Hint(HintMessage::Read { .. })
+        | PeerMessage::Ping => Ok(()),
     }
 }
 
@@ -185,6 +203,15 @@ fn check_client_response(c: &ClientResponse, limits: &DecodeLimits) -> Result<()
         ClientResponse::Ring(ring) => check_ring(ring, limits),
         ClientResponse::Failed(RequestError::ReadTooLarge { context, .. }) => {
             check_context(context, limits)
+        }
+        ClientResponse::Failed(RequestError::PrimariesUnavailable { missing, .. })
+            if missing.len() > limits.max_members =>
+        {
+            Err(CodecError::OverLimit(format!(
+                "{} missing primaries named, the limit is {}",
+                missing.len(),
+                limits.max_members
+            )))
         }
         ClientResponse::Failed(_) => Ok(()),
     }

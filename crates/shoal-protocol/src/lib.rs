@@ -19,16 +19,18 @@ mod admin;
 mod client;
 mod codec;
 mod gossip;
+mod hint;
 mod message;
 mod peer;
 
-pub use admin::{AdminRequest, AdminResponse, NodeStatus, PeerStatus};
+pub use admin::{AdminRequest, AdminResponse, HintQueue, NodeStatus, PeerStatus};
 pub use client::{ClientRequest, ClientResponse, ContextError, LocalRead, RequestError};
 pub use codec::{
     Checked, CodecError, DecodeLimits, MAX_DECODE_DEPTH, OBJECT_OVERHEAD_BYTES, PROTOCOL_VERSION,
     decode, encode, encode_sized,
 };
 pub use gossip::{Delta, DigestEntry, GossipMessage, MemberRecord, MemberStatus};
+pub use hint::{HandedOff, HintMessage, HintResponse, MAX_HANDOFF_OBJECTS};
 pub use message::{Refusal, Request, Response};
 pub use peer::{
     PeerError, PeerMessage, PeerRequest, PeerResponse, ReplicaMessage, ReplicaResponse,

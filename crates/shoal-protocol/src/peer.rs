@@ -1,8 +1,8 @@
 //! Node-to-node messages: one envelope ([`PeerRequest`]: who sends, in which ring epoch) around
 //! a [`PeerMessage`], whose variants are the families of node traffic, each served by its own
-//! part of the receiving node. Forwarded writes, replication (replicate, read, repair), gossip
-//! and pings exist today; hints, anti-entropy exchanges and ownership transfers each add a
-//! variant here (and one to [`PeerResponse`]) when they are built.
+//! part of the receiving node: forwarded writes, replication (replicate, read, repair), gossip,
+//! pings, and hinted handoff. Anti-entropy exchanges and ownership transfers each add a variant
+//! here (and one to [`PeerResponse`]) when they are built.
 
 use std::time::Duration;
 
@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use shoal_causality::Object;
 use shoal_types::{Key, NodeId, PartitionId, RingEpoch};
 
-use crate::{ClientRequest, ClientResponse, GossipMessage, LocalRead};
+use crate::{ClientRequest, ClientResponse, GossipMessage, HintMessage, HintResponse, LocalRead};
 
 /// A request from one node to another. `from` must be the node named by the sender's
 /// certificate.
@@ -43,6 +43,9 @@ pub enum PeerMessage {
     /// Membership gossip: a `Syn` is answered with [`PeerResponse::Gossip`] holding the
     /// `SynAck`, an `Ack` with `PeerResponse::Gossip(None)`.
     Gossip(GossipMessage),
+    /// Hinted handoff: a fallback asked to hold or read a hint, or hints handed back to their
+    /// primary. Answered with [`PeerResponse::Hint`].
+    Hint(HintMessage),
 }
 
 /// The replication messages: how a put's object, a get and a read repair travel between the
@@ -98,6 +101,8 @@ pub enum PeerResponse {
     Pong,
     /// Answer to [`PeerMessage::Gossip`]: the next message of the exchange, if there is one.
     Gossip(Option<GossipMessage>),
+    /// Answer to [`PeerMessage::Hint`].
+    Hint(HintResponse),
     /// The request was not served (see [`PeerError`] for what each reason implies).
     Failed(PeerError),
 }
@@ -136,6 +141,13 @@ pub enum PeerError {
         expected: PartitionId,
         /// The partition the message named.
         got: PartitionId,
+    },
+    /// The fallback holds as many hints for `primary` as it may (`max_hint_bytes`): it did not
+    /// store this one. Nothing was applied; anti-entropy repairs what the primary misses.
+    #[error("the hints held for {primary} are at their bound")]
+    HintsFull {
+        /// The primary the hint was for.
+        primary: NodeId,
     },
 }
 

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use shoal_coordinator::HintsConfig;
 use shoal_protocol::OBJECT_OVERHEAD_BYTES;
 use shoal_ring::{Member, Ring};
 use shoal_transport::TransportConfig;
@@ -71,6 +72,9 @@ pub struct ServerConfig {
     /// that answers and gossips its way into the membership as a `joining` member (owning no
     /// partitions until a ring change; it serves requests meanwhile, as any node).
     pub join: Vec<SocketAddr>,
+    /// Hinted handoff: what a fallback holds per target at most (`max_hint_bytes`, default
+    /// 1 GiB; `max_hint_window`, default 3 h) and how fast it hands hints back.
+    pub hints: HintsConfig,
 }
 
 impl ServerConfig {
@@ -115,6 +119,7 @@ impl ServerConfig {
             peer_queue: 16 * 1024,
             gossip_interval: Self::DEFAULT_GOSSIP_INTERVAL,
             join: Vec::new(),
+            hints: HintsConfig::default(),
         }
     }
 
@@ -168,6 +173,9 @@ impl ServerConfig {
             return invalid(
                 "a node either bootstraps a cluster (members) or joins one (join), not both".into(),
             );
+        }
+        if self.hints.max_hint_window.is_zero() || self.hints.replay_rate == 0 {
+            return invalid("max_hint_window and the hint replay rate must be positive".into());
         }
         if self.gossip_interval.is_zero() || self.gossip_interval > Self::MAX_GOSSIP_INTERVAL {
             return invalid(format!(

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use shoal_coordinator::NodeMetrics;
 use shoal_protocol::{
-    AdminResponse, ClientRequest, ClientResponse, PeerMessage, PeerResponse, Refusal,
+    AdminResponse, ClientRequest, ClientResponse, HintMessage, PeerMessage, PeerResponse, Refusal,
     ReplicaMessage, Request, Response,
 };
 use shoal_storage::StorageStats;
@@ -40,11 +40,14 @@ pub(crate) enum Op {
     ReplicaRepair,
     ReplicaPing,
     Gossip,
+    HintStore,
+    HintRead,
+    HintHandoff,
     Admin,
 }
 
 impl Op {
-    const ALL: [Op; 12] = [
+    const ALL: [Op; 15] = [
         Op::Get,
         Op::Put,
         Op::Delete,
@@ -56,6 +59,9 @@ impl Op {
         Op::ReplicaRepair,
         Op::ReplicaPing,
         Op::Gossip,
+        Op::HintStore,
+        Op::HintRead,
+        Op::HintHandoff,
         Op::Admin,
     ];
 
@@ -75,6 +81,9 @@ impl Op {
                 PeerMessage::Replica(ReplicaMessage::Repair { .. }) => Op::ReplicaRepair,
                 PeerMessage::Ping => Op::ReplicaPing,
                 PeerMessage::Gossip(_) => Op::Gossip,
+                PeerMessage::Hint(HintMessage::Store { .. }) => Op::HintStore,
+                PeerMessage::Hint(HintMessage::Read { .. }) => Op::HintRead,
+                PeerMessage::Hint(HintMessage::Handoff { .. }) => Op::HintHandoff,
             },
             Request::Admin(_) => Op::Admin,
         }
@@ -93,6 +102,9 @@ impl Op {
             Op::ReplicaRepair => "replica_repair",
             Op::ReplicaPing => "replica_ping",
             Op::Gossip => "gossip",
+            Op::HintStore => "hint_store",
+            Op::HintRead => "hint_read",
+            Op::HintHandoff => "hint_handoff",
             Op::Admin => "admin",
         }
     }
@@ -195,6 +207,8 @@ pub(crate) struct Snapshot {
     pub(crate) cancelled_unworked: u64,
     /// A storage commit failed in this run: the node refuses writes until it restarts.
     pub(crate) storage_failed: bool,
+    /// Hints held for other nodes: keys and bytes.
+    pub(crate) hints_pending: (u64, u64),
 }
 
 /// The server's metrics, shared by its tasks.
@@ -366,7 +380,17 @@ impl Metrics {
         );
         line(w, name, "", u64::from(!s.storage_failed));
 
-        let gauges: [(&str, &str, usize); 5] = [
+        let gauges: [(&str, &str, usize); 7] = [
+            (
+                "shoal_hints_pending_keys",
+                "Hints this node holds for other nodes (keys, over all targets).",
+                usize::try_from(s.hints_pending.0).unwrap_or(usize::MAX),
+            ),
+            (
+                "shoal_hints_pending_bytes",
+                "Bytes of hints this node holds for other nodes, as counted against max_hint_bytes.",
+                usize::try_from(s.hints_pending.1).unwrap_or(usize::MAX),
+            ),
             (
                 "shoal_requests_in_flight",
                 "Requests the node is coordinating now.",
@@ -399,7 +423,7 @@ impl Metrics {
         }
 
         let n = &s.node;
-        let counters: [(&str, &str, u64); 17] = [
+        let counters: [(&str, &str, u64); 23] = [
             (
                 "shoal_gets_coordinated_total",
                 "Gets this node coordinated.",
@@ -484,6 +508,36 @@ impl Metrics {
                 "shoal_recoveries_total",
                 "Peers the failure detector judged alive again.",
                 n.recoveries,
+            ),
+            (
+                "shoal_hinted_writes_total",
+                "Writes this node coordinated that went to a fallback as a hint, for a primary judged down.",
+                n.hinted_writes,
+            ),
+            (
+                "shoal_hints_stored_total",
+                "Hints this node stored as a fallback.",
+                n.hints_stored,
+            ),
+            (
+                "shoal_hints_replayed_total",
+                "Hints this node handed off to their targets (removed after the target's durable ack).",
+                n.hints_replayed,
+            ),
+            (
+                "shoal_hints_dropped_total",
+                "Hints dropped: over max_hint_bytes, older than max_hint_window, or corrupted (left to anti-entropy).",
+                n.hints_dropped,
+            ),
+            (
+                "shoal_hint_replay_failures_total",
+                "Handoff batches the target did not take (sent again later).",
+                n.hint_replay_failures,
+            ),
+            (
+                "shoal_hints_received_total",
+                "Objects handed off to this node by holders of hints for it.",
+                n.hints_received,
             ),
         ];
         for (name, help, value) in counters {

@@ -368,6 +368,7 @@ impl NodeTask {
             in_flight: self.node.in_flight(),
             awaiting_reply: books.pending.len(),
             persists_pending: self.node.persists_pending(),
+            hints_pending: self.node.hints_pending(),
             sends_in_flight: books.sends.len(),
             queued_client: books.inbox.len(Class::Client) + self.client_requests.len(),
             queued_peer: books.inbox.len(Class::Peer) + self.peer_requests.len(),

@@ -208,6 +208,8 @@ impl Server {
             request_timeout: config.request_timeout,
             generation: generation_now(),
             address: Some(config.advertise.unwrap_or(local_addr)),
+            hints: config.hints,
+            unix_ms_at_start: generation_now(),
             ..NodeConfig::new(config.node_id.clone(), incarnation)
         };
         node_config.gossip.interval = config.gossip_interval;

@@ -37,6 +37,8 @@ pub struct FinalState {
     /// What each primary held once the faults stopped, before any read that repairs: how far
     /// the replicas converged without help (only anti-entropy would close this gap).
     before_repair: BTreeMap<Key, Vec<(NodeId, Option<Object>)>>,
+    /// Per node, whether it still held hints for another node at the end (when given).
+    hints: BTreeMap<NodeId, bool>,
 }
 
 /// How strict the liveness figure is.
@@ -89,6 +91,8 @@ pub struct Report {
     pub unconverged_keys: Figure,
     /// I5: partitions whose tictac trees differ among their replicas (when trees were given).
     pub unconverged_trees: Option<Figure>,
+    /// I5: nodes still holding hints after the heal (when hint queues were given).
+    pub hints_left: Option<Figure>,
     /// Information: keys whose replicas differed after the heal, before any repairing read
     /// (when that state was given). Not a promise until anti-entropy exists: reported, never
     /// failed; `unconverged_keys` is measured after the final reads repaired.
@@ -127,6 +131,11 @@ impl FinalState {
     /// Records what `node` holds for `key` (`None`: nothing).
     pub fn add_replica(&mut self, key: Key, node: NodeId, object: Option<Object>) {
         self.keys.entry(key).or_default().push((node, object));
+    }
+
+    /// Records whether `node` still holds hints for any other node.
+    pub fn add_hints(&mut self, node: NodeId, holds_hints: bool) {
+        self.hints.insert(node, holds_hints);
     }
 
     /// Records the root of `node`'s tictac tree for `partition`.
@@ -176,6 +185,7 @@ impl Report {
         all.extend(self.unconverged_before_repair.as_ref());
         all.push(&self.unconverged_keys);
         all.extend(self.unconverged_trees.as_ref());
+        all.extend(self.hints_left.as_ref());
         all.extend([
             &self.definite_failures_applied,
             &self.stuck_requests,
@@ -283,6 +293,7 @@ pub fn check(history: &History, final_state: &FinalState, options: &CheckOptions
         deletes_undone: Figure::new("deletes undone", Promise::Safety("I4")),
         unconverged_keys: Figure::new("unconverged keys after heal", Promise::Safety("I5")),
         unconverged_trees: None,
+        hints_left: None,
         unconverged_before_repair: None,
         definite_failures_applied: Figure::new(
             "definite failures found applied",
@@ -587,6 +598,17 @@ impl<'a> Checker<'a> {
                 }
             }
             report.unconverged_trees = Some(trees);
+        }
+        if !self.final_state.hints.is_empty() {
+            let mut left = Figure::new("hint queues left after heal", Promise::Safety("I5"));
+            for (node, holds) in &self.final_state.hints {
+                left.total += 1;
+                if *holds {
+                    left.value += 1;
+                    found.push(format!("I5: {node} still holds hints after the heal"));
+                }
+            }
+            report.hints_left = Some(left);
         }
         found.into_iter().for_each(|e| self.example(e));
     }

@@ -61,6 +61,12 @@ pub struct WorkloadConfig {
     pub replication: u8,
     /// The cluster's value limit, to build values over it.
     pub max_value_bytes: usize,
+    /// Reads ask PR and writes PW of a majority of N, so that PR + PW > N: every read meets
+    /// every acknowledged write on a primary, even when writes went to fallbacks. What a single
+    /// writer needs for I3 under sloppy quorums; with the default PR = PW = 0 a read can miss a
+    /// write held only by fallbacks, and a write built on that read is concurrent with it
+    /// (`docs/hints.md`). On by default for the single-writer workload.
+    pub primary_quorums: bool,
 }
 
 /// The request a client sends next, and what to record of it.
@@ -121,6 +127,7 @@ impl WorkloadConfig {
             delete_fraction: 0.3,
             replication: 3,
             max_value_bytes: 16 * 1024,
+            primary_quorums: kind == WorkloadKind::SingleWriter,
         }
     }
 }
@@ -204,7 +211,7 @@ impl Workload {
             key: self.keys[key].clone(),
             request: ClientRequest::Get {
                 key: self.keys[key].clone(),
-                options: RequestOptions::default(),
+                options: self.options(),
             },
             kind: OpKind::Read,
         }
@@ -262,6 +269,19 @@ impl Workload {
         };
     }
 
+    /// The options of every request: the cluster's defaults, or a majority of primaries.
+    fn options(&self) -> RequestOptions {
+        if !self.config.primary_quorums {
+            return RequestOptions::default();
+        }
+        let majority = self.config.replication / 2 + 1;
+        RequestOptions {
+            pr: Some(majority),
+            pw: Some(majority),
+            ..RequestOptions::default()
+        }
+    }
+
     fn write_after_read(
         &mut self,
         key: usize,
@@ -291,7 +311,7 @@ impl Workload {
                     request: ClientRequest::Delete {
                         key: k,
                         context,
-                        options: RequestOptions::default(),
+                        options: self.options(),
                     },
                     kind: OpKind::Delete { read: Some(read) },
                 }
@@ -313,7 +333,7 @@ impl Workload {
         context: CausalContext,
         rng: &mut StdRng,
     ) -> Step {
-        let mut options = RequestOptions::default();
+        let mut options = self.options();
         if self.poison_fraction > 0.0 && rng.random_bool(self.poison_fraction) {
             if rng.random_bool(0.5) {
                 options.w = Some(self.config.replication.saturating_add(1));

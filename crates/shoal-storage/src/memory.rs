@@ -223,6 +223,26 @@ impl Storage for MemoryStorage {
             .collect())
     }
 
+    fn hint(
+        &self,
+        target: &NodeId,
+        partition: PartitionId,
+        key: &Key,
+    ) -> Result<Option<HintEntry>, ReadError> {
+        let state = self.state();
+        let slot = (target.clone(), partition, key.clone());
+        Ok(state.hints.get(&slot).map(|h| {
+            HintEntry::Found(Hint {
+                target: target.clone(),
+                partition,
+                key: key.clone(),
+                object: h.object.clone(),
+                digest: h.digest,
+                stored_at_unix_ms: h.stored_at_unix_ms,
+            })
+        }))
+    }
+
     fn stats(&self) -> StorageStats {
         self.state().stats
     }

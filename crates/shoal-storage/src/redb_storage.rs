@@ -511,6 +511,32 @@ impl Storage for RedbStorage {
         Ok(out)
     }
 
+    fn hint(
+        &self,
+        target: &NodeId,
+        partition: PartitionId,
+        key: &Key,
+    ) -> Result<Option<HintEntry>, ReadError> {
+        let txn = self.shared().db.begin_read().during("beginning a read")?;
+        let table = txn.open_table(HINTS).during("opening the hints table")?;
+        let tk = hint_key(target, partition, key);
+        let Some(v) = table.get(tk.as_slice()).during("reading a hint")? else {
+            return Ok(None);
+        };
+        Ok(Some(
+            match hint_from_record(target, partition, key, &tk, v.value()) {
+                Some(hint) => HintEntry::Found(hint),
+                None => {
+                    self.note_corrupt("hint", &tk, None);
+                    HintEntry::Corrupted {
+                        partition,
+                        key: key.clone(),
+                    }
+                }
+            },
+        ))
+    }
+
     fn stats(&self) -> StorageStats {
         self.shared().counters.snapshot()
     }

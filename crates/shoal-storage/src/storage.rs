@@ -63,6 +63,15 @@ pub trait Storage: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<HintEntry>, ReadError>;
 
+    /// The hint held for (`target`, `partition`, `key`), if one is (what a fallback answers a
+    /// read with). A corrupted record is [`HintEntry::Corrupted`].
+    fn hint(
+        &self,
+        target: &NodeId,
+        partition: PartitionId,
+        key: &Key,
+    ) -> Result<Option<HintEntry>, ReadError>;
+
     /// Counters since the storage was opened.
     fn stats(&self) -> StorageStats;
 }

@@ -1,12 +1,16 @@
 //! Gets: any node coordinates one. It reads its own durable replica if it is a primary, sends
-//! `Read` to the other reachable primaries, merges replies as they come, answers after R (PR
-//! from primaries), and once every replica asked has answered (or at the deadline) read-repairs
-//! every replica that answered with something older — also those that answered after the client
-//! got its reply.
+//! `Read` to the other reachable primaries and a hint read to the fallback standing in for
+//! each primary judged down (a sloppy quorum: what the fallback holds for that primary), merges
+//! replies as they come, answers after R (PR from primaries; a fallback's reply counts toward R
+//! only), and once every replica asked has answered (or at the deadline) read-repairs every
+//! primary that answered with something older — also those that answered after the client got
+//! its reply.
 
 use std::time::Instant;
 
-use shoal_protocol::{ClientResponse, LocalRead, PeerMessage, ReplicaMessage, RequestError};
+use shoal_protocol::{
+    ClientResponse, HintMessage, LocalRead, PeerMessage, ReplicaMessage, RequestError,
+};
 use shoal_storage::Storage;
 use shoal_types::{Key, NodeId, PartitionId, RequestOptions};
 
@@ -22,6 +26,9 @@ pub(super) struct GetState {
     key: Key,
     quorum: ReadQuorum,
     answered: bool,
+    /// Every node asked (this one included) and the primary it stands in for if it is a
+    /// fallback, so that a stand-in is never asked twice.
+    asked: Vec<(NodeId, Option<NodeId>)>,
 }
 
 impl GetState {
@@ -54,37 +61,57 @@ impl ClientRequests {
             }
         };
         let partition = env.shared.ring.partition_for_key(&key);
-        let primaries = env.shared.ring.primaries(partition).to_vec();
-        let alive = primaries.iter().filter(|n| env.is_reachable(n)).count();
-        if alive < required.r() {
+        let targets = env.targets(partition);
+        if targets.len() < required.r() {
             env.shared.metrics.unavailable += 1;
             let error = RequestError::Unavailable {
                 required: required.r(),
-                alive,
+                alive: targets.len(),
+            };
+            return answer(env.shared, origin, ClientResponse::Failed(error));
+        }
+        let primary_targets = targets.iter().filter(|t| t.is_primary()).count();
+        if primary_targets < required.pr() {
+            env.shared.metrics.unavailable += 1;
+            let error = RequestError::PrimariesUnavailable {
+                required: required.pr(),
+                missing: env.missing_primaries(partition),
             };
             return answer(env.shared, origin, ClientResponse::Failed(error));
         }
         env.shared.metrics.gets += 1;
         let request = RequestId(env.shared.new_id());
-        let mut quorum = ReadQuorum::new(required, primaries.len());
-        for node in &primaries {
-            if node == env.shared.id() {
-                let read = env
-                    .durability
-                    .durable_read(&mut env.shared.metrics, partition, &key);
-                quorum.add_reply(node.clone(), true, read);
-            } else if env.is_reachable(node) {
-                let message = PeerMessage::Replica(ReplicaMessage::Read {
+        let mut quorum = ReadQuorum::new(required, targets.len(), primary_targets);
+        let asked: Vec<(NodeId, Option<NodeId>)> = targets
+            .iter()
+            .map(|t| (t.node.clone(), t.stands_in_for.clone()))
+            .collect();
+        for target in targets {
+            let primary = target.is_primary();
+            if target.node == *env.shared.id() {
+                let metrics = &mut env.shared.metrics;
+                let read = match &target.stands_in_for {
+                    None => env.durability.durable_read(metrics, partition, &key),
+                    Some(p) => env.durability.hint_read(metrics, p, partition, &key),
+                };
+                quorum.add_reply(target.node, primary, read);
+                continue;
+            }
+            let message = match target.stands_in_for {
+                None => PeerMessage::Replica(ReplicaMessage::Read {
                     partition,
                     key: key.clone(),
-                });
-                let left = budget(deadline, env.now);
-                let purpose = effects::Purpose::Client(Purpose::Read(request));
-                env.shared
-                    .send(purpose, node.clone(), message, Priority::Normal, left);
-            } else {
-                quorum.add_failure();
-            }
+                }),
+                Some(for_primary) => PeerMessage::Hint(HintMessage::Read {
+                    primary: for_primary,
+                    partition,
+                    key: key.clone(),
+                }),
+            };
+            let left = budget(deadline, env.now);
+            let purpose = effects::Purpose::Client(Purpose::Read(request));
+            env.shared
+                .send(purpose, target.node, message, Priority::Normal, left);
         }
         let get = GetState {
             origin,
@@ -92,9 +119,56 @@ impl ClientRequests {
             key,
             quorum,
             answered: false,
+            asked,
         };
         self.insert(env.shared, request, deadline, Coordination::Get(get));
         self.advance_get(env, request);
+    }
+
+    /// A node asked by `request` could not be reached (the read surely was not delivered):
+    /// the next reachable fallback not yet asked is asked for the hint it holds for the
+    /// primary that node was or stood in for. Returns whether one was.
+    pub(super) fn stand_in_for_read<S: Storage>(
+        &mut self,
+        env: &mut Env<'_, S>,
+        request: RequestId,
+        down: &NodeId,
+    ) -> bool {
+        let Some((deadline, Coordination::Get(get))) = self.requests.get_mut(&request) else {
+            return false;
+        };
+        if get.answered {
+            return false;
+        }
+        let Some((_, stood_in_for)) = get.asked.iter().find(|(n, _)| n == down) else {
+            return false;
+        };
+        let (was_primary, primary) = match stood_in_for {
+            None => (true, down.clone()),
+            Some(p) => (false, p.clone()),
+        };
+        let me = env.shared.id().clone();
+        let fallback =
+            env.shared.ring.fallbacks(get.partition).find(|n| {
+                **n != me && env.is_reachable(n) && !get.asked.iter().any(|(a, _)| a == *n)
+            });
+        let Some(fallback) = fallback.cloned() else {
+            return false;
+        };
+        let message = PeerMessage::Hint(HintMessage::Read {
+            primary: primary.clone(),
+            partition: get.partition,
+            key: get.key.clone(),
+        });
+        if was_primary {
+            get.quorum.stand_in();
+        }
+        get.asked.push((fallback.clone(), Some(primary)));
+        let left = budget(*deadline, env.now);
+        let purpose = effects::Purpose::Client(Purpose::Read(request));
+        env.shared
+            .send(purpose, fallback, message, Priority::Normal, left);
+        true
     }
 
     pub(super) fn read_outcome<S: Storage>(
@@ -107,9 +181,10 @@ impl ClientRequests {
         let Some((_, Coordination::Get(get))) = self.requests.get_mut(&request) else {
             return;
         };
+        let primary = env.shared.ring.is_primary(&from, get.partition);
         match read {
-            Some(read) => get.quorum.add_reply(from, true, read),
-            None => get.quorum.add_failure(),
+            Some(read) => get.quorum.add_reply(from, primary, read),
+            None => get.quorum.add_failure(primary),
         }
         self.advance_get(env, request);
     }

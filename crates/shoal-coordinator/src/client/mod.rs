@@ -22,14 +22,17 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use shoal_protocol::{
-    ClientRequest, ClientResponse, PeerError, PeerResponse, RequestError, Response,
+    ClientRequest, ClientResponse, HintResponse, PeerError, PeerResponse, ReplicaResponse,
+    RequestError, Response,
 };
+use shoal_ring::Target;
 use shoal_storage::Storage;
-use shoal_types::{Key, NodeId, RequestOptions};
+use shoal_types::{Key, NodeId, PartitionId, RequestOptions};
 
 use crate::SendError;
 use crate::durability::Durability;
 use crate::effects::{self, InboundId, Shared};
+use crate::hints::Hints;
 use crate::membership::Membership;
 use crate::replica::sendable;
 use crate::timers::Timer;
@@ -47,12 +50,33 @@ pub(crate) struct Env<'a, S> {
     pub(crate) shared: &'a mut Shared,
     pub(crate) durability: &'a mut Durability<S>,
     pub(crate) membership: &'a Membership,
+    pub(crate) hints: &'a mut Hints,
     pub(crate) now: Instant,
 }
 
 impl<S> Env<'_, S> {
     fn is_reachable(&self, node: &NodeId) -> bool {
         node == self.shared.id() || self.membership.is_reachable(node)
+    }
+
+    /// Where a request for `partition` goes (a sloppy quorum): each reachable primary, then
+    /// for each primary judged down the next reachable fallback in ring order, standing in
+    /// for it. This node is reachable to itself.
+    fn targets(&self, partition: PartitionId) -> Vec<Target> {
+        self.shared
+            .ring
+            .sloppy_preference_list(partition, |n| !self.is_reachable(n))
+    }
+
+    /// The primaries of `partition` judged down: what an error for PR or PW names.
+    fn missing_primaries(&self, partition: PartitionId) -> Vec<NodeId> {
+        self.shared
+            .ring
+            .primaries(partition)
+            .iter()
+            .filter(|n| !self.is_reachable(n))
+            .cloned()
+            .collect()
     }
 }
 
@@ -123,8 +147,14 @@ fn budget(deadline: Instant, now: Instant) -> Option<Duration> {
 pub(crate) enum Purpose {
     /// A write forwarded to a primary.
     Forward(RequestId),
-    /// A coordinated write sent to another primary.
-    Replicate(RequestId),
+    /// A coordinated write sent to another primary (`primary`), or to a fallback standing in
+    /// for one.
+    Replicate {
+        /// The write.
+        request: RequestId,
+        /// Whether the target is a primary (its ack counts toward PW).
+        primary: bool,
+    },
     /// A get's read of another primary's replica.
     Read(RequestId),
     /// A read repair: nobody waits for it.
@@ -215,20 +245,28 @@ impl ClientRequests {
     ) {
         match purpose {
             Purpose::Forward(request) => self.forward_outcome(env, request, result),
-            Purpose::Replicate(request) => {
+            Purpose::Replicate { request, primary } => {
+                if matches!(result, Err(SendError::Unreachable))
+                    && self.stand_in_for_write(env, request, &to)
+                {
+                    return;
+                }
                 let acked = matches!(
                     result,
-                    Ok(PeerResponse::Replica(
-                        shoal_protocol::ReplicaResponse::Stored
-                    ))
+                    Ok(PeerResponse::Replica(ReplicaResponse::Stored)
+                        | PeerResponse::Hint(HintResponse::Stored))
                 );
-                self.replicate_outcome(env, request, acked);
+                self.replicate_outcome(env, request, &to, primary, acked);
             }
             Purpose::Read(request) => {
+                if matches!(result, Err(SendError::Unreachable))
+                    && self.stand_in_for_read(env, request, &to)
+                {
+                    return;
+                }
                 let read = match result {
-                    Ok(PeerResponse::Replica(shoal_protocol::ReplicaResponse::Replica(read))) => {
-                        Some(read)
-                    }
+                    Ok(PeerResponse::Replica(ReplicaResponse::Replica(read)))
+                    | Ok(PeerResponse::Hint(HintResponse::Held(read))) => Some(read),
                     _ => None,
                 };
                 self.read_outcome(env, request, to, read);
@@ -250,7 +288,10 @@ impl ClientRequests {
         self.by_origin.remove(&coordination.origin().inbound());
         match coordination {
             Coordination::Get(get) => self.get_expired(env, get),
-            Coordination::Put(put) => put.expired(env.shared),
+            Coordination::Put(put) => {
+                put.hold_for_unacked(env);
+                put.expired(env.shared)
+            }
             Coordination::Forward(fwd) => fwd.expired(env.shared),
         }
     }

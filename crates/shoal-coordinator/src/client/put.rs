@@ -2,8 +2,16 @@
 //! write builds on, not yet durable writes included), refuses a context that cannot be honest
 //! ([`super::context`]), applies `Object::update` with the client's context and its own actor,
 //! persists the result, and once it is durable here sends it to the other reachable primaries
-//! (Dynamo's and Riak's order: local first); it answers after W durable acks (PW from
-//! primaries), its own first among them, with the writer's context plus the new dot. A write
+//! (Dynamo's and Riak's order: local first) and, for each primary judged down, to the next
+//! reachable fallback as a hint for it (a sloppy quorum); it answers after W durable acks, a
+//! fallback's counting toward W but never toward PW, its own first among them, with the
+//! writer's context plus the new dot. `Unavailable` only when fewer than W nodes can be tried
+//! at all; `PrimariesUnavailable`, naming them, when fewer than PW primaries are reachable.
+//!
+//! Only a primary makes a dot: a fallback that did would count on from the counters of the
+//! hints it holds, and after it handed a key's hint off (and removed it) it could make the
+//! same dot again for another value (Riak's kv679). So a write whose primaries are all judged
+//! down is `Unavailable` even when fallbacks are reachable (`docs/hints.md`). A write
 //! that lands on a node outside the preference list, or on a primary that cannot coordinate it
 //! (storage failed, local replica unreadable), is forwarded ([`super::forward`]).
 //!
@@ -18,9 +26,10 @@ use std::time::Instant;
 
 use shoal_causality::{CausalContext, CausalityError, Object, Sibling};
 use shoal_protocol::{
-    ClientRequest, ClientResponse, PeerError, PeerMessage, ReplicaMessage, RequestError,
-    StorageFault,
+    ClientRequest, ClientResponse, HintMessage, PeerError, PeerMessage, ReplicaMessage,
+    RequestError, StorageFault,
 };
+use shoal_ring::Target;
 use shoal_storage::Storage;
 use shoal_types::{Key, NodeId, PartitionId};
 
@@ -41,6 +50,9 @@ pub(super) struct PutState {
     answered: bool,
     /// What goes to the other primaries once the coordinator's own write is durable.
     outgoing: Option<Outgoing>,
+    /// Once sent: what was sent, and to whom, so that a primary found unreachable can be
+    /// stood in for by a fallback.
+    replicated: Option<Outgoing>,
 }
 
 /// A write waiting for its local commit before it is replicated.
@@ -49,7 +61,10 @@ struct Outgoing {
     partition: PartitionId,
     key: Key,
     object: Object,
-    replicas: Vec<NodeId>,
+    /// The other targets: primaries, and fallbacks standing in for primaries judged down.
+    replicas: Vec<Target>,
+    /// Of `replicas`, those sent the write whose answer has not come.
+    unanswered: Vec<NodeId>,
     deadline: Instant,
 }
 
@@ -60,6 +75,17 @@ impl PutState {
 
     pub(super) fn answered(&self) -> bool {
         self.answered
+    }
+
+    /// The write is given up on before every target answered: the coordinator holds a hint
+    /// for each primary that has not taken it (see `Hints::hold_for`).
+    pub(super) fn hold_for_unacked<S: Storage>(&self, env: &mut Env<'_, S>) {
+        let Some(out) = &self.replicated else {
+            return;
+        };
+        for node in &out.unanswered {
+            out.hold_for(env, node);
+        }
     }
 
     /// The deadline passed: answered `Timeout` unless it was answered already.
@@ -118,12 +144,22 @@ impl ClientRequests {
                 ClientResponse::Failed(RequestError::Overloaded),
             );
         }
-        let alive = primaries.iter().filter(|n| env.is_reachable(n)).count();
-        if alive < required.w() || alive < required.pw() {
+        // A sloppy quorum: fallbacks stand in for the primaries judged down.
+        let targets = env.targets(partition);
+        if targets.len() < required.w() {
             env.shared.metrics.unavailable += 1;
             let error = RequestError::Unavailable {
-                required: required.w().max(required.pw()),
-                alive,
+                required: required.w(),
+                alive: targets.len(),
+            };
+            return answer(env.shared, origin, ClientResponse::Failed(error));
+        }
+        let primary_targets = targets.iter().filter(|t| t.is_primary()).count();
+        if primary_targets < required.pw() {
+            env.shared.metrics.unavailable += 1;
+            let error = RequestError::PrimariesUnavailable {
+                required: required.pw(),
+                missing: env.missing_primaries(partition),
             };
             return answer(env.shared, origin, ClientResponse::Failed(error));
         }
@@ -181,15 +217,11 @@ impl ClientRequests {
             return answer(env.shared, origin, ClientResponse::Failed(error));
         }
         let request = RequestId(env.shared.new_id());
-        let mut quorum = WriteQuorum::new(required, primaries.len(), primaries.len());
-        let mut replicas = Vec::with_capacity(primaries.len());
-        for node in primaries.iter().filter(|n| *n != env.shared.id()) {
-            if env.is_reachable(node) {
-                replicas.push(node.clone());
-            } else {
-                quorum.add_failure(true);
-            }
-        }
+        let quorum = WriteQuorum::new(required, targets.len(), primary_targets);
+        let replicas: Vec<Target> = targets
+            .into_iter()
+            .filter(|t| t.node != *env.shared.id())
+            .collect();
         // Local first (see the module docs): the replicas get the object once it is durable here.
         let waiter = Waiter {
             part: Part::Client,
@@ -202,11 +234,13 @@ impl ClientRequests {
             answer: super::context::written(&context, &dot),
             quorum,
             answered: false,
+            replicated: None,
             outgoing: Some(Outgoing {
                 partition,
                 key,
                 object,
                 replicas,
+                unanswered: Vec::new(),
                 deadline,
             }),
         };
@@ -235,41 +269,96 @@ impl ClientRequests {
             // failed commit may have reached the disk anyway. The replicas it was not sent to
             // count as failed.
             put.quorum.add_failure(true);
-            for _ in outgoing.iter().flat_map(|o| &o.replicas) {
-                put.quorum.add_failure(true);
+            for target in outgoing.iter().flat_map(|o| &o.replicas) {
+                put.quorum.add_failure(target.is_primary());
             }
         }
         self.advance_put(env, request);
     }
 
-    /// Sends the durable object of `request` to the other primaries.
-    fn replicate<S: Storage>(&mut self, env: &mut Env<'_, S>, request: RequestId, out: Outgoing) {
-        for to in out.replicas {
-            let message = PeerMessage::Replica(ReplicaMessage::Replicate {
-                partition: out.partition,
-                key: out.key.clone(),
-                object: out.object.clone(),
-            });
-            let left = budget(out.deadline, env.now);
-            let purpose = effects::Purpose::Client(Purpose::Replicate(request));
-            env.shared
-                .send(purpose, to, message, Priority::Normal, left);
+    /// Sends the durable object of `request` to the other primaries, and as hints to the
+    /// fallbacks standing in for primaries judged down.
+    fn replicate<S: Storage>(
+        &mut self,
+        env: &mut Env<'_, S>,
+        request: RequestId,
+        mut out: Outgoing,
+    ) {
+        for target in &out.replicas {
+            send_replica(env, request, &out, target);
         }
+        out.unanswered = out.replicas.iter().map(|t| t.node.clone()).collect();
+        if let Some((_, Coordination::Put(put))) = self.requests.get_mut(&request) {
+            put.replicated = Some(out);
+        }
+    }
+
+    /// A target of `request` could not be reached (the message surely was not delivered):
+    /// the next reachable fallback not yet written stands in for the primary it was or stood
+    /// in for, as if that had been known before the write began. Returns whether one did.
+    pub(super) fn stand_in_for_write<S: Storage>(
+        &mut self,
+        env: &mut Env<'_, S>,
+        request: RequestId,
+        down: &NodeId,
+    ) -> bool {
+        let Some((_, Coordination::Put(put))) = self.requests.get_mut(&request) else {
+            return false;
+        };
+        let Some(out) = put.replicated.as_mut() else {
+            return false;
+        };
+        let Some(was) = out.replicas.iter().find(|t| t.node == *down) else {
+            return false;
+        };
+        let (was_primary, primary) = match &was.stands_in_for {
+            None => (true, down.clone()),
+            Some(p) => (false, p.clone()),
+        };
+        let me = env.shared.id().clone();
+        let fallback = env.shared.ring.fallbacks(out.partition).find(|n| {
+            **n != me && env.is_reachable(n) && !out.replicas.iter().any(|t| t.node == **n)
+        });
+        let Some(fallback) = fallback.cloned() else {
+            return false;
+        };
+        let target = Target {
+            node: fallback,
+            stands_in_for: Some(primary),
+        };
+        if was_primary {
+            put.quorum.stand_in();
+        }
+        send_replica(env, request, out, &target);
+        out.unanswered.retain(|n| n != down);
+        out.unanswered.push(target.node.clone());
+        out.replicas.push(target);
+        true
     }
 
     pub(super) fn replicate_outcome<S: Storage>(
         &mut self,
         env: &mut Env<'_, S>,
         request: RequestId,
+        to: &NodeId,
+        primary: bool,
         acked: bool,
     ) {
         let Some((_, Coordination::Put(put))) = self.requests.get_mut(&request) else {
             return;
         };
+        if let Some(out) = put.replicated.as_mut() {
+            out.unanswered.retain(|n| n != to);
+            if !acked {
+                // It may or may not have taken the write: the coordinator keeps a hint for it
+                // (Cassandra's rule), so that it gets the write once it is back.
+                out.hold_for(env, to);
+            }
+        }
         if acked {
-            put.quorum.add_ack(true);
+            put.quorum.add_ack(primary);
         } else {
-            put.quorum.add_failure(true);
+            put.quorum.add_failure(primary);
         }
         self.advance_put(env, request);
     }
@@ -278,28 +367,88 @@ impl ClientRequests {
         let Some((_, Coordination::Put(put))) = self.requests.get_mut(&request) else {
             return;
         };
+        let mut linger = true;
         if !put.answered {
-            match put.quorum.progress() {
-                WriteProgress::Waiting => {}
-                WriteProgress::Enough => {
-                    put.answered = true;
-                    let context = put.answer.clone();
-                    answer(env.shared, put.origin, ClientResponse::Written { context });
-                }
+            let response = match put.quorum.progress() {
+                WriteProgress::Waiting => None,
+                WriteProgress::Enough => Some(ClientResponse::Written {
+                    context: put.answer.clone(),
+                }),
                 WriteProgress::Failed(error) => {
-                    put.answered = true;
                     env.shared.metrics.quorum_failures += 1;
-                    answer(env.shared, put.origin, ClientResponse::Failed(error));
+                    Some(ClientResponse::Failed(error))
                 }
+            };
+            if let Some(response) = response {
+                put.answered = true;
+                answer(env.shared, put.origin, response);
+                // Answered: the put waits on, holding no slot, only so that a primary found
+                // unreachable still gets a fallback standing in for it (every key reaches N
+                // nodes while they exist). Late acks change nothing else.
+                linger = self.mark_answered(env.shared);
             }
         }
-        // Answered: late acks change nothing, so the put holds no slot while a silent
-        // replica runs out its timeout.
-        if put.answered {
-            self.mark_answered(env.shared);
-            self.remove(env.shared, request);
+        let Some((_, Coordination::Put(put))) = self.requests.get(&request) else {
+            return;
+        };
+        if put.answered
+            && (put.quorum.is_complete() || !linger)
+            && let Some(Coordination::Put(put)) = self.remove(env.shared, request)
+        {
+            put.hold_for_unacked(env);
         }
     }
+}
+
+impl Outgoing {
+    /// The coordinator holds a hint of the write for the primary that target `node` is (or
+    /// stood in for).
+    fn hold_for<S: Storage>(&self, env: &mut Env<'_, S>, node: &NodeId) {
+        let Some(target) = self.replicas.iter().find(|t| t.node == *node) else {
+            return;
+        };
+        let primary = target.stands_in_for.clone().unwrap_or_else(|| node.clone());
+        env.hints.hold_for(
+            env.shared,
+            env.durability,
+            env.now,
+            primary,
+            self.partition,
+            self.key.clone(),
+            self.object.clone(),
+        );
+    }
+}
+
+/// Sends the object of `request` to `target`: a replica write to a primary, a hint to a
+/// fallback standing in for one.
+fn send_replica<S>(env: &mut Env<'_, S>, request: RequestId, out: &Outgoing, target: &Target) {
+    let message = match &target.stands_in_for {
+        None => PeerMessage::Replica(ReplicaMessage::Replicate {
+            partition: out.partition,
+            key: out.key.clone(),
+            object: out.object.clone(),
+        }),
+        Some(for_primary) => {
+            env.shared.metrics.hinted_writes += 1;
+            PeerMessage::Hint(HintMessage::Store {
+                primary: for_primary.clone(),
+                partition: out.partition,
+                key: out.key.clone(),
+                object: out.object.clone(),
+            })
+        }
+    };
+    let left = budget(out.deadline, env.now);
+    let primary = target.is_primary();
+    let purpose = effects::Purpose::Client(Purpose::Replicate { request, primary });
+    env.shared.send(
+        purpose,
+        target.node.clone(),
+        message,
+        Priority::Normal,
+        left,
+    );
 }
 
 /// Refuses a write whose object would hold more value bytes than an object may, before anything

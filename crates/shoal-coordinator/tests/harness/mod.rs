@@ -16,7 +16,8 @@ use bytes::Bytes;
 use shoal_causality::CausalContext;
 use shoal_coordinator::{InboundId, Node, NodeConfig, OutboundId, Output, SendError};
 use shoal_protocol::{
-    ClientRequest, ClientResponse, PeerMessage, PeerResponse, ReplicaMessage, Request, Response,
+    ClientRequest, ClientResponse, HintMessage, PeerMessage, PeerResponse, ReplicaMessage, Request,
+    Response,
 };
 use shoal_ring::{Member, Ring};
 use shoal_storage::{CommitError, EngineError, MemoryStorage, Storage};
@@ -327,6 +328,49 @@ impl Cluster {
         self.nodes.get_mut(at).unwrap().handle_cancel(now, id);
     }
 
+    /// What node `at` reports about itself (the admin status).
+    pub fn status(&mut self, at: &NodeId) -> shoal_protocol::NodeStatus {
+        let id = self.inbound();
+        let now = self.now;
+        let node = self.nodes.get_mut(at).unwrap();
+        node.handle_request(
+            now,
+            now,
+            id,
+            Request::Admin(shoal_protocol::AdminRequest::Status),
+        );
+        self.pump();
+        match self.client_replies.remove(&(at.clone(), id)) {
+            Some(Response::Admin(shoal_protocol::AdminResponse::Status(s))) => s,
+            other => panic!("expected a status, got {other:?}"),
+        }
+    }
+
+    /// The hint node `at` holds for `target` of key `k`, if any.
+    pub fn hint(&self, at: &str, target: &str, k: &str) -> Vec<Bytes> {
+        let n = &self.nodes[&node(at)];
+        let ring = n.ring();
+        let partition = ring.partition_for_key(&key(k));
+        match n.storage().hint(&node(target), partition, &key(k)).unwrap() {
+            Some(shoal_storage::HintEntry::Found(h)) => h.object.values(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The object node `at` holds for key `k` (its own replica).
+    pub fn object(&self, at: &str, k: &str) -> Option<shoal_causality::Object> {
+        let n = &self.nodes[&node(at)];
+        let ring = n.ring();
+        match n
+            .storage()
+            .object(ring.partition_for_key(&key(k)), &key(k))
+            .unwrap()
+        {
+            shoal_storage::ReadOutcome::Found(o) => Some(o),
+            _ => None,
+        }
+    }
+
     /// The metrics of node `at`.
     pub fn metrics(&self, at: &NodeId) -> shoal_coordinator::NodeMetrics {
         self.nodes[at].metrics().clone()
@@ -395,7 +439,8 @@ impl Cluster {
                 self.sent
                     .push((from.clone(), to.clone(), kind(&request.message)));
                 self.sent_messages.push((from.clone(), request.clone()));
-                if self.down.contains(&to) {
+                if self.down.contains(&to) || self.down.contains(from) {
+                    // A down node reaches nobody, and nobody reaches it.
                     self.queue.push_back(Event::Answer {
                         to: from.clone(),
                         id,
@@ -472,6 +517,9 @@ fn kind(message: &PeerMessage) -> String {
         PeerMessage::Replica(ReplicaMessage::Repair { .. }) => "repair",
         PeerMessage::Ping => "ping",
         PeerMessage::Gossip(_) => "gossip",
+        PeerMessage::Hint(HintMessage::Store { .. }) => "hint_store",
+        PeerMessage::Hint(HintMessage::Read { .. }) => "hint_read",
+        PeerMessage::Hint(HintMessage::Handoff { .. }) => "handoff",
     }
     .to_owned()
 }

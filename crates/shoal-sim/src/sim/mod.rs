@@ -104,6 +104,9 @@ pub struct SimConfig {
     /// Nodes kept down from the heal through the liveness phase (restarted when it ends), to
     /// check I7 with part of every preference list down. Promised up to N − max(R, W) = 1.
     pub down_in_liveness: usize,
+    /// Overrides the workload's choice of majority PR/PW (`WorkloadConfig::primary_quorums`:
+    /// on for single writers): `Some(false)` runs single writers on sloppy quorums.
+    pub primary_quorums: Option<bool>,
     /// Sabotage, to prove the checker catches lost writes: disks acknowledge every tenth batch
     /// without storing it (a disk that lies about fsync, which no replication survives).
     pub lying_disks: bool,
@@ -226,6 +229,7 @@ impl SimConfig {
             poison_fraction: 0.02,
             max_events: 5_000_000,
             down_in_liveness: 0,
+            primary_quorums: None,
             lying_disks: false,
             extra_faults: Vec::new(),
         }
@@ -516,6 +520,9 @@ impl<'a> Simulation<'a> {
         kept_down.truncate(config.down_in_liveness.min(count.saturating_sub(1)));
         let mut workload_config = WorkloadConfig::new(config.workload, config.keys, config.clients);
         workload_config.max_value_bytes = limits.max_value_bytes();
+        if let Some(primary) = config.primary_quorums {
+            workload_config.primary_quorums = primary;
+        }
         let mut workload = Workload::new(workload_config);
         workload.set_poison_fraction(config.poison_fraction);
         let mut sim = Simulation {
@@ -1390,6 +1397,14 @@ impl<'a> Simulation<'a> {
                     Err(e) => self.anomaly(format!("n{} cannot read its tree: {e}", n + 1)),
                 }
             }
+        }
+        let members: Vec<NodeId> = self.ring.members().iter().map(|m| m.id.clone()).collect();
+        for (holder, &n) in &self.index {
+            let storage = &self.nodes[n].storage;
+            let holds = members
+                .iter()
+                .any(|t| storage.hints(t, None, 1).is_ok_and(|h| !h.is_empty()));
+            final_state.add_hints(holder.clone(), holds);
         }
         let options = CheckOptions {
             liveness_deadline: self.config.liveness_deadline,

@@ -129,6 +129,18 @@ impl Storage for SimStorage {
         }
     }
 
+    fn hint(
+        &self,
+        target: &NodeId,
+        partition: PartitionId,
+        key: &Key,
+    ) -> Result<Option<HintEntry>, ReadError> {
+        match self {
+            SimStorage::Memory(s) => s.hint(target, partition, key),
+            SimStorage::Redb(s) => s.hint(target, partition, key),
+        }
+    }
+
     fn stats(&self) -> StorageStats {
         match self {
             SimStorage::Memory(s) => s.stats(),
