@@ -116,7 +116,8 @@ mod tests {
         assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
         assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
         assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
-        for bad in ["", "0s", "-1s", "5h", "s", "1e9"] {
+        assert_eq!(parse_duration("3h"), Ok(Duration::from_secs(3 * 3600)));
+        for bad in ["", "0s", "-1s", "5d", "25h", "s", "1e9"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }
