@@ -56,7 +56,7 @@ fn usage_errors_exit_2() {
             "--certs",
             "/tmp",
             "--timeout",
-            "5h",
+            "5d",
         ],
         vec!["server", "--node-id", "bad id", "--listen", "127.0.0.1:1"],
     ] {
