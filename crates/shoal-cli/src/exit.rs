@@ -157,6 +157,13 @@ mod tests {
                 UNAVAILABLE,
             ),
             (
+                ClientError::Request(RequestError::PrimariesUnavailable {
+                    required: 3,
+                    missing: vec![shoal_types::NodeId::new("n3").unwrap()],
+                }),
+                UNAVAILABLE,
+            ),
+            (
                 ClientError::Request(RequestError::QuorumFailed {
                     required: 2,
                     answered: 1,

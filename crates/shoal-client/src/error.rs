@@ -136,6 +136,7 @@ impl ClientError {
             self,
             ClientError::Request(
                 RequestError::Unavailable { .. }
+                    | RequestError::PrimariesUnavailable { .. }
                     | RequestError::QuorumFailed { .. }
                     | RequestError::Timeout { .. }
                     | RequestError::Overloaded

@@ -48,7 +48,7 @@ use crate::SendError;
 use crate::durability::{Durability, Stored};
 use crate::effects::{self, Inbound, InboundId, OutboundId, Part, Priority, Shared, Waiter};
 use crate::membership::Membership;
-use crate::replica::sendable;
+use crate::replica::{refuse_peer_write, sendable};
 use crate::timers::Timer;
 
 /// Hinted-handoff settings. Defaults after Cassandra's and Riak's, tighter where they lose
@@ -343,9 +343,8 @@ impl Hints {
             };
             return refuse(shared, id, error);
         }
-        if durability.pending() >= shared.config.max_pending_persists.saturating_mul(2) {
-            shared.metrics.shed_peer += 1;
-            return refuse(shared, id, PeerError::Overloaded);
+        if let Some(error) = refuse_peer_write(shared, durability) {
+            return refuse(shared, id, error);
         }
         let token = shared.new_id();
         let held = self.hold(
@@ -467,12 +466,8 @@ impl Hints {
                 return refuse(shared, id, PeerError::NotPrimary(o.partition));
             }
         }
-        if durability.failed().is_some() {
-            return refuse(shared, id, PeerError::Storage(StorageFault::RunFailed));
-        }
-        if durability.pending() >= shared.config.max_pending_persists.saturating_mul(2) {
-            shared.metrics.shed_peer += 1;
-            return refuse(shared, id, PeerError::Overloaded);
+        if let Some(error) = refuse_peer_write(shared, durability) {
+            return refuse(shared, id, error);
         }
         let token = shared.new_id();
         let waiter = Waiter {
@@ -609,7 +604,6 @@ impl Hints {
         let mut objects: Vec<HandedOff> = Vec::new();
         let mut sent: Vec<Sent> = Vec::new();
         let mut batch_bytes = 0usize;
-        let mut full = false;
         for entry in page {
             let hint = match entry {
                 HintEntry::Corrupted { partition, key } => {
@@ -653,7 +647,6 @@ impl Hints {
                 && (batch_bytes + size > self.config.replay_batch_bytes
                     || objects.len() >= MAX_HANDOFF_OBJECTS)
             {
-                full = true;
                 break;
             }
             batch_bytes += size;
@@ -688,7 +681,7 @@ impl Hints {
             });
             return;
         }
-        if complete && !full {
+        if complete {
             // The pass is over; the next starts from the first hint again.
             held.cursor = None;
             if held.pass_found || held.dirty {

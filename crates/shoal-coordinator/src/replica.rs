@@ -65,12 +65,8 @@ impl ReplicaSide {
                 key,
                 object,
             } => {
-                if durability.failed().is_some() {
-                    return refuse(shared, id, PeerError::Storage(StorageFault::RunFailed));
-                }
-                if durability.pending() >= shared.config.max_pending_persists.saturating_mul(2) {
-                    shared.metrics.shed_peer += 1;
-                    return refuse(shared, id, PeerError::Overloaded);
+                if let Some(error) = refuse_peer_write(shared, durability) {
+                    return refuse(shared, id, error);
                 }
                 shared.metrics.replica_writes += 1;
                 let waiter = Waiter {
@@ -106,6 +102,23 @@ impl ReplicaSide {
             Err(_) => refuse(shared, id, PeerError::Storage(StorageFault::CommitFailed)),
         }
     }
+}
+
+/// Why this node will not store a peer's write now, if it will not: its storage failed in
+/// this run, or its commit queue holds twice what makes it refuse its own clients' writes
+/// (counted as shed). Every part that stores for peers (replica writes, hints, handoffs) asks.
+pub(crate) fn refuse_peer_write<S: Storage>(
+    shared: &mut Shared,
+    durability: &Durability<S>,
+) -> Option<PeerError> {
+    if durability.failed().is_some() {
+        return Some(PeerError::Storage(StorageFault::RunFailed));
+    }
+    if durability.pending() >= shared.config.max_pending_persists.saturating_mul(2) {
+        shared.metrics.shed_peer += 1;
+        return Some(PeerError::Overloaded);
+    }
+    None
 }
 
 /// A local replica as it may leave this node: an object with more value bytes than an object

@@ -43,6 +43,11 @@ impl Target {
     pub fn is_primary(&self) -> bool {
         self.stands_in_for.is_none()
     }
+
+    /// The primary this target is, or stands in for.
+    pub fn primary(&self) -> &NodeId {
+        self.stands_in_for.as_ref().unwrap_or(&self.node)
+    }
 }
 
 /// The fallbacks of one partition: owning nodes that are not primaries, in the order they first

@@ -47,6 +47,20 @@ struct StoredHint {
     stored_at_unix_ms: u64,
 }
 
+impl StoredHint {
+    /// The hint as a listing or a lookup hands it out.
+    fn entry(&self, target: &NodeId, partition: PartitionId, key: &Key) -> HintEntry {
+        HintEntry::Found(Hint {
+            target: target.clone(),
+            partition,
+            key: key.clone(),
+            object: self.object.clone(),
+            digest: self.digest,
+            stored_at_unix_ms: self.stored_at_unix_ms,
+        })
+    }
+}
+
 impl MemoryStorage {
     /// An empty store for a ring of `q` partitions.
     pub fn new(q: PartitionCount) -> MemoryStorage {
@@ -210,16 +224,7 @@ impl Storage for MemoryStorage {
             .range((start, Bound::Unbounded))
             .take_while(|((t, _, _), _)| t == target)
             .take(limit)
-            .map(|((t, p, k), h)| {
-                HintEntry::Found(Hint {
-                    target: t.clone(),
-                    partition: *p,
-                    key: k.clone(),
-                    object: h.object.clone(),
-                    digest: h.digest,
-                    stored_at_unix_ms: h.stored_at_unix_ms,
-                })
-            })
+            .map(|((t, p, k), h)| h.entry(t, *p, k))
             .collect())
     }
 
@@ -231,16 +236,10 @@ impl Storage for MemoryStorage {
     ) -> Result<Option<HintEntry>, ReadError> {
         let state = self.state();
         let slot = (target.clone(), partition, key.clone());
-        Ok(state.hints.get(&slot).map(|h| {
-            HintEntry::Found(Hint {
-                target: target.clone(),
-                partition,
-                key: key.clone(),
-                object: h.object.clone(),
-                digest: h.digest,
-                stored_at_unix_ms: h.stored_at_unix_ms,
-            })
-        }))
+        Ok(state
+            .hints
+            .get(&slot)
+            .map(|h| h.entry(target, partition, key)))
     }
 
     fn stats(&self) -> StorageStats {

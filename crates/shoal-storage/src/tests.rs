@@ -458,7 +458,21 @@ fn run_model(h: &mut dyn Harness, ops: &[Op]) -> Result<(), TestCaseError> {
             }
             Op::Hints(t, page) => {
                 let target = node(TARGETS[*t]);
-                prop_assert_eq!(hints_all(h.storage(), &target, *page), model.hints(&target));
+                let expected = model.hints(&target);
+                prop_assert_eq!(hints_all(h.storage(), &target, *page), expected.clone());
+                // Each hint is found by a point lookup too, and a key with none is `None`.
+                for entry in expected {
+                    let HintEntry::Found(hint) = &entry else {
+                        continue;
+                    };
+                    let found = h
+                        .storage()
+                        .hint(&target, hint.partition, &hint.key)
+                        .unwrap();
+                    prop_assert_eq!(found, Some(entry.clone()));
+                }
+                let absent = h.storage().hint(&target, part(0), &key(999)).unwrap();
+                prop_assert_eq!(absent, None);
             }
             Op::Tree(p) => check_partition(h.storage(), &model, part(*p))?,
             Op::Reopen => h.reopen(),

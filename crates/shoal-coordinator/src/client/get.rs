@@ -11,6 +11,7 @@ use std::time::Instant;
 use shoal_protocol::{
     ClientResponse, HintMessage, LocalRead, PeerMessage, ReplicaMessage, RequestError,
 };
+use shoal_ring::Target;
 use shoal_storage::Storage;
 use shoal_types::{Key, NodeId, PartitionId, RequestOptions};
 
@@ -26,9 +27,8 @@ pub(super) struct GetState {
     key: Key,
     quorum: ReadQuorum,
     answered: bool,
-    /// Every node asked (this one included) and the primary it stands in for if it is a
-    /// fallback, so that a stand-in is never asked twice.
-    asked: Vec<(NodeId, Option<NodeId>)>,
+    /// Every node asked (this one included), so that a stand-in is never asked twice.
+    asked: Vec<Target>,
 }
 
 impl GetState {
@@ -61,57 +61,25 @@ impl ClientRequests {
             }
         };
         let partition = env.shared.ring.partition_for_key(&key);
-        let targets = env.targets(partition);
-        if targets.len() < required.r() {
-            env.shared.metrics.unavailable += 1;
-            let error = RequestError::Unavailable {
-                required: required.r(),
-                alive: targets.len(),
+        let (targets, primary_targets) =
+            match env.targets_for(partition, required.r(), required.pr()) {
+                Ok(t) => t,
+                Err(error) => return answer(env.shared, origin, ClientResponse::Failed(error)),
             };
-            return answer(env.shared, origin, ClientResponse::Failed(error));
-        }
-        let primary_targets = targets.iter().filter(|t| t.is_primary()).count();
-        if primary_targets < required.pr() {
-            env.shared.metrics.unavailable += 1;
-            let error = RequestError::PrimariesUnavailable {
-                required: required.pr(),
-                missing: env.missing_primaries(partition),
-            };
-            return answer(env.shared, origin, ClientResponse::Failed(error));
-        }
         env.shared.metrics.gets += 1;
         let request = RequestId(env.shared.new_id());
         let mut quorum = ReadQuorum::new(required, targets.len(), primary_targets);
-        let asked: Vec<(NodeId, Option<NodeId>)> = targets
-            .iter()
-            .map(|t| (t.node.clone(), t.stands_in_for.clone()))
-            .collect();
-        for target in targets {
-            let primary = target.is_primary();
+        for target in &targets {
             if target.node == *env.shared.id() {
                 let metrics = &mut env.shared.metrics;
                 let read = match &target.stands_in_for {
                     None => env.durability.durable_read(metrics, partition, &key),
                     Some(p) => env.durability.hint_read(metrics, p, partition, &key),
                 };
-                quorum.add_reply(target.node, primary, read);
-                continue;
+                quorum.add_reply(target.node.clone(), target.is_primary(), read);
+            } else {
+                send_read(env, request, deadline, partition, &key, target);
             }
-            let message = match target.stands_in_for {
-                None => PeerMessage::Replica(ReplicaMessage::Read {
-                    partition,
-                    key: key.clone(),
-                }),
-                Some(for_primary) => PeerMessage::Hint(HintMessage::Read {
-                    primary: for_primary,
-                    partition,
-                    key: key.clone(),
-                }),
-            };
-            let left = budget(deadline, env.now);
-            let purpose = effects::Purpose::Client(Purpose::Read(request));
-            env.shared
-                .send(purpose, target.node, message, Priority::Normal, left);
         }
         let get = GetState {
             origin,
@@ -119,7 +87,7 @@ impl ClientRequests {
             key,
             quorum,
             answered: false,
-            asked,
+            asked: targets,
         };
         self.insert(env.shared, request, deadline, Coordination::Get(get));
         self.advance_get(env, request);
@@ -140,34 +108,14 @@ impl ClientRequests {
         if get.answered {
             return false;
         }
-        let Some((_, stood_in_for)) = get.asked.iter().find(|(n, _)| n == down) else {
+        let Some((target, was_primary)) = env.stand_in(get.partition, &get.asked, down) else {
             return false;
         };
-        let (was_primary, primary) = match stood_in_for {
-            None => (true, down.clone()),
-            Some(p) => (false, p.clone()),
-        };
-        let me = env.shared.id().clone();
-        let fallback =
-            env.shared.ring.fallbacks(get.partition).find(|n| {
-                **n != me && env.is_reachable(n) && !get.asked.iter().any(|(a, _)| a == *n)
-            });
-        let Some(fallback) = fallback.cloned() else {
-            return false;
-        };
-        let message = PeerMessage::Hint(HintMessage::Read {
-            primary: primary.clone(),
-            partition: get.partition,
-            key: get.key.clone(),
-        });
         if was_primary {
             get.quorum.stand_in();
         }
-        get.asked.push((fallback.clone(), Some(primary)));
-        let left = budget(*deadline, env.now);
-        let purpose = effects::Purpose::Client(Purpose::Read(request));
-        env.shared
-            .send(purpose, fallback, message, Priority::Normal, left);
+        send_read(env, request, *deadline, get.partition, &get.key, &target);
+        get.asked.push(target);
         true
     }
 
@@ -257,6 +205,38 @@ impl ClientRequests {
             }
         }
     }
+}
+
+/// Sends `request`'s read of `key` to `target`: a replica read to a primary, a hint read to a
+/// fallback standing in for one.
+fn send_read<S>(
+    env: &mut Env<'_, S>,
+    request: RequestId,
+    deadline: Instant,
+    partition: PartitionId,
+    key: &Key,
+    target: &Target,
+) {
+    let message = match &target.stands_in_for {
+        None => PeerMessage::Replica(ReplicaMessage::Read {
+            partition,
+            key: key.clone(),
+        }),
+        Some(primary) => PeerMessage::Hint(HintMessage::Read {
+            primary: primary.clone(),
+            partition,
+            key: key.clone(),
+        }),
+    };
+    let left = budget(deadline, env.now);
+    let purpose = effects::Purpose::Client(Purpose::Read(request));
+    env.shared.send(
+        purpose,
+        target.node.clone(),
+        message,
+        Priority::Normal,
+        left,
+    );
 }
 
 /// The client's answer to a get that has its replies: the merged values, or, when they hold

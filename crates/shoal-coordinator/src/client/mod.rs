@@ -68,15 +68,57 @@ impl<S> Env<'_, S> {
             .sloppy_preference_list(partition, |n| !self.is_reachable(n))
     }
 
-    /// The primaries of `partition` judged down: what an error for PR or PW names.
-    fn missing_primaries(&self, partition: PartitionId) -> Vec<NodeId> {
-        self.shared
-            .ring
-            .primaries(partition)
-            .iter()
-            .filter(|n| !self.is_reachable(n))
-            .cloned()
-            .collect()
+    /// The targets of a request for `partition` that needs `required` distinct nodes, `of`
+    /// them primaries, with how many are primaries; or why it cannot be tried at all:
+    /// `Unavailable` when fewer than `required` nodes can be, `PrimariesUnavailable` (naming
+    /// the primaries judged down) when fewer than `of` primaries can. Both are definite.
+    fn targets_for(
+        &mut self,
+        partition: PartitionId,
+        required: usize,
+        of: usize,
+    ) -> Result<(Vec<Target>, usize), RequestError> {
+        let targets = self.targets(partition);
+        let primaries = targets.iter().filter(|t| t.is_primary()).count();
+        let error = if targets.len() < required {
+            RequestError::Unavailable {
+                required,
+                alive: targets.len(),
+            }
+        } else if primaries < of {
+            let missing = self.shared.ring.primaries(partition).iter();
+            RequestError::PrimariesUnavailable {
+                required: of,
+                missing: missing.filter(|n| !self.is_reachable(n)).cloned().collect(),
+            }
+        } else {
+            return Ok((targets, primaries));
+        };
+        self.shared.metrics.unavailable += 1;
+        Err(error)
+    }
+
+    /// `down`, one of `tried` (the targets of a request for `partition`), could not be
+    /// reached: the next reachable fallback not among `tried` stands in for the primary it is
+    /// or stood in for. Returns that stand-in and whether `down` was a primary; `None` when
+    /// `down` is not a target or no fallback is left.
+    fn stand_in(
+        &self,
+        partition: PartitionId,
+        tried: &[Target],
+        down: &NodeId,
+    ) -> Option<(Target, bool)> {
+        let was = tried.iter().find(|t| t.node == *down)?;
+        let me = self.shared.id();
+        let fallback =
+            self.shared.ring.fallbacks(partition).find(|n| {
+                *n != me && self.is_reachable(n) && !tried.iter().any(|t| t.node == **n)
+            })?;
+        let target = Target {
+            node: fallback.clone(),
+            stands_in_for: Some(was.primary().clone()),
+        };
+        Some((target, was.is_primary()))
     }
 }
 

@@ -40,6 +40,10 @@ use crate::durability::Local;
 use crate::effects::{self, Part, Priority, Shared, Waiter};
 use crate::quorum::{WriteProgress, WriteQuorum};
 
+/// The most targets a put's other replicas and stand-ins may number (N is at most 16, and
+/// each stand-in replaces a target that failed): the width of `Outgoing::awaited`.
+const MAX_TARGETS: usize = 63;
+
 /// One put or delete in flight.
 #[derive(Debug)]
 pub(super) struct PutState {
@@ -48,14 +52,12 @@ pub(super) struct PutState {
     answer: CausalContext,
     quorum: WriteQuorum,
     answered: bool,
-    /// What goes to the other primaries once the coordinator's own write is durable.
-    outgoing: Option<Outgoing>,
-    /// Once sent: what was sent, and to whom, so that a primary found unreachable can be
-    /// stood in for by a fallback.
-    replicated: Option<Outgoing>,
+    /// What goes to the other targets once the coordinator's own write is durable, and to
+    /// whom (kept after it went, so that a target found unreachable can be stood in for).
+    outgoing: Outgoing,
 }
 
-/// A write waiting for its local commit before it is replicated.
+/// A write's object and where it goes.
 #[derive(Debug)]
 struct Outgoing {
     partition: PartitionId,
@@ -63,8 +65,11 @@ struct Outgoing {
     object: Object,
     /// The other targets: primaries, and fallbacks standing in for primaries judged down.
     replicas: Vec<Target>,
-    /// Of `replicas`, those sent the write whose answer has not come.
-    unanswered: Vec<NodeId>,
+    /// Whether the object was sent (the coordinator's own write is durable).
+    sent: bool,
+    /// Bit i: the answer of `replicas[i]` is still awaited (once sent). A bit set, not a
+    /// list, so that a put allocates nothing for it; `MAX_TARGETS` bounds the targets.
+    awaited: u64,
     deadline: Instant,
 }
 
@@ -80,11 +85,11 @@ impl PutState {
     /// The write is given up on before every target answered: the coordinator holds a hint
     /// for each primary that has not taken it (see `Hints::hold_for`).
     pub(super) fn hold_for_unacked<S: Storage>(&self, env: &mut Env<'_, S>) {
-        let Some(out) = &self.replicated else {
-            return;
-        };
-        for node in &out.unanswered {
-            out.hold_for(env, node);
+        let out = &self.outgoing;
+        for (i, target) in out.replicas.iter().enumerate() {
+            if out.awaited & (1 << i) != 0 {
+                out.hold_for(env, target);
+            }
         }
     }
 
@@ -145,24 +150,11 @@ impl ClientRequests {
             );
         }
         // A sloppy quorum: fallbacks stand in for the primaries judged down.
-        let targets = env.targets(partition);
-        if targets.len() < required.w() {
-            env.shared.metrics.unavailable += 1;
-            let error = RequestError::Unavailable {
-                required: required.w(),
-                alive: targets.len(),
+        let (targets, primary_targets) =
+            match env.targets_for(partition, required.w(), required.pw()) {
+                Ok(t) => t,
+                Err(error) => return answer(env.shared, origin, ClientResponse::Failed(error)),
             };
-            return answer(env.shared, origin, ClientResponse::Failed(error));
-        }
-        let primary_targets = targets.iter().filter(|t| t.is_primary()).count();
-        if primary_targets < required.pw() {
-            env.shared.metrics.unavailable += 1;
-            let error = RequestError::PrimariesUnavailable {
-                required: required.pw(),
-                missing: env.missing_primaries(partition),
-            };
-            return answer(env.shared, origin, ClientResponse::Failed(error));
-        }
         let base = match env
             .durability
             .read_for_write(&mut env.shared.metrics, partition, &key)
@@ -234,15 +226,15 @@ impl ClientRequests {
             answer: super::context::written(&context, &dot),
             quorum,
             answered: false,
-            replicated: None,
-            outgoing: Some(Outgoing {
+            outgoing: Outgoing {
                 partition,
                 key,
                 object,
+                awaited: 0,
                 replicas,
-                unanswered: Vec::new(),
+                sent: false,
                 deadline,
-            }),
+            },
         };
         self.insert(env.shared, request, deadline, Coordination::Put(put));
     }
@@ -257,40 +249,30 @@ impl ClientRequests {
         let Some((_, Coordination::Put(put))) = self.requests.get_mut(&request) else {
             return;
         };
-        let outgoing = put.outgoing.take();
+        let out = &mut put.outgoing;
+        if out.sent {
+            return;
+        }
         if durable {
+            // Sends the durable object to the other primaries, and as hints to the fallbacks
+            // standing in for primaries judged down.
             put.quorum.add_ack(true);
-            if let Some(out) = outgoing {
-                self.replicate(env, request, out);
+            out.sent = true;
+            for target in &out.replicas {
+                send_replica(env, request, out, target);
             }
+            out.awaited = (1u64 << out.replicas.len()) - 1;
         } else {
             // A failed local commit fails the write, indeterminately: nothing was sent, but a
             // later write to the key was built on it (the overlay) and may carry it out, and a
             // failed commit may have reached the disk anyway. The replicas it was not sent to
             // count as failed.
             put.quorum.add_failure(true);
-            for target in outgoing.iter().flat_map(|o| &o.replicas) {
+            for target in &out.replicas {
                 put.quorum.add_failure(target.is_primary());
             }
         }
         self.advance_put(env, request);
-    }
-
-    /// Sends the durable object of `request` to the other primaries, and as hints to the
-    /// fallbacks standing in for primaries judged down.
-    fn replicate<S: Storage>(
-        &mut self,
-        env: &mut Env<'_, S>,
-        request: RequestId,
-        mut out: Outgoing,
-    ) {
-        for target in &out.replicas {
-            send_replica(env, request, &out, target);
-        }
-        out.unanswered = out.replicas.iter().map(|t| t.node.clone()).collect();
-        if let Some((_, Coordination::Put(put))) = self.requests.get_mut(&request) {
-            put.replicated = Some(out);
-        }
     }
 
     /// A target of `request` could not be reached (the message surely was not delivered):
@@ -305,33 +287,19 @@ impl ClientRequests {
         let Some((_, Coordination::Put(put))) = self.requests.get_mut(&request) else {
             return false;
         };
-        let Some(out) = put.replicated.as_mut() else {
+        let out = &mut put.outgoing;
+        if out.replicas.len() >= MAX_TARGETS {
             return false;
-        };
-        let Some(was) = out.replicas.iter().find(|t| t.node == *down) else {
+        }
+        let Some((target, was_primary)) = env.stand_in(out.partition, &out.replicas, down) else {
             return false;
-        };
-        let (was_primary, primary) = match &was.stands_in_for {
-            None => (true, down.clone()),
-            Some(p) => (false, p.clone()),
-        };
-        let me = env.shared.id().clone();
-        let fallback = env.shared.ring.fallbacks(out.partition).find(|n| {
-            **n != me && env.is_reachable(n) && !out.replicas.iter().any(|t| t.node == **n)
-        });
-        let Some(fallback) = fallback.cloned() else {
-            return false;
-        };
-        let target = Target {
-            node: fallback,
-            stands_in_for: Some(primary),
         };
         if was_primary {
             put.quorum.stand_in();
         }
         send_replica(env, request, out, &target);
-        out.unanswered.retain(|n| n != down);
-        out.unanswered.push(target.node.clone());
+        out.mark_answered(down);
+        out.awaited |= 1 << out.replicas.len();
         out.replicas.push(target);
         true
     }
@@ -347,13 +315,13 @@ impl ClientRequests {
         let Some((_, Coordination::Put(put))) = self.requests.get_mut(&request) else {
             return;
         };
-        if let Some(out) = put.replicated.as_mut() {
-            out.unanswered.retain(|n| n != to);
-            if !acked {
-                // It may or may not have taken the write: the coordinator keeps a hint for it
-                // (Cassandra's rule), so that it gets the write once it is back.
-                out.hold_for(env, to);
-            }
+        let out = &mut put.outgoing;
+        if let Some(target) = out.mark_answered(to)
+            && !acked
+        {
+            // It may or may not have taken the write: the coordinator keeps a hint for it
+            // (Cassandra's rule), so that it gets the write once it is back.
+            out.hold_for(env, &target);
         }
         if acked {
             put.quorum.add_ack(primary);
@@ -401,13 +369,22 @@ impl ClientRequests {
 }
 
 impl Outgoing {
-    /// The coordinator holds a hint of the write for the primary that target `node` is (or
-    /// stood in for).
-    fn hold_for<S: Storage>(&self, env: &mut Env<'_, S>, node: &NodeId) {
-        let Some(target) = self.replicas.iter().find(|t| t.node == *node) else {
-            return;
-        };
-        let primary = target.stands_in_for.clone().unwrap_or_else(|| node.clone());
+    /// Target `node` answered (or was stood in for): no longer awaited. Returns the target,
+    /// if it was awaited.
+    fn mark_answered(&mut self, node: &NodeId) -> Option<Target> {
+        let i = self
+            .replicas
+            .iter()
+            .enumerate()
+            .position(|(i, t)| self.awaited & (1 << i) != 0 && t.node == *node)?;
+        self.awaited &= !(1 << i);
+        Some(self.replicas[i].clone())
+    }
+
+    /// The coordinator holds a hint of the write for the primary that `target` is (or stood
+    /// in for).
+    fn hold_for<S: Storage>(&self, env: &mut Env<'_, S>, target: &Target) {
+        let primary = target.primary().clone();
         env.hints.hold_for(
             env.shared,
             env.durability,

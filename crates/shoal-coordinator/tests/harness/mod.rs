@@ -192,16 +192,7 @@ impl Cluster {
 
     /// What node `at` holds for `k`, durably.
     pub fn local(&self, at: &str, k: &str) -> Vec<Bytes> {
-        let n = &self.nodes[&node(at)];
-        let ring = n.ring();
-        match n
-            .storage()
-            .object(ring.partition_for_key(&key(k)), &key(k))
-            .unwrap()
-        {
-            shoal_storage::ReadOutcome::Found(o) => o.values(),
-            _ => Vec::new(),
-        }
+        self.object(at, k).map(|o| o.values()).unwrap_or_default()
     }
 
     /// Runs until nothing is queued and no node has output, without advancing time.
