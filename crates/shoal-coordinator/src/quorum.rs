@@ -49,7 +49,8 @@ pub enum ReadProgress {
 
 impl ReadQuorum {
     /// A read that asked `asked` replicas, `primaries_asked` of them primaries (the others
-    /// fallbacks), and needs `required`. A fallback's reply counts toward R, never toward PR.
+    /// fallbacks), and needs `required`. A fallback's reply counts toward R, never toward PR,
+    /// and R is never met by fallbacks alone ([`ReadQuorum::primaries_needed`]).
     pub fn new(required: ReadRequirement, asked: usize, primaries_asked: usize) -> Self {
         ReadQuorum {
             required,
@@ -111,11 +112,19 @@ impl ReadQuorum {
         self.primaries_asked = self.primaries_asked.saturating_sub(1);
     }
 
+    /// The primaries whose replies a read needs: PR, and at least one. A fallback holds only
+    /// the hints written through it, not the key: replies from fallbacks alone would answer
+    /// "not found" for a key the primaries hold.
+    pub fn primaries_needed(required: ReadRequirement) -> usize {
+        required.pr().max(1)
+    }
+
     /// Where the read stands now.
     pub fn progress(&self) -> ReadProgress {
         let replies = self.replies.len();
         let primary = self.replies.iter().filter(|r| r.primary).count();
-        if replies >= self.required.r() && primary >= self.required.pr() {
+        let primaries_needed = Self::primaries_needed(self.required);
+        if replies >= self.required.r() && primary >= primaries_needed {
             return ReadProgress::Enough;
         }
         let outstanding = self.outstanding();
@@ -123,7 +132,7 @@ impl ReadQuorum {
             .primaries_asked
             .saturating_sub(primary + self.primary_failures);
         let impossible = replies + outstanding < self.required.r()
-            || primary + primaries_outstanding < self.required.pr();
+            || primary + primaries_outstanding < primaries_needed;
         // Wait for the replicas still out before failing: a replica that fails fast (its
         // node is known gone) must not make the error undercount those that answer.
         if impossible && outstanding == 0 {
@@ -458,6 +467,25 @@ mod tests {
             }),
             "two replies, but only one primary: PR=2 is out of reach"
         );
+    }
+
+    #[test]
+    fn fallbacks_alone_never_answer_a_read() {
+        // One primary alive, two fallbacks standing in; R=2, PR=0. The fallbacks hold no hint
+        // for the key: their two "nothing"s must not answer for the primary that holds it.
+        let mut q = ReadQuorum::new(ReadRequirement::new(n3(), 2, 0).unwrap(), 3, 1);
+        q.add_reply(node("f"), false, LocalRead::NotFound);
+        q.add_reply(node("g"), false, LocalRead::NotFound);
+        assert_eq!(q.progress(), ReadProgress::Waiting, "no primary yet");
+        q.add_reply(node("a"), true, LocalRead::Found(written("x", "a")));
+        assert_eq!(q.progress(), ReadProgress::Enough);
+        assert!(!q.merged().is_empty());
+        // The primary failing instead: the read fails, it does not answer "not found".
+        let mut q = ReadQuorum::new(ReadRequirement::new(n3(), 2, 0).unwrap(), 3, 1);
+        q.add_reply(node("f"), false, LocalRead::NotFound);
+        q.add_reply(node("g"), false, LocalRead::NotFound);
+        q.add_failure(true);
+        assert!(matches!(q.progress(), ReadProgress::Failed(_)));
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! Gets: any node coordinates one. It reads its own durable replica if it is a primary, sends
 //! `Read` to the other reachable primaries and a hint read to the fallback standing in for
 //! each primary judged down (a sloppy quorum: what the fallback holds for that primary), merges
-//! replies as they come, answers after R (PR from primaries; a fallback's reply counts toward R
-//! only), and once every replica asked has answered (or at the deadline) read-repairs every
+//! replies as they come, answers after R (PR from primaries, and always at least one primary:
+//! a fallback's reply counts toward R only, and fallbacks hold hints, not the key), and once every replica asked has answered (or at the deadline) read-repairs every
 //! primary that answered with something older — also those that answered after the client got
 //! its reply.
 
@@ -61,11 +61,14 @@ impl ClientRequests {
             }
         };
         let partition = env.shared.ring.partition_for_key(&key);
-        let (targets, primary_targets) =
-            match env.targets_for(partition, required.r(), required.pr()) {
-                Ok(t) => t,
-                Err(error) => return answer(env.shared, origin, ClientResponse::Failed(error)),
-            };
+        let (targets, primary_targets) = match env.targets_for(
+            partition,
+            required.r(),
+            ReadQuorum::primaries_needed(required),
+        ) {
+            Ok(t) => t,
+            Err(error) => return answer(env.shared, origin, ClientResponse::Failed(error)),
+        };
         env.shared.metrics.gets += 1;
         let request = RequestId(env.shared.new_id());
         let mut quorum = ReadQuorum::new(required, targets.len(), primary_targets);
