@@ -22,7 +22,7 @@ use crate::BenchError;
 use crate::keys::{Chooser, KeyChoice, key_name, random_value};
 use crate::progress::{Line, Progress};
 use crate::recorder::{Attempts, Completed, Outcome, Recorder, Started, latency_histogram, micros};
-use crate::report::{LatencySummary, PhaseReport, PreloadReport};
+use crate::report::{BacklogReport, LatencySummary, PhaseReport, PreloadReport};
 use crate::servers::{self, Sample, ServerWatch};
 use crate::spec::{AttemptPolicy, Limit, Load, PhaseSpec};
 use crate::target::{Found, KeyRef, Op, OpError, Target};
@@ -31,6 +31,29 @@ use crate::target::{Found, KeyRef, Op, OpError, Target};
 /// or why it could not.
 pub type Fault =
     Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = Result<Injected, String>> + Send>> + Send>;
+
+/// A phase's fault and, if the phase undoes it at its `heal_at`, the undoing (the killed nodes
+/// started again), also a [`Fault`].
+pub struct FaultPlan {
+    /// Injected at the phase's `fault_at`.
+    pub strike: Fault,
+    /// Run at the phase's `heal_at`, after `strike` is done.
+    pub heal: Option<Fault>,
+}
+
+impl std::fmt::Debug for FaultPlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FaultPlan")
+            .field("heal", &self.heal.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl From<Fault> for FaultPlan {
+    fn from(strike: Fault) -> FaultPlan {
+        FaultPlan { strike, heal: None }
+    }
+}
 
 /// What a [`Fault`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,20 +84,23 @@ const PRELOAD_ATTEMPTS: usize = 3;
 const GAUGE_SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Runs one phase against `target` and reports it. `fault`, if given, is injected
-/// `spec.fault_at` after warm-up (required when the spec names a time, refused otherwise).
+/// `spec.fault_at` after warm-up and undone at `spec.heal_at` (each required when the spec
+/// names its time, refused otherwise).
 /// `servers`, if given, is sampled at the start and end of the measured run and at each step's
 /// boundaries, for the report's server figures.
 pub async fn run_phase<T: Target>(
     target: Arc<T>,
     spec: &PhaseSpec,
-    fault: Option<Fault>,
+    fault: Option<FaultPlan>,
     progress: Progress,
     servers: Option<&Arc<ServerWatch>>,
 ) -> Result<PhaseReport, BenchError> {
     spec.validate()?;
-    if spec.fault_at.is_some() != fault.is_some() {
+    if spec.fault_at.is_some() != fault.is_some()
+        || spec.heal_at.is_some() != fault.as_ref().is_some_and(|f| f.heal.is_some())
+    {
         return Err(BenchError::InvalidSpec(format!(
-            "phase {}: a fault time needs a fault, and a fault needs a time",
+            "phase {}: a fault (or restart) time needs a fault (or restart), and it needs a time",
             spec.name
         )));
     }
@@ -117,18 +143,25 @@ pub async fn run_phase<T: Target>(
     }
 
     let fault_task = match (fault, spec.fault_at) {
-        (Some(fault), Some(at)) => {
+        (Some(FaultPlan { strike, heal }), Some(at)) => {
             let recorder = recorder.clone();
+            let heal = heal.zip(spec.heal_at);
             Some(tokio::spawn(async move {
                 tokio::time::sleep_until(measure_from + at).await;
                 // Requests completing from here on count as after the fault.
-                lock(&recorder).fault_injected(Instant::now(), "(injecting)".into());
-                let outcome = fault().await;
-                if let Ok(injected) = &outcome {
-                    tracing::debug!(action = %injected.action, "fault injected");
-                    lock(&recorder).fault_done(injected.clone());
+                lock(&recorder).fault_injected(Instant::now());
+                let injected = strike().await?;
+                tracing::debug!(action = %injected.action, "fault injected");
+                lock(&recorder).fault_done(injected);
+                if let Some((heal, heal_at)) = heal {
+                    tokio::time::sleep_until(measure_from + heal_at).await;
+                    // And from here on as after the restart.
+                    lock(&recorder).heal_started(Instant::now());
+                    let healed = heal().await?;
+                    tracing::debug!(action = %healed.action, "fault undone");
+                    lock(&recorder).heal_done(healed);
                 }
-                outcome.map(|_| ())
+                Ok::<(), String>(())
             }))
         }
         _ => None,
@@ -188,6 +221,7 @@ pub async fn run_phase<T: Target>(
     let mut report = lock(&recorder).report(spec);
     if let Some(samples) = samples {
         attach_server_windows(&mut report, &samples);
+        attach_backlog(&mut report, &samples, measure_from);
     }
     Ok(report)
 }
@@ -307,6 +341,32 @@ fn attach_server_windows(report: &mut PhaseReport, samples: &[Tagged]) {
         let delivered = (step.delivered * step.seconds).round() as u64;
         step.server = Some(servers::window(from, to, &between(from, to), delivered));
     }
+}
+
+/// The backlog the fault left and how long after its undoing it was cleared (a phase with a
+/// restart, on servers that export [`servers::BACKLOG_GAUGE`]).
+fn attach_backlog(report: &mut PhaseReport, samples: &[Tagged], measure_from: Instant) {
+    let Some(fault) = &mut report.fault else {
+        return;
+    };
+    let Some(heal) = &mut fault.heal else {
+        return;
+    };
+    let since = |s: f64| measure_from + Duration::from_secs_f64(s.max(0.0));
+    let (struck, restart) = (since(fault.at_s), since(heal.at_s));
+    let after_fault: Vec<&Sample> = samples
+        .iter()
+        .map(|(_, s)| s)
+        .filter(|s| s.at >= struck)
+        .collect();
+    heal.backlog = servers::backlog(&after_fault, restart).map(|b| BacklogReport {
+        metric: servers::BACKLOG_GAUGE.to_owned(),
+        peak: b.peak,
+        at_restart: b.at_restart,
+        cleared_after_s: b
+            .cleared
+            .map(|at| at.saturating_duration_since(restart).as_secs_f64()),
+    });
 }
 
 /// Writes every key `0..keys` once with a random value of `value_size` bytes, `concurrency`

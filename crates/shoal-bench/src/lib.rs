@@ -19,7 +19,8 @@
 //! - Output: [`BenchReport`] as tables, as JSON ([`BenchReport::to_json`]) and as an SVG chart
 //!   ([`plot::svg`]).
 //! - Workloads: the standard W1 of WORKLOADS.md ([`W1`]: phases A, B and C, C killing a node
-//!   through a [`Fault`] the caller supplies), the overload step profile ([`Overload`]), or one
+//!   through a [`Fault`] the caller supplies, and starting it again if the [`FaultPlan`] says
+//!   how), the overload step profile ([`Overload`]), or one
 //!   phase as given.
 //! - Targets: anything implementing [`Target`]; [`ShoalTarget`] drives a Shoal cluster through
 //!   `shoal-client`, [`EtcdTarget`] an etcd 3.4 cluster through its JSON gateway and, with the
@@ -32,7 +33,7 @@
 //!
 //! Main types and functions: [`run`], [`run_phase`], [`preload`], [`Workload`], [`PhaseSpec`],
 //! [`W1`], [`Overload`], [`AttemptPolicy`], [`Target`], [`BenchReport`], [`Fault`],
-//! [`ServerWatch`], [`BenchError`].
+//! [`FaultPlan`], [`ServerWatch`], [`BenchError`].
 
 mod driver;
 mod error;
@@ -55,7 +56,7 @@ mod tests;
 
 use std::sync::Arc;
 
-pub use driver::{Fault, Injected, preload, run_phase};
+pub use driver::{Fault, FaultPlan, Injected, preload, run_phase};
 pub use error::BenchError;
 pub use etcd::EtcdTarget;
 #[cfg(feature = "etcd-grpc")]
@@ -161,7 +162,7 @@ impl Workload {
 pub async fn run<T: Target>(
     target: Arc<T>,
     workload: &Workload,
-    mut fault: Option<Fault>,
+    mut fault: Option<FaultPlan>,
     progress: Progress,
     servers: Option<&Arc<ServerWatch>>,
 ) -> Result<Vec<PhaseReport>, BenchError> {

@@ -144,7 +144,10 @@ pub fn svg(report: &BenchReport) -> String {
         let mut marks: Vec<(f64, String)> = phase
             .fault
             .iter()
-            .map(|f| (f.at_s, f.action.clone()))
+            .flat_map(|f| {
+                let heal = f.heal.iter().map(|h| (h.at_s, h.action.clone()));
+                std::iter::once((f.at_s, f.action.clone())).chain(heal)
+            })
             .collect();
         marks.extend(
             phase

@@ -11,8 +11,8 @@ use tokio::time::Instant;
 
 use crate::driver::Injected;
 use crate::report::{
-    AttemptReport, FaultReport, LatencySummary, OpReport, OpenLoopReport, PhaseReport, SecondOp,
-    SecondReport, StepReport, WindowOp, WindowReport, recovery, spectrum,
+    AttemptReport, FaultReport, HealReport, LatencySummary, OpReport, OpenLoopReport, PhaseReport,
+    SecondOp, SecondReport, StepReport, WindowOp, WindowReport, recovery, spectrum,
 };
 use crate::spec::{Load, PhaseSpec};
 use crate::target::{Found, Op, OpError};
@@ -112,9 +112,19 @@ struct AttemptCounts {
     succeeded_on: Vec<u64>,
 }
 
-/// When the fault was injected, what it was, and when it had taken effect.
+/// When the fault was injected, what it was, and when it had taken effect; the same of its
+/// undoing, if the phase undoes it.
 #[derive(Debug)]
 struct FaultRecord {
+    at: Instant,
+    action: String,
+    took_effect: Option<Instant>,
+    heal: Option<Event>,
+}
+
+/// An undoing of the fault: when it started, what it was, when it had taken effect.
+#[derive(Debug)]
+struct Event {
     at: Instant,
     action: String,
     took_effect: Option<Instant>,
@@ -129,6 +139,8 @@ struct OpRecord {
     attempts: AttemptCounts,
     before: Window,
     after: Window,
+    /// After the fault was undone.
+    healed: Window,
 }
 
 #[derive(Debug)]
@@ -245,11 +257,12 @@ impl Recorder {
     }
 
     /// The fault struck at `at`: requests completing from then on count as "after".
-    pub(crate) fn fault_injected(&mut self, at: Instant, action: String) {
+    pub(crate) fn fault_injected(&mut self, at: Instant) {
         self.fault = Some(FaultRecord {
             at,
-            action,
+            action: "(injecting)".into(),
             took_effect: None,
+            heal: None,
         });
     }
 
@@ -258,6 +271,26 @@ impl Recorder {
         if let Some(fault) = &mut self.fault {
             fault.action = injected.action;
             fault.took_effect = injected.took_effect;
+        }
+    }
+
+    /// The fault's undoing started at `at`: requests completing from then on count as
+    /// "healed".
+    pub(crate) fn heal_started(&mut self, at: Instant) {
+        if let Some(fault) = &mut self.fault {
+            fault.heal = Some(Event {
+                at,
+                action: "(restarting)".into(),
+                took_effect: None,
+            });
+        }
+    }
+
+    /// What the undoing did, once it is done.
+    pub(crate) fn heal_done(&mut self, done: Injected) {
+        if let Some(heal) = self.fault.as_mut().and_then(|f| f.heal.as_mut()) {
+            heal.action = done.action;
+            heal.took_effect = done.took_effect;
         }
     }
 
@@ -274,6 +307,11 @@ impl Recorder {
         }
         self.last_end = Some(self.last_end.map_or(c.end, |last| last.max(c.end)));
         let after_fault = self.fault.as_ref().is_some_and(|f| c.end >= f.at);
+        let after_heal = self
+            .fault
+            .as_ref()
+            .and_then(|f| f.heal.as_ref())
+            .is_some_and(|h| c.end >= h.at);
         let delivered_in = self
             .step_windows
             .iter()
@@ -291,7 +329,9 @@ impl Recorder {
         let step = c.step.and_then(|s| self.steps.get_mut(s));
         let record = &mut self.ops[i];
         record.attempts.add(c.attempts, c.outcome.is_ok());
-        let window = if after_fault {
+        let window = if after_heal {
+            &mut record.healed
+        } else if after_fault {
             &mut record.after
         } else {
             &mut record.before
@@ -308,7 +348,7 @@ impl Recorder {
                 record.failed.saturating_record(us);
                 *record.errors.entry(e.kind.to_string()).or_default() += 1;
                 window.errors += 1;
-                if after_fault {
+                if after_fault || after_heal {
                     window.error_starts.push(c.start);
                 }
                 tracing::debug!(op = %c.op, error = %e, "request failed");
@@ -378,19 +418,45 @@ impl Recorder {
             let at_s =
                 f.at.saturating_duration_since(self.measure_from)
                     .as_secs_f64();
-            let window = |seconds: f64, pick: fn(&OpRecord) -> &Window| WindowReport {
-                seconds,
-                read: pick(&self.ops[0]).summary(Some(f)),
-                update: pick(&self.ops[1]).summary(Some(f)),
+            let since_start = |at: Instant| {
+                at.saturating_duration_since(self.measure_from)
+                    .as_secs_f64()
             };
+            let effect_ms = |at: Instant, took_effect: Option<Instant>| {
+                took_effect.map(|t| t.saturating_duration_since(at).as_secs_f64() * 1e3)
+            };
+            let window =
+                |seconds: f64,
+                 pick: fn(&OpRecord) -> &Window,
+                 event: (Instant, Option<Instant>)| WindowReport {
+                    seconds,
+                    read: pick(&self.ops[0]).summary(event),
+                    update: pick(&self.ops[1]).summary(event),
+                };
+            let strike = (f.at, f.took_effect);
+            let heal_s = f.heal.as_ref().map(|h| since_start(h.at));
             FaultReport {
                 action: f.action.clone(),
                 at_s,
-                took_effect_ms: f
-                    .took_effect
-                    .map(|t| t.saturating_duration_since(f.at).as_secs_f64() * 1e3),
-                before: window(at_s, |r| &r.before),
-                after: window((seconds - at_s).max(0.0), |r| &r.after),
+                took_effect_ms: effect_ms(f.at, f.took_effect),
+                before: window(at_s, |r| &r.before, strike),
+                after: window(
+                    (heal_s.unwrap_or(seconds) - at_s).max(0.0),
+                    |r| &r.after,
+                    strike,
+                ),
+                heal: f.heal.as_ref().map(|h| HealReport {
+                    action: h.action.clone(),
+                    at_s: since_start(h.at),
+                    took_effect_ms: effect_ms(h.at, h.took_effect),
+                    after: window(
+                        (seconds - since_start(h.at)).max(0.0),
+                        |r| &r.healed,
+                        (h.at, h.took_effect),
+                    ),
+                    // From the servers' samples (the driver's).
+                    backlog: None,
+                }),
             }
         });
         let timeline: Vec<SecondReport> = self
@@ -482,6 +548,7 @@ impl OpRecord {
             attempts: AttemptCounts::default(),
             before: Window::new(),
             after: Window::new(),
+            healed: Window::new(),
         }
     }
 }
@@ -559,14 +626,16 @@ impl Window {
         }
     }
 
-    fn summary(&self, fault: Option<&FaultRecord>) -> WindowOp {
+    /// The window's figures; errors split by when their request started, relative to `event`
+    /// (when the fault or its undoing started, and when it had taken effect).
+    fn summary(&self, (at, took_effect): (Instant, Option<Instant>)) -> WindowOp {
         let started_before = |at: Option<Instant>| {
             at.map_or(0, |at| {
                 self.error_starts.iter().filter(|&&s| s < at).count() as u64
             })
         };
-        let in_flight = started_before(fault.map(|f| f.at));
-        let before_effect = started_before(fault.and_then(|f| f.took_effect));
+        let in_flight = started_before(Some(at));
+        let before_effect = started_before(took_effect);
         WindowOp {
             ok: self.latency.len(),
             errors: self.errors,

@@ -257,8 +257,40 @@ pub struct FaultReport {
     pub took_effect_ms: Option<f64>,
     /// Requests completed before the fault.
     pub before: WindowReport,
-    /// Requests completed after it.
+    /// Requests completed after it (until it was undone, if it was).
     pub after: WindowReport,
+    /// The fault's undoing, if the phase undid it.
+    pub heal: Option<HealReport>,
+}
+
+/// The undoing of a fault (the killed nodes started again) and the latency after it.
+#[derive(Debug, Clone, Serialize)]
+pub struct HealReport {
+    /// What was done ("started node n4 again (pid 1240)").
+    pub action: String,
+    /// When it started, in seconds from the end of warm-up.
+    pub at_s: f64,
+    /// How long after `at_s` it had taken effect (the nodes answered), if it could tell.
+    pub took_effect_ms: Option<f64>,
+    /// Requests completed after it started.
+    pub after: WindowReport,
+    /// The backlog the fault left (hints held for the killed nodes), if the bench watched the
+    /// servers and they export it.
+    pub backlog: Option<BacklogReport>,
+}
+
+/// A fault's backlog: `shoal_hints_pending_keys` summed over the nodes, sampled every second.
+#[derive(Debug, Clone, Serialize)]
+pub struct BacklogReport {
+    /// The gauge.
+    pub metric: String,
+    /// Its largest total from the fault to the end of the phase.
+    pub peak: f64,
+    /// Its total at the first sample after the restart started, if every node answered.
+    pub at_restart: Option<f64>,
+    /// Seconds from the restart's start to the first sample at which every node answered and
+    /// it was 0; `None`: not within the phase.
+    pub cleared_after_s: Option<f64>,
 }
 
 /// Requests completed in a window of a phase.
@@ -465,19 +497,46 @@ impl PhaseReport {
                 .map(|ms| format!("; it took effect {ms:.1} ms later"))
                 .unwrap_or_default();
             let _ = writeln!(out, "  fault at {:.1} s: {}{effect}", f.at_s, f.action);
-            for (label, w) in [("before", &f.before), ("after", &f.after)] {
+            let mut windows = vec![("before", &f.before), ("after", &f.after)];
+            if let Some(h) = &f.heal {
+                let effect = h
+                    .took_effect_ms
+                    .map(|ms| format!("; it took effect {ms:.1} ms later"))
+                    .unwrap_or_default();
+                let _ = writeln!(out, "  undone at {:.1} s: {}{effect}", h.at_s, h.action);
+                if let Some(b) = &h.backlog {
+                    let at_restart = b.at_restart.map_or("n/a".into(), |n| format!("{n:.0}"));
+                    let cleared = b.cleared_after_s.map_or_else(
+                        || "not cleared within the phase".to_owned(),
+                        |s| format!("0 on every node {s:.1} s after the restart"),
+                    );
+                    let _ = writeln!(
+                        out,
+                        "    backlog ({}, all nodes, sampled every second): peak {:.0}, {at_restart} \
+                         at the restart, {cleared}",
+                        b.metric, b.peak
+                    );
+                }
+                windows.push(("undone", &h.after));
+            }
+            for (label, w) in windows {
                 let errors = w.read.errors + w.update.errors;
                 let in_flight = w.read.errors_in_flight + w.update.errors_in_flight;
                 let before_effect = w.read.errors_before_effect + w.update.errors_before_effect;
                 let after = errors - in_flight - before_effect;
-                // Only errors after the fault are split by when their request started.
-                let split = match (label, errors, f.took_effect_ms) {
+                // Only errors after the fault (or its undoing) are split by when their request
+                // started.
+                let (event, took_effect) = match &f.heal {
+                    Some(h) if label == "undone" => ("the restart", h.took_effect_ms),
+                    _ => ("the fault", f.took_effect_ms),
+                };
+                let split = match (label, errors, took_effect) {
                     ("before", _, _) | (_, 0, _) => String::new(),
                     (_, _, None) => {
-                        format!(" ({in_flight} in flight at the fault, {after} started after it)")
+                        format!(" ({in_flight} in flight at {event}, {after} started after it)")
                     }
                     (_, _, Some(_)) => format!(
-                        " ({in_flight} in flight at the fault, {before_effect} started before \
+                        " ({in_flight} in flight at {event}, {before_effect} started before \
                          it took effect, {after} after)"
                     ),
                 };

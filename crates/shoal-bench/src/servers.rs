@@ -44,7 +44,8 @@ pub struct ScrapedMetric {
 
 /// Every metric the bench scrapes from the nodes: what overload protection does (requests shed,
 /// with label `class` = `client` | `replica`; cancelled; expired before they were worked on,
-/// by `class`) and how much waits (queue depth). Each series (label set) is reported, and the
+/// by `class`), how much waits (queue depth), and hinted handoff (writes that used a fallback,
+/// hints handed back, hints held). Each series (label set) is reported, and the
 /// total over them.
 pub const SCRAPED_METRICS: &[ScrapedMetric] = &[
     ScrapedMetric {
@@ -63,7 +64,23 @@ pub const SCRAPED_METRICS: &[ScrapedMetric] = &[
         name: "shoal_queue_depth",
         kind: MetricKind::Gauge,
     },
+    ScrapedMetric {
+        name: "shoal_hinted_writes_total",
+        kind: MetricKind::Counter,
+    },
+    ScrapedMetric {
+        name: "shoal_hints_replayed_total",
+        kind: MetricKind::Counter,
+    },
+    ScrapedMetric {
+        name: BACKLOG_GAUGE,
+        kind: MetricKind::Gauge,
+    },
 ];
+
+/// The backlog a fault leaves for its undoing to clear: the hints the nodes hold for nodes that
+/// were down (see [`backlog`]).
+pub const BACKLOG_GAUGE: &str = "shoal_hints_pending_keys";
 
 /// How long one scrape may take (a node's metrics wait up to 2 s for its node task).
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -334,6 +351,63 @@ pub fn window(before: &Sample, after: &Sample, between: &[&Sample], ops: u64) ->
     }
 }
 
+/// `name`'s value summed over series and nodes in `sample`, if every node answered (a node
+/// that did not may hold some).
+pub fn total_on_every_node(name: &str, sample: &Sample) -> Option<f64> {
+    sample.nodes.iter().try_fold(0.0, |sum, node| {
+        let metrics = node.metrics.as_ref()?;
+        Some(sum + metrics.metrics.get(name).map_or(0.0, |s| s.values().sum()))
+    })
+}
+
+/// The backlog [`BACKLOG_GAUGE`] over `samples` (in time order, from the fault on): its
+/// largest total over the nodes that answered, its total at the first sample from `restart` on, and the first sample from
+/// `restart` on at which every node answered and it was 0. `None` when no node exports it.
+pub fn backlog(samples: &[&Sample], restart: Instant) -> Option<Backlog> {
+    let exported = samples.iter().flat_map(|s| &s.nodes).any(|n| {
+        n.metrics
+            .as_ref()
+            .is_some_and(|m| m.metrics.contains_key(BACKLOG_GAUGE))
+    });
+    if !exported {
+        return None;
+    }
+    let totals: Vec<(Instant, Option<f64>)> = samples
+        .iter()
+        .map(|s| (s.at, total_on_every_node(BACKLOG_GAUGE, s)))
+        .collect();
+    // The peak over the nodes that answered: while nodes are down, the others hold the hints.
+    let answered = |s: &Sample| -> f64 {
+        s.nodes
+            .iter()
+            .filter_map(|n| n.metrics.as_ref()?.metrics.get(BACKLOG_GAUGE))
+            .flat_map(|series| series.values())
+            .sum()
+    };
+    let peak = samples.iter().map(|s| answered(s)).fold(0.0, f64::max);
+    let after: Vec<&(Instant, Option<f64>)> =
+        totals.iter().filter(|(at, _)| *at >= restart).collect();
+    Some(Backlog {
+        peak,
+        at_restart: after.first().and_then(|(_, t)| *t),
+        cleared: after
+            .iter()
+            .find(|(_, t)| *t == Some(0.0))
+            .map(|(at, _)| *at),
+    })
+}
+
+/// See [`backlog`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Backlog {
+    /// The largest total seen.
+    pub peak: f64,
+    /// The total at the first sample after the restart, if every node answered it.
+    pub at_restart: Option<f64>,
+    /// When it was first 0 on every node after the restart.
+    pub cleared: Option<Instant>,
+}
+
 /// A counter's increase over the nodes scraped at both ends, per series; a series that
 /// appears only at the end started at 0, and one that went down was reset (a restart) and
 /// counts from 0, as Prometheus's `increase` does.
@@ -461,6 +535,34 @@ shoal_requests_total{op="get",outcome="ok"} 5000
                 .collect(),
             client_cpu: Some(Duration::from_secs(1)),
         }
+    }
+
+    #[test]
+    fn a_backlog_is_cleared_only_when_every_node_answers_zero() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let pending = |n: u32| {
+            format!("# TYPE shoal_hints_pending_keys gauge\nshoal_hints_pending_keys {n}\n")
+        };
+        let (p0, p40, p25) = (pending(0), pending(40), pending(25));
+        let samples = [
+            // The fault: two nodes down, the third holds hints for them.
+            sample(at(0), &[None, None, Some(&p40)], &[0, 0, 0]),
+            // The restart at 1 s: the restarted nodes do not answer yet; 0 here proves nothing.
+            sample(at(1), &[None, Some(&p0), Some(&p25)], &[0, 0, 0]),
+            sample(at(2), &[None, Some(&p0), Some(&p0)], &[0, 0, 0]),
+            sample(at(3), &[Some(&p0), Some(&p0), Some(&p0)], &[0, 0, 0]),
+        ];
+        let refs: Vec<&Sample> = samples.iter().collect();
+        let b = backlog(&refs, at(1)).unwrap();
+        assert_eq!(b.peak, 40.0);
+        assert_eq!(b.at_restart, None, "a node did not answer at the restart");
+        assert_eq!(b.cleared, Some(at(3)));
+        let b = backlog(&refs[..3], at(1)).unwrap();
+        assert_eq!(b.cleared, None, "never 0 on every node");
+        // A server that does not export it has no backlog, not an empty one.
+        let plain = [sample(at(0), &[Some(BEFORE)], &[0])];
+        assert_eq!(backlog(&plain.iter().collect::<Vec<_>>(), at(0)), None);
     }
 
     #[test]

@@ -138,6 +138,10 @@ pub struct PhaseSpec {
     /// When the fault (if the caller gives one) strikes, counted from the end of warm-up.
     #[serde(serialize_with = "optional_seconds")]
     pub fault_at: Option<Duration>,
+    /// When the fault is undone (the killed nodes started again), counted from the end of
+    /// warm-up; after `fault_at`. `None`: it lasts to the end.
+    #[serde(serialize_with = "optional_seconds")]
+    pub heal_at: Option<Duration>,
     /// Seeds every worker's key, operation and value choices.
     pub seed: u64,
     /// How each request is attempted.
@@ -212,6 +216,20 @@ impl PhaseSpec {
         if self.fault_at.is_some() && matches!(self.limit, Limit::Ops(_)) {
             return invalid("a fault needs a duration, not --ops".into());
         }
+        match (self.fault_at, self.heal_at, self.limit) {
+            (None, Some(_), _) => return invalid("a restart needs a fault to undo".into()),
+            (Some(at), Some(heal), _) if heal <= at => {
+                return invalid(format!(
+                    "the restart at {heal:?} must come after the fault at {at:?}"
+                ));
+            }
+            (Some(_), Some(heal), Limit::Duration(d)) if heal >= d => {
+                return invalid(format!(
+                    "the restart at {heal:?} would come after the measured {d:?}"
+                ));
+            }
+            _ => {}
+        }
         Ok(())
     }
 
@@ -257,7 +275,14 @@ impl PhaseSpec {
         };
         let fault = self
             .fault_at
-            .map(|at| format!(", a node killed at {} s", at.as_secs_f64()))
+            .map(|at| match self.heal_at {
+                Some(heal) => format!(
+                    ", the fault at {} s undone at {} s",
+                    at.as_secs_f64(),
+                    heal.as_secs_f64()
+                ),
+                None => format!(", the fault at {} s", at.as_secs_f64()),
+            })
             .unwrap_or_default();
         format!(
             "{load}, {:.0}% reads, {keys}, {limit} after {} s of warm-up{fault}, {}",
@@ -300,6 +325,8 @@ pub struct W1 {
     pub duration: Duration,
     /// Phase C's kill, from the end of warm-up: 10 s.
     pub kill_at: Duration,
+    /// When phase C starts the killed nodes again, from the end of warm-up (W1 itself: never).
+    pub restart_at: Option<Duration>,
     /// Seeds the workers.
     pub seed: u64,
     /// How each request is attempted (W1 itself: one attempt).
@@ -327,6 +354,7 @@ impl W1 {
             warmup: Duration::from_secs(5),
             duration: Duration::from_secs(30),
             kill_at: Duration::from_secs(10),
+            restart_at: None,
             seed: 1,
             attempts: AttemptPolicy::SINGLE,
             max_in_flight: None,
@@ -369,6 +397,7 @@ impl W1 {
     pub fn phase_c(&self) -> PhaseSpec {
         PhaseSpec {
             fault_at: Some(self.kill_at),
+            heal_at: self.restart_at,
             ..self.phase(
                 "C",
                 Load::Closed {
@@ -389,6 +418,7 @@ impl W1 {
             warmup: self.warmup,
             limit: Limit::Duration(self.duration),
             fault_at: None,
+            heal_at: None,
             seed: self.seed,
             attempts: self.attempts,
         }
@@ -530,6 +560,21 @@ mod tests {
             },
             PhaseSpec {
                 fault_at: Some(Duration::from_secs(31)),
+                heal_at: None,
+                ..good.clone()
+            },
+            PhaseSpec {
+                heal_at: Some(Duration::from_secs(5)),
+                ..good.clone()
+            },
+            PhaseSpec {
+                fault_at: Some(Duration::from_secs(10)),
+                heal_at: Some(Duration::from_secs(10)),
+                ..good.clone()
+            },
+            PhaseSpec {
+                fault_at: Some(Duration::from_secs(10)),
+                heal_at: Some(Duration::from_secs(30)),
                 ..good.clone()
             },
             PhaseSpec {

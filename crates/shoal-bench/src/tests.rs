@@ -16,7 +16,8 @@ use crate::report::BenchReport;
 use crate::spec::{AttemptPolicy, Distribution, Limit, Load, Overload, PhaseSpec};
 use crate::target::{Found, KeyRef, OpError, Target};
 use crate::{
-    Fault, Injected, Machine, Progress, ServerWatch, TargetInfo, WatchedNode, plot, run_phase,
+    Fault, FaultPlan, Injected, Machine, Progress, ServerWatch, TargetInfo, WatchedNode, plot,
+    run_phase,
 };
 
 /// Answers every request after `service`, except that nothing completes during the stall: a
@@ -79,6 +80,7 @@ fn spec(load: Load, warmup: Duration, limit: Limit) -> PhaseSpec {
         warmup,
         limit,
         fault_at: None,
+        heal_at: None,
         seed: 7,
         attempts: AttemptPolicy::SINGLE,
     }
@@ -92,6 +94,7 @@ fn workers(n: usize) -> NonZeroUsize {
 fn closed_with_a_fault_at_1s(seconds: u64) -> PhaseSpec {
     PhaseSpec {
         fault_at: Some(Duration::from_secs(1)),
+        heal_at: None,
         ..spec(
             Load::Closed {
                 concurrency: workers(2),
@@ -241,7 +244,7 @@ async fn a_fault_splits_the_run_into_before_and_after() {
         })
     });
     let spec = closed_with_a_fault_at_1s(3);
-    let report = run_phase(target, &spec, Some(fault), Progress::Hidden, None)
+    let report = run_phase(target, &spec, Some(fault.into()), Progress::Hidden, None)
         .await
         .unwrap();
     assert_eq!(injected.load(Ordering::Relaxed), 1);
@@ -258,6 +261,7 @@ async fn a_fault_splits_the_run_into_before_and_after() {
     // A fault time without a fault is refused.
     let spec = PhaseSpec {
         fault_at: Some(Duration::from_secs(1)),
+        heal_at: None,
         ..spec
     };
     assert!(
@@ -323,7 +327,7 @@ async fn errors_after_a_fault_say_which_requests_were_in_flight_when_it_struck()
     });
     let fault: Fault = Box::new(|| Box::pin(async { Ok(Injected::action("SIGKILL to node n3")) }));
     let spec = closed_with_a_fault_at_1s(2);
-    let report = run_phase(target, &spec, Some(fault), Progress::Hidden, None)
+    let report = run_phase(target, &spec, Some(fault.into()), Progress::Hidden, None)
         .await
         .unwrap();
     let fault = report.fault.as_ref().unwrap();
@@ -361,7 +365,7 @@ async fn errors_after_a_fault_say_which_started_before_it_took_effect() {
     let report = run_phase(
         target,
         &closed_with_a_fault_at_1s(2),
-        Some(fault),
+        Some(fault.into()),
         Progress::Hidden,
         None,
     )
@@ -382,6 +386,116 @@ async fn errors_after_a_fault_say_which_started_before_it_took_effect() {
     assert!(
         text.contains("2 in flight at the fault, 2 started before it took effect, 2 after"),
         "{text}"
+    );
+}
+
+/// Fails every request that completes in `[down_from, down_until)` (from its creation): nodes
+/// killed and started again.
+struct Outage {
+    created: Instant,
+    down_from: Duration,
+    down_until: Duration,
+}
+
+impl Outage {
+    async fn serve(&self) -> Result<(), OpError> {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let now = Instant::now() - self.created;
+        if now >= self.down_from && now < self.down_until {
+            Err(OpError::new("unavailable", "primaries down"))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl Target for Outage {
+    type Context = ();
+
+    async fn read(&self, _key: KeyRef<'_>) -> Result<Found, OpError> {
+        self.serve().await.map(|()| Found::Value)
+    }
+
+    fn context(&self, _key: KeyRef<'_>) {}
+
+    async fn update(&self, _key: KeyRef<'_>, _value: Bytes, _context: &()) -> Result<(), OpError> {
+        self.serve().await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restart_closes_the_fault_window_and_opens_its_own() {
+    // Down from 1 s to 2 s; the fault strikes at 1 s, the restart at 2 s, in a 3 s run.
+    let target = Arc::new(Outage {
+        created: Instant::now(),
+        down_from: Duration::from_secs(1),
+        down_until: Duration::from_secs(2),
+    });
+    let strike: Fault = Box::new(|| Box::pin(async { Ok(Injected::action("SIGKILL to n4, n5")) }));
+    let heal: Fault = Box::new(|| Box::pin(async { Ok(Injected::action("started n4, n5")) }));
+    let spec = PhaseSpec {
+        heal_at: Some(Duration::from_secs(2)),
+        ..closed_with_a_fault_at_1s(3)
+    };
+    let plan = FaultPlan {
+        strike,
+        heal: Some(heal),
+    };
+    let report = run_phase(target, &spec, Some(plan), Progress::Hidden, None)
+        .await
+        .unwrap();
+    let fault = report.fault.as_ref().unwrap();
+    let heal = fault.heal.as_ref().expect("the restart is reported");
+    assert_eq!(heal.action, "started n4, n5");
+    assert!((heal.at_s - 2.0).abs() < 0.01, "{}", heal.at_s);
+    assert!((fault.after.seconds - 1.0).abs() < 0.01);
+    assert!(
+        (heal.after.seconds - 1.0).abs() < 0.02,
+        "{}",
+        heal.after.seconds
+    );
+    let ok = |w: &crate::report::WindowReport| w.read.ok + w.update.ok;
+    let errors = |w: &crate::report::WindowReport| w.read.errors + w.update.errors;
+    // Every failure is in the outage's window; the windows add up to the run.
+    assert_eq!(errors(&fault.before) + errors(&heal.after), 0);
+    assert_eq!(errors(&fault.after), report.errors);
+    assert!(errors(&fault.after) > 150, "{}", report.to_text());
+    assert!(ok(&heal.after) > 150, "{}", report.to_text());
+    assert_eq!(
+        ok(&fault.before) + ok(&fault.after) + ok(&heal.after) + report.errors,
+        report.ops
+    );
+    let text = report.to_text();
+    assert!(text.contains("undone at 2.0 s: started n4, n5"), "{text}");
+    // A restart time without a restart is refused, and a restart without its time.
+    let only_strike: Fault = Box::new(|| Box::pin(async { Ok(Injected::action("x")) }));
+    let no_heal = FaultPlan::from(only_strike);
+    let outage = || {
+        Arc::new(Outage {
+            created: Instant::now(),
+            down_from: Duration::ZERO,
+            down_until: Duration::ZERO,
+        })
+    };
+    assert!(
+        run_phase(outage(), &spec, Some(no_heal), Progress::Hidden, None)
+            .await
+            .is_err()
+    );
+    let with_heal = FaultPlan {
+        strike: Box::new(|| Box::pin(async { Ok(Injected::action("x")) })),
+        heal: Some(Box::new(|| Box::pin(async { Ok(Injected::action("y")) }))),
+    };
+    assert!(
+        run_phase(
+            outage(),
+            &closed_with_a_fault_at_1s(3),
+            Some(with_heal),
+            Progress::Hidden,
+            None
+        )
+        .await
+        .is_err()
     );
 }
 
@@ -959,13 +1073,14 @@ async fn sample_report() -> BenchReport {
     let c = PhaseSpec {
         name: "C".into(),
         fault_at: Some(Duration::from_secs(1)),
+        heal_at: None,
         ..a.clone()
     };
     let phases = vec![
         run_phase(target.clone(), &a, None, Progress::Hidden, None)
             .await
             .unwrap(),
-        run_phase(target, &c, Some(injected), Progress::Hidden, None)
+        run_phase(target, &c, Some(injected.into()), Progress::Hidden, None)
             .await
             .unwrap(),
     ];

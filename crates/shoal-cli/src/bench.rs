@@ -15,14 +15,18 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use clap::{Args as ClapArgs, ValueEnum};
 use shoal_bench::{
-    AttemptPolicy, BenchReport, Distribution, EtcdTarget, Fault, Injected, Limit, Load, Machine,
-    Overload, PhaseReport, PhaseSpec, PreloadReport, Progress, ServerWatch, ShoalTarget, Target,
-    TargetInfo, W1, W1Phase, WatchedNode, Workload, Zipfian,
+    AttemptPolicy, BenchReport, Distribution, EtcdTarget, Fault, FaultPlan, Injected, Limit, Load,
+    Machine, Overload, PhaseReport, PhaseSpec, PreloadReport, Progress, ServerWatch, ShoalTarget,
+    Target, TargetInfo, W1, W1Phase, WatchedNode, Workload, Zipfian,
 };
 use shoal_client::{Client, ClientConfig, RequestOptions};
+use shoal_types::NodeId;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::args::{parse_addr, parse_duration};
-use crate::dev::{DevCluster, DevOptions, Signals, cores, process_exited, send_signal};
+use crate::dev::{
+    DevCluster, DevOptions, Signals, cores, process_exited, send_signal, wait_until_answers,
+};
 use crate::exit::{Outcome, UsageError};
 
 /// Arguments of `shoal bench`.
@@ -156,9 +160,13 @@ pub(crate) struct Args {
     /// The command that kills a node of an external cluster (run with sh -c).
     #[arg(long, value_name = "CMD")]
     kill_cmd: Option<String>,
-    /// Which --dev node to kill (1-based) [default: the last].
-    #[arg(long, value_name = "I", requires = "dev")]
-    kill_node: Option<usize>,
+    /// Which --dev nodes to kill, all at once (1-based: 4,5) [default: the last].
+    #[arg(long, value_name = "I,...", requires = "dev", value_delimiter = ',')]
+    kill_node: Vec<usize>,
+    /// Start the killed --dev nodes again at this time after warm-up, with their data (the
+    /// hints the others held for them then go home).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    restart_at: Option<Duration>,
     /// Do not write the keys first (they are already there).
     #[arg(long)]
     no_preload: bool,
@@ -291,7 +299,10 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
                 consistency: "JSON gateway; linearizable range, put (WAL fsync on a majority)"
                     .into(),
             };
-            let fault = args.kill_cmd.as_deref().map(command_fault);
+            let fault = args
+                .kill_cmd
+                .as_deref()
+                .map(|cmd| command_fault(cmd).into());
             tokio::select! {
                 outcome = measure(&args, target, info, &workload, fault, progress, external.as_ref()) => outcome,
                 () = signals.recv() => anyhow::bail!("interrupted"),
@@ -315,7 +326,10 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
                 let target =
                     shoal_target(&args, args.nodes.clone(), certs, args.cert_name.clone()).await?;
                 let info = shoal_info(&args, &args.nodes);
-                let fault = args.kill_cmd.as_deref().map(command_fault);
+                let fault = args
+                    .kill_cmd
+                    .as_deref()
+                    .map(|cmd| command_fault(cmd).into());
                 let client = target.client().clone();
                 let outcome = tokio::select! {
                     outcome = measure(&args, target, info, &workload, fault, progress, external.as_ref()) => outcome,
@@ -346,7 +360,10 @@ async fn etcd_grpc(
         endpoints: target.endpoints(),
         consistency: "gRPC; linearizable range, put (WAL fsync on a majority)".into(),
     };
-    let fault = args.kill_cmd.as_deref().map(command_fault);
+    let fault = args
+        .kill_cmd
+        .as_deref()
+        .map(|cmd| command_fault(cmd).into());
     tokio::select! {
         outcome = measure(args, target, info, workload, fault, progress, servers) => outcome,
         () = signals.recv() => anyhow::bail!("interrupted"),
@@ -428,19 +445,36 @@ async fn with_dev_cluster(
         Machine::filesystem_of(&dir)
     );
     let outcome = async {
+        let (restarts, mut restart_requests) = mpsc::unbounded_channel::<RestartRequest>();
         let fault = match &args.kill_cmd {
-            Some(cmd) => Some(command_fault(cmd)),
+            Some(cmd) => Some(FaultPlan::from(command_fault(cmd))),
             None => {
-                let index = args
-                    .kill_node
-                    .unwrap_or(nodes)
-                    .checked_sub(1)
-                    .filter(|i| *i < nodes);
-                let index = index.ok_or_else(|| {
-                    UsageError(format!("--kill-node must be between 1 and {nodes}"))
-                })?;
-                let (id, pid) = dev.node(index).context("the node to kill is not running")?;
-                Some(kill_fault(id.to_string(), pid))
+                let chosen = if args.kill_node.is_empty() {
+                    vec![nodes]
+                } else {
+                    args.kill_node.clone()
+                };
+                let mut indices = Vec::new();
+                for i in chosen {
+                    let index = i.checked_sub(1).filter(|i| *i < nodes).ok_or_else(|| {
+                        UsageError(format!("--kill-node must be between 1 and {nodes}"))
+                    })?;
+                    if !indices.contains(&index) {
+                        indices.push(index);
+                    }
+                }
+                let mut victims = Vec::new();
+                for &index in &indices {
+                    let (id, pid) = dev.node(index).context("a node to kill is not running")?;
+                    victims.push((id.to_string(), pid));
+                }
+                let heal = args
+                    .restart_at
+                    .map(|_| restart_fault(indices, restarts, dev.certs().to_owned()));
+                Some(FaultPlan {
+                    strike: kill_fault(victims),
+                    heal,
+                })
             }
         };
         let addrs = dev.addrs();
@@ -465,9 +499,26 @@ async fn with_dev_cluster(
             })
             .collect();
         let servers = Arc::new(ServerWatch::new(watched));
-        let outcome = tokio::select! {
-            outcome = measure(args, target, info, workload, fault, progress, Some(&servers)) => outcome,
-            () = signals.recv() => Err(anyhow::anyhow!("interrupted")),
+        let measured = measure(
+            args,
+            target,
+            info,
+            workload,
+            fault,
+            progress,
+            Some(&servers),
+        );
+        tokio::pin!(measured);
+        let outcome = loop {
+            tokio::select! {
+                outcome = &mut measured => break outcome,
+                () = signals.recv() => break Err(anyhow::anyhow!("interrupted")),
+                // The restart fault asks; only this task may start nodes (it owns the cluster).
+                Some(request) = restart_requests.recv() => {
+                    let started = dev.restart(&request.nodes).map_err(|e| format!("{e:#}"));
+                    let _ = request.started.send(started);
+                }
+            }
         };
         client.close().await;
         outcome
@@ -487,7 +538,7 @@ async fn measure<T: Target>(
     target: Arc<T>,
     info: TargetInfo,
     workload: &Workload,
-    fault: Option<Fault>,
+    fault: Option<FaultPlan>,
     progress: Progress,
     servers: Option<&Arc<ServerWatch>>,
 ) -> anyhow::Result<Outcome> {
@@ -550,6 +601,12 @@ fn workload(args: &Args) -> anyhow::Result<Workload> {
             theta: args.zipf_theta,
         },
     };
+    // Checked here too: clap's `requires` is not enforced for these flattened arguments.
+    if args.restart_at.is_some() && (args.dev.is_none() || args.kill_cmd.is_some()) {
+        return Err(usage(
+            "--restart-at starts killed --dev nodes again: it needs --dev, not --kill-cmd".into(),
+        ));
+    }
     if args.workload != Some(WorkloadName::Overload) && args.capacity.is_some() {
         return Err(usage("--capacity is for --workload overload".into()));
     }
@@ -570,6 +627,7 @@ fn workload(args: &Args) -> anyhow::Result<Workload> {
                 warmup: args.warmup,
                 duration: args.duration(),
                 kill_at: default_kill_at(args.duration()),
+                restart_at: None,
                 seed: args.seed,
                 attempts: args.attempt_policy(),
                 max_in_flight: None,
@@ -603,6 +661,7 @@ fn workload(args: &Args) -> anyhow::Result<Workload> {
                 kill_at: args
                     .kill_at
                     .unwrap_or_else(|| default_kill_at(args.duration())),
+                restart_at: args.restart_at,
                 seed: args.seed,
                 attempts: args.attempt_policy(),
                 max_in_flight: args.max_in_flight,
@@ -645,13 +704,11 @@ fn workload(args: &Args) -> anyhow::Result<Workload> {
                 Some(n) => Limit::Ops(n),
                 None => Limit::Duration(args.duration()),
             };
-            let fault_at = match (args.kill_at, &args.kill_cmd, args.kill_node) {
-                (Some(at), _, _) => Some(at),
-                (None, Some(_), _) | (None, None, Some(_)) => {
-                    Some(default_kill_at(args.duration()))
-                }
-                (None, None, None) => None,
-            };
+            let kills =
+                args.kill_cmd.is_some() || !args.kill_node.is_empty() || args.restart_at.is_some();
+            let fault_at = args
+                .kill_at
+                .or_else(|| kills.then(|| default_kill_at(args.duration())));
             Ok(Workload::Custom(PhaseSpec {
                 name: "run".into(),
                 load,
@@ -662,6 +719,7 @@ fn workload(args: &Args) -> anyhow::Result<Workload> {
                 warmup: args.warmup,
                 limit,
                 fault_at,
+                heal_at: args.restart_at,
                 seed: args.seed,
                 attempts: args.attempt_policy(),
             }))
@@ -715,27 +773,88 @@ fn shoal_info(args: &Args, nodes: &[SocketAddr]) -> TargetInfo {
     }
 }
 
-/// SIGKILL to a `--dev` node; it has taken effect when the process has exited (its sockets
-/// closed), which takes the kernel some milliseconds.
-fn kill_fault(id: String, pid: u32) -> Fault {
+/// SIGKILL to `--dev` nodes (id, pid), all at once; it has taken effect when every process
+/// has exited (its sockets closed), which takes the kernel some milliseconds.
+fn kill_fault(victims: Vec<(String, u32)>) -> Fault {
     Box::new(move || {
         Box::pin(async move {
-            match send_signal(pid, libc::SIGKILL) {
-                Ok(true) => {}
-                Ok(false) => return Err(format!("node {id} (pid {pid}) was not running")),
-                Err(e) => return Err(format!("cannot kill node {id} (pid {pid}): {e}")),
+            for (id, pid) in &victims {
+                match send_signal(*pid, libc::SIGKILL) {
+                    Ok(true) => {}
+                    Ok(false) => return Err(format!("node {id} (pid {pid}) was not running")),
+                    Err(e) => return Err(format!("cannot kill node {id} (pid {pid}): {e}")),
+                }
             }
-            let exited = tokio::task::spawn_blocking(move || wait_exited(pid))
-                .await
-                .ok()
-                .flatten();
+            let mut exits = Vec::new();
+            for &(_, pid) in &victims {
+                let exited = tokio::task::spawn_blocking(move || wait_exited(pid))
+                    .await
+                    .ok()
+                    .flatten();
+                exits.push(exited);
+            }
+            // Taken effect when the last one is gone; unknown if one would not go.
+            let took_effect: Option<Vec<std::time::Instant>> = exits.into_iter().collect();
+            let took_effect = took_effect.and_then(|exits| exits.into_iter().max());
+            let named: Vec<String> = victims
+                .iter()
+                .map(|(id, pid)| format!("{id} (pid {pid})"))
+                .collect();
+            let noun = if victims.len() == 1 { "node" } else { "nodes" };
             Ok(Injected {
-                action: format!("SIGKILL to node {id} (pid {pid})"),
-                took_effect: exited.map(tokio::time::Instant::from_std),
+                action: format!("SIGKILL to {noun} {}", named.join(", ")),
+                took_effect: took_effect.map(tokio::time::Instant::from_std),
             })
         })
     })
 }
+
+/// What the restart fault asks of the task that owns the `--dev` cluster: start these nodes
+/// (0-based) again; it answers with each one's id, pid and address.
+struct RestartRequest {
+    nodes: Vec<usize>,
+    started: oneshot::Sender<Result<Vec<Restarted>, String>>,
+}
+
+/// A node started again: its id, process id and address.
+type Restarted = (NodeId, u32, SocketAddr);
+
+/// Starts the killed `--dev` nodes again (through the task that owns the cluster); it has
+/// taken effect when every one of them answers.
+fn restart_fault(
+    nodes: Vec<usize>,
+    requests: mpsc::UnboundedSender<RestartRequest>,
+    certs: PathBuf,
+) -> Fault {
+    Box::new(move || {
+        Box::pin(async move {
+            let (started, answer) = oneshot::channel();
+            requests
+                .send(RestartRequest { nodes, started })
+                .map_err(|_| "the cluster is gone".to_owned())?;
+            let started = answer
+                .await
+                .map_err(|_| "the cluster is gone".to_owned())??;
+            let deadline = tokio::time::Instant::now() + RESTART_TIMEOUT;
+            for (id, _, addr) in &started {
+                wait_until_answers(*addr, &certs, deadline)
+                    .await
+                    .map_err(|e| format!("node {id} did not answer after its restart: {e:#}"))?;
+            }
+            let named: Vec<String> = started
+                .iter()
+                .map(|(id, pid, _)| format!("{id} (pid {pid})"))
+                .collect();
+            Ok(Injected {
+                action: format!("started {} again", named.join(", ")),
+                took_effect: Some(tokio::time::Instant::now()),
+            })
+        })
+    })
+}
+
+/// How long a restarted node may take to answer.
+const RESTART_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Polls until `pid` has exited (see [`process_exited`]), for at most [`EXIT_WAIT`]; when.
 fn wait_exited(pid: u32) -> Option<std::time::Instant> {
@@ -860,6 +979,42 @@ mod tests {
         assert!(workload(&closed).is_err());
         let capacity_without_overload = parse("--dev 3 --capacity 100").unwrap();
         assert!(workload(&capacity_without_overload).is_err());
+    }
+
+    #[test]
+    fn nodes_killed_together_can_be_started_again() {
+        let args =
+            parse("--dev 5 --workload w1 --phases c --kill-node 4,5 --restart-at 20s").unwrap();
+        assert_eq!(args.kill_node, vec![4, 5]);
+        let Workload::W1 { w1, .. } = workload(&args).unwrap() else {
+            panic!("w1");
+        };
+        let c = w1.phase_c();
+        assert_eq!(
+            (c.fault_at, c.heal_at),
+            (Some(Duration::from_secs(10)), Some(Duration::from_secs(20)))
+        );
+        // One phase: the restart implies the kill (a third of the way in).
+        let one = parse("--dev 3 --duration 30s --restart-at 25s").unwrap();
+        let Workload::Custom(spec) = workload(&one).unwrap() else {
+            panic!("one phase");
+        };
+        assert_eq!(
+            (spec.fault_at, spec.heal_at),
+            (Some(Duration::from_secs(10)), Some(Duration::from_secs(25)))
+        );
+        // A restart before the kill cannot work; nor one of an external cluster.
+        let early = parse("--dev 3 --duration 30s --kill-at 20s --restart-at 15s").unwrap();
+        let Workload::Custom(spec) = workload(&early).unwrap() else {
+            panic!("one phase");
+        };
+        assert!(spec.validate().is_err());
+        for external in [
+            "--node 127.0.0.1:7001 --restart-at 5s",
+            "--dev 3 --kill-cmd true --restart-at 5s",
+        ] {
+            assert!(workload(&parse(external).unwrap()).is_err(), "{external}");
+        }
     }
 
     #[test]

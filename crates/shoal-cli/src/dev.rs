@@ -254,6 +254,35 @@ impl DevCluster {
             .map(|n| (n.id.clone(), n.pid))
     }
 
+    /// Starts the nodes `indices` (0-based) again, with their data as they left it: nodes
+    /// killed on purpose (`shoal bench --restart-at`). Returns each one's id, process id and
+    /// address at once; it answers some moments later ([`wait_until_answers`]).
+    pub(crate) fn restart(
+        &mut self,
+        indices: &[usize],
+    ) -> anyhow::Result<Vec<(NodeId, u32, SocketAddr)>> {
+        let mut started = Vec::new();
+        for &index in indices {
+            let node = self
+                .layout
+                .nodes
+                .get(index)
+                .with_context(|| format!("there is no node {}", index + 1))?;
+            if let Some(running) = self.cluster.nodes.get(index)
+                && running.exit.is_none()
+                && !process_exited(running.pid)
+            {
+                bail!("node {} is still running", node.id);
+            }
+            let listen = node.listen;
+            self.cluster.spawn(index)?;
+            let pid = self.cluster.nodes[index].pid;
+            started.push((self.cluster.nodes[index].id.clone(), pid, listen));
+        }
+        self.cluster.write_pids()?;
+        Ok(started)
+    }
+
     /// SIGTERM to every running node, then SIGKILL to those that do not stop; removes the env
     /// and pid files.
     pub(crate) async fn stop(&mut self) -> anyhow::Result<Outcome> {
@@ -417,8 +446,8 @@ impl Layout {
 /// The running nodes.
 struct Cluster {
     nodes: Vec<RunningNode>,
-    /// (node index, exit status) of every node that exits.
-    exits: mpsc::UnboundedReceiver<(usize, io::Result<ExitStatus>)>,
+    /// Every node process that exits.
+    exits: mpsc::UnboundedReceiver<Exit>,
     dir: PathBuf,
     spawner: Spawner,
 }
@@ -429,8 +458,11 @@ struct Spawner {
     exe: PathBuf,
     certs: PathBuf,
     layout: Layout,
-    exits: mpsc::UnboundedSender<(usize, io::Result<ExitStatus>)>,
+    exits: mpsc::UnboundedSender<Exit>,
 }
+
+/// A node process exited: node index, process id (a node started again has a new one), status.
+type Exit = (usize, u32, io::Result<ExitStatus>);
 
 /// The cores divided among the nodes, at least one each: nodes that share a machine and each
 /// run one async worker per core spend their time handing work between threads (W1 phase A,
@@ -542,7 +574,7 @@ impl Cluster {
         let tx = exits.clone();
         tokio::spawn(async move {
             let status = child.wait().await;
-            let _ = tx.send((index, status));
+            let _ = tx.send((index, pid, status));
         });
         Ok(())
     }
@@ -567,8 +599,9 @@ impl Cluster {
         self.nodes.iter().filter(|n| n.exit.is_none()).count()
     }
 
-    fn exited(&mut self, (index, status): (usize, io::Result<ExitStatus>)) {
-        if let Some(node) = self.nodes.get_mut(index) {
+    fn exited(&mut self, (index, pid, status): Exit) {
+        // The exit of a process since started again is old news.
+        if let Some(node) = self.nodes.get_mut(index).filter(|n| n.pid == pid) {
             node.exit = Some(match status {
                 Ok(status) => status.to_string(),
                 Err(e) => format!("unknown status ({e})"),
@@ -662,7 +695,7 @@ impl Cluster {
 }
 
 /// Waits until the node at `addr` answers a ring request with the admin certificate.
-async fn wait_until_answers(
+pub(crate) async fn wait_until_answers(
     addr: SocketAddr,
     certs: &Path,
     deadline: Instant,
