@@ -221,7 +221,7 @@ pub async fn run_phase<T: Target>(
     let mut report = lock(&recorder).report(spec);
     if let Some(samples) = samples {
         attach_server_windows(&mut report, &samples);
-        attach_backlog(&mut report, &samples, measure_from);
+        attach_backlog(&mut report, &samples, measure_from, &lock(&recorder));
     }
     Ok(report)
 }
@@ -345,7 +345,12 @@ fn attach_server_windows(report: &mut PhaseReport, samples: &[Tagged]) {
 
 /// The backlog the fault left and how long after its undoing it was cleared (a phase with a
 /// restart, on servers that export [`servers::BACKLOG_GAUGE`]).
-fn attach_backlog(report: &mut PhaseReport, samples: &[Tagged], measure_from: Instant) {
+fn attach_backlog(
+    report: &mut PhaseReport,
+    samples: &[Tagged],
+    measure_from: Instant,
+    recorder: &Recorder,
+) {
     let Some(fault) = &mut report.fault else {
         return;
     };
@@ -359,6 +364,7 @@ fn attach_backlog(report: &mut PhaseReport, samples: &[Tagged], measure_from: In
         .map(|(_, s)| s)
         .filter(|s| s.at >= struck)
         .collect();
+    let second = |at: Instant| at.saturating_duration_since(measure_from).as_secs() as usize;
     heal.backlog = servers::backlog(&after_fault, restart).map(|b| BacklogReport {
         metric: servers::BACKLOG_GAUGE.to_owned(),
         peak: b.peak,
@@ -366,6 +372,10 @@ fn attach_backlog(report: &mut PhaseReport, samples: &[Tagged], measure_from: In
         cleared_after_s: b
             .cleared
             .map(|at| at.saturating_duration_since(restart).as_secs_f64()),
+        p99_draining_us: b
+            .cleared
+            .and_then(|at| recorder.p99_of_seconds(second(restart)..second(at) + 1)),
+        p99_before_fault_us: recorder.p99_of_seconds(0..second(struck)),
     });
 }
 

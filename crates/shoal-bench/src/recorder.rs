@@ -367,6 +367,17 @@ impl Recorder {
         }
     }
 
+    /// The 99th percentile of the successful requests (reads and updates) that completed in
+    /// the timeline's seconds `seconds` (from the end of warm-up); `None` when none did.
+    pub(crate) fn p99_of_seconds(&self, seconds: std::ops::Range<usize>) -> Option<u64> {
+        let mut merged = histogram(SIGFIG_COARSE);
+        for second in self.seconds.get(seconds).unwrap_or_default() {
+            // Same bounds and precision: adding cannot fail.
+            let _ = merged.add(&second.all);
+        }
+        (!merged.is_empty()).then(|| merged.value_at_quantile(0.99))
+    }
+
     /// The figures since the last call, and starts the next interval.
     pub(crate) fn take_live(&mut self) -> Live {
         let live = Live {

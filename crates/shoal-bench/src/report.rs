@@ -286,11 +286,16 @@ pub struct BacklogReport {
     pub metric: String,
     /// Its largest total from the fault to the end of the phase.
     pub peak: f64,
-    /// Its total at the first sample after the restart started, if every node answered.
+    /// Its total over the nodes that answered at the last sample before the restart.
     pub at_restart: Option<f64>,
     /// Seconds from the restart's start to the first sample at which every node answered and
     /// it was 0; `None`: not within the phase.
     pub cleared_after_s: Option<f64>,
+    /// p99 of the successful requests (reads and updates) that completed while it drained:
+    /// in the seconds of the timeline from the restart's to the one it was cleared in.
+    pub p99_draining_us: Option<u64>,
+    /// The same over the seconds before the fault's, for comparison.
+    pub p99_before_fault_us: Option<u64>,
 }
 
 /// Requests completed in a window of a phase.
@@ -516,6 +521,16 @@ impl PhaseReport {
                          at the restart, {cleared}",
                         b.metric, b.peak
                     );
+                    if let (Some(draining), Some(before)) =
+                        (b.p99_draining_us, b.p99_before_fault_us)
+                    {
+                        let _ = writeln!(
+                            out,
+                            "    p99 while it drained {draining} µs, {:.2}× the p99 before the \
+                             fault ({before} µs; reads and updates, by the second)",
+                            draining as f64 / before.max(1) as f64
+                        );
+                    }
                 }
                 windows.push(("undone", &h.after));
             }

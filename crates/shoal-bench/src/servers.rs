@@ -361,8 +361,9 @@ pub fn total_on_every_node(name: &str, sample: &Sample) -> Option<f64> {
 }
 
 /// The backlog [`BACKLOG_GAUGE`] over `samples` (in time order, from the fault on): its
-/// largest total over the nodes that answered, its total at the first sample from `restart` on, and the first sample from
-/// `restart` on at which every node answered and it was 0. `None` when no node exports it.
+/// largest total over the nodes that answered, that total at the last sample before `restart`,
+/// and the first sample from `restart` on at which every node answered and it was 0. `None`
+/// when no node exports it.
 pub fn backlog(samples: &[&Sample], restart: Instant) -> Option<Backlog> {
     let exported = samples.iter().flat_map(|s| &s.nodes).any(|n| {
         n.metrics
@@ -385,11 +386,16 @@ pub fn backlog(samples: &[&Sample], restart: Instant) -> Option<Backlog> {
             .sum()
     };
     let peak = samples.iter().map(|s| answered(s)).fold(0.0, f64::max);
+    let at_restart = samples
+        .iter()
+        .rev()
+        .find(|s| s.at < restart)
+        .map(|s| answered(s));
     let after: Vec<&(Instant, Option<f64>)> =
         totals.iter().filter(|(at, _)| *at >= restart).collect();
     Some(Backlog {
         peak,
-        at_restart: after.first().and_then(|(_, t)| *t),
+        at_restart,
         cleared: after
             .iter()
             .find(|(_, t)| *t == Some(0.0))
@@ -402,7 +408,8 @@ pub fn backlog(samples: &[&Sample], restart: Instant) -> Option<Backlog> {
 pub struct Backlog {
     /// The largest total seen.
     pub peak: f64,
-    /// The total at the first sample after the restart, if every node answered it.
+    /// The total over the nodes that answered at the last sample before the restart (`None`:
+    /// no sample before it).
     pub at_restart: Option<f64>,
     /// When it was first 0 on every node after the restart.
     pub cleared: Option<Instant>,
@@ -556,7 +563,7 @@ shoal_requests_total{op="get",outcome="ok"} 5000
         let refs: Vec<&Sample> = samples.iter().collect();
         let b = backlog(&refs, at(1)).unwrap();
         assert_eq!(b.peak, 40.0);
-        assert_eq!(b.at_restart, None, "a node did not answer at the restart");
+        assert_eq!(b.at_restart, Some(40.0), "held by the node that answered");
         assert_eq!(b.cleared, Some(at(3)));
         let b = backlog(&refs[..3], at(1)).unwrap();
         assert_eq!(b.cleared, None, "never 0 on every node");

@@ -20,12 +20,12 @@ use shoal_bench::{
     Target, TargetInfo, W1, W1Phase, WatchedNode, Workload, Zipfian,
 };
 use shoal_client::{Client, ClientConfig, RequestOptions};
-use shoal_types::NodeId;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::args::{parse_addr, parse_duration};
 use crate::dev::{
-    DevCluster, DevOptions, Signals, cores, process_exited, send_signal, wait_until_answers,
+    DevCluster, DevOptions, Restarted, Signals, cores, process_exited, send_signal,
+    wait_until_answers,
 };
 use crate::exit::{Outcome, UsageError};
 
@@ -38,6 +38,7 @@ use crate::exit::{Outcome, UsageError};
     shoal bench --dev 3 --workload w1 --phases b --rate 3700 --attempt-timeout 1s --attempts 3 \
     --max-in-flight 20000\n  \
     shoal bench --dev 3 --workload overload --attempt-timeout 1s --attempts 3\n  \
+    shoal bench --dev 5 --workload w1 --phases c --kill-node 4,5 --restart-at 20s\n  \
     shoal bench --target etcd-json --etcd-endpoints http://127.0.0.1:2379 --workload w1 \
     --kill-cmd 'kill -9 PID'\n\nDefaults are W1's: 100,000 keys of 1,024 bytes, 32 in flight, \
     50% reads, uniform keys, 5 s of warm-up, 30 s measured, one attempt per request."
@@ -815,9 +816,6 @@ struct RestartRequest {
     nodes: Vec<usize>,
     started: oneshot::Sender<Result<Vec<Restarted>, String>>,
 }
-
-/// A node started again: its id, process id and address.
-type Restarted = (NodeId, u32, SocketAddr);
 
 /// Starts the killed `--dev` nodes again (through the task that owns the cluster); it has
 /// taken effect when every one of them answers.

@@ -257,10 +257,7 @@ impl DevCluster {
     /// Starts the nodes `indices` (0-based) again, with their data as they left it: nodes
     /// killed on purpose (`shoal bench --restart-at`). Returns each one's id, process id and
     /// address at once; it answers some moments later ([`wait_until_answers`]).
-    pub(crate) fn restart(
-        &mut self,
-        indices: &[usize],
-    ) -> anyhow::Result<Vec<(NodeId, u32, SocketAddr)>> {
+    pub(crate) fn restart(&mut self, indices: &[usize]) -> anyhow::Result<Vec<Restarted>> {
         let mut started = Vec::new();
         for &index in indices {
             let node = self
@@ -460,6 +457,9 @@ struct Spawner {
     layout: Layout,
     exits: mpsc::UnboundedSender<Exit>,
 }
+
+/// A node started again: its id, process id and address.
+pub(crate) type Restarted = (NodeId, u32, SocketAddr);
 
 /// A node process exited: node index, process id (a node started again has a new one), status.
 type Exit = (usize, u32, io::Result<ExitStatus>);

@@ -90,6 +90,11 @@ pub(crate) struct Args {
     /// [default: 3h].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     max_hint_window: Option<Duration>,
+    /// Most bytes of hints this node hands off per second, over all the nodes it holds hints
+    /// for (below client traffic in priority; faster drains, more foreground latency)
+    /// [default: 4 MiB].
+    #[arg(long, value_name = "BYTES")]
+    hint_replay_rate: Option<u64>,
     /// Async worker threads (QUIC, streams and the node's task; storage commits have their own
     /// thread) [default: one per core]. Nodes sharing a machine do best with the cores divided
     /// among them: `shoal dev` gives each node cores / nodes, at least one.
@@ -179,6 +184,9 @@ fn config(args: Args) -> anyhow::Result<ServerConfig> {
     }
     if let Some(t) = args.max_hint_window {
         config.hints.max_hint_window = t;
+    }
+    if let Some(r) = args.hint_replay_rate {
+        config.hints.replay_rate = r;
     }
     Ok(config)
 }

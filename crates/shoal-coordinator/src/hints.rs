@@ -74,7 +74,7 @@ impl Default for HintsConfig {
             max_hint_bytes: 1 << 30,
             max_hint_window: Duration::from_secs(3 * 3600),
             replay_batch_bytes: 256 * 1024,
-            replay_rate: 16 * 1024 * 1024,
+            replay_rate: 4 * 1024 * 1024,
             check_interval: Duration::from_millis(250),
         }
     }
