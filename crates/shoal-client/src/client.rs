@@ -242,7 +242,7 @@ impl Client {
     pub async fn status(&self, node: SocketAddr) -> Result<NodeStatus, ClientError> {
         let request = Request::Admin(AdminRequest::Status);
         match self.inner.one_node(node, request).await? {
-            (_, Response::Admin(AdminResponse::Status(status))) => Ok(status),
+            (_, Response::Admin(AdminResponse::Status(status))) => Ok(*status),
             (addr, other) => Err(unexpected_response(addr, "status", &other)),
         }
     }

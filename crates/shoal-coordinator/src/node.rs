@@ -215,7 +215,7 @@ impl<S: Storage> Node<S> {
                         })
                         .collect(),
                 };
-                let response = Response::Admin(AdminResponse::Status(status));
+                let response = Response::Admin(AdminResponse::Status(Box::new(status)));
                 self.shared.reply(id, response);
             }
         }

@@ -193,7 +193,7 @@ fn status(c: &mut Cluster, at: &shoal_types::NodeId) -> shoal_protocol::NodeStat
             Output::Reply {
                 id: r,
                 response: Response::Admin(AdminResponse::Status(s)),
-            } if r == id => Some(s),
+            } if r == id => Some(*s),
             _ => None,
         })
         .expect("a status answer")

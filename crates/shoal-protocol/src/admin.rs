@@ -16,8 +16,8 @@ pub enum AdminRequest {
 /// A node's answer to an [`AdminRequest`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum AdminResponse {
-    /// The node's view of the cluster.
-    Status(NodeStatus),
+    /// The node's view of the cluster (boxed: it is by far the largest response).
+    Status(Box<NodeStatus>),
 }
 
 /// One node's view of the cluster.

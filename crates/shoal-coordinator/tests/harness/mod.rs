@@ -332,7 +332,7 @@ impl Cluster {
         );
         self.pump();
         match self.client_replies.remove(&(at.clone(), id)) {
-            Some(Response::Admin(shoal_protocol::AdminResponse::Status(s))) => s,
+            Some(Response::Admin(shoal_protocol::AdminResponse::Status(s))) => *s,
             other => panic!("expected a status, got {other:?}"),
         }
     }
