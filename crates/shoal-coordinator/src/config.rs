@@ -45,6 +45,9 @@ pub struct NodeConfig {
     pub gossip: GossipConfig,
     /// Hinted-handoff bounds and pacing.
     pub hints: HintsConfig,
+    /// Whether a get repairs the replicas that answered older objects (read repair). Default
+    /// on; off for tests of anti-entropy alone.
+    pub read_repair: bool,
     /// The wall clock when the node starts, in Unix milliseconds: hints are stamped with it
     /// plus the time since (the node reads no clock). Default 0.
     pub unix_ms_at_start: u64,
@@ -66,6 +69,7 @@ impl NodeConfig {
             address: None,
             gossip: GossipConfig::default(),
             hints: HintsConfig::default(),
+            read_repair: true,
             unix_ms_at_start: 0,
         }
     }

@@ -357,3 +357,23 @@ fn a_replica_message_naming_the_wrong_partition_is_refused() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn with_read_repair_off_a_read_leaves_a_stale_replica_stale() {
+    let mut c = Cluster::with_config(3, |config| {
+        config.read_repair = false;
+        // Nothing else repairs either: no hints kept.
+        config.hints.max_hint_bytes = 0;
+    });
+    c.advance(Duration::from_secs(3));
+    c.down.insert(node("n3"));
+    c.advance(Duration::from_secs(5));
+    c.put("n1", "k", "v", None);
+    c.down.clear();
+    c.advance(Duration::from_secs(3));
+    let read = c.get_with("n1", "k", r(3));
+    assert_eq!(values(&read), vec!["v"]);
+    c.settle();
+    assert!(c.local("n3", "k").is_empty(), "not repaired by the read");
+    assert_eq!(c.metrics(&node("n1")).read_repairs, 0);
+}

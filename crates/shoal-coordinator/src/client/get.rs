@@ -4,7 +4,7 @@
 //! replies as they come, answers after R (PR from primaries, and always at least one primary:
 //! a fallback's reply counts toward R only, and fallbacks hold hints, not the key), and once every replica asked has answered (or at the deadline) read-repairs every
 //! primary that answered with something older — also those that answered after the client got
-//! its reply.
+//! its reply (unless `NodeConfig::read_repair` is off, as anti-entropy tests set it).
 
 use std::time::Instant;
 
@@ -183,8 +183,12 @@ impl ClientRequests {
     }
 
     /// Sends the merged object to every replica that answered with something older (only to
-    /// this node's own replica when it is too large to send).
+    /// this node's own replica when it is too large to send), unless read repair is off
+    /// (`NodeConfig::read_repair`).
     fn read_repair<S: Storage>(&mut self, env: &mut Env<'_, S>, get: &GetState) {
+        if !env.shared.config.read_repair {
+            return;
+        }
         let merged = get.quorum.merged();
         let sendable = merged.value_bytes() <= env.shared.config.limits.max_object_bytes();
         for node in get.quorum.stale_replicas() {
