@@ -28,10 +28,11 @@ use serde::Deserialize;
 use shoal_causality::{Actor, CausalContext, Object, Sibling, VersionVector};
 use shoal_coordinator::{InboundId, Node, NodeConfig, Output, SendError};
 use shoal_protocol::{
-    AdminRequest, ClientRequest, ClientResponse, DecodeLimits, Delta, DigestEntry, GossipMessage,
-    HandedOff, HintMessage, HintResponse, LocalRead, MAX_DECODE_DEPTH, MemberRecord, MemberStatus,
-    PROTOCOL_VERSION, PeerMessage, PeerRequest, PeerResponse, ReplicaMessage, ReplicaResponse,
-    Request, Response, decode, encode,
+    AdminRequest, ClientRequest, ClientResponse, DecodeLimits, Delta, DigestEntry, ExchangeFault,
+    ExchangeMessage, ExchangeResponse, GossipMessage, HandedOff, HintMessage, HintResponse,
+    KeyObject, LocalRead, MAX_DECODE_DEPTH, MemberRecord, MemberStatus, PROTOCOL_VERSION,
+    PeerError, PeerMessage, PeerRequest, PeerResponse, ReplicaMessage, ReplicaResponse, Request,
+    Response, decode, encode,
 };
 use shoal_ring::{Member, Ring};
 use shoal_storage::{
@@ -257,7 +258,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         w: Some(2),
         ..RequestOptions::default()
     };
-    let requests = vec![
+    let mut requests = vec![
         Request::Client(ClientRequest::Get {
             key: key.clone(),
             options: RequestOptions::default(),
@@ -332,6 +333,42 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         }),
         Request::Admin(AdminRequest::Status),
     ];
+    // Anti-entropy: one of each ask, about the key's own partition, from another primary.
+    let partition = sample_ring().partition_for_key(&key);
+    let exchange = |message| {
+        Request::Peer(PeerRequest {
+            from: node("n2"),
+            epoch: RingEpoch::INITIAL,
+            budget: Some(std::time::Duration::from_secs(10)),
+            message: PeerMessage::Exchange(message),
+        })
+    };
+    requests.extend([
+        exchange(ExchangeMessage::Root {
+            partition,
+            root: [9; 16],
+        }),
+        exchange(ExchangeMessage::Branches { partition }),
+        exchange(ExchangeMessage::Segments {
+            partition,
+            segments: vec![0, 5, 1023],
+        }),
+        exchange(ExchangeMessage::Keys {
+            partition,
+            segments: vec![3, 4],
+        }),
+        exchange(ExchangeMessage::Fetch {
+            partition,
+            keys: vec![key.clone()],
+        }),
+        exchange(ExchangeMessage::Push {
+            partition,
+            objects: vec![KeyObject {
+                key: key.clone(),
+                object: c.clone(),
+            }],
+        }),
+    ]);
     let member = MemberRecord {
         generation: 1_765_000_000_000,
         version: 0,
@@ -359,6 +396,25 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         )))),
         Response::Peer(PeerResponse::Replica(ReplicaResponse::Replica(
             LocalRead::Found(c.clone()),
+        ))),
+        Response::Peer(PeerResponse::Exchange(ExchangeResponse::Branches(vec![
+            [1; 16];
+            32
+        ]))),
+        Response::Peer(PeerResponse::Exchange(ExchangeResponse::Segments(vec![
+            (3, [2; 16]),
+            (4, [0; 16]),
+        ]))),
+        Response::Peer(PeerResponse::Exchange(ExchangeResponse::Keys {
+            answered: 1,
+            keys: vec![(key.clone(), [5; 16])],
+        })),
+        Response::Peer(PeerResponse::Exchange(ExchangeResponse::Fetched(vec![(
+            key.clone(),
+            LocalRead::Found(a.clone()),
+        )]))),
+        Response::Peer(PeerResponse::Failed(PeerError::Exchange(
+            ExchangeFault::SegmentsOutOfOrder,
         ))),
     ];
     let mut out = Vec::new();
@@ -472,8 +528,10 @@ fn hostile_requests(key: &Key) -> Vec<Request> {
         timeout: Some(Duration::from_nanos(1)),
     };
     let own = Actor::new(node("n1"), Incarnation::new(1000));
+    let partition = sample_ring().partition_for_key(key);
+    let elsewhere = Key::new("elsewhere").expect("a valid key");
     let saturated = CausalContext::from(
-        VersionVector::from_entries(vec![(own, u64::MAX)]).expect("a valid vector"),
+        VersionVector::from_entries(vec![(own.clone(), u64::MAX)]).expect("a valid vector"),
     );
     vec![
         Request::Client(ClientRequest::Get {
@@ -500,6 +558,36 @@ fn hostile_requests(key: &Key) -> Vec<Request> {
                 value: Bytes::from_static(b"v"),
                 context: saturated,
                 options: forever,
+            }),
+        }),
+        // Exchanges a receiver must refuse: segments out of order, a push of an object of
+        // this node's own actor (a dot it never made) under a key of another partition.
+        Request::Peer(PeerRequest {
+            from: node("n2"),
+            epoch: RingEpoch::INITIAL,
+            budget: Some(Duration::MAX),
+            message: PeerMessage::Exchange(ExchangeMessage::Keys {
+                partition,
+                segments: vec![9, 2, 2],
+            }),
+        }),
+        Request::Peer(PeerRequest {
+            from: node("n4"),
+            epoch: RingEpoch::INITIAL,
+            budget: None,
+            message: PeerMessage::Exchange(ExchangeMessage::Push {
+                partition,
+                objects: vec![KeyObject {
+                    key: elsewhere,
+                    object: Object::new()
+                        .update(
+                            &CausalContext::empty(),
+                            Sibling::Value(Bytes::from_static(b"v")),
+                            &own,
+                            64,
+                        )
+                        .expect("under the sibling limit"),
+                }],
             }),
         }),
     ]

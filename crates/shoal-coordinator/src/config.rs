@@ -3,7 +3,7 @@ use std::time::Duration;
 use shoal_membership::GossipConfig;
 use shoal_types::{Incarnation, Limits, NodeId, Quorum, RequestOptions};
 
-use crate::HintsConfig;
+use crate::{AntiEntropyConfig, HintsConfig};
 
 /// What a node needs to know about itself. Every field is already valid by type.
 #[derive(Clone, Debug)]
@@ -45,6 +45,8 @@ pub struct NodeConfig {
     pub gossip: GossipConfig,
     /// Hinted-handoff bounds and pacing.
     pub hints: HintsConfig,
+    /// Anti-entropy schedule, concurrency and pacing.
+    pub anti_entropy: AntiEntropyConfig,
     /// Whether a get repairs the replicas that answered older objects (read repair). Default
     /// on; off for tests of anti-entropy alone.
     pub read_repair: bool,
@@ -69,6 +71,7 @@ impl NodeConfig {
             address: None,
             gossip: GossipConfig::default(),
             hints: HintsConfig::default(),
+            anti_entropy: AntiEntropyConfig::default(),
             read_repair: true,
             unix_ms_at_start: 0,
         }

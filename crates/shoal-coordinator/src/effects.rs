@@ -116,6 +116,8 @@ pub(crate) enum Part {
     Replica,
     /// Hints: a fallback's hint, or objects handed off to this node.
     Hints,
+    /// Anti-entropy: objects pulled from a peer, or pushed here by one.
+    AntiEntropy,
 }
 
 /// Who waits for a persist: a part, and what the part calls the wait.
@@ -136,6 +138,8 @@ pub(crate) enum Purpose {
     Gossip,
     /// Hints: a handoff batch.
     Hints(crate::hints::Purpose),
+    /// Anti-entropy: an ask, fetch or push of an exchange.
+    AntiEntropy(crate::anti_entropy::Purpose),
 }
 
 /// An outbound message awaiting its answer.

@@ -7,7 +7,9 @@
 //! every replica that answered older — also those that answer after the client got its reply.
 //! It serves the replica side of all of this for its peers. When a primary is judged down, a
 //! fallback (the next reachable node in ring order) stands in for it and holds the write as a
-//! hint, which it hands back once the primary is reachable (sloppy quorum, hinted handoff). A dot leaves the node only inside
+//! hint, which it hands back once the primary is reachable (sloppy quorum, hinted handoff). In
+//! the background, the primaries of each partition compare their tictac trees and repair the
+//! keys that differ (anti-entropy). A dot leaves the node only inside
 //! an object durable on it, so a restart (clean or not) keeps the incarnation and never makes a
 //! dot twice; a corrupted record renews the incarnation (`durability`).
 //!
@@ -26,19 +28,19 @@
 //! - `membership`: gossip and the phi-accrual failure detector of `shoal-membership` — who the
 //!   members are and which peers to send to;
 //! - `hints`: sloppy quorums' other half — the hints this node holds as a fallback for
-//!   primaries judged down, their handoff once the primary is reachable again, their bounds.
+//!   primaries judged down, their handoff once the primary is reachable again, their bounds;
+//! - `anti_entropy`: which pairs of primaries compare which partition when, the exchanges
+//!   that compare them, the repair that follows, the figures of what they found, and the
+//!   answering side for peers' exchanges.
 //!
 //! The quorum arithmetic of one request is a pure value ([`ReadQuorum`], [`WriteQuorum`]), and
-//! so is one anti-entropy exchange between two replicas of a partition (`anti_entropy`: roots,
-//! branches, segments confirmed after a pause, then keys; not run by the node yet).
+//! so is one anti-entropy exchange between two replicas of a partition (`anti_entropy::exchange`:
+//! roots, branches, segments confirmed after a pause, then keys).
 //!
 //! Not here: transport, certificates and authorisation (the server checks a sender's role
-//! before calling [`Node::handle_request`]), ring changes, running anti-entropy and ownership
-//! handoff (each will be a part of its own).
+//! before calling [`Node::handle_request`]), ring changes, tombstone reaping, and ownership
+//! handoff (a part of its own, to come).
 
-// Not run by the `Node` yet (issue 15 builds it in steps; the exchange comes first), so only
-// its tests use it for now.
-#[allow(dead_code)]
 mod anti_entropy;
 mod client;
 mod config;
@@ -52,6 +54,7 @@ pub mod quorum;
 mod replica;
 mod timers;
 
+pub use anti_entropy::{AntiEntropyConfig, RepairError};
 pub use config::NodeConfig;
 pub use effects::{InboundId, OutboundId, Output, PersistId, Priority};
 pub use hints::HintsConfig;

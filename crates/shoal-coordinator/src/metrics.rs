@@ -69,4 +69,24 @@ pub struct NodeMetrics {
     pub hint_replay_failures: u64,
     /// Objects handed off to this node by holders of hints for it.
     pub hints_received: u64,
+    /// Anti-entropy exchanges this node ran to the end (repair included).
+    pub exchanges_run: u64,
+    /// Of those, exchanges whose roots were equal: the replicas matched.
+    pub exchanges_matched: u64,
+    /// Exchanges dropped before the end: a remote ask failed, was refused, timed out or was
+    /// answered with something malformed, or a local read or commit failed. Compared again
+    /// when next due.
+    pub exchanges_failed: u64,
+    /// Anti-entropy messages from peers refused as malformed or misdirected (not a partition
+    /// of the ring, a sender or receiver that is not a primary of it, segments out of order,
+    /// keys of another partition).
+    pub exchanges_refused: u64,
+    /// Segments found differing (at both looks) by the exchanges run.
+    pub exchange_segments_differing: u64,
+    /// Keys found differing by the exchanges run.
+    pub exchange_keys_differing: u64,
+    /// Keys pushed to peers by exchanges (acknowledged durable there).
+    pub exchange_keys_pushed: u64,
+    /// Keys pulled from peers by exchanges and merged here (durable).
+    pub exchange_keys_pulled: u64,
 }

@@ -5,7 +5,9 @@
 //!
 //! Adding a feature adds a part (a field here, a variant of [`PeerMessage`], of [`Timer`], of
 //! [`Purpose`] and, if it waits for persists, of [`Part`]) and the arms that route to it; it
-//! does not touch the other parts.
+//! does not touch the other parts. One input goes to two parts: after each gossip round,
+//! anti-entropy looks at which peers membership judges reachable (it compares with a peer
+//! soon after it is back).
 
 use std::time::Instant;
 
@@ -13,13 +15,15 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use shoal_causality::Actor;
 use shoal_protocol::{
-    AdminRequest, AdminResponse, HintQueue, NodeStatus, PeerMessage, PeerResponse, Refusal,
-    Request, Response,
+    AdminRequest, AdminResponse, HintQueue, NodeStatus, PartitionDivergence, PeerMessage,
+    PeerResponse, Refusal, Request, Response,
 };
 use shoal_ring::Ring;
 use shoal_storage::{CommitError, Storage};
-use shoal_types::NodeId;
+use shoal_types::{NodeId, PartitionId};
 
+use crate::RepairError;
+use crate::anti_entropy::AntiEntropy;
 use crate::client::{ClientRequests, Env, Origin};
 use crate::durability::Durability;
 use crate::effects::{Inbound, InboundId, OutboundId, Output, Part, PersistId, Purpose, Shared};
@@ -65,6 +69,7 @@ pub struct Node<S> {
     replica: ReplicaSide,
     membership: Membership,
     hints: Hints,
+    anti_entropy: AntiEntropy,
 }
 
 impl<S: Storage> Node<S> {
@@ -75,6 +80,7 @@ impl<S: Storage> Node<S> {
         let mut shared = Shared::new(config, ring, StdRng::seed_from_u64(seed));
         let membership = Membership::new(now, &mut shared, &actor);
         let hints = Hints::new(now, &mut shared, &storage);
+        let anti_entropy = AntiEntropy::new(now, &mut shared);
         Node {
             shared,
             durability: Durability::new(storage, actor),
@@ -82,6 +88,7 @@ impl<S: Storage> Node<S> {
             replica: ReplicaSide,
             membership,
             hints,
+            anti_entropy,
         }
     }
 
@@ -117,6 +124,32 @@ impl<S: Storage> Node<S> {
     /// Hints this node holds for other nodes: keys and bytes, over all targets.
     pub fn hints_pending(&self) -> (u64, u64) {
         self.hints.pending()
+    }
+
+    /// What this node knows of the divergence of each partition it is a primary of, at `now`:
+    /// per other primary, the last exchange's figures (see `PartitionDivergence`).
+    pub fn divergence(&self, now: Instant) -> Vec<PartitionDivergence> {
+        self.anti_entropy.divergence(&self.shared, now)
+    }
+
+    /// Compares `partition` (or every partition this node is a primary of) with `peer` (or
+    /// each of its other primaries) by anti-entropy now, whoever would compare them on the
+    /// schedule (`shoal cluster repair`). Returns how many pairs were asked for; exchanges
+    /// start as slots free up, and their outcome shows in [`Node::divergence`] and the metrics.
+    pub fn repair(
+        &mut self,
+        now: Instant,
+        partition: Option<PartitionId>,
+        peer: Option<NodeId>,
+    ) -> Result<usize, RepairError> {
+        self.anti_entropy.repair(
+            &mut self.shared,
+            &mut self.durability,
+            &self.membership,
+            now,
+            partition,
+            peer,
+        )
     }
 
     /// Requests being coordinated right now.
@@ -190,6 +223,14 @@ impl<S: Storage> Node<S> {
                         self.hints
                             .serve(&mut self.shared, &mut self.durability, now, inbound, m)
                     }
+                    PeerMessage::Exchange(m) => self.anti_entropy.serve(
+                        &mut self.shared,
+                        &mut self.durability,
+                        now,
+                        inbound,
+                        &p.from,
+                        m,
+                    ),
                 }
             }
             Request::Admin(AdminRequest::Status) => {
@@ -214,6 +255,7 @@ impl<S: Storage> Node<S> {
                             replayed: q.replayed,
                         })
                         .collect(),
+                    divergence: self.anti_entropy.divergence(&self.shared, now),
                 };
                 let response = Response::Admin(AdminResponse::Status(Box::new(status)));
                 self.shared.reply(id, response);
@@ -257,6 +299,15 @@ impl<S: Storage> Node<S> {
                 sent.to,
                 result,
             ),
+            Purpose::AntiEntropy(purpose) => self.anti_entropy.answered(
+                &mut self.shared,
+                &mut self.durability,
+                &self.membership,
+                now,
+                id,
+                purpose,
+                result,
+            ),
         }
     }
 
@@ -279,6 +330,14 @@ impl<S: Storage> Node<S> {
                 Part::Hints => self
                     .hints
                     .persisted(&mut self.shared, now, waiter.token, &result),
+                Part::AntiEntropy => self.anti_entropy.persisted(
+                    &mut self.shared,
+                    &mut self.durability,
+                    &self.membership,
+                    now,
+                    waiter.token,
+                    &result,
+                ),
             }
         }
     }
@@ -291,7 +350,19 @@ impl<S: Storage> Node<S> {
                     let (client, mut env) = self.client_part(now);
                     client.deadline(&mut env, request);
                 }
-                Timer::Gossip => self.membership.gossip_timer(&mut self.shared, now),
+                Timer::Gossip => {
+                    self.membership.gossip_timer(&mut self.shared, now);
+                    // Who is reachable may have changed: anti-entropy compares with a peer
+                    // soon after it is back.
+                    self.anti_entropy
+                        .look_at_peers(&mut self.shared, &self.membership, now);
+                }
+                Timer::Exchange => self.anti_entropy.timer(
+                    &mut self.shared,
+                    &mut self.durability,
+                    &self.membership,
+                    now,
+                ),
                 Timer::HintReplay => self.hints.timer(
                     &mut self.shared,
                     &mut self.durability,

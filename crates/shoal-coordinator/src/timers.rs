@@ -27,6 +27,8 @@ pub(crate) enum Timer {
     Gossip,
     /// Time to look for hints to hand off or sweep (the hints part).
     HintReplay,
+    /// A pair due, a confirm pause or pacing over, an ask to give up (the anti-entropy part).
+    Exchange,
 }
 
 /// Timers by when they fire.

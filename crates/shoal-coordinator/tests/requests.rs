@@ -362,8 +362,9 @@ fn a_replica_message_naming_the_wrong_partition_is_refused() {
 fn with_read_repair_off_a_read_leaves_a_stale_replica_stale() {
     let mut c = Cluster::with_config(3, |config| {
         config.read_repair = false;
-        // Nothing else repairs either: no hints kept.
+        // Nothing else repairs either: no hints kept, no anti-entropy.
         config.hints.max_hint_bytes = 0;
+        config.anti_entropy.enabled = false;
     });
     c.advance(Duration::from_secs(3));
     c.down.insert(node("n3"));

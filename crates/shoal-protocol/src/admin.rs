@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use shoal_ring::Ring;
-use shoal_types::{Incarnation, NodeId};
+use shoal_types::{Incarnation, NodeId, PartitionId};
 
 use crate::MemberRecord;
 
@@ -41,6 +41,46 @@ pub struct NodeStatus {
     pub storage_healthy: bool,
     /// The hints this node holds, one queue per target (empty when it holds none).
     pub hints: Vec<HintQueue>,
+    /// Anti-entropy: for each partition this node is a primary of and has compared since it
+    /// started, what it saw of each other primary (in partition order).
+    pub divergence: Vec<PartitionDivergence>,
+}
+
+/// How one partition's replicas compared, as one of its primaries saw it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionDivergence {
+    /// The partition.
+    pub partition: PartitionId,
+    /// How long ago this node last knew its replica to match every other primary's: the oldest
+    /// of its peers' `matched_ago` (`None` until it has matched each one since it started).
+    pub matched_all_ago: Option<Duration>,
+    /// The last exchange with each other primary, in node order.
+    pub peers: Vec<PairDivergence>,
+}
+
+/// The last anti-entropy exchange between this node and one other primary of a partition.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PairDivergence {
+    /// The other primary.
+    pub peer: NodeId,
+    /// How long ago the last exchange with it ended.
+    pub ago: Duration,
+    /// Whether this node ran that exchange (and so knows the counts below) or served the
+    /// peer's root ask and found the roots equal (the counts are 0).
+    pub ran_here: bool,
+    /// Whether the two replicas were found equal at the start: equal roots, or no difference
+    /// that lasted past the confirm pause.
+    pub matched: bool,
+    /// Segments found differing (at both looks).
+    pub segments_differing: u64,
+    /// Keys found differing in the segments compared.
+    pub keys_differing: u64,
+    /// Keys the exchange repaired (pushed and acknowledged, or pulled and merged).
+    pub keys_repaired: u64,
+    /// How long ago the pair was last known equal: its roots found equal (at the start of an
+    /// exchange, or at the check after a repair), or no difference lasting past the confirm
+    /// pause (`None`: not since this node started).
+    pub matched_ago: Option<Duration>,
 }
 
 /// The hints one node holds for one target, and how their handoff stands.

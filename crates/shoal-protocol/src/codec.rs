@@ -7,16 +7,19 @@ use shoal_types::Limits;
 use thiserror::Error;
 
 use crate::{
-    AdminResponse, ClientRequest, ClientResponse, GossipMessage, HintMessage, HintResponse,
-    LocalRead, MAX_HANDOFF_OBJECTS, PeerMessage, PeerRequest, PeerResponse, ReplicaMessage,
-    ReplicaResponse, Request, RequestError, Response,
+    AdminResponse, ClientRequest, ClientResponse, ExchangeMessage, ExchangeResponse, GossipMessage,
+    HintMessage, HintResponse, LocalRead, MAX_EXCHANGE_BYTES, MAX_EXCHANGE_KEYS,
+    MAX_EXCHANGE_OBJECTS, MAX_EXCHANGE_SEGMENTS, MAX_HANDOFF_OBJECTS, NodeStatus, PeerMessage,
+    PeerRequest, PeerResponse, ReplicaMessage, ReplicaResponse, Request, RequestError, Response,
+    TREE_SEGMENTS,
 };
 
 /// The version byte every frame body starts with. Bumped on any incompatible change (3: causal
 /// contexts carry listed dots beside their vector, and `RequestError::InvalidContext`; 4:
 /// membership gossip, and the admin status reports every member; 5: hinted handoff and
-/// `RequestError::PrimariesUnavailable`).
-pub const PROTOCOL_VERSION: u8 = 5;
+/// `RequestError::PrimariesUnavailable`; 6: anti-entropy exchanges, `PeerError::Exchange`, and
+/// the admin status reports each partition's divergence).
+pub const PROTOCOL_VERSION: u8 = 6;
 
 /// How deeply nested a decoded message may be. Shoal's deepest message nests about a dozen
 /// levels; anything deeper is hostile.
@@ -135,13 +138,14 @@ impl Checked for Response {
                 PeerResponse::Replica(ReplicaResponse::Replica(l)) => check_local(l, limits),
                 PeerResponse::Gossip(Some(g)) => check_gossip(g, limits),
                 PeerResponse::Hint(HintResponse::Held(l)) => check_local(l, limits),
+                PeerResponse::Exchange(e) => check_exchange_response(e, limits),
                 PeerResponse::Hint(HintResponse::Stored | HintResponse::HandedOff)
                 | PeerResponse::Replica(ReplicaResponse::Stored)
                 | PeerResponse::Gossip(None)
                 | PeerResponse::Pong
                 | PeerResponse::Failed(_) => Ok(()),
             },
-            Response::Admin(AdminResponse::Status(s)) => check_ring(&s.ring, limits),
+            Response::Admin(AdminResponse::Status(s)) => check_status(s, limits),
             Response::Refused(_) => Ok(()),
         }
     }
@@ -177,10 +181,79 @@ fn check_peer_request(r: &PeerRequest, limits: &DecodeLimits) -> Result<(), Code
                 .iter()
                 .try_for_each(|o| check_object(&o.object, limits))
         }
+        PeerMessage::Exchange(e) => check_exchange_message(e, limits),
         PeerMessage::Replica(ReplicaMessage::Read { .. })
         | PeerMessage::Hint(HintMessage::Read { .. })
         | PeerMessage::Ping => Ok(()),
     }
+}
+
+fn check_exchange_message(m: &ExchangeMessage, limits: &DecodeLimits) -> Result<(), CodecError> {
+    match m {
+        ExchangeMessage::Root { .. } | ExchangeMessage::Branches { .. } => Ok(()),
+        ExchangeMessage::Segments { segments, .. } | ExchangeMessage::Keys { segments, .. } => {
+            check_count("segments asked", segments.len(), MAX_EXCHANGE_SEGMENTS)?;
+            segments.iter().try_for_each(|s| check_segment(*s))
+        }
+        ExchangeMessage::Fetch { keys, .. } => {
+            check_count("keys fetched", keys.len(), MAX_EXCHANGE_OBJECTS)
+        }
+        ExchangeMessage::Push { objects, .. } => {
+            check_count("objects pushed", objects.len(), MAX_EXCHANGE_OBJECTS)?;
+            let bytes = objects.iter().map(|o| o.object.value_bytes()).sum();
+            check_count("value bytes pushed", bytes, MAX_EXCHANGE_BYTES)?;
+            objects
+                .iter()
+                .try_for_each(|o| check_object(&o.object, limits))
+        }
+    }
+}
+
+fn check_exchange_response(r: &ExchangeResponse, limits: &DecodeLimits) -> Result<(), CodecError> {
+    match r {
+        ExchangeResponse::Root(_) | ExchangeResponse::Pushed => Ok(()),
+        ExchangeResponse::Branches(hashes) => {
+            check_count("branch hashes", hashes.len(), MAX_EXCHANGE_SEGMENTS)
+        }
+        ExchangeResponse::Segments(hashes) => {
+            check_count("segment hashes", hashes.len(), MAX_EXCHANGE_SEGMENTS)?;
+            hashes.iter().try_for_each(|(s, _)| check_segment(*s))
+        }
+        ExchangeResponse::Keys { keys, .. } => {
+            check_count("keys listed", keys.len(), MAX_EXCHANGE_KEYS)
+        }
+        ExchangeResponse::Fetched(objects) => {
+            check_count("objects fetched", objects.len(), MAX_EXCHANGE_OBJECTS)?;
+            let bytes = objects
+                .iter()
+                .map(|(_, l)| match l {
+                    LocalRead::Found(o) => o.value_bytes(),
+                    _ => 0,
+                })
+                .sum();
+            check_count("value bytes fetched", bytes, MAX_EXCHANGE_BYTES)?;
+            objects.iter().try_for_each(|(_, l)| check_local(l, limits))
+        }
+    }
+}
+
+/// Refuses `count` of `what` over `max`.
+fn check_count(what: &str, count: usize, max: usize) -> Result<(), CodecError> {
+    if count > max {
+        return Err(CodecError::OverLimit(format!(
+            "{count} {what}, the limit is {max}"
+        )));
+    }
+    Ok(())
+}
+
+fn check_segment(index: u16) -> Result<(), CodecError> {
+    if usize::from(index) >= TREE_SEGMENTS {
+        return Err(CodecError::OverLimit(format!(
+            "segment {index}, a tree has {TREE_SEGMENTS}"
+        )));
+    }
+    Ok(())
 }
 
 fn check_client_response(c: &ClientResponse, limits: &DecodeLimits) -> Result<(), CodecError> {
@@ -276,6 +349,18 @@ fn check_gossip(g: &GossipMessage, limits: &DecodeLimits) -> Result<(), CodecErr
         )));
     }
     Ok(())
+}
+
+fn check_status(s: &NodeStatus, limits: &DecodeLimits) -> Result<(), CodecError> {
+    check_ring(&s.ring, limits)?;
+    check_count(
+        "partitions of divergence",
+        s.divergence.len(),
+        shoal_types::PartitionCount::MAX as usize,
+    )?;
+    s.divergence
+        .iter()
+        .try_for_each(|d| check_count("peers of a partition", d.peers.len(), limits.max_members))
 }
 
 fn check_ring(ring: &Ring, limits: &DecodeLimits) -> Result<(), CodecError> {

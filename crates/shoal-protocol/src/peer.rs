@@ -1,8 +1,8 @@
 //! Node-to-node messages: one envelope ([`PeerRequest`]: who sends, in which ring epoch) around
 //! a [`PeerMessage`], whose variants are the families of node traffic, each served by its own
 //! part of the receiving node: forwarded writes, replication (replicate, read, repair), gossip,
-//! pings, and hinted handoff. Anti-entropy exchanges and ownership transfers each add a variant
-//! here (and one to [`PeerResponse`]) when they are built.
+//! pings, hinted handoff and anti-entropy exchanges. Ownership transfers will add a variant here
+//! (and one to [`PeerResponse`]) when they are built.
 
 use std::time::Duration;
 
@@ -10,7 +10,10 @@ use serde::{Deserialize, Serialize};
 use shoal_causality::Object;
 use shoal_types::{Key, NodeId, PartitionId, RingEpoch};
 
-use crate::{ClientRequest, ClientResponse, GossipMessage, HintMessage, HintResponse, LocalRead};
+use crate::{
+    ClientRequest, ClientResponse, ExchangeMessage, ExchangeResponse, GossipMessage, HintMessage,
+    HintResponse, LocalRead,
+};
 
 /// A request from one node to another. `from` must be the node named by the sender's
 /// certificate.
@@ -46,6 +49,10 @@ pub enum PeerMessage {
     /// Hinted handoff: a fallback asked to hold or read a hint, or hints handed back to their
     /// primary. Answered with [`PeerResponse::Hint`].
     Hint(HintMessage),
+    /// Anti-entropy: another primary of a partition compares its tree with this node's, or
+    /// pulls or pushes objects to repair what differs. Answered with
+    /// [`PeerResponse::Exchange`].
+    Exchange(ExchangeMessage),
 }
 
 /// The replication messages: how a put's object, a get and a read repair travel between the
@@ -103,6 +110,8 @@ pub enum PeerResponse {
     Gossip(Option<GossipMessage>),
     /// Answer to [`PeerMessage::Hint`].
     Hint(HintResponse),
+    /// Answer to [`PeerMessage::Exchange`].
+    Exchange(ExchangeResponse),
     /// The request was not served (see [`PeerError`] for what each reason implies).
     Failed(PeerError),
 }
@@ -148,6 +157,36 @@ pub enum PeerError {
     HintsFull {
         /// The primary the hint was for.
         primary: NodeId,
+    },
+    /// An anti-entropy message the receiver will not serve (see [`ExchangeFault`]); nothing
+    /// was applied.
+    #[error("anti-entropy message refused: {0}")]
+    Exchange(ExchangeFault),
+}
+
+/// Why a node refused an anti-entropy message. Nothing of the message was applied.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum ExchangeFault {
+    /// The partition is not one of the receiver's ring (not below its Q).
+    #[error("partition {0} is not in this node's ring")]
+    UnknownPartition(PartitionId),
+    /// The sender is not a primary of the partition: only primaries compare replicas (a
+    /// fallback holds hints, not replicas, and hands them off as hints).
+    #[error("the sender is not a primary of partition {0}")]
+    SenderNotPrimary(PartitionId),
+    /// A segment index is not below the tree's segment count.
+    #[error("segment {0} is not a segment of the tree")]
+    SegmentOutOfRange(u16),
+    /// The segments asked are not strictly ascending (one named twice included).
+    #[error("the segments asked are not strictly ascending")]
+    SegmentsOutOfOrder,
+    /// One segment holds more keys than one answer may list.
+    #[error("segment {segment} holds {keys} keys, more than one answer may list")]
+    SegmentTooLarge {
+        /// The segment.
+        segment: u16,
+        /// How many keys it holds.
+        keys: u64,
     },
 }
 

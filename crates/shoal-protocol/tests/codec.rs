@@ -9,11 +9,14 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use shoal_causality::{Actor, CausalContext, Object, Sibling};
 use shoal_protocol::{
-    ClientRequest, ClientResponse, CodecError, DecodeLimits, LocalRead, PeerError, PeerMessage,
-    PeerRequest, PeerResponse, ReplicaMessage, ReplicaResponse, Request, RequestError, Response,
-    decode, encode,
+    ClientRequest, ClientResponse, CodecError, DecodeLimits, ExchangeFault, ExchangeMessage,
+    ExchangeResponse, KeyObject, LocalRead, MAX_EXCHANGE_BYTES, MAX_EXCHANGE_KEYS,
+    MAX_EXCHANGE_OBJECTS, MAX_EXCHANGE_SEGMENTS, PeerError, PeerMessage, PeerRequest, PeerResponse,
+    ReplicaMessage, ReplicaResponse, Request, RequestError, Response, TREE_SEGMENTS, decode,
+    encode,
 };
 use shoal_ring::{Member, Ring};
+use shoal_types::PartitionId;
 use shoal_types::{
     Incarnation, Key, NodeId, PartitionCount, ReplicationFactor, RequestOptions, RingEpoch,
 };
@@ -114,6 +117,154 @@ fn every_message_kind_round_trips() {
         budget: None,
         message: PeerMessage::Ping,
     }));
+}
+
+fn exchange(message: ExchangeMessage) -> Request {
+    Request::Peer(PeerRequest {
+        from: node("n2"),
+        epoch: RingEpoch::INITIAL,
+        budget: None,
+        message: PeerMessage::Exchange(message),
+    })
+}
+
+#[test]
+fn every_exchange_message_round_trips() {
+    let partition = PartitionId::from_index_unchecked(5);
+    let key = Key::new(&b"user00000001"[..]).unwrap();
+    let obj = object_with(&["a", "b"]);
+    for message in [
+        ExchangeMessage::Root {
+            partition,
+            root: [3; 16],
+        },
+        ExchangeMessage::Branches { partition },
+        ExchangeMessage::Segments {
+            partition,
+            segments: vec![0, 1023],
+        },
+        ExchangeMessage::Keys {
+            partition,
+            segments: vec![7],
+        },
+        ExchangeMessage::Fetch {
+            partition,
+            keys: vec![key.clone()],
+        },
+        ExchangeMessage::Push {
+            partition,
+            objects: vec![KeyObject {
+                key: key.clone(),
+                object: obj.clone(),
+            }],
+        },
+    ] {
+        roundtrip_request(exchange(message));
+    }
+    for response in [
+        ExchangeResponse::Root([1; 16]),
+        ExchangeResponse::Branches(vec![[2; 16]; 32]),
+        ExchangeResponse::Segments(vec![(4, [3; 16])]),
+        ExchangeResponse::Keys {
+            answered: 1,
+            keys: vec![(key.clone(), [4; 16])],
+        },
+        ExchangeResponse::Fetched(vec![
+            (key.clone(), LocalRead::Found(obj)),
+            (key.clone(), LocalRead::NotFound),
+        ]),
+        ExchangeResponse::Pushed,
+    ] {
+        roundtrip_response(Response::Peer(PeerResponse::Exchange(response)));
+    }
+    roundtrip_response(Response::Peer(PeerResponse::Failed(PeerError::Exchange(
+        ExchangeFault::SegmentTooLarge {
+            segment: 9,
+            keys: 70_000,
+        },
+    ))));
+}
+
+/// Decodes `body` and expects a cap's refusal naming `what`.
+fn refused_over<T: serde::de::DeserializeOwned + shoal_protocol::Checked + std::fmt::Debug>(
+    body: &[u8],
+    what: &str,
+) {
+    match decode::<T>(body, &DecodeLimits::default()) {
+        Err(CodecError::OverLimit(m)) => assert!(m.contains(what), "{m}"),
+        other => panic!("expected a refusal over {what}, got {other:?}"),
+    }
+}
+
+#[test]
+fn exchange_lists_over_their_caps_are_refused_after_decoding() {
+    let partition = PartitionId::from_index_unchecked(0);
+    let key = |i: usize| Key::new(format!("k{i}").into_bytes()).unwrap();
+    let too_many_segments: Vec<u16> = (0..=MAX_EXCHANGE_SEGMENTS as u16).collect();
+    let body = encode(&exchange(ExchangeMessage::Keys {
+        partition,
+        segments: too_many_segments,
+    }))
+    .unwrap();
+    refused_over::<Request>(&body, "segments asked");
+    let body = encode(&exchange(ExchangeMessage::Segments {
+        partition,
+        segments: vec![TREE_SEGMENTS as u16],
+    }))
+    .unwrap();
+    refused_over::<Request>(&body, "segment 1024");
+    let body = encode(&exchange(ExchangeMessage::Fetch {
+        partition,
+        keys: (0..=MAX_EXCHANGE_OBJECTS).map(key).collect(),
+    }))
+    .unwrap();
+    refused_over::<Request>(&body, "keys fetched");
+    let small = object_with(&["v"]);
+    let body = encode(&exchange(ExchangeMessage::Push {
+        partition,
+        objects: (0..=MAX_EXCHANGE_OBJECTS)
+            .map(|i| KeyObject {
+                key: key(i),
+                object: small.clone(),
+            })
+            .collect(),
+    }))
+    .unwrap();
+    refused_over::<Request>(&body, "objects pushed");
+    let half = "x".repeat(MAX_EXCHANGE_BYTES / 2 + 1);
+    let big = object_with(&[half.as_str()]);
+    let body = encode(&exchange(ExchangeMessage::Push {
+        partition,
+        objects: vec![
+            KeyObject {
+                key: key(1),
+                object: big.clone(),
+            },
+            KeyObject {
+                key: key(2),
+                object: big,
+            },
+        ],
+    }))
+    .unwrap();
+    refused_over::<Request>(&body, "value bytes pushed");
+
+    let keys = ExchangeResponse::Keys {
+        answered: 1,
+        keys: (0..=MAX_EXCHANGE_KEYS).map(|i| (key(i), [0; 16])).collect(),
+    };
+    let body = encode(&Response::Peer(PeerResponse::Exchange(keys))).unwrap();
+    refused_over::<Response>(&body, "keys listed");
+    let hashes = ExchangeResponse::Segments(vec![(2000, [0; 16])]);
+    let body = encode(&Response::Peer(PeerResponse::Exchange(hashes))).unwrap();
+    refused_over::<Response>(&body, "segment 2000");
+    let fetched = ExchangeResponse::Fetched(
+        (0..=MAX_EXCHANGE_OBJECTS)
+            .map(|i| (key(i), LocalRead::NotFound))
+            .collect(),
+    );
+    let body = encode(&Response::Peer(PeerResponse::Exchange(fetched))).unwrap();
+    refused_over::<Response>(&body, "objects fetched");
 }
 
 #[test]

@@ -43,11 +43,12 @@ pub(crate) enum Op {
     HintStore,
     HintRead,
     HintHandoff,
+    Exchange,
     Admin,
 }
 
 impl Op {
-    const ALL: [Op; 15] = [
+    const ALL: [Op; 16] = [
         Op::Get,
         Op::Put,
         Op::Delete,
@@ -62,6 +63,7 @@ impl Op {
         Op::HintStore,
         Op::HintRead,
         Op::HintHandoff,
+        Op::Exchange,
         Op::Admin,
     ];
 
@@ -84,6 +86,7 @@ impl Op {
                 PeerMessage::Hint(HintMessage::Store { .. }) => Op::HintStore,
                 PeerMessage::Hint(HintMessage::Read { .. }) => Op::HintRead,
                 PeerMessage::Hint(HintMessage::Handoff { .. }) => Op::HintHandoff,
+                PeerMessage::Exchange(_) => Op::Exchange,
             },
             Request::Admin(_) => Op::Admin,
         }
@@ -105,6 +108,7 @@ impl Op {
             Op::HintStore => "hint_store",
             Op::HintRead => "hint_read",
             Op::HintHandoff => "hint_handoff",
+            Op::Exchange => "exchange",
             Op::Admin => "admin",
         }
     }

@@ -376,6 +376,11 @@ impl Exchange {
         self.partition
     }
 
+    /// Most keys one side's key reply may list (`ExchangeConfig::max_keys`).
+    pub(crate) fn max_keys(&self) -> usize {
+        self.config.max_keys.get()
+    }
+
     /// What to do next, if anything: `None` while replies are awaited, and once the exchange is
     /// over.
     pub(crate) fn poll(&mut self, now: Instant) -> Option<Step> {

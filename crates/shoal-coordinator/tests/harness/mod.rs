@@ -16,8 +16,8 @@ use bytes::Bytes;
 use shoal_causality::CausalContext;
 use shoal_coordinator::{InboundId, Node, NodeConfig, OutboundId, Output, SendError};
 use shoal_protocol::{
-    ClientRequest, ClientResponse, HintMessage, PeerMessage, PeerResponse, ReplicaMessage, Request,
-    Response,
+    ClientRequest, ClientResponse, ExchangeMessage, HintMessage, PeerMessage, PeerResponse,
+    ReplicaMessage, Request, Response,
 };
 use shoal_ring::{Member, Ring};
 use shoal_storage::{CommitError, EngineError, MemoryStorage, Storage};
@@ -25,6 +25,8 @@ use shoal_types::{Incarnation, Key, NodeId, PartitionCount, ReplicationFactor, R
 
 pub struct Cluster {
     pub nodes: BTreeMap<NodeId, Node<MemoryStorage>>,
+    /// Each node's configuration and seed, to restart it with.
+    configs: BTreeMap<NodeId, (NodeConfig, u64)>,
     pub now: Instant,
     /// Nodes whose connections fail at once (`SendError::Unreachable`).
     pub down: BTreeSet<NodeId>,
@@ -48,6 +50,11 @@ pub struct Cluster {
     pub abandoned: Vec<(NodeId, OutboundId)>,
     /// Every message sent, whole: (from, message).
     pub sent_messages: Vec<(NodeId, shoal_protocol::PeerRequest)>,
+    /// When each message of `sent` was sent.
+    pub sent_at: Vec<Instant>,
+    /// Messages to silent nodes, which nobody answered: (from, to, id, message). A test may
+    /// answer them itself (`Node::handle_response`).
+    pub lost: Vec<(NodeId, NodeId, OutboundId, shoal_protocol::PeerRequest)>,
 }
 
 enum Event {
@@ -92,21 +99,26 @@ impl Cluster {
         )
         .unwrap();
         let now = Instant::now();
-        let nodes = members
+        let configs: BTreeMap<NodeId, (NodeConfig, u64)> = members
             .iter()
             .enumerate()
             .map(|(i, m)| {
                 let mut config = NodeConfig::new(m.id.clone(), Incarnation::new(1000 + i as u64));
                 configure(&mut config);
+                (m.id.clone(), (config, i as u64))
+            })
+            .collect();
+        let nodes = configs
+            .iter()
+            .map(|(id, (config, seed))| {
                 let storage = MemoryStorage::new(ring.q());
-                (
-                    m.id.clone(),
-                    Node::new(now, config, ring.clone(), storage, i as u64),
-                )
+                let node = Node::new(now, config.clone(), ring.clone(), storage, *seed);
+                (id.clone(), node)
             })
             .collect();
         Cluster {
             nodes,
+            configs,
             now,
             down: BTreeSet::new(),
             silent: BTreeSet::new(),
@@ -119,6 +131,48 @@ impl Cluster {
             sent: Vec::new(),
             abandoned: Vec::new(),
             sent_messages: Vec::new(),
+            sent_at: Vec::new(),
+            lost: Vec::new(),
+        }
+    }
+
+    /// Stops node `n` once the cluster has settled and starts it again at `now` with the same
+    /// id and configuration: with its storage, or, `wiped`, with an empty one and a new
+    /// incarnation (a lost data directory).
+    pub fn restart(&mut self, n: &NodeId, wiped: bool) {
+        self.settle();
+        let old = self.nodes.remove(n).unwrap();
+        let ring = old.ring().clone();
+        let storage = if wiped {
+            MemoryStorage::new(ring.q())
+        } else {
+            old.into_storage()
+        };
+        let (config, seed) = self.configs.get_mut(n).unwrap();
+        if wiped {
+            config.incarnation = Incarnation::new(config.incarnation.get() + 1_000_000);
+        }
+        *seed += 100;
+        let node = Node::new(self.now, config.clone(), ring, storage, *seed);
+        self.nodes.insert(n.clone(), node);
+    }
+
+    /// Runs the cluster (advancing the clock a second at a time) until `done` holds, for at
+    /// most `deadline`; returns how long it took, or `None` if it never held.
+    pub fn run_until(
+        &mut self,
+        deadline: Duration,
+        mut done: impl FnMut(&Cluster) -> bool,
+    ) -> Option<Duration> {
+        let start = self.now;
+        loop {
+            if done(self) {
+                return Some(self.now - start);
+            }
+            if self.now - start >= deadline {
+                return None;
+            }
+            self.advance(Duration::from_secs(1));
         }
     }
 
@@ -430,6 +484,7 @@ impl Cluster {
                 self.sent
                     .push((from.clone(), to.clone(), kind(&request.message)));
                 self.sent_messages.push((from.clone(), request.clone()));
+                self.sent_at.push(self.now);
                 if self.down.contains(&to) || self.down.contains(from) {
                     // A down node reaches nobody, and nobody reaches it.
                     self.queue.push_back(Event::Answer {
@@ -439,6 +494,7 @@ impl Cluster {
                     });
                 } else if self.silent.contains(&to) {
                     // Lost: the sender only learns at its deadline.
+                    self.lost.push((from.clone(), to, id, request));
                 } else {
                     let inbound = self.inbound();
                     self.peer_inbound
@@ -511,6 +567,12 @@ fn kind(message: &PeerMessage) -> String {
         PeerMessage::Hint(HintMessage::Store { .. }) => "hint_store",
         PeerMessage::Hint(HintMessage::Read { .. }) => "hint_read",
         PeerMessage::Hint(HintMessage::Handoff { .. }) => "handoff",
+        PeerMessage::Exchange(ExchangeMessage::Root { .. }) => "exchange_root",
+        PeerMessage::Exchange(ExchangeMessage::Branches { .. }) => "exchange_branches",
+        PeerMessage::Exchange(ExchangeMessage::Segments { .. }) => "exchange_segments",
+        PeerMessage::Exchange(ExchangeMessage::Keys { .. }) => "exchange_keys",
+        PeerMessage::Exchange(ExchangeMessage::Fetch { .. }) => "exchange_fetch",
+        PeerMessage::Exchange(ExchangeMessage::Push { .. }) => "exchange_push",
     }
     .to_owned()
 }
