@@ -602,7 +602,8 @@ fn workload(args: &Args) -> anyhow::Result<Workload> {
             theta: args.zipf_theta,
         },
     };
-    // Checked here too: clap's `requires` is not enforced for these flattened arguments.
+    // Checked here: clap skips `requires = "dev"` when `--dev` conflicts with an argument given
+    // (`--node`; clap-rs/clap#4520).
     if args.restart_at.is_some() && (args.dev.is_none() || args.kill_cmd.is_some()) {
         return Err(usage(
             "--restart-at starts killed --dev nodes again: it needs --dev, not --kill-cmd".into(),
