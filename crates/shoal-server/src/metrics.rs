@@ -213,6 +213,9 @@ pub(crate) struct Snapshot {
     pub(crate) storage_failed: bool,
     /// Hints held for other nodes: keys and bytes.
     pub(crate) hints_pending: (u64, u64),
+    /// For each partition this node is a primary of (with another primary), how long ago it
+    /// last matched all its other primaries (`None`: not since this node started).
+    pub(crate) matched_all_ago: Vec<Option<Duration>>,
 }
 
 /// The server's metrics, shared by its tasks.
@@ -220,6 +223,8 @@ pub(crate) struct Snapshot {
 pub(crate) struct Metrics {
     node: NodeId,
     incarnation: Incarnation,
+    /// The anti-entropy interval: a partition not matched within it counts as unmatched.
+    anti_entropy_interval: Duration,
     /// Requests answered by the node, by (op, outcome).
     requests: Mutex<BTreeMap<(Op, &'static str), u64>>,
     latency: [Histogram; Op::ALL.len()],
@@ -236,10 +241,15 @@ pub(crate) struct Metrics {
 }
 
 impl Metrics {
-    pub(crate) fn new(node: NodeId, incarnation: Incarnation) -> Metrics {
+    pub(crate) fn new(
+        node: NodeId,
+        incarnation: Incarnation,
+        anti_entropy_interval: Duration,
+    ) -> Metrics {
         Metrics {
             node,
             incarnation,
+            anti_entropy_interval,
             requests: Mutex::new(BTreeMap::new()),
             latency: Default::default(),
             refused: Default::default(),
@@ -549,6 +559,7 @@ impl Metrics {
             line(w, name, "", value);
         }
 
+        self.render_anti_entropy(w, s);
         self.render_storage(w, &s.storage);
         render_transport(w, &s.listen, &s.peers);
         out
@@ -623,6 +634,93 @@ impl Metrics {
         for class in CLASSES {
             self.queue_delay[class_index(class)].render(w, name, "class", class.as_str());
         }
+    }
+
+    /// Anti-entropy: the exchanges this node ran and what they repaired, and how its
+    /// partitions stand against their other primaries.
+    fn render_anti_entropy(&self, w: &mut String, s: &Snapshot) {
+        let n = &s.node;
+        let name = "shoal_exchanges_total";
+        header(
+            w,
+            name,
+            "counter",
+            "Anti-entropy exchanges this node ran, by outcome: matched (replicas found equal), \
+             repaired (differences found, repair done), failed (dropped before the end: a peer's \
+             answer failed, was refused or malformed, or a local read or commit failed).",
+        );
+        let repaired = n.exchanges_run.saturating_sub(n.exchanges_matched);
+        line(w, name, "outcome=\"matched\"", n.exchanges_matched);
+        line(w, name, "outcome=\"repaired\"", repaired);
+        line(w, name, "outcome=\"failed\"", n.exchanges_failed);
+
+        let name = "shoal_exchange_keys_repaired_total";
+        header(
+            w,
+            name,
+            "counter",
+            "Keys anti-entropy repaired: pushed to a peer (acknowledged durable there) or pulled \
+             from one (merged here, durable).",
+        );
+        line(w, name, "direction=\"push\"", n.exchange_keys_pushed);
+        line(w, name, "direction=\"pull\"", n.exchange_keys_pulled);
+
+        let counters: [(&str, &str, u64); 3] = [
+            (
+                "shoal_exchange_segments_differing_total",
+                "Hash-tree segments the exchanges this node ran found differing (at both looks).",
+                n.exchange_segments_differing,
+            ),
+            (
+                "shoal_exchange_keys_differing_total",
+                "Keys the exchanges this node ran found differing in the segments compared.",
+                n.exchange_keys_differing,
+            ),
+            (
+                "shoal_exchanges_refused_total",
+                "Exchange messages from peers refused, nothing applied: malformed, or for a \
+                 partition this node or the sender is not a primary of.",
+                n.exchanges_refused,
+            ),
+        ];
+        for (name, help, value) in counters {
+            header(w, name, "counter", help);
+            line(w, name, "", value);
+        }
+
+        let interval = self.anti_entropy_interval;
+        let unmatched = s
+            .matched_all_ago
+            .iter()
+            .filter(|ago| !ago.is_some_and(|ago| ago <= interval))
+            .count();
+        let name = "shoal_partitions_unmatched";
+        header(
+            w,
+            name,
+            "gauge",
+            "Partitions of this node not known to match all their other primaries within one \
+             anti-entropy interval (never matched since this node started included).",
+        );
+        line(w, name, "", unmatched as u64);
+
+        // The oldest match over the partitions; +Inf while one has not matched since the start.
+        let oldest = s
+            .matched_all_ago
+            .iter()
+            .try_fold(0.0_f64, |oldest, ago| {
+                ago.map(|a| oldest.max(a.as_secs_f64()))
+            })
+            .unwrap_or(f64::INFINITY);
+        let name = "shoal_partition_last_matched_seconds_max";
+        header(
+            w,
+            name,
+            "gauge",
+            "Seconds since the partition of this node matched longest ago last matched all its \
+             other primaries (+Inf while one has not since this node started; 0 with none).",
+        );
+        let _ = writeln!(w, "{name} {}", prometheus_float(oldest));
     }
 
     fn render_storage(&self, w: &mut String, st: &StorageStats) {
@@ -830,6 +928,15 @@ impl Histogram {
     }
 }
 
+/// A float as the text format writes it (`+Inf` for infinity).
+fn prometheus_float(x: f64) -> String {
+    if x.is_infinite() && x > 0.0 {
+        "+Inf".to_owned()
+    } else {
+        x.to_string()
+    }
+}
+
 fn header(w: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(w, "# HELP {name} {help}");
     let _ = writeln!(w, "# TYPE {name} {kind}");
@@ -848,7 +955,11 @@ mod tests {
     use super::*;
 
     fn metrics() -> Metrics {
-        Metrics::new(NodeId::new("n1").unwrap(), Incarnation::new(7))
+        Metrics::new(
+            NodeId::new("n1").unwrap(),
+            Incarnation::new(7),
+            Duration::from_secs(120),
+        )
     }
 
     #[test]
@@ -905,5 +1016,60 @@ mod tests {
         };
         let text = m.render(&failed);
         assert!(text.contains("\nshoal_storage_healthy 0\n"));
+    }
+
+    #[test]
+    fn anti_entropy_counters_are_exported_by_outcome_and_direction() {
+        let m = metrics();
+        let node = NodeMetrics {
+            exchanges_run: 10,
+            exchanges_matched: 7,
+            exchanges_failed: 2,
+            exchanges_refused: 1,
+            exchange_segments_differing: 5,
+            exchange_keys_differing: 9,
+            exchange_keys_pushed: 4,
+            exchange_keys_pulled: 3,
+            ..NodeMetrics::default()
+        };
+        let text = m.render(&Snapshot {
+            node,
+            ..Snapshot::default()
+        });
+        for expected in [
+            "shoal_exchanges_total{outcome=\"matched\"} 7\n",
+            "shoal_exchanges_total{outcome=\"repaired\"} 3\n",
+            "shoal_exchanges_total{outcome=\"failed\"} 2\n",
+            "shoal_exchange_keys_repaired_total{direction=\"push\"} 4\n",
+            "shoal_exchange_keys_repaired_total{direction=\"pull\"} 3\n",
+            "\nshoal_exchange_segments_differing_total 5\n",
+            "\nshoal_exchange_keys_differing_total 9\n",
+            "\nshoal_exchanges_refused_total 1\n",
+        ] {
+            assert!(text.contains(expected), "missing {expected}");
+        }
+    }
+
+    #[test]
+    fn partitions_not_matched_within_an_interval_are_unmatched() {
+        let m = metrics();
+        let secs = |s| Some(Duration::from_secs(s));
+        let text = m.render(&Snapshot {
+            matched_all_ago: vec![secs(5), secs(119), secs(121), None],
+            ..Snapshot::default()
+        });
+        assert!(text.contains("\nshoal_partitions_unmatched 2\n"), "{text}");
+        assert!(text.contains("\nshoal_partition_last_matched_seconds_max +Inf\n"));
+
+        let text = m.render(&Snapshot {
+            matched_all_ago: vec![secs(5), secs(130)],
+            ..Snapshot::default()
+        });
+        assert!(text.contains("\nshoal_partitions_unmatched 1\n"));
+        assert!(text.contains("\nshoal_partition_last_matched_seconds_max 130\n"));
+
+        let text = m.render(&Snapshot::default());
+        assert!(text.contains("\nshoal_partitions_unmatched 0\n"));
+        assert!(text.contains("\nshoal_partition_last_matched_seconds_max 0\n"));
     }
 }

@@ -374,7 +374,26 @@ impl NodeTask {
             queued_peer: books.inbox.len(Class::Peer) + self.peer_requests.len(),
             cancelled_unworked: books.cancelled,
             storage_failed: self.node.storage_failed().is_some(),
+            matched_all_ago: self.matched_all_ago(Instant::now()),
         }
+    }
+
+    /// For each partition this node is a primary of, with at least one other primary, how long
+    /// ago it last matched all of them (`None`: not since it started).
+    fn matched_all_ago(&self, now: Instant) -> Vec<Option<Duration>> {
+        let ring = self.node.ring();
+        let me = self.node.id();
+        let known: BTreeMap<_, _> = self
+            .node
+            .divergence(now)
+            .into_iter()
+            .map(|d| (d.partition, d.matched_all_ago))
+            .collect();
+        ring.q()
+            .partitions()
+            .filter(|p| ring.is_primary(me, *p) && ring.primaries(*p).len() > 1)
+            .map(|p| known.get(&p).copied().flatten())
+            .collect()
     }
 }
 

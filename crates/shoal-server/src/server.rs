@@ -234,7 +234,11 @@ impl Server {
         );
         let ring_view = RingView::of(&ring);
         let node = Node::new(Instant::now(), node_config, ring, storage, seed);
-        let metrics = Arc::new(Metrics::new(config.node_id.clone(), incarnation));
+        let metrics = Arc::new(Metrics::new(
+            config.node_id.clone(),
+            incarnation,
+            shoal_coordinator::AntiEntropyConfig::default().interval,
+        ));
         let limits = decode_limits(&config);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (stop_metrics, stop_metrics_rx) = watch::channel(false);
