@@ -95,6 +95,18 @@ pub(crate) struct Args {
     /// [default: 4 MiB].
     #[arg(long, value_name = "BYTES")]
     hint_replay_rate: Option<u64>,
+    /// How often each pair of primaries of a partition is compared by anti-entropy (by one of
+    /// the two) [default: 2m, at least 1s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    anti_entropy_interval: Option<Duration>,
+    /// Compare no partitions on a schedule: the node still answers its peers' exchanges and
+    /// runs those `shoal cluster repair` asks for.
+    #[arg(long, conflicts_with = "anti_entropy_interval")]
+    no_anti_entropy: bool,
+    /// Do not repair replicas on reads. For tests of anti-entropy alone: with it off, only
+    /// anti-entropy and hinted handoff bring a stale replica up to date.
+    #[arg(long)]
+    no_read_repair: bool,
     /// Async worker threads (QUIC, streams and the node's task; storage commits have their own
     /// thread) [default: one per core]. Nodes sharing a machine do best with the cores divided
     /// among them: `shoal dev` gives each node cores / nodes, at least one.
@@ -188,6 +200,11 @@ fn config(args: Args) -> anyhow::Result<ServerConfig> {
     if let Some(r) = args.hint_replay_rate {
         config.hints.replay_rate = r;
     }
+    if let Some(t) = args.anti_entropy_interval {
+        config.anti_entropy.interval = t;
+    }
+    config.anti_entropy.enabled = !args.no_anti_entropy;
+    config.read_repair = !args.no_read_repair;
     Ok(config)
 }
 
@@ -211,7 +228,34 @@ fn parse_member(s: &str) -> Result<MemberArg, String> {
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser;
+
     use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn config_of(extra: &str) -> Result<ServerConfig, String> {
+        let line = format!("--node-id n1 --listen 127.0.0.1:7001 --data-dir d --certs c {extra}");
+        let cli = Cli::try_parse_from(std::iter::once("server").chain(line.split_whitespace()))
+            .map_err(|e| e.to_string())?;
+        config(cli.args).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn anti_entropy_and_read_repair_are_on_unless_switched_off() {
+        let c = config_of("").unwrap();
+        assert!(c.anti_entropy.enabled && c.read_repair);
+        let c = config_of("--anti-entropy-interval 30s").unwrap();
+        assert_eq!(c.anti_entropy.interval, Duration::from_secs(30));
+        assert!(c.anti_entropy.enabled);
+        let c = config_of("--no-anti-entropy --no-read-repair").unwrap();
+        assert!(!c.anti_entropy.enabled && !c.read_repair);
+        assert!(config_of("--no-anti-entropy --anti-entropy-interval 30s").is_err());
+    }
 
     #[test]
     fn members_parse_with_and_without_zones() {

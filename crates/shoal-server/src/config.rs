@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use shoal_coordinator::HintsConfig;
+use shoal_coordinator::{AntiEntropyConfig, HintsConfig};
 use shoal_protocol::OBJECT_OVERHEAD_BYTES;
 use shoal_ring::{Member, Ring};
 use shoal_transport::TransportConfig;
@@ -75,6 +75,13 @@ pub struct ServerConfig {
     /// Hinted handoff: what a fallback holds per target at most (`max_hint_bytes`, default
     /// 1 GiB; `max_hint_window`, default 3 h) and how fast it hands hints back.
     pub hints: HintsConfig,
+    /// Anti-entropy: whether this node compares its partitions with their other primaries on
+    /// a schedule (`enabled`; off, it still serves its peers' exchanges and on-demand repair),
+    /// how often (`interval`, default 2 min, at least 1 s), and how fast it repairs.
+    pub anti_entropy: AntiEntropyConfig,
+    /// Whether gets repair the replicas that answered older objects. Default on; off only for
+    /// tests of anti-entropy alone.
+    pub read_repair: bool,
 }
 
 impl ServerConfig {
@@ -86,6 +93,8 @@ impl ServerConfig {
     pub const MAX_GOSSIP_INTERVAL: Duration = Duration::from_secs(10);
     /// Default node-to-node handshake and idle timeout.
     pub const DEFAULT_PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+    /// The shortest anti-entropy interval accepted.
+    pub const MIN_ANTI_ENTROPY_INTERVAL: Duration = Duration::from_secs(1);
 
     /// A configuration with defaults for everything but identity, address and directories:
     /// a one-node cluster, the default zone, no metrics, N=3 R=2 W=2, Q=256, default limits,
@@ -120,6 +129,8 @@ impl ServerConfig {
             gossip_interval: Self::DEFAULT_GOSSIP_INTERVAL,
             join: Vec::new(),
             hints: HintsConfig::default(),
+            anti_entropy: AntiEntropyConfig::default(),
+            read_repair: true,
         }
     }
 
@@ -176,6 +187,21 @@ impl ServerConfig {
         }
         if self.hints.max_hint_window.is_zero() || self.hints.replay_rate == 0 {
             return invalid("max_hint_window and the hint replay rate must be positive".into());
+        }
+        let ae = &self.anti_entropy;
+        if ae.interval < Self::MIN_ANTI_ENTROPY_INTERVAL {
+            return invalid(format!(
+                "the anti-entropy interval must be at least {:?}, not {:?}",
+                Self::MIN_ANTI_ENTROPY_INTERVAL,
+                ae.interval
+            ));
+        }
+        if ae.confirm_pause >= ae.interval || ae.repair_rate == 0 {
+            return invalid(
+                "the anti-entropy confirm pause must be shorter than its interval, and its \
+                 repair rate positive"
+                    .into(),
+            );
         }
         if self.gossip_interval.is_zero() || self.gossip_interval > Self::MAX_GOSSIP_INTERVAL {
             return invalid(format!(
@@ -313,6 +339,29 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn anti_entropy_settings_are_checked() {
+        let mut c = config(addr(7001), &[("n1", 7001)]);
+        c.quorum = Quorum::new(1, 1, 1, 0, 0).unwrap();
+        c.anti_entropy.enabled = false;
+        c.read_repair = false;
+        c.validate().unwrap();
+        let good = c.anti_entropy;
+        c.anti_entropy.interval = Duration::from_millis(999);
+        assert!(matches!(c.validate(), Err(ServerError::InvalidConfig(_))));
+        c.anti_entropy = AntiEntropyConfig {
+            repair_rate: 0,
+            ..good
+        };
+        assert!(matches!(c.validate(), Err(ServerError::InvalidConfig(_))));
+        c.anti_entropy = AntiEntropyConfig {
+            interval: Duration::from_secs(1),
+            confirm_pause: Duration::from_secs(1),
+            ..good
+        };
+        assert!(matches!(c.validate(), Err(ServerError::InvalidConfig(_))));
     }
 
     #[test]

@@ -209,6 +209,8 @@ impl Server {
             generation: generation_now(),
             address: Some(config.advertise.unwrap_or(local_addr)),
             hints: config.hints,
+            anti_entropy: config.anti_entropy,
+            read_repair: config.read_repair,
             unix_ms_at_start: generation_now(),
             ..NodeConfig::new(config.node_id.clone(), incarnation)
         };
@@ -237,7 +239,7 @@ impl Server {
         let metrics = Arc::new(Metrics::new(
             config.node_id.clone(),
             incarnation,
-            shoal_coordinator::AntiEntropyConfig::default().interval,
+            config.anti_entropy.interval,
         ));
         let limits = decode_limits(&config);
         let (shutdown, shutdown_rx) = watch::channel(false);
