@@ -28,11 +28,11 @@ use serde::Deserialize;
 use shoal_causality::{Actor, CausalContext, Object, Sibling, VersionVector};
 use shoal_coordinator::{InboundId, Node, NodeConfig, Output, SendError};
 use shoal_protocol::{
-    AdminRequest, ClientRequest, ClientResponse, DecodeLimits, Delta, DigestEntry, ExchangeFault,
-    ExchangeMessage, ExchangeResponse, GossipMessage, HandedOff, HintMessage, HintResponse,
-    KeyObject, LocalRead, MAX_DECODE_DEPTH, MemberRecord, MemberStatus, PROTOCOL_VERSION,
-    PeerError, PeerMessage, PeerRequest, PeerResponse, ReplicaMessage, ReplicaResponse, Request,
-    Response, decode, encode,
+    AdminRequest, AdminResponse, ClientRequest, ClientResponse, DecodeLimits, Delta, DigestEntry,
+    ExchangeFault, ExchangeMessage, ExchangeResponse, GossipMessage, HandedOff, HintMessage,
+    HintResponse, KeyObject, LocalRead, MAX_DECODE_DEPTH, MemberRecord, MemberStatus,
+    PROTOCOL_VERSION, PeerError, PeerMessage, PeerRequest, PeerResponse, RepairRefusal,
+    ReplicaMessage, ReplicaResponse, Request, Response, decode, encode,
 };
 use shoal_ring::{Member, Ring};
 use shoal_storage::{
@@ -332,6 +332,10 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
             }),
         }),
         Request::Admin(AdminRequest::Status),
+        Request::Admin(AdminRequest::Repair {
+            partition: Some(PartitionId::from_index_unchecked(3)),
+            node: Some(node("n2")),
+        }),
     ];
     // Anti-entropy: one of each ask, about the key's own partition, from another primary.
     let partition = sample_ring().partition_for_key(&key);
@@ -416,6 +420,10 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         Response::Peer(PeerResponse::Failed(PeerError::Exchange(
             ExchangeFault::SegmentsOutOfOrder,
         ))),
+        Response::Admin(AdminResponse::Repairing { exchanges: 48 }),
+        Response::Admin(AdminResponse::RepairRefused(RepairRefusal::NotAPeer(node(
+            "n9",
+        )))),
     ];
     let mut out = Vec::new();
     for r in &requests {

@@ -1,8 +1,11 @@
 //! `shoal cluster …`: what an operator asks of the cluster (admin certificate).
 
+use std::time::Duration;
+
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use shoal_client::{ClientError, NodeStatus, PeerStatus, Role};
+use shoal_client::{ClientError, NodeStatus, PartitionDivergence, PeerStatus, Role};
+use shoal_types::{NodeId, PartitionId};
 
 use crate::args::{ConnectArgs, OutputArgs};
 use crate::exit::Outcome;
@@ -20,6 +23,12 @@ pub(crate) enum Command {
     /// how their handoff stands. Asks each member of the ring; `--watch` asks again every
     /// second, and `--until-empty` stops once no member holds any.
     Hints(HintsArgs),
+    /// Anti-entropy on demand: asks the first --node that answers to compare its partitions
+    /// (or --partition) with their other primaries (or --peer) now, and prints how many
+    /// exchanges it started. With --status, prints every member's per-partition divergence
+    /// instead: when each partition last matched all its replicas, and what the last exchange
+    /// with each other primary found and repaired.
+    Repair(RepairArgs),
 }
 
 impl Command {
@@ -27,6 +36,7 @@ impl Command {
         match self {
             Command::Status(a) => a.output.json,
             Command::Hints(a) => a.output.json,
+            Command::Repair(a) => a.output.json,
         }
     }
 }
@@ -53,11 +63,279 @@ pub(crate) struct HintsArgs {
     until_empty: bool,
 }
 
+#[derive(Debug, Args)]
+pub(crate) struct RepairArgs {
+    #[command(flatten)]
+    connect: ConnectArgs,
+    #[command(flatten)]
+    output: OutputArgs,
+    /// Only this partition (its index, below Q) [default: every partition of the node].
+    #[arg(long, value_name = "P", conflicts_with = "status")]
+    partition: Option<u32>,
+    /// Only pairs with this other primary (a node id) [default: each other primary].
+    #[arg(long, value_name = "ID", conflicts_with = "status")]
+    peer: Option<NodeId>,
+    /// Start nothing: print every member's per-partition divergence table.
+    #[arg(long)]
+    status: bool,
+}
+
 pub(crate) async fn run(command: Command) -> anyhow::Result<Outcome> {
     match command {
         Command::Status(args) => status(args).await,
         Command::Hints(args) => hints(args).await,
+        Command::Repair(args) => repair(args).await,
     }
+}
+
+async fn repair(args: RepairArgs) -> anyhow::Result<Outcome> {
+    let client = args.connect.connect(Role::Admin).await?;
+    let result = if args.status {
+        repair_status(&client, &args).await
+    } else {
+        repair_now(&client, &args).await
+    };
+    client.close().await;
+    result
+}
+
+/// Asks the first node that answers to repair what `args` names.
+async fn repair_now(client: &shoal_client::Client, args: &RepairArgs) -> anyhow::Result<Outcome> {
+    let partition = args.partition.map(PartitionId::from_index_unchecked);
+    let mut last = None;
+    for &addr in &args.connect.nodes {
+        match client.repair(addr, partition, args.peer.clone()).await {
+            Ok(Ok(exchanges)) => {
+                if args.output.json {
+                    let answer = Json::object([
+                        ("address", Json::string(addr.to_string())),
+                        ("exchanges", Json::Number(exchanges)),
+                    ]);
+                    println!("{answer}");
+                } else {
+                    println!("{}", repair_started(addr, exchanges));
+                }
+                return Ok(Outcome::Done);
+            }
+            // The node's refusal would be the same asked again: a usage error.
+            Ok(Err(refusal)) => {
+                return Err(crate::exit::UsageError(format!("{addr} refused: {refusal}")).into());
+            }
+            Err(e) if !e.is_availability() => return Err(e).context("cluster repair"),
+            Err(e) => last = Some(e),
+        }
+    }
+    let e = last.unwrap_or(ClientError::NoNodeReachable {
+        tried: args.connect.nodes.clone(),
+        last_error: None,
+    });
+    Err(e).context("cluster repair")
+}
+
+fn repair_started(addr: std::net::SocketAddr, exchanges: u64) -> String {
+    format!(
+        "{addr} started {exchanges} exchange{} (they run a few at a time; see `shoal cluster \
+         repair --status`)",
+        if exchanges == 1 { "" } else { "s" }
+    )
+}
+
+/// Prints every member's divergence table.
+async fn repair_status(
+    client: &shoal_client::Client,
+    args: &RepairArgs,
+) -> anyhow::Result<Outcome> {
+    let ring = client.ring();
+    let mut holders: Vec<Holder> = Vec::new();
+    for member in ring.members() {
+        let answer = client.status(member.addr).await;
+        if let Err(e) = &answer
+            && !e.is_availability()
+        {
+            return Err(anyhow::anyhow!("{e}")).context("cluster repair --status");
+        }
+        holders.push((member.id.clone(), member.addr, answer));
+    }
+    if args.output.json {
+        let nodes = holders
+            .iter()
+            .map(|(id, addr, answer)| {
+                Json::object([
+                    ("node", Json::string(id.as_str())),
+                    ("address", Json::string(addr.to_string())),
+                    (
+                        "divergence",
+                        answer.as_ref().map_or(Json::Null, divergence_json),
+                    ),
+                    (
+                        "error",
+                        answer
+                            .as_ref()
+                            .err()
+                            .map_or(Json::Null, |e| Json::string(e.to_string())),
+                    ),
+                ])
+            })
+            .collect();
+        println!("{}", Json::Array(nodes));
+    } else {
+        for (i, (id, addr, answer)) in holders.iter().enumerate() {
+            if i > 0 {
+                println!();
+            }
+            match answer {
+                Err(e) => println!("{id} (no answer from {addr}: {e})"),
+                Ok(status) => print!("{}", divergence_table(addr, status)),
+            }
+        }
+    }
+    Ok(Outcome::Done)
+}
+
+/// A duration as an operator reads it: `850ms`, `42s`, `2m10s`, `3h5m`.
+fn short(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0 => format!("{}ms", d.as_millis()),
+        1..60 => format!("{s}s"),
+        60..3600 => format!("{}m{}s", s / 60, s % 60),
+        _ => format!("{}h{}m", s / 3600, s % 3600 / 60),
+    }
+}
+
+/// Each partition the node is a primary of, with another primary: how long ago it matched all
+/// of them (`None`: not since it started, or never compared).
+fn matched_all(status: &NodeStatus) -> Vec<(PartitionId, Option<Duration>)> {
+    let ring = &status.ring;
+    ring.q()
+        .partitions()
+        .filter(|p| ring.is_primary(&status.node, *p) && ring.primaries(*p).len() > 1)
+        .map(|p| {
+            let known = status.divergence.iter().find(|d| d.partition == p);
+            (p, known.and_then(|d| d.matched_all_ago))
+        })
+        .collect()
+}
+
+/// One line on how the node's partitions stand against their other replicas.
+fn divergence_summary(status: &NodeStatus) -> String {
+    let all = matched_all(status);
+    if all.is_empty() {
+        return "anti-entropy: no partition of this node has another replica".into();
+    }
+    let oldest = all.iter().filter_map(|(_, ago)| *ago).max();
+    let never: Vec<String> = all
+        .iter()
+        .filter(|(_, ago)| ago.is_none())
+        .map(|(p, _)| p.to_string())
+        .collect();
+    if never.is_empty() {
+        return format!(
+            "anti-entropy: all {} partitions matched all their replicas within {}",
+            all.len(),
+            short(oldest.unwrap_or_default())
+        );
+    }
+    const LISTED: usize = 8;
+    let mut list = never
+        .iter()
+        .take(LISTED)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if never.len() > LISTED {
+        list.push_str(&format!(" and {} more", never.len() - LISTED));
+    }
+    let matched = all.len() - never.len();
+    let within = oldest.map_or_else(String::new, |d| format!(" within {}", short(d)));
+    format!(
+        "anti-entropy: {matched} of {} partitions matched all their replicas{within}; not \
+         matched since this node started: {list}",
+        all.len()
+    )
+}
+
+/// The node's divergence, a row per partition and other primary.
+fn divergence_table(addr: &std::net::SocketAddr, status: &NodeStatus) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{} at {addr}: {}",
+        status.node,
+        divergence_summary(status)
+    );
+    let _ = writeln!(
+        out,
+        "{:>9}  {:>11}  {:<12}  {:>8}  {:<5}  {:<7}  {:>8}  {:>8}  {:>8}  {:>10}",
+        "partition",
+        "matched all",
+        "peer",
+        "last",
+        "by",
+        "matched",
+        "segments",
+        "keys",
+        "repaired",
+        "equal"
+    );
+    let ago = |d: Option<Duration>| d.map_or_else(|| "never".into(), short);
+    for (partition, matched_all_ago) in matched_all(status) {
+        let d = status.divergence.iter().find(|d| d.partition == partition);
+        let peers = d.map_or(&[][..], |d| &d.peers[..]);
+        if peers.is_empty() {
+            let _ = writeln!(
+                out,
+                "{partition:>9}  {:>11}  {:<12}",
+                ago(matched_all_ago),
+                "(none compared yet)"
+            );
+        }
+        for p in peers {
+            let _ = writeln!(
+                out,
+                "{partition:>9}  {:>11}  {:<12}  {:>8}  {:<5}  {:<7}  {:>8}  {:>8}  {:>8}  {:>10}",
+                ago(matched_all_ago),
+                p.peer.as_str(),
+                short(p.ago),
+                if p.ran_here { "here" } else { "peer" },
+                if p.matched { "yes" } else { "no" },
+                p.segments_differing,
+                p.keys_differing,
+                p.keys_repaired,
+                ago(p.matched_ago),
+            );
+        }
+    }
+    out
+}
+
+fn divergence_json(status: &NodeStatus) -> Json {
+    let ms = |d: Option<Duration>| d.map_or(Json::Null, |d| Json::Number(d.as_millis() as u64));
+    let partition = |d: &PartitionDivergence| {
+        let peers = d
+            .peers
+            .iter()
+            .map(|p| {
+                Json::object([
+                    ("peer", Json::string(p.peer.as_str())),
+                    ("ago_ms", ms(Some(p.ago))),
+                    ("ran_here", Json::Bool(p.ran_here)),
+                    ("matched", Json::Bool(p.matched)),
+                    ("segments_differing", Json::Number(p.segments_differing)),
+                    ("keys_differing", Json::Number(p.keys_differing)),
+                    ("keys_repaired", Json::Number(p.keys_repaired)),
+                    ("matched_ago_ms", ms(p.matched_ago)),
+                ])
+            })
+            .collect();
+        Json::object([
+            ("partition", Json::Number(u64::from(d.partition.index()))),
+            ("matched_all_ago_ms", ms(d.matched_all_ago)),
+            ("peers", Json::Array(peers)),
+        ])
+    };
+    Json::Array(status.divergence.iter().map(partition).collect())
 }
 
 /// What one member answered about its hints: its status, or why it did not answer.
@@ -343,6 +621,7 @@ fn print_status(addr: std::net::SocketAddr, status: &NodeStatus) {
             if q.replaying { ", handing off" } else { "" }
         );
     }
+    println!("{}", divergence_summary(status));
 }
 
 fn status_json(addr: std::net::SocketAddr, status: &NodeStatus) -> Json {
@@ -407,5 +686,176 @@ fn status_json(addr: std::net::SocketAddr, status: &NodeStatus) -> Json {
         ("n", Json::Number(u64::from(ring.n().get()))),
         ("members", Json::Array(members)),
         ("hints", hint_queues_json(status)),
+        ("divergence", divergence_json(status)),
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+    use shoal_client::PairDivergence;
+    use shoal_protocol::{MemberRecord, MemberStatus};
+    use shoal_ring::{Member, Ring};
+    use shoal_types::{Capacity, Incarnation, PartitionCount, ReplicationFactor, Zone};
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        command: Command,
+    }
+
+    fn parse(line: &str) -> Result<Command, clap::Error> {
+        Cli::try_parse_from(std::iter::once("cluster").chain(line.split_whitespace()))
+            .map(|c| c.command)
+    }
+
+    fn id(s: &str) -> NodeId {
+        NodeId::new(s).unwrap()
+    }
+
+    /// n1's status in a ring of three nodes, N=3 (every partition has two other primaries),
+    /// with `divergence`.
+    fn status(divergence: Vec<PartitionDivergence>) -> NodeStatus {
+        let addr = |i: u16| std::net::SocketAddr::from(([127, 0, 0, 1], 7000 + i));
+        let members = (1..=3)
+            .map(|i| Member::new(id(&format!("n{i}")), addr(i)))
+            .collect();
+        let ring = Ring::new(
+            members,
+            PartitionCount::new(4).unwrap(),
+            ReplicationFactor::new(3).unwrap(),
+        )
+        .unwrap();
+        NodeStatus {
+            node: id("n1"),
+            incarnation: Incarnation::new(1),
+            ring,
+            peers: Vec::new(),
+            record: MemberRecord {
+                generation: 1,
+                version: 0,
+                id: id("n1"),
+                incarnation: Incarnation::new(1),
+                addr: addr(1),
+                zone: Zone::default_zone(),
+                capacity: Capacity::default(),
+                status: MemberStatus::Valid,
+            },
+            membership_hash: 0,
+            storage_healthy: true,
+            hints: Vec::new(),
+            divergence,
+        }
+    }
+
+    fn pair(peer: &str, matched_ago: Option<u64>) -> PairDivergence {
+        PairDivergence {
+            peer: id(peer),
+            ago: Duration::from_secs(3),
+            ran_here: true,
+            matched: matched_ago.is_some(),
+            segments_differing: 2,
+            keys_differing: 5,
+            keys_repaired: 4,
+            matched_ago: matched_ago.map(Duration::from_secs),
+        }
+    }
+
+    fn partition(p: u32, matched_all_ago: Option<u64>) -> PartitionDivergence {
+        PartitionDivergence {
+            partition: PartitionId::from_index_unchecked(p),
+            matched_all_ago: matched_all_ago.map(Duration::from_secs),
+            peers: vec![pair("n2", matched_all_ago), pair("n3", Some(1))],
+        }
+    }
+
+    #[test]
+    fn repair_takes_a_partition_and_a_peer_or_asks_for_the_status() {
+        let base = "repair --node 127.0.0.1:7001 --certs c";
+        let Command::Repair(a) = parse(&format!("{base} --partition 3 --peer n2")).unwrap() else {
+            panic!("not repair");
+        };
+        assert_eq!(a.partition, Some(3));
+        assert_eq!(a.peer, Some(id("n2")));
+        assert!(!a.status);
+        let Command::Repair(a) = parse(&format!("{base} --status --json")).unwrap() else {
+            panic!("not repair");
+        };
+        assert!(a.status && a.output.json && a.partition.is_none());
+        assert!(parse(&format!("{base} --status --partition 3")).is_err());
+        assert!(parse(&format!("{base} --peer bad id")).is_err());
+    }
+
+    #[test]
+    fn short_durations_read_as_an_operator_would() {
+        assert_eq!(short(Duration::from_millis(850)), "850ms");
+        assert_eq!(short(Duration::from_secs(42)), "42s");
+        assert_eq!(short(Duration::from_secs(130)), "2m10s");
+        assert_eq!(short(Duration::from_secs(3 * 3600 + 300)), "3h5m");
+    }
+
+    #[test]
+    fn status_says_every_partition_matched_within_the_oldest_match() {
+        let all = (0..4)
+            .map(|p| partition(p, Some(10 + u64::from(p) * 40)))
+            .collect();
+        assert_eq!(
+            divergence_summary(&status(all)),
+            "anti-entropy: all 4 partitions matched all their replicas within 2m10s"
+        );
+    }
+
+    #[test]
+    fn status_names_the_partitions_not_matched_since_the_start() {
+        let some = vec![partition(0, Some(5)), partition(2, None)];
+        assert_eq!(
+            divergence_summary(&status(some)),
+            "anti-entropy: 1 of 4 partitions matched all their replicas within 5s; not matched \
+             since this node started: 1, 2, 3"
+        );
+        assert_eq!(
+            divergence_summary(&status(Vec::new())),
+            "anti-entropy: 0 of 4 partitions matched all their replicas; not matched since this \
+             node started: 0, 1, 2, 3"
+        );
+    }
+
+    #[test]
+    fn the_divergence_table_has_a_row_per_pair_and_marks_partitions_never_compared() {
+        let s = status(vec![partition(0, Some(5)), partition(2, None)]);
+        let table = divergence_table(&s.record.addr, &s);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 2 + 2 + 1 + 2 + 1, "{table}");
+        assert!(lines[0].starts_with("n1 at 127.0.0.1:7001: anti-entropy: 1 of 4"));
+        let row: Vec<&str> = lines[2].split_whitespace().collect();
+        assert_eq!(
+            row,
+            ["0", "5s", "n2", "3s", "here", "yes", "2", "5", "4", "5s"]
+        );
+        assert!(lines[4].contains("(none compared yet)"), "{table}");
+        let never: Vec<&str> = lines[5].split_whitespace().collect();
+        assert_eq!(never[..3], ["2", "never", "n2"]);
+        assert_eq!(never[5], "no");
+    }
+
+    #[test]
+    fn divergence_json_carries_every_figure() {
+        let s = status(vec![partition(2, None)]);
+        let json = divergence_json(&s).to_string();
+        assert!(
+            json.starts_with(
+                "[{\"partition\":2,\"matched_all_ago_ms\":null,\"peers\":[{\"peer\":\"n2\",\
+                 \"ago_ms\":3000,\"ran_here\":true,\"matched\":false,\"segments_differing\":2,\
+                 \"keys_differing\":5,\"keys_repaired\":4,\"matched_ago_ms\":null}"
+            ),
+            "{json}"
+        );
+        assert_eq!(
+            repair_started(s.record.addr, 1),
+            "127.0.0.1:7001 started 1 exchange (they run a few at a time; see `shoal cluster \
+             repair --status`)"
+        );
+    }
 }

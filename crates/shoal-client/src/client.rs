@@ -13,11 +13,11 @@ use bytes::Bytes;
 use shoal_causality::CausalContext;
 use shoal_protocol::{
     AdminRequest, AdminResponse, ClientRequest, ClientResponse, DecodeLimits, LocalRead,
-    NodeStatus, Refusal, Request, RequestError, Response, decode, encode,
+    NodeStatus, Refusal, RepairRefusal, Request, RequestError, Response, decode, encode,
 };
 use shoal_ring::Ring;
 use shoal_transport::{Endpoint, Identity, Role, TransportError};
-use shoal_types::{Key, RequestOptions};
+use shoal_types::{Key, NodeId, PartitionId, RequestOptions};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -244,6 +244,27 @@ impl Client {
         match self.inner.one_node(node, request).await? {
             (_, Response::Admin(AdminResponse::Status(status))) => Ok(*status),
             (addr, other) => Err(unexpected_response(addr, "status", &other)),
+        }
+    }
+
+    /// Asks the node at `node` to compare `partition` (or every partition it is a primary of)
+    /// with `peer` (or each of its other primaries) by anti-entropy now. Answers how many
+    /// exchanges it asked for, or why it refused (an unknown partition, one it holds no
+    /// replica of, a peer that is not another primary). Needs an admin certificate.
+    pub async fn repair(
+        &self,
+        node: SocketAddr,
+        partition: Option<PartitionId>,
+        peer: Option<NodeId>,
+    ) -> Result<Result<u64, RepairRefusal>, ClientError> {
+        let request = Request::Admin(AdminRequest::Repair {
+            partition,
+            node: peer,
+        });
+        match self.inner.one_node(node, request).await? {
+            (_, Response::Admin(AdminResponse::Repairing { exchanges })) => Ok(Ok(exchanges)),
+            (_, Response::Admin(AdminResponse::RepairRefused(refusal))) => Ok(Err(refusal)),
+            (addr, other) => Err(unexpected_response(addr, "repair", &other)),
         }
     }
 

@@ -39,7 +39,10 @@ pub use error::{ClientError, ProtocolError};
 pub use token::{MAX_TOKEN_CHARS, TOKEN_VERSION, TokenError, context_from_token, context_to_token};
 
 pub use shoal_causality::{CausalContext, Object, Sibling};
-pub use shoal_protocol::{ContextError, LocalRead, NodeStatus, PeerStatus, RequestError};
+pub use shoal_protocol::{
+    ContextError, LocalRead, NodeStatus, PairDivergence, PartitionDivergence, PeerStatus,
+    RepairRefusal, RequestError,
+};
 pub use shoal_ring::Ring;
 pub use shoal_transport::{Role, TransportConfig, TransportError};
 pub use shoal_types::RequestOptions;

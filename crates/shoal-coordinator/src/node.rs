@@ -260,6 +260,15 @@ impl<S: Storage> Node<S> {
                 let response = Response::Admin(AdminResponse::Status(Box::new(status)));
                 self.shared.reply(id, response);
             }
+            Request::Admin(AdminRequest::Repair { partition, node }) => {
+                let response = match self.repair(now, partition, node) {
+                    Ok(exchanges) => AdminResponse::Repairing {
+                        exchanges: exchanges as u64,
+                    },
+                    Err(e) => AdminResponse::RepairRefused(e.into()),
+                };
+                self.shared.reply(id, Response::Admin(response));
+            }
         }
     }
 

@@ -15,8 +15,8 @@ use bytes::Bytes;
 use harness::{Cluster, key, node};
 use shoal_coordinator::{AntiEntropyConfig, NodeConfig, RepairError};
 use shoal_protocol::{
-    ClientResponse, ExchangeFault, ExchangeMessage, ExchangeResponse, KeyObject, PeerError,
-    PeerMessage, PeerResponse, Response,
+    AdminRequest, AdminResponse, ClientResponse, ExchangeFault, ExchangeMessage, ExchangeResponse,
+    KeyObject, PeerError, PeerMessage, PeerResponse, RepairRefusal, Response,
 };
 use shoal_storage::Storage;
 use shoal_types::{NodeId, PartitionId};
@@ -429,6 +429,36 @@ fn repair_on_demand_compares_what_was_asked_and_refuses_what_it_cannot() {
     assert_eq!(pairs, expected);
     c.settle();
     assert_eq!(c.metrics(&n1).exchanges_run, 1 + expected as u64);
+}
+
+#[test]
+fn an_admin_repair_request_is_answered_with_the_exchanges_asked_for_or_the_refusal() {
+    let mut c = Cluster::with_config(5, on_demand_only);
+    let ring = c.ring();
+    let n1 = node("n1");
+    let mine = ring
+        .q()
+        .partitions()
+        .find(|p| ring.is_primary(&n1, *p))
+        .unwrap();
+    let outside = PartitionId::from_index_unchecked(ring.q().get() + 1);
+    let repair = |partition| AdminRequest::Repair {
+        partition: Some(partition),
+        node: None,
+    };
+    let others = ring.primaries(mine).len() as u64 - 1;
+    assert_eq!(
+        c.admin(&n1, repair(mine)),
+        Response::Admin(AdminResponse::Repairing { exchanges: others })
+    );
+    assert_eq!(
+        c.admin(&n1, repair(outside)),
+        Response::Admin(AdminResponse::RepairRefused(
+            RepairRefusal::UnknownPartition(outside)
+        ))
+    );
+    c.settle();
+    assert_eq!(c.metrics(&n1).exchanges_run, others);
 }
 
 /// Answers every message lost to the silent node as that node would, after `tamper` had its

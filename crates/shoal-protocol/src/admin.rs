@@ -11,6 +11,14 @@ use crate::MemberRecord;
 pub enum AdminRequest {
     /// The node's view of the cluster: members, reachability, ring.
     Status,
+    /// Compare `partition` (or every partition the node is a primary of) with `node` (or each
+    /// of its other primaries) by anti-entropy now, off the schedule (`shoal cluster repair`).
+    Repair {
+        /// One partition, or all of the node's.
+        partition: Option<PartitionId>,
+        /// One other primary, or all of them.
+        node: Option<NodeId>,
+    },
 }
 
 /// A node's answer to an [`AdminRequest`].
@@ -18,6 +26,29 @@ pub enum AdminRequest {
 pub enum AdminResponse {
     /// The node's view of the cluster (boxed: it is by far the largest response).
     Status(Box<NodeStatus>),
+    /// A [`AdminRequest::Repair`] was taken: this many exchanges (pairs of a partition) were
+    /// asked for. They start as the node's exchange slots free up; their outcome shows in
+    /// [`NodeStatus::divergence`] and the node's metrics.
+    Repairing {
+        /// Exchanges asked for.
+        exchanges: u64,
+    },
+    /// A [`AdminRequest::Repair`] was refused; nothing was asked for.
+    RepairRefused(RepairRefusal),
+}
+
+/// Why a node refused an [`AdminRequest::Repair`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum RepairRefusal {
+    /// The partition is not below the ring's Q.
+    #[error("partition {0} is not in the ring")]
+    UnknownPartition(PartitionId),
+    /// The node is not a primary of the partition: it holds no replica of it to compare.
+    #[error("the node is not a primary of partition {0}")]
+    NotPrimary(PartitionId),
+    /// The node named is not another primary of the partitions asked.
+    #[error("{0} is not another primary of the partitions asked")]
+    NotAPeer(NodeId),
 }
 
 /// One node's view of the cluster.

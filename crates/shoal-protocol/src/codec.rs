@@ -7,8 +7,8 @@ use shoal_types::Limits;
 use thiserror::Error;
 
 use crate::{
-    AdminResponse, ClientRequest, ClientResponse, ExchangeMessage, ExchangeResponse, GossipMessage,
-    HintMessage, HintResponse, LocalRead, MAX_EXCHANGE_BYTES, MAX_EXCHANGE_KEYS,
+    AdminRequest, AdminResponse, ClientRequest, ClientResponse, ExchangeMessage, ExchangeResponse,
+    GossipMessage, HintMessage, HintResponse, LocalRead, MAX_EXCHANGE_BYTES, MAX_EXCHANGE_KEYS,
     MAX_EXCHANGE_OBJECTS, MAX_EXCHANGE_SEGMENTS, MAX_HANDOFF_OBJECTS, NodeStatus, PeerMessage,
     PeerRequest, PeerResponse, ReplicaMessage, ReplicaResponse, Request, RequestError, Response,
     TREE_SEGMENTS,
@@ -124,7 +124,9 @@ impl Checked for Request {
         match self {
             Request::Client(c) => check_client_request(c, limits),
             Request::Peer(r) => check_peer_request(r, limits),
-            Request::Admin(_) => Ok(()),
+            // A status ask carries nothing; a repair ask one partition and one node id, whose
+            // sizes their own decoders bound (the node checks the partition against its ring).
+            Request::Admin(AdminRequest::Status | AdminRequest::Repair { .. }) => Ok(()),
         }
     }
 }
@@ -146,6 +148,9 @@ impl Checked for Response {
                 | PeerResponse::Failed(_) => Ok(()),
             },
             Response::Admin(AdminResponse::Status(s)) => check_status(s, limits),
+            Response::Admin(AdminResponse::Repairing { .. } | AdminResponse::RepairRefused(_)) => {
+                Ok(())
+            }
             Response::Refused(_) => Ok(()),
         }
     }

@@ -9,11 +9,11 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use shoal_causality::{Actor, CausalContext, Object, Sibling};
 use shoal_protocol::{
-    ClientRequest, ClientResponse, CodecError, DecodeLimits, ExchangeFault, ExchangeMessage,
-    ExchangeResponse, KeyObject, LocalRead, MAX_EXCHANGE_BYTES, MAX_EXCHANGE_KEYS,
-    MAX_EXCHANGE_OBJECTS, MAX_EXCHANGE_SEGMENTS, PeerError, PeerMessage, PeerRequest, PeerResponse,
-    ReplicaMessage, ReplicaResponse, Request, RequestError, Response, TREE_SEGMENTS, decode,
-    encode,
+    AdminRequest, AdminResponse, ClientRequest, ClientResponse, CodecError, DecodeLimits,
+    ExchangeFault, ExchangeMessage, ExchangeResponse, KeyObject, LocalRead, MAX_EXCHANGE_BYTES,
+    MAX_EXCHANGE_KEYS, MAX_EXCHANGE_OBJECTS, MAX_EXCHANGE_SEGMENTS, PeerError, PeerMessage,
+    PeerRequest, PeerResponse, RepairRefusal, ReplicaMessage, ReplicaResponse, Request,
+    RequestError, Response, TREE_SEGMENTS, decode, encode,
 };
 use shoal_ring::{Member, Ring};
 use shoal_types::PartitionId;
@@ -117,6 +117,27 @@ fn every_message_kind_round_trips() {
         budget: None,
         message: PeerMessage::Ping,
     }));
+}
+
+#[test]
+fn repair_asks_and_answers_round_trip() {
+    let p = PartitionId::from_index_unchecked(7);
+    roundtrip_request(Request::Admin(AdminRequest::Repair {
+        partition: None,
+        node: None,
+    }));
+    roundtrip_request(Request::Admin(AdminRequest::Repair {
+        partition: Some(p),
+        node: Some(node("n3")),
+    }));
+    roundtrip_response(Response::Admin(AdminResponse::Repairing { exchanges: 512 }));
+    for refusal in [
+        RepairRefusal::UnknownPartition(p),
+        RepairRefusal::NotPrimary(p),
+        RepairRefusal::NotAPeer(node("n9")),
+    ] {
+        roundtrip_response(Response::Admin(AdminResponse::RepairRefused(refusal)));
+    }
 }
 
 fn exchange(message: ExchangeMessage) -> Request {

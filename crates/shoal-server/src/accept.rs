@@ -289,6 +289,27 @@ mod tests {
     }
 
     #[test]
+    fn only_an_admin_certificate_may_ask_for_a_repair() {
+        let repair = Request::Admin(shoal_protocol::AdminRequest::Repair {
+            partition: None,
+            node: None,
+        });
+        assert_eq!(
+            authorise(&peer(Role::Admin, "ops"), &repair, &ring()),
+            Ok(())
+        );
+        for role in [Role::Client, Role::Node] {
+            assert!(
+                matches!(
+                    authorise(&peer(role, "n1"), &repair, &ring()),
+                    Err(Refusal::Unauthorized { .. })
+                ),
+                "{role:?}"
+            );
+        }
+    }
+
+    #[test]
     fn every_role_may_send_client_requests() {
         for role in [Role::Node, Role::Client, Role::Admin] {
             let request = Request::Client(ClientRequest::Ring);

@@ -130,7 +130,9 @@ pub(crate) fn outcome(response: &Response) -> &'static str {
             ClientResponse::Failed(e) => e.kind(),
         },
         Response::Peer(PeerResponse::Failed(_)) => "failed",
-        Response::Peer(_) | Response::Admin(AdminResponse::Status(_)) => "ok",
+        Response::Peer(_)
+        | Response::Admin(AdminResponse::Status(_) | AdminResponse::Repairing { .. }) => "ok",
+        Response::Admin(AdminResponse::RepairRefused(_)) => "repair_refused",
         Response::Refused(r) => refusal_reason(r),
     }
 }

@@ -54,7 +54,8 @@ use std::time::{Duration, Instant};
 
 use shoal_protocol::{
     ExchangeMessage, ExchangeResponse, KeyObject, LocalRead, MAX_EXCHANGE_OBJECTS,
-    PartitionDivergence, PeerError, PeerMessage, PeerResponse, TREE_SEGMENTS, TreeHash,
+    PartitionDivergence, PeerError, PeerMessage, PeerResponse, RepairRefusal, TREE_SEGMENTS,
+    TreeHash,
 };
 use shoal_storage::{CommitError, ObjectDigest, SegmentId, Storage, TictacTree};
 use shoal_types::{Key, NodeId, PartitionId};
@@ -143,6 +144,16 @@ pub enum RepairError {
     /// The node named is not another primary of the partitions asked.
     #[error("{0} is not another primary of the partitions asked")]
     NotAPeer(NodeId),
+}
+
+impl From<RepairError> for RepairRefusal {
+    fn from(e: RepairError) -> Self {
+        match e {
+            RepairError::UnknownPartition(p) => RepairRefusal::UnknownPartition(p),
+            RepairError::NotPrimary(p) => RepairRefusal::NotPrimary(p),
+            RepairError::NotAPeer(n) => RepairRefusal::NotAPeer(n),
+        }
+    }
 }
 
 /// Bytes of values in one push, and in one fetch answer (or one object alone, if larger).

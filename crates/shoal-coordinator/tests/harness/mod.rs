@@ -373,6 +373,19 @@ impl Cluster {
         self.nodes.get_mut(at).unwrap().handle_cancel(now, id);
     }
 
+    /// Node `at`'s answer to an admin request.
+    pub fn admin(&mut self, at: &NodeId, request: shoal_protocol::AdminRequest) -> Response {
+        let id = self.inbound();
+        let now = self.now;
+        let node = self.nodes.get_mut(at).unwrap();
+        node.handle_request(now, now, id, Request::Admin(request));
+        self.pump();
+        match self.client_replies.remove(&(at.clone(), id)) {
+            Some(response) => response,
+            None => panic!("{at} did not answer the admin request"),
+        }
+    }
+
     /// What node `at` reports about itself (the admin status).
     pub fn status(&mut self, at: &NodeId) -> shoal_protocol::NodeStatus {
         let id = self.inbound();
