@@ -1,5 +1,5 @@
 //! Divergence you can see: what this node last learned of each pair of its partitions, kept for
-//! the admin status (and, later, `/metrics` and `shoal cluster repair --status`).
+//! the admin status, `/metrics` and `shoal cluster repair --status`.
 //!
 //! A pair's record comes from the last exchange this node ran with the peer (the counts it
 //! found and repaired), or from the last root ask it served whose root matched its own (the
