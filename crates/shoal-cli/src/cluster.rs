@@ -282,6 +282,8 @@ fn divergence_table(addr: &std::net::SocketAddr, status: &NodeStatus) -> String 
     let ago = |d: Option<Duration>| d.map_or_else(|| "never".into(), short);
     for (partition, matched_all_ago) in matched_all(status) {
         let d = status.divergence.iter().find(|d| d.partition == partition);
+        // PartitionId's Display does not pad: pad its text.
+        let partition = partition.to_string();
         let peers = d.map_or(&[][..], |d| &d.peers[..]);
         if peers.is_empty() {
             let _ = writeln!(
