@@ -39,12 +39,12 @@ use std::collections::BTreeMap;
 
 use rand::RngExt;
 use shoal_causality::{Actor, Object};
-use shoal_protocol::LocalRead;
+use shoal_protocol::{LocalRead, PeerError, StorageFault};
 use shoal_storage::{CommitError, HintEntry, ReadError, ReadOutcome, Storage, Write, WriteBatch};
 use shoal_types::{Incarnation, Key, NodeId, PartitionId};
 
 use crate::NodeMetrics;
-use crate::effects::{PersistId, Shared, Waiter};
+use crate::effects::{InboundId, Part, PersistId, Shared, Waiter};
 
 /// The local replica, as the parts of the node see it. See the module docs.
 #[derive(Debug)]
@@ -84,6 +84,87 @@ pub(crate) enum Stored {
     /// The local record could not be read (an I/O error): nothing was written, since writing
     /// would replace a record that may be intact. The waiter is not kept.
     Unreadable,
+}
+
+/// Batches of objects from peers (a hint handoff, an anti-entropy push), each stored through
+/// [`Durability::store`] and answered once every object in it is durable, or once one failed.
+/// The part that received a batch says what the answer is; this keeps the waiting.
+#[derive(Debug, Default)]
+pub(crate) struct Receipts {
+    /// By the token their persists wait under.
+    waiting: BTreeMap<u64, Receipt>,
+}
+
+/// One batch waiting for its persists.
+#[derive(Debug)]
+struct Receipt {
+    /// The message to answer.
+    id: InboundId,
+    waiting: usize,
+    failed: Option<PeerError>,
+}
+
+/// A batch that is done: the message to answer, and whether every object is durable.
+pub(crate) type Received = (InboundId, Result<(), PeerError>);
+
+impl Receipts {
+    /// Stores `objects` for the peer message `id`, the persists waiting under a new token of
+    /// `part`. The outcome at once if nothing is left to wait for; `None` if something is (then
+    /// [`Receipts::persisted`] gives it).
+    pub(crate) fn store_all<'a, S: Storage>(
+        &mut self,
+        shared: &mut Shared,
+        durability: &mut Durability<S>,
+        part: Part,
+        id: InboundId,
+        objects: impl IntoIterator<Item = (PartitionId, &'a Key, &'a Object)>,
+    ) -> Option<Received> {
+        let token = shared.new_id();
+        let waiter = Waiter { part, token };
+        let mut receipt = Receipt {
+            id,
+            waiting: 0,
+            failed: None,
+        };
+        for (partition, key, object) in objects {
+            match durability.store(shared, partition, key, object, Some(waiter)) {
+                Stored::AlreadyDurable => {}
+                Stored::Pending => receipt.waiting += 1,
+                Stored::Unreadable => {
+                    receipt.failed = Some(PeerError::Storage(StorageFault::Unreadable));
+                }
+            }
+        }
+        if receipt.waiting == 0 {
+            return Some(receipt.done());
+        }
+        self.waiting.insert(token, receipt);
+        None
+    }
+
+    /// A persist that waited under `token` ended: `None` if no batch waits under it, else
+    /// whether that batch is now done (`Some(None)`: it still waits).
+    pub(crate) fn persisted(
+        &mut self,
+        token: u64,
+        result: &Result<(), CommitError>,
+    ) -> Option<Option<Received>> {
+        let receipt = self.waiting.get_mut(&token)?;
+        receipt.waiting = receipt.waiting.saturating_sub(1);
+        if result.is_err() {
+            receipt.failed = Some(PeerError::Storage(StorageFault::CommitFailed));
+        }
+        if receipt.waiting > 0 {
+            return Some(None);
+        }
+        Some(self.waiting.remove(&token).map(Receipt::done))
+    }
+}
+
+impl Receipt {
+    fn done(self) -> Received {
+        (self.id, self.failed.map_or(Ok(()), Err))
+    }
 }
 
 impl<S: Storage> Durability<S> {

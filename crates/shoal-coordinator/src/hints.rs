@@ -45,7 +45,7 @@ use shoal_storage::{CommitError, HintEntry, ObjectDigest, Storage, Write, WriteB
 use shoal_types::{Key, NodeId, PartitionId};
 
 use crate::SendError;
-use crate::durability::{Durability, Stored};
+use crate::durability::{Durability, Receipts, Received};
 use crate::effects::{self, Inbound, InboundId, OutboundId, Part, Priority, Shared, Waiter};
 use crate::membership::Membership;
 use crate::replica::{refuse_peer_write, sendable};
@@ -147,15 +147,6 @@ struct PendingStore {
     reply: Option<InboundId>,
 }
 
-/// A handoff received, waiting for its objects' persists.
-#[derive(Debug)]
-struct Receiving {
-    /// The handoff to answer.
-    id: InboundId,
-    waiting: usize,
-    failed: Option<PeerError>,
-}
-
 /// One target's hints as the status shows them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Queue {
@@ -177,7 +168,7 @@ pub(crate) struct Hints {
     stores: BTreeMap<u64, PendingStore>,
     /// Persist waits of this part are named by tokens from `Shared::new_id`, unique within
     /// the run, so a hint's store and a received handoff never share one.
-    receiving: BTreeMap<u64, Receiving>,
+    receiving: Receipts,
     /// When [`Timer::HintReplay`] is set for, if it is.
     timer: Option<Instant>,
     /// No handoff batch leaves before this (the pacing of `replay_rate`).
@@ -205,7 +196,7 @@ impl Hints {
             unix_ms_at_start: shared.config.unix_ms_at_start,
             held: BTreeMap::new(),
             stores: BTreeMap::new(),
-            receiving: BTreeMap::new(),
+            receiving: Receipts::default(),
             timer: None,
             next_send: now,
         };
@@ -469,30 +460,14 @@ impl Hints {
         if let Some(error) = refuse_peer_write(shared, durability) {
             return refuse(shared, id, error);
         }
-        let token = shared.new_id();
-        let waiter = Waiter {
-            part: Part::Hints,
-            token,
-        };
-        let mut receiving = Receiving {
-            id,
-            waiting: 0,
-            failed: None,
-        };
-        for o in objects {
-            shared.metrics.hints_received += 1;
-            match durability.store(shared, o.partition, &o.key, &o.object, Some(waiter)) {
-                Stored::AlreadyDurable => {}
-                Stored::Pending => receiving.waiting += 1,
-                Stored::Unreadable => {
-                    receiving.failed = Some(PeerError::Storage(StorageFault::Unreadable))
-                }
-            }
+        shared.metrics.hints_received += objects.len() as u64;
+        let objects = objects.iter().map(|o| (o.partition, &o.key, &o.object));
+        if let Some(done) = self
+            .receiving
+            .store_all(shared, durability, Part::Hints, id, objects)
+        {
+            finish_receiving(shared, done);
         }
-        if receiving.waiting == 0 {
-            return finish_receiving(shared, receiving);
-        }
-        self.receiving.insert(token, receiving);
     }
 
     /// A persist that waiter `token` of this part waited for ended.
@@ -516,17 +491,8 @@ impl Hints {
             }
             return;
         }
-        let Some(receiving) = self.receiving.get_mut(&token) else {
-            return;
-        };
-        receiving.waiting -= 1;
-        if result.is_err() {
-            receiving.failed = Some(PeerError::Storage(StorageFault::CommitFailed));
-        }
-        if receiving.waiting == 0
-            && let Some(receiving) = self.receiving.remove(&token)
-        {
-            finish_receiving(shared, receiving);
+        if let Some(Some(done)) = self.receiving.persisted(token, result) {
+            finish_receiving(shared, done);
         }
     }
 
@@ -780,10 +746,10 @@ impl Hints {
 }
 
 /// Answers a received handoff once its last object is durable (or one failed).
-fn finish_receiving(shared: &mut Shared, receiving: Receiving) {
-    match receiving.failed {
-        None => reply(shared, receiving.id, HintResponse::HandedOff),
-        Some(error) => refuse(shared, receiving.id, error),
+fn finish_receiving(shared: &mut Shared, (id, outcome): Received) {
+    match outcome {
+        Ok(()) => reply(shared, id, HintResponse::HandedOff),
+        Err(error) => refuse(shared, id, error),
     }
 }
 

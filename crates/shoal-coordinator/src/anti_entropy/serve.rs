@@ -13,7 +13,6 @@
 //! [`MAX_EXCHANGE_KEYS`], a fetch as many objects as fit in [`REPAIR_BATCH_BYTES`] (at least
 //! one), and the asker asks again for the rest.
 
-use std::collections::BTreeMap;
 use std::time::Instant;
 
 use shoal_protocol::{
@@ -25,22 +24,14 @@ use shoal_types::{Key, NodeId, PartitionId};
 
 use super::figures::Figures;
 use super::{KEYS_REPLY_BYTES, REPAIR_BATCH_BYTES};
-use crate::durability::{Durability, Stored};
-use crate::effects::{Inbound, InboundId, Part, Shared, Waiter};
+use crate::durability::{Durability, Receipts, Received};
+use crate::effects::{Inbound, InboundId, Part, Shared};
 use crate::replica::{refuse_peer_write, sendable};
 
-/// Pushes being stored, by the token their persists wait under.
+/// Pushes being stored, waiting for their persists.
 #[derive(Debug, Default)]
 pub(super) struct Serving {
-    receiving: BTreeMap<u64, Receiving>,
-}
-
-/// A push received, waiting for its objects' persists.
-#[derive(Debug)]
-struct Receiving {
-    id: InboundId,
-    waiting: usize,
-    failed: Option<PeerError>,
+    receiving: Receipts,
 }
 
 impl Serving {
@@ -124,27 +115,13 @@ impl Serving {
         if let Some(error) = refuse_peer_write(shared, durability) {
             return refuse(shared, id, error);
         }
-        let token = shared.new_id();
-        let waiter = Waiter {
-            part: Part::AntiEntropy,
-            token,
-        };
-        let mut receiving = Receiving {
-            id,
-            waiting: 0,
-            failed: None,
-        };
-        for o in objects {
-            match durability.store(shared, partition, &o.key, &o.object, Some(waiter)) {
-                Stored::AlreadyDurable => {}
-                Stored::Pending => receiving.waiting += 1,
-                Stored::Unreadable => receiving.failed = Some(unreadable()),
-            }
+        let objects = objects.iter().map(|o| (partition, &o.key, &o.object));
+        if let Some(done) =
+            self.receiving
+                .store_all(shared, durability, Part::AntiEntropy, id, objects)
+        {
+            finish(shared, done);
         }
-        if receiving.waiting == 0 {
-            return finish(shared, receiving);
-        }
-        self.receiving.insert(token, receiving);
     }
 
     /// A persist that a push waited for under `token` ended; `false` if no push waits under
@@ -155,19 +132,15 @@ impl Serving {
         token: u64,
         result: &Result<(), CommitError>,
     ) -> bool {
-        let Some(receiving) = self.receiving.get_mut(&token) else {
-            return false;
-        };
-        receiving.waiting = receiving.waiting.saturating_sub(1);
-        if result.is_err() {
-            receiving.failed = Some(PeerError::Storage(StorageFault::CommitFailed));
+        match self.receiving.persisted(token, result) {
+            None => false,
+            Some(done) => {
+                if let Some(done) = done {
+                    finish(shared, done);
+                }
+                true
+            }
         }
-        if receiving.waiting == 0
-            && let Some(receiving) = self.receiving.remove(&token)
-        {
-            finish(shared, receiving);
-        }
-        true
     }
 }
 
@@ -290,10 +263,10 @@ fn unreadable() -> PeerError {
 }
 
 /// Answers a push once its last object is durable (or one failed).
-fn finish(shared: &mut Shared, receiving: Receiving) {
-    match receiving.failed {
-        None => reply(shared, receiving.id, ExchangeResponse::Pushed),
-        Some(error) => refuse(shared, receiving.id, error),
+fn finish(shared: &mut Shared, (id, outcome): Received) {
+    match outcome {
+        Ok(()) => reply(shared, id, ExchangeResponse::Pushed),
+        Err(error) => refuse(shared, id, error),
     }
 }
 
