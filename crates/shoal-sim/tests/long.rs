@@ -44,6 +44,15 @@ fn long_puts_and_deletes() {
 
 #[test]
 #[ignore = "long: run with --ignored in release"]
+fn long_anti_entropy_alone() {
+    let config = common::anti_entropy_alone(true);
+    let (_, repairs) =
+        common::campaign_with_repairs("long_anti_entropy_alone", &config, 4_500_000, SEEDS);
+    assert_eq!(repairs.read, 0, "read repair was to be off");
+}
+
+#[test]
+#[ignore = "long: run with --ignored in release"]
 fn long_hot_keys() {
     let config = common::hot_keys(FaultMix::ALL);
     common::campaign("long_hot_keys", &config, 5_000_000, SEEDS);

@@ -5,9 +5,11 @@
 //! codec; the network drops, duplicates, delays and partitions; disks complete batches in order
 //! after a random fsync latency and lose what was pending when their node crashes; clocks jump
 //! and drift. A run is a safety phase (faults and operations), then a heal, a settling time, a
-//! liveness phase (no faults; every operation must succeed in time), a final read of every key
-//! with R = N from one node (read repair converges the replicas: anti-entropy does not exist
-//! yet), and a direct comparison of every replica in storage. The [checker](crate::checker)
+//! liveness phase (no faults; every operation must succeed in time), a quiet time for
+//! anti-entropy (`SimConfig::converge`, none by default), a final read of every key with R = N
+//! from one node (read repair converges what anti-entropy and hints did not — unless
+//! `SimConfig::read_repair` is off: then they alone must), and a direct comparison of every
+//! replica in storage. The [checker](crate::checker)
 //! judges the recorded history against that final state.
 //!
 //! A run is a pure function of its [`SimConfig`] and seed: the trace hash (xxh3 over every event
@@ -30,7 +32,8 @@ use rand::seq::SliceRandom;
 use rand::{RngExt, SeedableRng};
 use shoal_causality::{Dot, Object, Sibling};
 use shoal_coordinator::{
-    InboundId, Node, NodeConfig, OutboundId, Output, PersistId, Priority, SendError,
+    AntiEntropyConfig, HintsConfig, InboundId, Node, NodeConfig, OutboundId, Output, PersistId,
+    Priority, SendError,
 };
 use shoal_protocol::{
     ClientRequest, ClientResponse, DecodeLimits, PeerMessage, Request, Response, decode, encode,
@@ -113,6 +116,19 @@ pub struct SimConfig {
     /// Faults scheduled on top of the drawn ones, at their times in the safety phase (a test
     /// that needs a particular storm, such as hundreds of crashes of one node).
     pub extra_faults: Vec<(Duration, FaultAction)>,
+    /// Whether reads repair the replicas they find stale (`NodeConfig::read_repair`). Off,
+    /// the replicas converge through anti-entropy alone — hints still go home — and the final
+    /// reads repair nothing, so I5 measures anti-entropy.
+    pub read_repair: bool,
+    /// Quiet time after the drain, before the final reads, for anti-entropy to converge the
+    /// replicas (no operations, no faults). Zero by default; the bound within which
+    /// anti-entropy alone must converge them when `read_repair` is off.
+    pub converge: Duration,
+    /// The nodes' anti-entropy settings (`NodeConfig::anti_entropy`).
+    pub anti_entropy: AntiEntropyConfig,
+    /// The nodes' hint settings (`NodeConfig::hints`); `max_hint_bytes` 0 turns hinted
+    /// handoff off (no node stands in for a primary).
+    pub hints: HintsConfig,
 }
 
 /// What one run did and found.
@@ -173,6 +189,8 @@ pub struct SimStats {
     pub batches_lost: u64,
     /// Read repairs the nodes made.
     pub read_repairs: u64,
+    /// Keys anti-entropy exchanges repaired (pushed to a peer or fetched from one).
+    pub exchange_repairs: u64,
     /// Writes the nodes forwarded to a primary.
     pub forwarded: u64,
     /// Requests and peer messages the nodes dropped unworked because their deadline passed
@@ -232,6 +250,10 @@ impl SimConfig {
             primary_quorums: None,
             lying_disks: false,
             extra_faults: Vec::new(),
+            read_repair: true,
+            converge: Duration::ZERO,
+            anti_entropy: AntiEntropyConfig::default(),
+            hints: HintsConfig::default(),
         }
     }
 }
@@ -475,6 +497,9 @@ impl<'a> Simulation<'a> {
             let mut node_config = NodeConfig::new(member.id.clone(), incarnation);
             node_config.limits = limits;
             node_config.request_timeout = config.request_timeout;
+            node_config.read_repair = config.read_repair;
+            node_config.anti_entropy = config.anti_entropy;
+            node_config.hints = config.hints;
             let clock = NodeClock::new(Duration::from_millis(master.random_range(0..10_000)));
             let node = Node::new(
                 base + clock.local(Duration::ZERO),
@@ -562,7 +587,8 @@ impl<'a> Simulation<'a> {
         }
         let settle = config.safety + config.settle;
         let drain = settle + config.liveness;
-        let final_reads = drain + config.client_timeout + Duration::from_millis(100);
+        let final_reads =
+            drain + config.client_timeout + Duration::from_millis(100) + config.converge;
         let end = final_reads + config.client_timeout + Duration::from_secs(1);
         sim.queue.push(config.safety, Event::Phase(Phase::Settle));
         sim.queue.push(settle, Event::Phase(Phase::Liveness));
@@ -1413,6 +1439,8 @@ impl<'a> Simulation<'a> {
         self.trace(13, 0, &[]);
         for node in self.nodes.iter().filter_map(|n| n.node.as_ref()) {
             self.stats.read_repairs += node.metrics().read_repairs;
+            self.stats.exchange_repairs +=
+                node.metrics().exchange_keys_pushed + node.metrics().exchange_keys_pulled;
             self.stats.forwarded += node.metrics().forwarded;
             self.stats.expired += node.metrics().expired_client + node.metrics().expired_peer;
             self.stats.incarnation_renewals += node.metrics().incarnation_renewals;

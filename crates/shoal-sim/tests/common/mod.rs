@@ -22,6 +22,25 @@ pub fn seeds(base: u64, count: u64) -> Vec<u64> {
 /// Runs `config` over the campaign's seeds, prints the summed figures, and fails with every
 /// failing seed's schedule and report and the command that replays it.
 pub fn campaign(test: &str, config: &SimConfig, base: u64, count: u64) -> Summary {
+    campaign_with_repairs(test, config, base, count).0
+}
+
+/// Repairs made over a campaign, summed over its seeds.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Repairs {
+    /// By reads.
+    pub read: u64,
+    /// By anti-entropy exchanges.
+    pub exchange: u64,
+}
+
+/// [`campaign`], also returning the repairs the nodes made.
+pub fn campaign_with_repairs(
+    test: &str,
+    config: &SimConfig,
+    base: u64,
+    count: u64,
+) -> (Summary, Repairs) {
     // Wall time of the campaign, for its report only; the runs themselves never see it.
     #[allow(clippy::disallowed_methods)]
     let started = Instant::now();
@@ -30,6 +49,7 @@ pub fn campaign(test: &str, config: &SimConfig, base: u64, count: u64) -> Summar
     let mut summary = Summary::new();
     let mut failures = Vec::new();
     let (mut events, mut operations, mut crashes, mut stops, mut expired) = (0, 0, 0, 0, 0);
+    let mut repairs = Repairs::default();
     for seed in &seeds {
         let result = sim::run(config, *seed).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
         if replay {
@@ -43,14 +63,18 @@ pub fn campaign(test: &str, config: &SimConfig, base: u64, count: u64) -> Summar
         crashes += result.stats.crashes;
         stops += result.stats.clean_stops;
         expired += result.stats.expired;
+        repairs.read += result.stats.read_repairs;
+        repairs.exchange += result.stats.exchange_repairs;
         summary.add(&result.report);
         if !result.passed() {
             failures.push(describe(test, &result));
         }
     }
     println!(
-        "{test}: {} seeds, {operations} operations, {events} events, {crashes} crashes, {stops} clean stops, {expired} expired unworked, {:.1?} wall",
+        "{test}: {} seeds, {operations} operations, {events} events, {crashes} crashes, {stops} clean stops, {expired} expired unworked, {} read repairs, {} keys repaired by exchanges, {:.1?} wall",
         seeds.len(),
+        repairs.read,
+        repairs.exchange,
         started.elapsed()
     );
     for line in summary.to_string().lines() {
@@ -64,7 +88,24 @@ pub fn campaign(test: &str, config: &SimConfig, base: u64, count: u64) -> Summar
             failures.join("\n")
         );
     }
-    summary
+    (summary, repairs)
+}
+
+/// Read repair and hinted handoff off: the final reads repair nothing and no fallback stands
+/// in, so every replica that agrees at the end (I5, keys and trees) was converged by
+/// anti-entropy, at its default settings, within `converge` of the drain.
+pub fn anti_entropy_alone(anti_entropy: bool) -> SimConfig {
+    let mut config = SimConfig::new(WorkloadKind::PutDelete, FaultMix::ALL);
+    config.read_repair = false;
+    config.hints.max_hint_bytes = 0;
+    config.anti_entropy.enabled = anti_entropy;
+    // Writes stop at the heal, and spread over more keys: a put ships its coordinator's whole
+    // object to every replica, so later writes would heal what the faults left apart.
+    config.keys = 96;
+    config.settle = Duration::ZERO;
+    config.liveness = Duration::ZERO;
+    config.converge = Duration::from_secs(30);
+    config
 }
 
 /// Put/delete on four hot keys with fast clients and short phases: writes to one key pile up
