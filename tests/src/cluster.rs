@@ -240,6 +240,11 @@ impl Cluster {
         self.nodes.iter().map(|n| n.member).collect()
     }
 
+    /// Node `i`'s data directory (wipe it while the node is down to restart it empty).
+    pub fn data_dir(&self, i: usize) -> &Path {
+        &self.nodes[i].data
+    }
+
     /// The address node `i`'s process listens on (bypassing any proxy).
     pub fn listen_addr(&self, i: usize) -> SocketAddr {
         self.nodes[i].listen
