@@ -741,3 +741,113 @@ fn a_malformed_or_misdirected_exchange_message_is_refused_and_changes_nothing() 
     );
     assert_eq!(c.object(p[1].as_str(), "k"), Some(object));
 }
+
+/// Keys the partition of the byte-count test holds: `SHOAL_AE_PARTITION_KEYS` (default 100,000
+/// in CI; the goal is for a partition of 1,000,000).
+fn partition_keys() -> usize {
+    std::env::var("SHOAL_AE_PARTITION_KEYS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000)
+}
+
+#[test]
+fn repairing_one_key_of_a_large_partition_sends_under_64_kib() {
+    use shoal_causality::{Actor, CausalContext, Object, Sibling};
+    use shoal_storage::{Write, WriteBatch};
+    use shoal_types::Incarnation;
+
+    let mut c = Cluster::with_config(3, on_demand_only);
+    let ring = c.ring();
+    let partition = ring.q().partitions().next().unwrap();
+    let count = partition_keys();
+    // The same objects on every primary, written straight to storage (coordinating a million
+    // puts would take the test minutes): keys of W1's shape, values of 1 KiB.
+    let actor = Actor::new(node("n1"), Incarnation::new(1000));
+    let value = Bytes::from(vec![b'v'; 1024]);
+    let mut batch = WriteBatch::new();
+    let mut held = 0;
+    let mut i = 0u64;
+    let mut extra = None;
+    while held <= count {
+        let k = key(&format!("user{i:012}"));
+        i += 1;
+        if ring.partition_for_key(&k) != partition {
+            continue;
+        }
+        let object = Object::new()
+            .update(
+                &CausalContext::default(),
+                Sibling::Value(value.clone()),
+                &actor,
+                64,
+            )
+            .unwrap();
+        if held == count {
+            extra = Some((k, object));
+        } else {
+            batch.push(Write::Object {
+                partition,
+                key: k,
+                object,
+            });
+        }
+        held += 1;
+    }
+    for n in ["n1", "n2", "n3"] {
+        c.nodes[&node(n)].storage().write(batch.clone()).unwrap();
+    }
+    // One key more on n1 only.
+    let (k, object) = extra.unwrap();
+    let mut one = WriteBatch::new();
+    one.push(Write::Object {
+        partition,
+        key: k.clone(),
+        object: object.clone(),
+    });
+    c.nodes[&node("n1")].storage().write(one).unwrap();
+
+    let (sent, answered) = (c.sent_messages.len(), c.answered.len());
+    let now = c.now;
+    let asked = c
+        .nodes
+        .get_mut(&node("n1"))
+        .unwrap()
+        .repair(now, Some(partition), Some(node("n2")))
+        .unwrap();
+    assert_eq!(asked, 1);
+    let took = c.run_until(Duration::from_secs(30), |c| {
+        c.nodes[&node("n2")].storage().object(partition, &k).ok()
+            == Some(shoal_storage::ReadOutcome::Found(object.clone()))
+            && c.metrics(&node("n1")).exchanges_run == 1
+    });
+    assert!(took.is_some(), "the key was not repaired");
+    c.settle();
+
+    // What crossed the network for it, as encoded on the wire, both ways.
+    let mut requests = 0;
+    for (_, request) in &c.sent_messages[sent..] {
+        if let PeerMessage::Exchange(_) = &request.message {
+            let bytes = shoal_protocol::encode(&shoal_protocol::Request::Peer(request.clone()))
+                .unwrap()
+                .len();
+            requests += bytes;
+        }
+    }
+    let mut answers = 0;
+    for (_, _, answer) in &c.answered[answered..] {
+        if let PeerResponse::Exchange(_) = answer {
+            answers += shoal_protocol::encode(&Response::Peer(answer.clone()))
+                .unwrap()
+                .len();
+        }
+    }
+    let total = requests + answers;
+    println!(
+        "repairing 1 key of a partition of {} keys: {total} bytes on the wire ({requests} asked, {answers} answered), {} keys per segment",
+        count + 1,
+        (count + 1) / shoal_storage::TictacTree::SEGMENTS
+    );
+    assert_eq!(c.metrics(&node("n1")).exchange_keys_pushed, 1);
+    assert!(total < 64 * 1024, "{total} bytes to repair one key");
+}

@@ -52,6 +52,8 @@ pub struct Cluster {
     pub sent_messages: Vec<(NodeId, shoal_protocol::PeerRequest)>,
     /// When each message of `sent` was sent.
     pub sent_at: Vec<Instant>,
+    /// Every answer a node gave a peer, whole: (answering node, asking node, answer).
+    pub answered: Vec<(NodeId, NodeId, PeerResponse)>,
     /// Messages to silent nodes, which nobody answered: (from, to, id, message). A test may
     /// answer them itself (`Node::handle_response`).
     pub lost: Vec<(NodeId, NodeId, OutboundId, shoal_protocol::PeerRequest)>,
@@ -132,6 +134,7 @@ impl Cluster {
             abandoned: Vec::new(),
             sent_messages: Vec::new(),
             sent_at: Vec::new(),
+            answered: Vec::new(),
             lost: Vec::new(),
         }
     }
@@ -478,15 +481,20 @@ impl Cluster {
     fn route(&mut self, from: &NodeId, out: Output) {
         match out {
             Output::Reply { id, response } => match self.peer_inbound.remove(&(from.clone(), id)) {
-                Some((to, out_id)) => self.queue.push_back(Event::Answer {
-                    to,
-                    id: out_id,
-                    result: match response {
-                        Response::Peer(r) => Ok(r),
-                        Response::Refused(refusal) => Err(SendError::Refused(refusal)),
-                        other => panic!("a peer request answered with {other:?}"),
-                    },
-                }),
+                Some((to, out_id)) => {
+                    if let Response::Peer(r) = &response {
+                        self.answered.push((from.clone(), to.clone(), r.clone()));
+                    }
+                    self.queue.push_back(Event::Answer {
+                        to,
+                        id: out_id,
+                        result: match response {
+                            Response::Peer(r) => Ok(r),
+                            Response::Refused(refusal) => Err(SendError::Refused(refusal)),
+                            other => panic!("a peer request answered with {other:?}"),
+                        },
+                    });
+                }
                 None => {
                     self.client_replies.insert((from.clone(), id), response);
                 }
