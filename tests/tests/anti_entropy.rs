@@ -11,8 +11,9 @@
 //!
 //! The anti-entropy settings are the defaults: a node compares its pairs 10 s after it starts
 //! and after a peer is back. The times printed (from the restart to the first poll, every
-//! 100 ms, at which the restarted node has matched every other primary of every partition, and
-//! then every key checked) are figures, not assertions.
+//! 100 ms, at which some exchange has found keys that differ, and at which the restarted node
+//! has matched every other primary of every partition, then every key checked) are figures,
+//! not assertions.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -133,6 +134,14 @@ async fn refilled_by_anti_entropy(
     restarted: Instant,
 ) {
     let q = client.ring().q().get() as usize;
+    let differing = "shoal_exchange_keys_differing_total";
+    let before = total(cluster, differing, &[]).await;
+    let detected = eventually(SETTLE, || async {
+        total(cluster, differing, &[]).await > before
+    })
+    .await;
+    let found = restarted.elapsed();
+    assert!(detected, "no exchange found the keys that differ");
     let matched = eventually(SETTLE, || matched_everywhere(admin, cluster, n, q)).await;
     let took = restarted.elapsed();
     assert!(
@@ -154,8 +163,9 @@ async fn refilled_by_anti_entropy(
     let repaired = total(cluster, "shoal_exchange_keys_repaired_total", &[]).await;
     let read_repairs = total(cluster, "shoal_read_repairs_total", &[]).await;
     println!(
-        "{test}: {keys} keys on {} by anti-entropy alone: matched everywhere {:.1} s after the restart, every key checked {:.1} s after; {repaired} keys repaired by exchanges, {read_repairs} read repairs",
+        "{test}: {keys} keys on {} by anti-entropy alone: differing keys found {:.1} s after the restart, matched everywhere {:.1} s after, every key checked {:.1} s after; {repaired} keys repaired by exchanges, {read_repairs} read repairs",
         cluster.id(n),
+        found.as_secs_f64(),
         took.as_secs_f64(),
         checked.as_secs_f64()
     );
