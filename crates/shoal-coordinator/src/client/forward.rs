@@ -12,7 +12,9 @@ use shoal_protocol::{ClientRequest, ClientResponse, PeerMessage, PeerResponse, R
 use shoal_storage::Storage;
 use shoal_types::{NodeId, RequestOptions};
 
-use super::{ClientRequests, Coordination, Env, Origin, Purpose, RequestId, answer, budget};
+use super::{
+    ClientRequests, Coordination, Env, Origin, Purpose, RequestId, answer, budget, entry_mut,
+};
 use crate::SendError;
 use crate::effects::{self, OutboundId, Priority, Shared};
 
@@ -98,7 +100,7 @@ impl ClientRequests {
         id: RequestId,
         result: Result<PeerResponse, SendError>,
     ) {
-        let Some((_, Coordination::Forward(fwd))) = self.requests.get_mut(&id) else {
+        let Some((_, Coordination::Forward(fwd))) = entry_mut(&mut self.requests, id) else {
             return;
         };
         match result {
@@ -125,7 +127,7 @@ impl ClientRequests {
     }
 
     fn forward_next<S: Storage>(&mut self, env: &mut Env<'_, S>, id: RequestId) {
-        let Some((_, Coordination::Forward(fwd))) = self.requests.get_mut(&id) else {
+        let Some((_, Coordination::Forward(fwd))) = entry_mut(&mut self.requests, id) else {
             return;
         };
         if fwd.deadline <= env.now {

@@ -15,7 +15,9 @@ use shoal_ring::Target;
 use shoal_storage::Storage;
 use shoal_types::{Key, NodeId, PartitionId, RequestOptions};
 
-use super::{ClientRequests, Coordination, Env, Origin, Purpose, RequestId, answer, budget};
+use super::{
+    ClientRequests, Coordination, Env, Origin, Purpose, RequestId, answer, budget, entry, entry_mut,
+};
 use crate::effects::{self, Priority, Shared};
 use crate::quorum::{ReadProgress, ReadQuorum};
 
@@ -105,7 +107,8 @@ impl ClientRequests {
         request: RequestId,
         down: &NodeId,
     ) -> bool {
-        let Some((deadline, Coordination::Get(get))) = self.requests.get_mut(&request) else {
+        let Some((deadline, Coordination::Get(get))) = entry_mut(&mut self.requests, request)
+        else {
             return false;
         };
         if get.answered {
@@ -129,7 +132,7 @@ impl ClientRequests {
         from: NodeId,
         read: Option<LocalRead>,
     ) {
-        let Some((_, Coordination::Get(get))) = self.requests.get_mut(&request) else {
+        let Some((_, Coordination::Get(get))) = entry_mut(&mut self.requests, request) else {
             return;
         };
         let primary = env.shared.ring.is_primary(&from, get.partition);
@@ -151,7 +154,7 @@ impl ClientRequests {
     }
 
     fn advance_get<S: Storage>(&mut self, env: &mut Env<'_, S>, request: RequestId) {
-        let Some((_, Coordination::Get(get))) = self.requests.get_mut(&request) else {
+        let Some((_, Coordination::Get(get))) = entry_mut(&mut self.requests, request) else {
             return;
         };
         let mut linger = true;
@@ -171,7 +174,7 @@ impl ClientRequests {
                 linger = self.mark_answered(env.shared);
             }
         }
-        let Some((_, Coordination::Get(get))) = self.requests.get(&request) else {
+        let Some((_, Coordination::Get(get))) = entry(&self.requests, request) else {
             return;
         };
         if get.answered

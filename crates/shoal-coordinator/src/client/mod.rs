@@ -125,8 +125,10 @@ impl<S> Env<'_, S> {
 /// See the module docs.
 #[derive(Debug)]
 pub(crate) struct ClientRequests {
-    /// Every request in flight, with the instant its [`Timer::Request`] is set for.
-    requests: BTreeMap<RequestId, (Instant, Coordination)>,
+    /// Every request in flight, with the instant its [`Timer::Request`] is set for. Boxed: a
+    /// coordination is hundreds of bytes, which a B-tree would move on every insert and
+    /// removal next to it (13 % of a get's time in the coordinator bench went to those moves).
+    requests: Requests,
     /// The request each inbound id is being served by, for cancellation.
     by_origin: BTreeMap<InboundId, RequestId>,
     /// Of `requests`, the gets already answered that wait for their last replicas only to
@@ -149,6 +151,20 @@ impl Origin {
             Origin::Client(id) | Origin::Forwarded(id) => id,
         }
     }
+}
+
+type Requests = BTreeMap<RequestId, (Instant, Box<Coordination>)>;
+
+/// Request `id`'s deadline and coordination.
+fn entry(requests: &Requests, id: RequestId) -> Option<(&Instant, &Coordination)> {
+    requests.get(&id).map(|(deadline, c)| (deadline, &**c))
+}
+
+/// Request `id`'s deadline and coordination, to change.
+fn entry_mut(requests: &mut Requests, id: RequestId) -> Option<(&mut Instant, &mut Coordination)> {
+    requests
+        .get_mut(&id)
+        .map(|(deadline, c)| (deadline, &mut **c))
 }
 
 #[derive(Debug)]
@@ -403,7 +419,8 @@ impl ClientRequests {
     ) {
         self.by_origin
             .insert(coordination.origin().inbound(), request);
-        self.requests.insert(request, (deadline, coordination));
+        self.requests
+            .insert(request, (deadline, Box::new(coordination)));
         shared.timers.schedule(deadline, Timer::Request(request));
     }
 
@@ -424,7 +441,7 @@ impl ClientRequests {
         if coordination.answered() {
             self.repairing -= 1;
         }
-        Some((deadline, coordination))
+        Some((deadline, *coordination))
     }
 
     /// Counts a request, still tracked, that has just been answered. Returns whether it may

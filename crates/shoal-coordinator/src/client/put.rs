@@ -34,7 +34,8 @@ use shoal_storage::Storage;
 use shoal_types::{Key, NodeId, PartitionId};
 
 use super::{
-    ClientRequests, Coordination, Env, Origin, Purpose, RequestId, answer, budget, refuse_forwarded,
+    ClientRequests, Coordination, Env, Origin, Purpose, RequestId, answer, budget, entry,
+    entry_mut, refuse_forwarded,
 };
 use crate::durability::Local;
 use crate::effects::{self, Part, Priority, Shared, Waiter};
@@ -246,7 +247,7 @@ impl ClientRequests {
         request: RequestId,
         durable: bool,
     ) {
-        let Some((_, Coordination::Put(put))) = self.requests.get_mut(&request) else {
+        let Some((_, Coordination::Put(put))) = entry_mut(&mut self.requests, request) else {
             return;
         };
         let out = &mut put.outgoing;
@@ -284,7 +285,7 @@ impl ClientRequests {
         request: RequestId,
         down: &NodeId,
     ) -> bool {
-        let Some((_, Coordination::Put(put))) = self.requests.get_mut(&request) else {
+        let Some((_, Coordination::Put(put))) = entry_mut(&mut self.requests, request) else {
             return false;
         };
         let out = &mut put.outgoing;
@@ -312,7 +313,7 @@ impl ClientRequests {
         primary: bool,
         acked: bool,
     ) {
-        let Some((_, Coordination::Put(put))) = self.requests.get_mut(&request) else {
+        let Some((_, Coordination::Put(put))) = entry_mut(&mut self.requests, request) else {
             return;
         };
         let out = &mut put.outgoing;
@@ -332,7 +333,7 @@ impl ClientRequests {
     }
 
     fn advance_put<S: Storage>(&mut self, env: &mut Env<'_, S>, request: RequestId) {
-        let Some((_, Coordination::Put(put))) = self.requests.get_mut(&request) else {
+        let Some((_, Coordination::Put(put))) = entry_mut(&mut self.requests, request) else {
             return;
         };
         let mut linger = true;
@@ -356,7 +357,7 @@ impl ClientRequests {
                 linger = self.mark_answered(env.shared);
             }
         }
-        let Some((_, Coordination::Put(put))) = self.requests.get(&request) else {
+        let Some((_, Coordination::Put(put))) = entry(&self.requests, request) else {
             return;
         };
         if put.answered
