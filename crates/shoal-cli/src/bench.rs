@@ -168,6 +168,10 @@ pub(crate) struct Args {
     /// hints the others held for them then go home).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     restart_at: Option<Duration>,
+    /// An argument for every --dev node's `shoal server` (repeat it), as `shoal dev
+    /// --node-arg`: `--node-arg=--no-anti-entropy`.
+    #[arg(long = "node-arg", value_name = "ARG", allow_hyphen_values = true)]
+    node_args: Vec<String>,
     /// Do not write the keys first (they are already there).
     #[arg(long)]
     no_preload: bool,
@@ -436,6 +440,7 @@ async fn with_dev_cluster(
         nodes: Some(nodes),
         base_port: None,
         start_timeout: Duration::from_secs(60),
+        node_args: args.node_args.clone(),
     };
     let Some(mut dev) = DevCluster::start(&options, signals).await? else {
         anyhow::bail!("interrupted while the nodes started");
@@ -607,6 +612,11 @@ fn workload(args: &Args) -> anyhow::Result<Workload> {
     if args.restart_at.is_some() && (args.dev.is_none() || args.kill_cmd.is_some()) {
         return Err(usage(
             "--restart-at starts killed --dev nodes again: it needs --dev, not --kill-cmd".into(),
+        ));
+    }
+    if !args.node_args.is_empty() && args.dev.is_none() {
+        return Err(usage(
+            "--node-arg is for the nodes --dev starts: it needs --dev".into(),
         ));
     }
     if args.workload != Some(WorkloadName::Overload) && args.capacity.is_some() {
@@ -1014,6 +1024,16 @@ mod tests {
         ] {
             assert!(workload(&parse(external).unwrap()).is_err(), "{external}");
         }
+    }
+
+    #[test]
+    fn node_args_go_to_dev_nodes_only() {
+        let args =
+            parse("--dev 3 --node-arg=--no-anti-entropy --node-arg --max-hint-bytes=0").unwrap();
+        assert_eq!(args.node_args, ["--no-anti-entropy", "--max-hint-bytes=0"]);
+        assert!(workload(&args).is_ok());
+        let external = parse("--node 127.0.0.1:7001 --node-arg=--no-read-repair").unwrap();
+        assert!(workload(&external).is_err());
     }
 
     #[test]

@@ -85,6 +85,10 @@ pub(crate) struct Args {
     /// How long the nodes may take to answer after they are started.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     start_timeout: Duration,
+    /// An argument for every node's `shoal server` (repeat it), after the ones `shoal dev`
+    /// gives: `--node-arg=--no-anti-entropy`, `--node-arg=--max-hint-bytes=0`.
+    #[arg(long = "node-arg", value_name = "ARG", allow_hyphen_values = true)]
+    node_args: Vec<String>,
 }
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
@@ -95,6 +99,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
         nodes: args.nodes,
         base_port: args.base_port,
         start_timeout: args.start_timeout,
+        node_args: args.node_args,
     };
     let Some(mut dev) = DevCluster::start(&options, &mut signals).await? else {
         return Ok(Outcome::Done);
@@ -131,6 +136,8 @@ pub(crate) struct DevOptions {
     pub(crate) base_port: Option<u16>,
     /// How long the nodes may take to answer.
     pub(crate) start_timeout: Duration,
+    /// Extra arguments for every node's `shoal server`.
+    pub(crate) node_args: Vec<String>,
 }
 
 /// A running dev cluster: its directory, port layout, certificates and node processes. Stop it
@@ -182,7 +189,7 @@ impl DevCluster {
         let certs = dir.join("certs");
         ensure_certificates(&certs, &layout)?;
         remove_if_present(&dir.join(ENV_FILE))?;
-        let cluster = Cluster::start(&dir, &certs, &layout)?;
+        let cluster = Cluster::start(&dir, &certs, &layout, &options.node_args)?;
         let mut dev = DevCluster {
             dir,
             certs,
@@ -456,6 +463,8 @@ struct Spawner {
     certs: PathBuf,
     layout: Layout,
     exits: mpsc::UnboundedSender<Exit>,
+    /// `DevOptions::node_args`.
+    args: Vec<String>,
 }
 
 /// A node started again: its id, process id and address.
@@ -487,7 +496,12 @@ struct RunningNode {
 }
 
 impl Cluster {
-    fn start(dir: &Path, certs: &Path, layout: &Layout) -> anyhow::Result<Cluster> {
+    fn start(
+        dir: &Path,
+        certs: &Path,
+        layout: &Layout,
+        args: &[String],
+    ) -> anyhow::Result<Cluster> {
         let exe = std::env::current_exe().context("cannot find the shoal binary")?;
         let (tx, exits) = mpsc::unbounded_channel();
         let mut cluster = Cluster {
@@ -499,6 +513,7 @@ impl Cluster {
                 certs: certs.to_owned(),
                 layout: layout.clone(),
                 exits: tx,
+                args: args.to_vec(),
             },
         };
         for index in 0..layout.nodes.len() {
@@ -518,6 +533,7 @@ impl Cluster {
             certs,
             layout,
             exits,
+            args,
         } = &self.spawner;
         let node = &layout.nodes[index];
         let dir = &self.dir;
@@ -547,6 +563,7 @@ impl Cluster {
             .args(["--metrics", &node.metrics.to_string()])
             .args(["--n", &n.to_string()])
             .args(["--worker-threads", &threads.to_string()])
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log))
