@@ -15,16 +15,22 @@
 //!
 //! - [`Gossip`], scuttlebutt gossip of the records and heartbeats (`Syn` / `SynAck` / `Ack`), which
 //!   feeds the failure detector with every newer heartbeat it learns, whoever relayed it.
+//! - [`Staged`] ring changes ([`Change`]: join, leave, remove, replace) and the [`Plan`] they make
+//!   against the current ring: the new ring at the next epoch, the transfers, each node's share,
+//!   and the [`PlanId`] a commit must name (a stale one is refused).
 //!
 //! The node runs these through its `membership` part (`shoal-coordinator`), which sends gossip
 //! as `PeerMessage::Gossip` and asks the detector who is reachable. Not here yet: the ring
-//! document and its epoch, staged changes and transfer progress (the ring-change issue). Not here ever: sockets, tasks, clocks, or removing members (only an
+//! document and its epoch in gossip, where staged changes are kept, the commit round and
+//! transfer progress (the ring-change issue). Not here ever: sockets, tasks, clocks, or removing members (only an
 //! admin does, through a ring change).
 
+mod change;
 mod document;
 mod gossip;
 mod phi;
 
+pub use change::{Change, NodePlan, PartitionSize, Plan, PlanError, PlanId, StageError, Staged};
 pub use document::{Membership, Merged};
 pub use gossip::{Gossip, GossipConfig, Outgoing};
 pub use phi::{FailureDetector, PhiAccrual, PhiConfig, Verdict};

@@ -44,4 +44,10 @@ pub enum RingError {
         /// Q of the new ring.
         new: u32,
     },
+    /// Every old primary of a partition is unavailable: nobody is left to send its data.
+    #[error("no replica of partition {partition} would be left to copy it from")]
+    NoSource {
+        /// The partition.
+        partition: u32,
+    },
 }

@@ -36,7 +36,9 @@ pub use member::Member;
 pub use partitioner::{key_hash, partition_for, partition_of_hash};
 pub use preference::{Fallbacks, PreferenceList, Target, Walk};
 pub use ring::Ring;
-pub use transfer::{NodeTransfers, Release, Transfer, TransferPlan, transfer_plan};
+pub use transfer::{
+    NodeTransfers, Release, Transfer, TransferPlan, transfer_plan, transfer_plan_without,
+};
 
 #[cfg(test)]
 mod tests;

@@ -1,4 +1,4 @@
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use shoal_types::{NodeId, PartitionId, RingEpoch};
 
@@ -66,6 +66,18 @@ impl TransferPlan {
 /// primary in `new` but was not in `old` receives the partition (a [`Transfer`]), and each old
 /// primary that is not a new primary releases it. Refuses rings of different Q.
 pub fn transfer_plan(old: &Ring, new: &Ring) -> Result<TransferPlan, RingError> {
+    transfer_plan_without(old, new, &BTreeSet::new())
+}
+
+/// [`transfer_plan`] with no transfer sent from a node of `unavailable` (nodes an admin
+/// removes because they are gone): each such transfer is sent by another old primary instead,
+/// and a partition whose every old primary is unavailable is refused
+/// ([`RingError::NoSource`]) — its data would be lost.
+pub fn transfer_plan_without(
+    old: &Ring,
+    new: &Ring,
+    unavailable: &BTreeSet<NodeId>,
+) -> Result<TransferPlan, RingError> {
     if old.q() != new.q() {
         return Err(RingError::PartitionCountMismatch {
             old: old.q().get(),
@@ -82,9 +94,21 @@ pub fn transfer_plan(old: &Ring, new: &Ring) -> Result<TransferPlan, RingError> 
     for partition in old.q().partitions() {
         let before = old.primaries(partition);
         let after = new.primaries(partition);
-        let mut leaving = before.iter().filter(|node| !after.contains(node));
+        let mut leaving = before
+            .iter()
+            .filter(|node| !after.contains(node) && !unavailable.contains(*node));
+        let fallback = std::iter::once(old.owner(partition))
+            .chain(before.iter())
+            .find(|node| !unavailable.contains(*node));
         for to in after.iter().filter(|node| !before.contains(node)) {
-            let from = leaving.next().unwrap_or_else(|| old.owner(partition));
+            let from = match leaving.next().or(fallback) {
+                Some(from) => from,
+                None => {
+                    return Err(RingError::NoSource {
+                        partition: partition.index(),
+                    });
+                }
+            };
             plan.per_node.entry(to.clone()).or_default().incoming += 1;
             plan.per_node.entry(from.clone()).or_default().outgoing += 1;
             plan.transfers.push(Transfer {
