@@ -18,19 +18,24 @@
 //! - [`Staged`] ring changes ([`Change`]: join, leave, remove, replace) and the [`Plan`] they make
 //!   against the current ring: the new ring at the next epoch, the transfers, each node's share,
 //!   and the [`PlanId`] a commit must name (a stale one is refused).
+//! - The commit of a plan ([`Proposer`], [`Acceptor`]): single-decree Paxos per epoch among the
+//!   valid members of the current ring, so of concurrent commits at most one plan is chosen and a
+//!   commit told "committed" is never overruled.
 //!
 //! The node runs these through its `membership` part (`shoal-coordinator`), which sends gossip
 //! as `PeerMessage::Gossip` and asks the detector who is reachable. Not here yet: the ring
-//! document and its epoch in gossip, where staged changes are kept, the commit round and
+//! document and its epoch in gossip, where staged changes are kept, the commit's wire form and
 //! transfer progress (the ring-change issue). Not here ever: sockets, tasks, clocks, or removing members (only an
 //! admin does, through a ring change).
 
 mod change;
+mod commit;
 mod document;
 mod gossip;
 mod phi;
 
 pub use change::{Change, NodePlan, PartitionSize, Plan, PlanError, PlanId, StageError, Staged};
+pub use commit::{Acceptor, Ballot, CommitMessage, CommitReply, Outcome, Proposal, Proposer};
 pub use document::{Membership, Merged};
 pub use gossip::{Gossip, GossipConfig, Outgoing};
 pub use phi::{FailureDetector, PhiAccrual, PhiConfig, Verdict};
