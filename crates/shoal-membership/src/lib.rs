@@ -21,6 +21,9 @@
 //! - The commit of a plan ([`Proposer`], [`Acceptor`]): single-decree Paxos per epoch among the
 //!   valid members of the current ring, so of concurrent commits at most one plan is chosen and a
 //!   commit told "committed" is never overruled.
+//! - The [`LayoutHistory`]: the live ring versions while partitions move, where writes go (every
+//!   live version), which version a read uses (the newest whose partition has arrived), and
+//!   when an old version retires (its releases).
 //!
 //! The node runs these through its `membership` part (`shoal-coordinator`), which sends gossip
 //! as `PeerMessage::Gossip` and asks the detector who is reachable. Not here yet: the ring
@@ -32,12 +35,14 @@ mod change;
 mod commit;
 mod document;
 mod gossip;
+mod history;
 mod phi;
 
 pub use change::{Change, NodePlan, PartitionSize, Plan, PlanError, PlanId, StageError, Staged};
 pub use commit::{Acceptor, Ballot, CommitMessage, CommitReply, Outcome, Proposal, Proposer};
 pub use document::{Membership, Merged};
 pub use gossip::{Gossip, GossipConfig, Outgoing};
+pub use history::{HistoryError, LayoutHistory};
 pub use phi::{FailureDetector, PhiAccrual, PhiConfig, Verdict};
 /// The wire types gossip exchanges (defined in `shoal-protocol`, like every message).
 pub use shoal_protocol::{Delta, DigestEntry, GossipMessage, MemberRecord, MemberStatus};
