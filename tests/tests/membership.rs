@@ -9,6 +9,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use shoal_client::{Client, ClientConfig, NodeStatus};
@@ -185,6 +186,29 @@ async fn nodes_started_with_join_become_members_that_every_node_lists() {
         4,
         "{out}"
     );
+    // The metrics agree with the status: one document hash on all five, every peer reachable,
+    // and what gossip cost each node by then.
+    let mut hashes = BTreeSet::new();
+    for i in all {
+        let m = cluster.metrics(i).await.unwrap();
+        let info =
+            m.0.lines()
+                .find(|l| l.starts_with("shoal_membership_info{"))
+                .unwrap()
+                .to_owned();
+        hashes.insert(info);
+        assert_eq!(m.value("shoal_membership_members", &[]), Some(5.0));
+        assert_eq!(m.value("shoal_peer_reachable", &[]), Some(4.0), "node {i}");
+        let sent = m
+            .value("shoal_gossip_bytes_total", &["direction=\"sent\""])
+            .unwrap();
+        assert!(sent > 0.0);
+        println!(
+            "membership: {} sent {sent} bytes of gossip by then",
+            cluster.id(i)
+        );
+    }
+    assert_eq!(hashes.len(), 1, "{hashes:?}");
     // A joiner serves requests like any node (it forwards writes to the key's primaries).
     let client = Client::connect(ClientConfig::new(
         vec![cluster.addr(3)],

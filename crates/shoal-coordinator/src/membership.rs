@@ -142,7 +142,11 @@ impl Membership {
         id: InboundId,
         message: GossipMessage,
     ) {
+        shared.metrics.gossip_bytes_received += encoded_len(&message);
         let answer = self.gossip.answer(now, message);
+        if let Some(answer) = &answer {
+            shared.metrics.gossip_bytes_sent += encoded_len(answer);
+        }
         shared.reply(id, Response::Peer(PeerResponse::Gossip(answer)));
     }
 
@@ -154,10 +158,11 @@ impl Membership {
         to: NodeId,
         result: Result<PeerResponse, SendError>,
     ) {
-        if let Ok(PeerResponse::Gossip(Some(message))) = result
-            && let Some(ack) = self.gossip.answer(now, message)
-        {
-            send(shared, to, ack);
+        if let Ok(PeerResponse::Gossip(Some(message))) = result {
+            shared.metrics.gossip_bytes_received += encoded_len(&message);
+            if let Some(ack) = self.gossip.answer(now, message) {
+                send(shared, to, ack);
+            }
         }
     }
 
@@ -203,8 +208,15 @@ impl Membership {
 
 /// Sends one gossip message (no deadline: an exchange that gets no answer is simply lost).
 fn send(shared: &mut Shared, to: NodeId, message: GossipMessage) {
+    shared.metrics.gossip_bytes_sent += encoded_len(&message);
     let message = PeerMessage::Gossip(message);
     shared.send(Purpose::Gossip, to, message, Priority::Normal, None);
+}
+
+/// A gossip message's size as the codec encodes it (its envelope and frame header aside): what
+/// the gossip traffic metrics count. A message that cannot be encoded is not sent either.
+fn encoded_len(message: &GossipMessage) -> u64 {
+    shoal_protocol::encode(message).map_or(0, |b| b.len() as u64)
 }
 
 #[cfg(test)]
@@ -332,6 +344,14 @@ mod tests {
             .unwrap();
         assert_eq!(n1.record.generation, 1);
         assert_eq!(m1.hash(), m2.hash(), "n1 and n2 hold one document now");
+        // n2 answered only n1; n1 also sent a Syn to n3, which nobody delivered.
+        assert!(s2.metrics.gossip_bytes_sent > 0);
+        assert_eq!(
+            s2.metrics.gossip_bytes_sent,
+            s1.metrics.gossip_bytes_received
+        );
+        assert!(s1.metrics.gossip_bytes_sent > s2.metrics.gossip_bytes_received);
+        assert!(s2.metrics.gossip_bytes_received > 0);
         assert_eq!(
             n1.last_heard,
             Some(Duration::ZERO),

@@ -51,6 +51,10 @@ pub struct NodeMetrics {
     pub replica_writes: u64,
     /// Gossip rounds started.
     pub gossip_rounds: u64,
+    /// Bytes of gossip messages this node sent (requests and answers), as encoded.
+    pub gossip_bytes_sent: u64,
+    /// Bytes of gossip messages this node received (requests and answers), as encoded.
+    pub gossip_bytes_received: u64,
     /// Peers judged down (by the failure detector, or by a connection that could not be made).
     pub convictions: u64,
     /// Peers the failure detector judged alive again.

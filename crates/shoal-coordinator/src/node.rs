@@ -16,7 +16,7 @@ use rand::rngs::StdRng;
 use shoal_causality::Actor;
 use shoal_protocol::{
     AdminRequest, AdminResponse, HintQueue, NodeStatus, PartitionDivergence, PeerMessage,
-    PeerResponse, Refusal, Request, Response,
+    PeerResponse, PeerStatus, Refusal, Request, Response,
 };
 use shoal_ring::Ring;
 use shoal_storage::{CommitError, Storage};
@@ -124,6 +124,16 @@ impl<S: Storage> Node<S> {
     /// Hints this node holds for other nodes: keys and bytes, over all targets.
     pub fn hints_pending(&self) -> (u64, u64) {
         self.hints.pending()
+    }
+
+    /// Every other member and how this node judges it at `now`: reachability, phi, last heard.
+    pub fn peers(&self, now: Instant) -> Vec<PeerStatus> {
+        self.membership.status(now)
+    }
+
+    /// The hash of this node's membership document (equal on nodes that agree).
+    pub fn membership_hash(&self) -> u64 {
+        self.membership.hash()
     }
 
     /// What this node knows of the divergence of each partition it is a primary of, at `now`:

@@ -218,6 +218,19 @@ pub(crate) struct Snapshot {
     /// For each partition this node is a primary of (with another primary), how long ago it
     /// last matched all its other primaries (`None`: not since this node started).
     pub(crate) matched_all_ago: Vec<Option<Duration>>,
+    /// How this node sees the membership.
+    pub(crate) membership: MembershipSnapshot,
+}
+
+/// How a node sees the membership, for the convergence metrics.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct MembershipSnapshot {
+    /// The epoch of its ring.
+    pub(crate) ring_epoch: u64,
+    /// The hash of its membership document (equal on nodes that agree).
+    pub(crate) hash: u64,
+    /// Every other member: id, phi (`None`: never heard from), reachable.
+    pub(crate) peers: Vec<(NodeId, Option<f64>, bool)>,
 }
 
 /// The server's metrics, shared by its tasks.
@@ -561,6 +574,7 @@ impl Metrics {
             line(w, name, "", value);
         }
 
+        render_membership(w, s);
         self.render_anti_entropy(w, s);
         self.render_storage(w, &s.storage);
         render_transport(w, &s.listen, &s.peers);
@@ -802,6 +816,69 @@ impl Metrics {
 
 /// Transport counters of both endpoints, labelled `endpoint="listen"` (requests in) and
 /// `endpoint="peers"` (node-to-node requests out).
+/// Membership: gossip traffic, the document each node holds (nodes that agree show one hash),
+/// and how this node judges each peer.
+fn render_membership(w: &mut String, s: &Snapshot) {
+    let name = "shoal_gossip_bytes_total";
+    header(
+        w,
+        name,
+        "counter",
+        "Bytes of gossip messages (requests and answers, as encoded) this node sent and received.",
+    );
+    line(w, name, "direction=\"sent\"", s.node.gossip_bytes_sent);
+    line(
+        w,
+        name,
+        "direction=\"received\"",
+        s.node.gossip_bytes_received,
+    );
+
+    let m = &s.membership;
+    let name = "shoal_ring_epoch";
+    header(w, name, "gauge", "The epoch of this node's ring.");
+    line(w, name, "", m.ring_epoch);
+    let name = "shoal_membership_members";
+    header(
+        w,
+        name,
+        "gauge",
+        "Members in this node's membership document, this node included.",
+    );
+    line(w, name, "", m.peers.len() as u64 + 1);
+    let name = "shoal_membership_info";
+    header(
+        w,
+        name,
+        "gauge",
+        "The hash of this node's membership document: equal on every node once they agree.",
+    );
+    line(w, name, &format!("hash=\"{:016x}\"", m.hash), 1);
+
+    let name = "shoal_peer_phi";
+    header(
+        w,
+        name,
+        "gauge",
+        "The failure detector's phi for each peer (absent for a peer never heard from).",
+    );
+    for (peer, phi, _) in &m.peers {
+        if let Some(phi) = phi {
+            let _ = writeln!(w, "{name}{{peer=\"{peer}\"}} {}", prometheus_float(*phi));
+        }
+    }
+    let name = "shoal_peer_reachable";
+    header(
+        w,
+        name,
+        "gauge",
+        "1 if this node sends requests to the peer now, 0 if it judges it down.",
+    );
+    for (peer, _, reachable) in &m.peers {
+        line(w, name, &format!("peer=\"{peer}\""), u64::from(*reachable));
+    }
+}
+
 fn render_transport(w: &mut String, listen: &TransportStats, peers: &TransportStats) {
     type Field = fn(&TransportStats) -> u64;
     let series: [(&str, &str, &str, Field); 13] = [
@@ -1050,6 +1127,41 @@ mod tests {
         ] {
             assert!(text.contains(expected), "missing {expected}");
         }
+    }
+
+    #[test]
+    fn membership_is_exported_per_peer_with_the_document_hash() {
+        let m = metrics();
+        let node = NodeMetrics {
+            gossip_bytes_sent: 1200,
+            gossip_bytes_received: 900,
+            ..NodeMetrics::default()
+        };
+        let text = m.render(&Snapshot {
+            node,
+            membership: MembershipSnapshot {
+                ring_epoch: 3,
+                hash: 0xabc,
+                peers: vec![
+                    (NodeId::new("n2").unwrap(), Some(0.5), true),
+                    (NodeId::new("n3").unwrap(), None, false),
+                ],
+            },
+            ..Snapshot::default()
+        });
+        for expected in [
+            "shoal_gossip_bytes_total{direction=\"sent\"} 1200\n",
+            "shoal_gossip_bytes_total{direction=\"received\"} 900\n",
+            "\nshoal_ring_epoch 3\n",
+            "\nshoal_membership_members 3\n",
+            "shoal_membership_info{hash=\"0000000000000abc\"} 1\n",
+            "shoal_peer_phi{peer=\"n2\"} 0.5\n",
+            "shoal_peer_reachable{peer=\"n2\"} 1\n",
+            "shoal_peer_reachable{peer=\"n3\"} 0\n",
+        ] {
+            assert!(text.contains(expected), "missing {expected}: {text}");
+        }
+        assert!(!text.contains("shoal_peer_phi{peer=\"n3\"}"));
     }
 
     #[test]

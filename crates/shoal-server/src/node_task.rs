@@ -31,7 +31,7 @@ use tokio::task::AbortHandle;
 
 use crate::accept::{self, Accepted};
 use crate::inbox::{Class, Inbox, Next};
-use crate::metrics::{self, Metrics, Op, Shed, Snapshot};
+use crate::metrics::{self, MembershipSnapshot, Metrics, Op, Shed, Snapshot};
 
 /// Responses with more value bytes than this are encoded in a task of their own.
 const INLINE_ENCODE_BYTES: usize = 16 * 1024;
@@ -375,6 +375,16 @@ impl NodeTask {
             cancelled_unworked: books.cancelled,
             storage_failed: self.node.storage_failed().is_some(),
             matched_all_ago: self.matched_all_ago(Instant::now()),
+            membership: MembershipSnapshot {
+                ring_epoch: self.node.ring().epoch().get(),
+                hash: self.node.membership_hash(),
+                peers: self
+                    .node
+                    .peers(Instant::now())
+                    .into_iter()
+                    .map(|p| (p.node, p.phi, p.reachable))
+                    .collect(),
+            },
         }
     }
 
