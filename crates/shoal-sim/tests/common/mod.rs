@@ -102,6 +102,10 @@ pub fn anti_entropy_alone(anti_entropy: bool) -> SimConfig {
     // Writes stop at the heal, and spread over more keys: a put ships its coordinator's whole
     // object to every replica, so later writes would heal what the faults left apart.
     config.keys = 96;
+    // Majority PR and PW: a read may not answer from one stale primary and a fallback that
+    // holds nothing, which with read repair off would make a single writer build on a stale
+    // read (I3, `WorkloadConfig::primary_quorums`).
+    config.primary_quorums = Some(true);
     config.settle = Duration::ZERO;
     config.liveness = Duration::ZERO;
     config.converge = Duration::from_secs(30);
