@@ -6,11 +6,13 @@
 //! the next group, so under load one fsync serves many writers. Batches are applied in the order
 //! they were queued.
 //!
-//! The tictac trees live in memory ([`crate::redb_storage::Trees`]): while applying a group the
-//! thread notes how each write moves its segment's hash, and folds those changes into the trees
-//! only after the commit succeeded, so the trees always describe committed data. Keeping the
-//! trees out of the transaction saves each write the copy-on-write of a tree-table leaf and
-//! branch (about 40 % of the pages a group commit wrote).
+//! The tictac trees live in memory (`crate::trees`): while applying a group the thread notes how
+//! each write moves its segment's hash, and folds those changes into the trees only after the
+//! commit succeeded, so the trees always describe committed data (while the trees are still
+//! being built after an open, the changes are kept and folded in when the build ends, which
+//! this thread also does, between two groups). Keeping the trees out of the transaction saves
+//! each write the copy-on-write of a tree-table leaf and branch (about 40 % of the pages a
+//! group commit wrote).
 
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::PoisonError;
@@ -23,7 +25,7 @@ use shoal_causality::Object;
 use shoal_types::{Key, PartitionId};
 
 use crate::digest::{decode_object, encode_object};
-use crate::error::During;
+use crate::error::{During, EngineError};
 use crate::record::{
     HINTS, IDENTITY, Identity, META, OBJECTS, check_hint_record, check_object_record,
     encode_hint_record, encode_identity, encode_object_record, hint_key, object_key,
@@ -32,7 +34,7 @@ use crate::redb_storage::Shared;
 use crate::run::RunState;
 use crate::storage::{CommitCallback, merge_hint};
 use crate::tree::entry_hash;
-use crate::trees::TreeChanges;
+use crate::trees::{Built, TreeChanges};
 use crate::{CommitError, ObjectDigest, SegmentId, Write, WriteBatch};
 
 /// A group holds at most this many writes, unless a single batch is larger.
@@ -53,6 +55,9 @@ pub(crate) enum Job {
         partition: PartitionId,
         segment: SegmentId,
     },
+    /// The build thread's trees of the snapshot taken at open: fold in what committed since,
+    /// and make them ready. Done between two groups, so no commit is half counted.
+    TreesBuilt(Result<Built, EngineError>),
 }
 
 impl std::fmt::Debug for Job {
@@ -60,6 +65,7 @@ impl std::fmt::Debug for Job {
         match self {
             Job::Batch { batch, .. } => write!(f, "Batch({} writes)", batch.len()),
             Job::Rebuild { partition, segment } => write!(f, "Rebuild({partition}, {segment:?})"),
+            Job::TreesBuilt(_) => write!(f, "TreesBuilt"),
         }
     }
 }
@@ -89,10 +95,19 @@ pub(crate) fn run(shared: &Shared, jobs: &Receiver<Job>) {
                 Err(_) => return,
             },
         };
+        let first = match first {
+            Job::TreesBuilt(built) => {
+                install_trees(shared, built);
+                continue;
+            }
+            job => job,
+        };
         let mut group = Group::default();
         group.push(first, shared);
         while group.writes < MAX_GROUP_WRITES && group.bytes < MAX_GROUP_BYTES {
             match jobs.try_recv() {
+                // Nothing of the group is committed yet, so its changes come after.
+                Ok(Job::TreesBuilt(built)) => install_trees(shared, built),
                 Ok(job) if group.fits(&job) => group.push(job, shared),
                 Ok(job) => {
                     carried = Some(job);
@@ -137,7 +152,7 @@ impl Group {
                 self.writes + batch.len() <= MAX_GROUP_WRITES
                     && self.bytes + batch.approximate_bytes() <= MAX_GROUP_BYTES
             }
-            Job::Rebuild { .. } => true,
+            Job::Rebuild { .. } | Job::TreesBuilt(_) => true,
         }
     }
 
@@ -153,6 +168,29 @@ impl Group {
             Job::Rebuild { partition, segment } => {
                 self.work.push(Work::Rebuild(partition, segment));
             }
+            // Taken out by `run` before a job reaches a group.
+            Job::TreesBuilt(built) => install_trees(shared, built),
+        }
+    }
+}
+
+/// Makes the build thread's trees ready, with every commit since the snapshot folded in.
+fn install_trees(shared: &Shared, built: Result<Built, EngineError>) {
+    match shared
+        .trees
+        .install(&shared.db, built, &shared.counters.corrupt_objects)
+    {
+        Ok(scanned) => {
+            tracing::info!(
+                node = %shared.node,
+                records = scanned.records,
+                corrupted = scanned.corrupted,
+                elapsed_ms = scanned.elapsed.as_millis(),
+                "tictac trees built; anti-entropy can compare them"
+            );
+        }
+        Err(e) => {
+            tracing::error!(node = %shared.node, error = %e, "building the tictac trees failed; anti-entropy stays off until the storage is opened again");
         }
     }
 }

@@ -66,12 +66,13 @@ pub enum OpenError {
     /// that holds data, so which node it belongs to cannot be trusted; nothing was changed.
     #[error("the database's identity record is damaged: {0}")]
     IdentityCorrupted(&'static str),
-    /// The commit thread could not be started. The run was already recorded as begun, so the
-    /// next open reports a recovery; nothing else changed.
-    #[error("cannot start the storage commit thread: {0}")]
+    /// A storage thread (the commit thread, or the one building the trees) could not be
+    /// started. The run was already recorded as begun, so the next open reports a recovery;
+    /// nothing else changed.
+    #[error("cannot start a storage thread: {0}")]
     CommitThread(#[source] io::Error),
     /// The database engine failed (I/O error, full disk, internal corruption) while opening,
-    /// reading the identity or building the trees. If the run was recorded as begun before it
+    /// reading the identity or taking the snapshot the trees are built from. If the run was recorded as begun before it
     /// failed, the next open reports a recovery; nothing else changed.
     #[error(transparent)]
     Engine(#[from] EngineError),
@@ -84,6 +85,17 @@ pub enum ReadError {
     /// The database engine failed (I/O error, internal corruption).
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// The trees (and so the segment key lists compared with them) are still being built from
+    /// the records after the storage opened; ask again later. Nothing else waits for them.
+    #[error(
+        "the anti-entropy trees are still being built ({records_done} of {records_total} records)"
+    )]
+    TreesNotReady {
+        /// Records folded into the trees so far.
+        records_done: u64,
+        /// Records the build scans in all.
+        records_total: u64,
+    },
 }
 
 /// Why a batch was not acknowledged ([`crate::Storage::write`], or the callback of

@@ -11,10 +11,13 @@
 //! Every record carries a CRC32 (over its table key and its bytes). A record that fails it, or
 //! does not decode, is reported as [`ReadOutcome::Corrupted`] — counted, logged, never a panic
 //! and never wrong data — and its tree segment is recomputed so anti-entropy repairs it from a
-//! peer. The partitions' [`TictacTree`]s live in memory: built from the objects when the
-//! database opens, and moved by the commit thread once each commit is durable, so they always
-//! describe committed data (they used to be a table written in every commit, which cost each
-//! write about 40 % more pages). The database records the node id, Q and the node's
+//! peer. The partitions' [`TictacTree`]s live in memory: built from the objects after the
+//! database opens, by a paced thread beside serving (until then [`Storage::tree`] answers
+//! [`ReadError::TreesNotReady`] and [`Storage::trees_status`] says how far the build got), and
+//! moved by the commit thread once each commit is durable, so they always describe committed
+//! data (they used to be a table written in every commit, which cost each write about 40 % more
+//! pages). An open therefore does not grow with the data, apart from redb's own repair after an
+//! unclean shutdown (`docs/storage-format.md`). The database records the node id, Q and the node's
 //! incarnation when it is created, and refuses to open for another node or Q. It also records
 //! whether the last run stopped cleanly ([`RedbStorage::close_clean`]); a run that follows any
 //! other end (crash, kill, failed write) is a recovery under the same incarnation
@@ -33,7 +36,7 @@
 //!
 //! Main types: [`Storage`], [`RedbStorage`], [`MemoryStorage`], [`RunStart`], [`WriteBatch`], [`Write`],
 //! [`ReadOutcome`], [`Hint`], [`HintEntry`], [`TictacTree`], [`SegmentId`], [`ObjectDigest`],
-//! [`StorageStats`], and the errors, one per operation: [`OpenError`], [`ReadError`],
+//! [`StorageStats`], [`TreesStatus`], and the errors, one per operation: [`OpenError`], [`ReadError`],
 //! [`CommitError`], [`CloseError`] (engine failures inside them are an [`EngineError`]).
 
 mod commit;
@@ -57,7 +60,8 @@ pub use record::{decode_hint_record, decode_identity_record, decode_object_recor
 pub use redb_storage::{DATABASE_FILE, RedbStorage};
 pub use run::RunStart;
 pub use storage::{
-    CommitCallback, Hint, HintEntry, ReadOutcome, Storage, StorageStats, Write, WriteBatch,
+    CommitCallback, Hint, HintEntry, ReadOutcome, Storage, StorageStats, TreesStatus, Write,
+    WriteBatch,
 };
 pub use tree::{SegmentId, TictacTree};
 

@@ -1,7 +1,7 @@
 use std::collections::HashSet;
 use std::ops::Bound;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle, ThreadId};
@@ -22,10 +22,10 @@ use crate::record::{
 };
 use crate::run::{self, RunStart, RunState};
 use crate::storage::CommitCallback;
-use crate::trees::Trees;
+use crate::trees::{Build, BuildHold, Trees};
 use crate::{
     CloseError, CommitError, HintEntry, ObjectDigest, OpenError, ReadError, ReadOutcome, SegmentId,
-    Storage, StorageStats, TictacTree, WriteBatch,
+    Storage, StorageStats, TictacTree, TreesStatus, WriteBatch,
 };
 
 /// The database file inside a node's data directory.
@@ -55,6 +55,9 @@ struct Inner {
     queue: Option<Sender<Job>>,
     committer: Option<JoinHandle<()>>,
     committer_id: ThreadId,
+    /// The thread building the trees after the open, until it ends (`None` if there was
+    /// nothing to build).
+    builder: Option<JoinHandle<()>>,
 }
 
 /// What the handles and the commit thread share.
@@ -69,8 +72,11 @@ pub(crate) struct Shared {
     pub(crate) counters: Counters,
     /// Segments with a rebuild queued, so that repeated reads of one corrupted record queue one.
     pub(crate) pending_rebuilds: Mutex<HashSet<(PartitionId, SegmentId)>>,
-    /// The tictac trees, in memory; moved by the commit thread after each commit.
+    /// The tictac trees, in memory; built beside serving after the open, and moved by the
+    /// commit thread after each commit (see `trees`).
     pub(crate) trees: Trees,
+    /// Set when the storage closes: a build still under way stops at its next slice.
+    stop_build: AtomicBool,
 }
 
 /// The live counters behind [`StorageStats`].
@@ -111,7 +117,7 @@ impl RedbStorage {
             .set_cache_size(FILE_CACHE_BYTES)
             .create(file)
             .map_err(opening)?;
-        RedbStorage::start(db, node, q, candidate_incarnation)
+        RedbStorage::start(db, node, q, candidate_incarnation, None)
     }
 
     /// A new database held in memory (for the simulator). It is always new, so the incarnation
@@ -140,7 +146,23 @@ impl RedbStorage {
             .set_cache_size(MEMORY_CACHE_BYTES)
             .create_with_backend(backend)
             .map_err(opening)?;
-        RedbStorage::start(db, node, q, candidate_incarnation)
+        RedbStorage::start(db, node, q, candidate_incarnation, None)
+    }
+
+    /// [`RedbStorage::open_with_backend`], with the tree build held at `hold` (tests).
+    #[cfg(test)]
+    pub(crate) fn open_with_backend_holding_build(
+        backend: impl redb::StorageBackend,
+        node: &NodeId,
+        q: PartitionCount,
+        candidate_incarnation: Incarnation,
+        hold: Arc<BuildHold>,
+    ) -> Result<(RedbStorage, Incarnation), OpenError> {
+        let db = Database::builder()
+            .set_cache_size(MEMORY_CACHE_BYTES)
+            .create_with_backend(backend)
+            .map_err(opening)?;
+        RedbStorage::start(db, node, q, candidate_incarnation, Some(hold))
     }
 
     /// The node this database belongs to.
@@ -182,6 +204,7 @@ impl RedbStorage {
             return Err(CloseError::FromCommitThread);
         }
         let mut inner = Arc::try_unwrap(self.inner).map_err(|_| CloseError::StillInUse)?;
+        inner.stop_build();
         drop(inner.queue.take());
         let joined = inner.committer.take().is_none_or(|c| c.join().is_ok());
         let shared = &inner.shared;
@@ -212,43 +235,80 @@ impl RedbStorage {
         self.inner.shared.q
     }
 
+    /// Waits until the trees are built (or their build failed), at most `timeout`, and says
+    /// where they stand then. Nothing needs to wait for them but what reads them (tests,
+    /// tools); anti-entropy asks [`Storage::trees_status`] instead.
+    pub fn wait_for_trees(&self, timeout: Duration) -> TreesStatus {
+        self.shared().trees.wait(timeout)
+    }
+
     /// Checks (or writes) the identity record and begins a run, then starts the commit thread.
     fn start(
         db: Database,
         node: &NodeId,
         q: PartitionCount,
         candidate: Incarnation,
+        hold: Option<Arc<BuildHold>>,
     ) -> Result<(RedbStorage, Incarnation), OpenError> {
         let begun = begin_run(&db, node, q, candidate)?;
         let incarnation = begun.0;
-        let started = std::time::Instant::now();
-        let (trees, built) = Trees::build(&db, q)?;
-        tracing::info!(
-            %node,
-            records = built.records,
-            corrupted = built.corrupted,
-            elapsed_ms = started.elapsed().as_millis(),
-            "tictac trees built"
-        );
-        let counters = Counters::default();
-        counters
-            .corrupt_objects
-            .fetch_add(built.corrupted, Ordering::Relaxed);
+        // The snapshot the trees are built from: taken before the commit thread starts, so
+        // every commit of the run comes after it and is kept for the end of the build.
+        let snapshot = db
+            .begin_read()
+            .during("taking the snapshot to build the trees")?;
+        let records = snapshot
+            .open_table(OBJECTS)
+            .and_then(|t| t.len().map_err(redb::TableError::from))
+            .during("taking the snapshot to build the trees")?;
+        let trees = if records == 0 {
+            Trees::ready_empty()
+        } else {
+            Trees::building(records)
+        };
         let shared = Arc::new(Shared {
             db,
             q,
             node: node.clone(),
             run: Mutex::new(begun),
-            counters,
+            counters: Counters::default(),
             pending_rebuilds: Mutex::new(HashSet::new()),
             trees,
+            stop_build: AtomicBool::new(false),
         });
         let (queue, jobs) = mpsc::channel();
+        let builder = if records == 0 {
+            drop(snapshot);
+            None
+        } else {
+            let build = Build {
+                snapshot,
+                q,
+                commit_queue: queue.clone(),
+                hold,
+            };
+            let for_thread = Arc::clone(&shared);
+            tracing::info!(%node, records, "building the tictac trees beside serving");
+            let builder = thread::Builder::new()
+                .name(format!("shoal-trees-{node}"))
+                .spawn(move || for_thread.trees.run_build(build, &for_thread.stop_build))
+                .map_err(OpenError::CommitThread)?;
+            Some(builder)
+        };
         let for_thread = Arc::clone(&shared);
-        let committer = thread::Builder::new()
+        let committer = match thread::Builder::new()
             .name(format!("shoal-commit-{node}"))
             .spawn(move || commit::run(&for_thread, &jobs))
-            .map_err(OpenError::CommitThread)?;
+        {
+            Ok(committer) => committer,
+            Err(e) => {
+                shared.stop_build.store(true, Ordering::Relaxed);
+                if let Some(builder) = builder {
+                    let _ = builder.join();
+                }
+                return Err(OpenError::CommitThread(e));
+            }
+        };
         let committer_id = committer.thread().id();
         let storage = RedbStorage {
             inner: Arc::new(Inner {
@@ -256,6 +316,7 @@ impl RedbStorage {
                 queue: Some(queue),
                 committer: Some(committer),
                 committer_id,
+                builder,
             }),
         };
         Ok((storage, incarnation))
@@ -284,8 +345,8 @@ impl RedbStorage {
     #[cfg(test)]
     pub(crate) fn rebuild_trees(&self) {
         let shared = self.shared();
-        if let Ok((trees, _)) = Trees::build(&shared.db, shared.q) {
-            shared.trees.replace(trees);
+        if let Ok(built) = Trees::build_now(&shared.db, shared.q) {
+            shared.trees.replace(built);
         }
     }
 
@@ -437,7 +498,7 @@ impl Storage for RedbStorage {
     }
 
     fn tree(&self, partition: PartitionId) -> Result<TictacTree, ReadError> {
-        Ok(self.shared().trees.tree(partition))
+        self.shared().trees.tree(partition)
     }
 
     fn segment_keys(
@@ -445,6 +506,7 @@ impl Storage for RedbStorage {
         partition: PartitionId,
         segment: SegmentId,
     ) -> Result<Vec<(Key, ObjectDigest)>, ReadError> {
+        self.shared().trees.check_ready()?;
         let txn = self.shared().db.begin_read().during("beginning a read")?;
         let table = txn
             .open_table(OBJECTS)
@@ -540,10 +602,28 @@ impl Storage for RedbStorage {
     fn stats(&self) -> StorageStats {
         self.shared().counters.snapshot()
     }
+
+    fn trees_status(&self) -> TreesStatus {
+        self.shared().trees.status()
+    }
+}
+
+impl Inner {
+    /// Stops a build still under way and waits for its thread, which holds a way into the
+    /// commit queue (the commit thread stops only once every such way is gone).
+    fn stop_build(&mut self) {
+        self.shared.stop_build.store(true, Ordering::Relaxed);
+        if let Some(builder) = self.builder.take()
+            && builder.join().is_err()
+        {
+            tracing::error!("the storage tree-build thread panicked");
+        }
+    }
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        self.stop_build();
         // Closing the queue lets the commit thread finish what is queued and stop.
         drop(self.queue.take());
         if let Some(committer) = self.committer.take() {

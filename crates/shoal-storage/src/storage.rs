@@ -44,11 +44,13 @@ pub trait Storage: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<(Key, ReadOutcome)>, ReadError>;
 
-    /// The tictac tree of `partition`.
+    /// The tictac tree of `partition`; [`ReadError::TreesNotReady`] while the trees are being
+    /// built after an open (see [`Storage::trees_status`]).
     fn tree(&self, partition: PartitionId) -> Result<TictacTree, ReadError>;
 
     /// The keys of one segment of `partition` with their object digests, in key order (for the
     /// anti-entropy key exchange). Corrupted records are left out, as they are of the tree.
+    /// [`ReadError::TreesNotReady`] while the trees are, since the list is compared with them.
     fn segment_keys(
         &self,
         partition: PartitionId,
@@ -74,6 +76,37 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Counters since the storage was opened.
     fn stats(&self) -> StorageStats;
+
+    /// Whether the trees can be read yet. A store that builds them in the background after
+    /// opening (as [`crate::RedbStorage`] does) says how far it got; the default is a store
+    /// whose trees are always ready.
+    fn trees_status(&self) -> TreesStatus {
+        TreesStatus::Ready
+    }
+}
+
+/// Where a store's trees stand ([`Storage::trees_status`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TreesStatus {
+    /// The trees describe the committed data; [`Storage::tree`] answers.
+    Ready,
+    /// The trees are being built from the records found at open.
+    Building {
+        /// Records folded in so far.
+        records_done: u64,
+        /// Records to scan in all.
+        records_total: u64,
+    },
+    /// The build failed (the engine failed reading the records); the trees stay unreadable
+    /// until the storage is opened again.
+    Failed,
+}
+
+impl TreesStatus {
+    /// Whether the trees can be read.
+    pub fn is_ready(self) -> bool {
+        self == TreesStatus::Ready
+    }
 }
 
 /// What `submit` calls when a batch is durable, or failed.

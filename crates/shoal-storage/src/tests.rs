@@ -18,11 +18,12 @@ use shoal_causality::{Actor, CausalContext, Object, Sibling};
 use shoal_types::{Incarnation, Key, NodeId, PartitionCount, PartitionId};
 use tempfile::TempDir;
 
+use crate::crash::CrashDisk;
 use crate::digest::encode_object;
 use crate::record::{
     HINTS, LEGACY_AAE, OBJECTS, encode_object_record, hint_key, object_key, segment_prefix,
 };
-use crate::trees::segment_hash;
+use crate::trees::{BuildHold, segment_hash};
 use crate::*;
 
 mod crash;
@@ -261,6 +262,7 @@ impl Harness for OnDisk {
         self.storage.take().unwrap().close_clean().unwrap();
         let (storage, incarnation) =
             RedbStorage::open(self.dir.path(), &node("n1"), q(), Incarnation::new(1)).unwrap();
+        wait_for_trees(&storage);
         assert_eq!(
             incarnation,
             OnDisk::INCARNATION,
@@ -643,6 +645,15 @@ fn rebuilt_tree(s: &RedbStorage, p: PartitionId) -> TictacTree {
     TictacTree::from_segments(segments).unwrap()
 }
 
+/// Waits (with a bound) until the trees are built after an open.
+fn wait_for_trees(s: &RedbStorage) {
+    assert_eq!(
+        s.wait_for_trees(Duration::from_secs(20)),
+        TreesStatus::Ready,
+        "the trees were built"
+    );
+}
+
 /// Waits until every queued job (such as a segment rebuild) is committed.
 fn flush(s: &RedbStorage) {
     s.write(WriteBatch::new()).unwrap();
@@ -787,6 +798,174 @@ fn garbage_and_undecodable_records_read_as_corrupted() {
     assert_eq!(s.tree(p).unwrap(), rebuilt_tree(&s, p));
 }
 
+/// A clean-closed database image of `records` objects (key `i` in partition `i mod Q`), and
+/// the model of it.
+fn image_of(records: usize) -> (Vec<u8>, Model) {
+    let disk = CrashDisk::new();
+    let (s, _) =
+        RedbStorage::open_with_backend(disk.clone(), &node("n1"), q(), Incarnation::new(1))
+            .unwrap();
+    let mut model = Model::default();
+    let writes: Vec<Write> = (0..records)
+        .map(|i| Write::Object {
+            partition: part(u32::try_from(i).unwrap() % Q),
+            key: key(i),
+            object: value(i % 3, "initial"),
+        })
+        .collect();
+    for chunk in writes.chunks(1000) {
+        for w in chunk {
+            model.apply(w);
+        }
+        s.write(chunk.iter().cloned().collect()).unwrap();
+    }
+    s.close_clean().unwrap();
+    (disk.snapshot().durable, model)
+}
+
+/// Opens `image` with the tree build held at `hold_at` records, applies `writes` (and damages
+/// one record, if `damage`) while it is held, lets the build finish, and checks the trees
+/// against a scan of the records as they are then (and against the model, when nothing was
+/// damaged).
+fn build_beside_writes(
+    image: Vec<u8>,
+    mut model: Model,
+    hold_at: u64,
+    writes: &[Vec<WriteSpec>],
+    damage: Option<usize>,
+) -> Result<(), TestCaseError> {
+    let hold = BuildHold::at(hold_at);
+    let (s, _) = RedbStorage::open_with_backend_holding_build(
+        CrashDisk::from_image(image),
+        &node("n1"),
+        q(),
+        Incarnation::new(1),
+        Arc::clone(&hold),
+    )
+    .unwrap();
+    prop_assert!(
+        hold.wait_held(Duration::from_secs(20)),
+        "the build reached its hold"
+    );
+    // Until the build ends, the trees (and the key lists compared with them) are not ready;
+    // objects are.
+    let building = matches!(s.trees_status(), TreesStatus::Building { records_done, .. } if records_done == hold_at);
+    prop_assert!(building, "building, at the hold");
+    let tree = s.tree(part(0));
+    prop_assert!(
+        matches!(tree, Err(ReadError::TreesNotReady { .. })),
+        "tree: {:?}",
+        tree
+    );
+    let keys = s.segment_keys(part(0), SegmentId::FIRST);
+    prop_assert!(
+        matches!(keys, Err(ReadError::TreesNotReady { .. })),
+        "keys: {:?}",
+        keys
+    );
+    prop_assert_eq!(
+        s.object(part(1), &key(1)).unwrap(),
+        model.object(part(1), &key(1))
+    );
+    for specs in writes {
+        let mut batch = WriteBatch::new();
+        for spec in specs {
+            let write = spec.to_write(&model);
+            model.apply(&write);
+            batch.push(write);
+        }
+        s.write(batch).unwrap();
+    }
+    if let Some(i) = damage {
+        let p = part(u32::try_from(i).unwrap() % Q);
+        flip_byte(&s, OBJECTS, &object_table_key(p, &key(i)), 12);
+        // The read finds it and queues its segment's recomputation, kept for the build's end.
+        prop_assert_eq!(s.object(p, &key(i)).unwrap(), ReadOutcome::Corrupted);
+        flush(&s);
+    }
+    hold.release();
+    prop_assert_eq!(
+        s.wait_for_trees(Duration::from_secs(20)),
+        TreesStatus::Ready
+    );
+    for p in q().partitions() {
+        let tree = s.tree(p).unwrap();
+        prop_assert_eq!(
+            &tree,
+            &rebuilt_tree(&s, p),
+            "tree of {:?} against a scan",
+            p
+        );
+        if damage.is_none() {
+            prop_assert_eq!(&tree, &model.tree(p), "tree of {:?} against the model", p);
+        }
+    }
+    // Commits after the build move the ready trees as before.
+    s.write(put(part(2), key(KEYS + 1), value(0, "after")))
+        .unwrap();
+    prop_assert_eq!(s.tree(part(2)).unwrap(), rebuilt_tree(&s, part(2)));
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn trees_built_beside_commits_equal_a_scan_of_the_records_after_them(
+        records in prop_oneof![1..40usize, 1024..1400usize],
+        writes in proptest::collection::vec(proptest::collection::vec(write_spec(), 1..4), 0..12),
+        damage in any::<bool>(),
+    ) {
+        let (image, model) = image_of(records);
+        // Mid-scan when there is more than one slice, before it otherwise.
+        let hold_at = if records > 1024 { 1024 } else { 0 };
+        // A key both the snapshot and the writes may hold.
+        let damage = damage.then_some(records.min(KEYS) - 1);
+        build_beside_writes(image, model, hold_at, &writes, damage)?;
+    }
+}
+
+#[test]
+fn an_open_of_an_empty_database_has_its_trees_ready_at_once() {
+    let (s, _) = RedbStorage::open_in_memory(&node("n1"), q(), Incarnation::new(1)).unwrap();
+    assert_eq!(s.trees_status(), TreesStatus::Ready);
+    assert_eq!(s.tree(part(0)).unwrap(), TictacTree::empty());
+}
+
+#[test]
+fn closing_during_a_build_stops_it_and_still_closes_cleanly() {
+    let (image, _) = image_of(2000);
+    let hold = BuildHold::at(1024);
+    let disk = CrashDisk::from_image(image);
+    let (s, _) = RedbStorage::open_with_backend_holding_build(
+        disk.clone(),
+        &node("n1"),
+        q(),
+        Incarnation::new(1),
+        Arc::clone(&hold),
+    )
+    .unwrap();
+    assert!(hold.wait_held(Duration::from_secs(20)));
+    let closing = thread::spawn(move || s.close_clean());
+    // The close waits for the build thread, which stops at its next slice once released.
+    hold.release();
+    closing.join().unwrap().unwrap();
+    let (s, _) = RedbStorage::open_with_backend(
+        CrashDisk::from_image(disk.snapshot().durable),
+        &node("n1"),
+        q(),
+        Incarnation::new(1),
+    )
+    .unwrap();
+    assert_eq!(
+        s.run_start(),
+        RunStart::Kept,
+        "the close was recorded clean"
+    );
+    wait_for_trees(&s);
+    assert_eq!(s.tree(part(1)).unwrap(), rebuilt_tree(&s, part(1)));
+}
+
 #[test]
 fn an_open_builds_the_trees_from_the_records_leaving_damaged_ones_out() {
     let dir = tempfile::tempdir().unwrap();
@@ -805,6 +984,7 @@ fn an_open_builds_the_trees_from_the_records_leaving_damaged_ones_out() {
         (rebuilt_tree(&s, p), rebuilt_tree(&s, part(2)))
     };
     let (s, _) = RedbStorage::open(dir.path(), &node("n1"), q(), Incarnation::new(1)).unwrap();
+    wait_for_trees(&s);
     assert_eq!(s.tree(p).unwrap(), expected.0);
     assert_eq!(s.tree(part(2)).unwrap(), expected.1);
     assert_ne!(expected.1, TictacTree::empty());

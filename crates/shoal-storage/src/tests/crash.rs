@@ -251,6 +251,11 @@ fn open_and_read(disk: CrashDisk) -> Result<Model, String> {
             ));
         }
     }
+    // The trees are built beside serving; the check below compares them once built.
+    match s.wait_for_trees(Duration::from_secs(20)) {
+        TreesStatus::Ready => {}
+        other => return Err(format!("the trees were not built: {other:?}")),
+    }
     read_state(&s)
 }
 
