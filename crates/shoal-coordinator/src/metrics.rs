@@ -81,6 +81,9 @@ pub struct NodeMetrics {
     /// answered with something malformed, or a local read or commit failed. Compared again
     /// when next due.
     pub exchanges_failed: u64,
+    /// Exchanges put off because this node's trees, or the peer's, were still being built
+    /// after a start: not failures, compared again a little later.
+    pub exchanges_deferred: u64,
     /// Anti-entropy messages from peers refused as malformed or misdirected (not a partition
     /// of the ring, a sender or receiver that is not a primary of it, segments out of order,
     /// keys of another partition).

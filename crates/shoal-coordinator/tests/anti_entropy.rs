@@ -311,6 +311,76 @@ fn every_pair_of_primaries_of_every_partition_is_compared_each_interval_by_one_o
 }
 
 #[test]
+fn trees_still_being_built_put_exchanges_off_without_failing_and_they_run_once_built() {
+    let mut c = Cluster::with_config(3, anti_entropy_only);
+    c.advance(catch_up_delay() + Duration::from_secs(5));
+    let building = node("n3");
+    c.down.insert(building.clone());
+    c.advance(Duration::from_secs(5));
+    let keys = keys(60);
+    write_all(&mut c, "n1", &keys);
+    // n3 comes back with its trees still being built, as after a restart.
+    c.nodes[&building].storage().hold_trees(Some((10, 100)));
+    c.down.clear();
+    let run_before = c.metrics(&building).exchanges_run;
+    let deferred_before: u64 = c
+        .nodes
+        .keys()
+        .map(|id| c.metrics(id).exchanges_deferred)
+        .sum();
+    c.advance(catch_up_delay() + Duration::from_secs(20));
+
+    assert!(
+        keys.iter().all(|k| c.object("n3", k).is_none()),
+        "nothing repaired on n3 while its trees are built"
+    );
+    let n3 = c.metrics(&building);
+    assert_eq!(
+        n3.exchanges_run, run_before,
+        "n3 starts no exchange before its trees are built"
+    );
+    assert_eq!(
+        n3.exchanges_refused, 0,
+        "a 'not yet' is not counted as a refusal"
+    );
+    let deferred: u64 = c
+        .nodes
+        .keys()
+        .map(|id| c.metrics(id).exchanges_deferred)
+        .sum();
+    assert!(
+        deferred > deferred_before,
+        "the peers' exchanges with n3 were put off"
+    );
+    for id in c.nodes.keys() {
+        assert_eq!(
+            c.metrics(id).exchanges_failed,
+            0,
+            "{id}: not yet is not a failure"
+        );
+    }
+    println!("{deferred} exchanges with n3 put off while its trees were built");
+
+    c.nodes[&building].storage().hold_trees(None);
+    let took = c.run_until(Duration::from_secs(30), |c| {
+        holds_all(c, "n3", "n1", &keys) && holds_all(c, "n2", "n1", &keys)
+    });
+    let took = took.expect("once built, anti-entropy brought n3 every key");
+    assert!(
+        took <= Duration::from_secs(10),
+        "compared soon after: {took:?}"
+    );
+    for id in c.nodes.keys() {
+        assert_eq!(c.metrics(id).exchanges_failed, 0, "{id}");
+    }
+    c.advance(Duration::from_secs(5));
+    assert!(
+        c.metrics(&building).exchanges_run > run_before,
+        "n3 compares once built"
+    );
+}
+
+#[test]
 fn a_failed_ask_drops_the_exchange_and_the_pair_is_compared_when_next_due() {
     let mut c = Cluster::with_config(3, anti_entropy_only);
     let unanswering = node("n2");

@@ -188,6 +188,10 @@ pub enum ExchangeFault {
         /// How many keys it holds.
         keys: u64,
     },
+    /// The receiver's trees are still being built after it started: not yet. The asker
+    /// compares the pair again a little later; nothing went wrong.
+    #[error("the trees are still being built; ask again later")]
+    TreesNotReady,
 }
 
 /// What went wrong with a node's storage, as a peer is told it.

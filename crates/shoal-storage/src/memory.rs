@@ -10,7 +10,7 @@ use crate::run::{self, RunStart, RunState};
 use crate::storage::{CommitCallback, merge_hint};
 use crate::{
     CommitError, EngineError, Hint, HintEntry, ObjectDigest, ReadError, ReadOutcome, SegmentId,
-    Storage, StorageStats, TictacTree, Write, WriteBatch,
+    Storage, StorageStats, TictacTree, TreesStatus, Write, WriteBatch,
 };
 
 /// Storage in memory: ordered maps behind a mutex, for tests and the simulator.
@@ -38,6 +38,9 @@ struct State {
     /// entries stay, as redb's may), and how many object reads are still to fail.
     corrupted: BTreeSet<(PartitionId, Key)>,
     failing_reads: u64,
+    /// Trees held as "being built" (records done, in all), as a redb store's are after an
+    /// open, until [`MemoryStorage::hold_trees`] lets them go.
+    trees_building: Option<(u64, u64)>,
 }
 
 #[derive(Debug)]
@@ -106,6 +109,14 @@ impl MemoryStorage {
     /// that returns EIO would (nothing is changed).
     pub fn fail_reads(&self, reads: u64) {
         self.state().failing_reads = reads;
+    }
+
+    /// Makes the trees read as being built (`Some((records_done, records_total))`), as a
+    /// [`crate::RedbStorage`]'s do after an open: [`Storage::tree`] and
+    /// [`Storage::segment_keys`] answer [`ReadError::TreesNotReady`] until this is called with
+    /// `None`. Writes move the trees meanwhile, as the build's end would fold them in.
+    pub fn hold_trees(&self, building: Option<(u64, u64)>) {
+        self.state().trees_building = building;
     }
 
     /// The ring size this store was made for.
@@ -182,12 +193,9 @@ impl Storage for MemoryStorage {
     }
 
     fn tree(&self, partition: PartitionId) -> Result<TictacTree, ReadError> {
-        Ok(self
-            .state()
-            .trees
-            .get(&partition)
-            .cloned()
-            .unwrap_or_default())
+        let state = self.state();
+        state.check_trees()?;
+        Ok(state.trees.get(&partition).cloned().unwrap_or_default())
     }
 
     fn segment_keys(
@@ -196,6 +204,7 @@ impl Storage for MemoryStorage {
         segment: SegmentId,
     ) -> Result<Vec<(Key, ObjectDigest)>, ReadError> {
         let state = self.state();
+        state.check_trees()?;
         Ok(state
             .objects
             .range((partition, segment, first_key())..)
@@ -245,9 +254,30 @@ impl Storage for MemoryStorage {
     fn stats(&self) -> StorageStats {
         self.state().stats
     }
+
+    fn trees_status(&self) -> TreesStatus {
+        match self.state().trees_building {
+            None => TreesStatus::Ready,
+            Some((records_done, records_total)) => TreesStatus::Building {
+                records_done,
+                records_total,
+            },
+        }
+    }
 }
 
 impl State {
+    /// `Ok` unless the trees are held as being built.
+    fn check_trees(&self) -> Result<(), ReadError> {
+        match self.trees_building {
+            None => Ok(()),
+            Some((records_done, records_total)) => Err(ReadError::TreesNotReady {
+                records_done,
+                records_total,
+            }),
+        }
+    }
+
     fn apply(&mut self, batch: WriteBatch, q: PartitionCount) {
         let writes = batch.len() as u64;
         if let Some(incarnation) = batch.renewal() {

@@ -23,6 +23,11 @@
 //!   commit queue is at the client-write limit. Once every object is durable on its side, one
 //!   more root ask checks that the pair now matches (and tells the peer so). An exchange that
 //!   left confirmed segments for later (beyond `max_segments`) queues its pair again at once.
+//! - **Not yet.** Storage builds its trees beside serving after a start. Until this node's
+//!   are built no exchange starts (the pairs due keep their turn, looked at again every
+//!   `NOT_READY_RETRY`); a peer whose trees are not built refuses tree and key asks with
+//!   `ExchangeFault::TreesNotReady`, and the exchange is put off and its pair compared again
+//!   `NOT_READY_RETRY` later. Neither counts as a failure (`NodeMetrics::exchanges_deferred`).
 //! - **Failure.** A remote ask that fails, is refused, times out, or is answered with
 //!   something malformed (the exchange's checks, or this part's) ends the exchange, counted in
 //!   `NodeMetrics::exchanges_failed`; its pair is compared again when next due. What it had
@@ -32,7 +37,7 @@
 //!   found and repaired and when the pair was last known equal; [`Node::divergence`]
 //!   and the admin status show it; `NodeMetrics` counts exchanges, differences and repairs.
 //!
-//! Not here (yet): tombstone reaping, persisted trees, pacing by foreground latency, ring
+//! Not here (yet): tombstone reaping, pacing by foreground latency, ring
 //! changes (a pair is a pair of the current ring). Not here ever: storage reads done by the
 //! exchange itself, the network and the clock.
 //!
@@ -53,11 +58,11 @@ use std::num::NonZeroUsize;
 use std::time::{Duration, Instant};
 
 use shoal_protocol::{
-    ExchangeMessage, ExchangeResponse, KeyObject, LocalRead, MAX_EXCHANGE_OBJECTS,
+    ExchangeFault, ExchangeMessage, ExchangeResponse, KeyObject, LocalRead, MAX_EXCHANGE_OBJECTS,
     PartitionDivergence, PeerError, PeerMessage, PeerResponse, RepairRefusal, TREE_SEGMENTS,
     TreeHash,
 };
-use shoal_storage::{CommitError, ObjectDigest, SegmentId, Storage, TictacTree};
+use shoal_storage::{CommitError, ObjectDigest, ReadError, SegmentId, Storage, TictacTree};
 use shoal_types::{Key, NodeId, PartitionId};
 
 use self::exchange::{Ask, Exchange, ExchangeConfig, ExchangeError, Outcome, Reply, Side, Step};
@@ -165,6 +170,10 @@ pub(crate) const KEYS_REPLY_BYTES: usize = 4 * 1024 * 1024;
 /// How long a peer has to answer an ask; past twice this the ask is given up.
 const ASK_BUDGET: Duration = Duration::from_secs(10);
 
+/// How long a pair waits before it is tried again when this node's trees, or the peer's, are
+/// still being built after a start (a million keys take about 3 s to build).
+const NOT_READY_RETRY: Duration = Duration::from_secs(2);
+
 /// How long pulls wait for the commit queue to drain below the client-write limit.
 const COMMIT_BACKOFF: Duration = Duration::from_millis(50);
 
@@ -192,6 +201,9 @@ pub(crate) struct AntiEntropy {
     next_transfer: Instant,
     /// When [`Timer::Exchange`] is set for, if it is.
     timer: Option<Instant>,
+    /// While this node's trees are being built: when to look again whether they are ready
+    /// (no exchange starts before).
+    trees_wait: Option<Instant>,
 }
 
 /// One exchange under way, and its repair.
@@ -280,6 +292,9 @@ enum Failure {
     TimedOut,
     #[error("the local tree or keys could not be read")]
     LocalStorage,
+    /// Not a failure: the trees of this side (`here`) or the peer's are still being built.
+    #[error("the trees are still being built (here: {here})")]
+    NotReady { here: bool },
     #[error("a pulled object's commit failed")]
     Commit,
 }
@@ -321,6 +336,7 @@ impl AntiEntropy {
             figures: Figures::default(),
             next_transfer: now,
             timer: None,
+            trees_wait: None,
         };
         part.arm(shared);
         part
@@ -428,6 +444,9 @@ impl AntiEntropy {
         now: Instant,
     ) {
         self.timer = None;
+        if self.trees_wait.is_some_and(|at| at <= now) {
+            self.trees_wait = None;
+        }
         self.schedule.take_due(now, &mut shared.rng);
         let tokens: Vec<u64> = self.running.keys().copied().collect();
         for token in tokens {
@@ -531,6 +550,13 @@ impl AntiEntropy {
         membership: &Membership,
         now: Instant,
     ) {
+        if !durability.storage().trees_status().is_ready() {
+            // Nothing to compare with until the trees are built; the pairs keep their turn.
+            if self.schedule.has_waiting() {
+                self.trees_wait = Some(now + NOT_READY_RETRY);
+            }
+            return;
+        }
         while self.running.len() < self.config.max_exchanges.get() && durability.failed().is_none()
         {
             let Some(pair) = self.schedule.next_waiting() else {
@@ -581,6 +607,14 @@ impl AntiEntropy {
             if let Some(out) = run.out {
                 shared.abandon(out.id);
             }
+            if let Failure::NotReady { here } = failure {
+                // Not yet, on one side: the pair comes back soon, and nothing is counted
+                // against it.
+                shared.metrics.exchanges_deferred += 1;
+                tracing::debug!(pair = ?run.pair, here, "anti-entropy exchange put off: trees still being built");
+                self.schedule.retry(run.pair, now + NOT_READY_RETRY);
+                return;
+            }
             shared.metrics.exchanges_failed += 1;
             tracing::debug!(pair = ?run.pair, %failure, "anti-entropy exchange dropped");
             return;
@@ -625,7 +659,10 @@ impl AntiEntropy {
             .running
             .values()
             .flat_map(|r| [r.wake, r.out.as_ref().map(|o| o.deadline)]);
-        let want = wakes.chain([self.schedule.next_due()]).flatten().min();
+        let want = wakes
+            .chain([self.schedule.next_due(), self.trees_wait])
+            .flatten()
+            .min();
         if self.timer == want {
             return;
         }
@@ -840,7 +877,7 @@ impl Running {
                 for segment in segments {
                     let listed = storage
                         .segment_keys(partition, *segment)
-                        .map_err(|_| Failure::LocalStorage)?;
+                        .map_err(local_failure)?;
                     keys.extend(listed);
                 }
                 Reply::Keys(keys)
@@ -860,6 +897,9 @@ impl Running {
         };
         let response = match result {
             Ok(PeerResponse::Exchange(r)) => r,
+            Ok(PeerResponse::Failed(PeerError::Exchange(ExchangeFault::TreesNotReady))) => {
+                return Progress::Failed(Failure::NotReady { here: false });
+            }
             Ok(PeerResponse::Failed(e)) => return Progress::Failed(Failure::Refused(e)),
             Ok(_) => return Progress::Failed(Failure::Malformed("an answer of another family")),
             Err(e) => return Progress::Failed(Failure::Send(e)),
@@ -1011,7 +1051,15 @@ impl Running {
 
 /// The tree of `partition` in durable storage.
 fn tree<S: Storage>(storage: &S, partition: PartitionId) -> Result<TictacTree, Failure> {
-    storage.tree(partition).map_err(|_| Failure::LocalStorage)
+    storage.tree(partition).map_err(local_failure)
+}
+
+/// A local tree or key-list read that failed: "not yet" while the trees are being built.
+fn local_failure(error: ReadError) -> Failure {
+    match error {
+        ReadError::TreesNotReady { .. } => Failure::NotReady { here: true },
+        ReadError::Engine(_) => Failure::LocalStorage,
+    }
 }
 
 /// Counts `bytes` of repair against the rate: the next push or fetch leaves once they would

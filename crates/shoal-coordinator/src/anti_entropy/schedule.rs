@@ -195,6 +195,19 @@ impl Schedule {
         }
     }
 
+    /// `pair` could not be compared yet (trees still being built): due again at `at`, unless
+    /// it is due sooner.
+    pub(crate) fn retry(&mut self, pair: Pair, at: Instant) {
+        if self.due_at.get(&pair).is_none_or(|due| *due > at) {
+            self.set_due(pair, at);
+        }
+    }
+
+    /// Whether some pair waits for a slot.
+    pub(crate) fn has_waiting(&self) -> bool {
+        !self.waiting.is_empty()
+    }
+
     /// Puts `pair` at the end of the queue, unless it is queued already. Returns whether it
     /// was queued now.
     pub(crate) fn queue(&mut self, pair: Pair) -> bool {

@@ -5,6 +5,10 @@
 //! (`Durability::store`: DVV merge, no new dot, a corrupted record replaced with a renewed
 //! incarnation) and answered once every object is durable, as a hint handoff is.
 //!
+//! While this node's trees are still being built after a start, a tree level or key list asked
+//! for is refused with [`ExchangeFault::TreesNotReady`] ("not yet", not counted as a refusal);
+//! fetches and pushes, which need no tree, are served.
+//!
 //! Everything is checked before anything is read or applied: the partition is in this node's
 //! ring, this node and the sender are both primaries of it (only replicas are compared), the
 //! segments asked are strictly ascending, every key is of the partition. A message that fails
@@ -19,7 +23,7 @@ use shoal_protocol::{
     ExchangeFault, ExchangeMessage, ExchangeResponse, KeyObject, LocalRead, MAX_EXCHANGE_KEYS,
     PeerError, PeerResponse, Response, StorageFault,
 };
-use shoal_storage::{CommitError, SegmentId, Storage};
+use shoal_storage::{CommitError, ReadError, SegmentId, Storage};
 use shoal_types::{Key, NodeId, PartitionId};
 
 use super::figures::Figures;
@@ -60,7 +64,7 @@ impl Serving {
             ExchangeMessage::Root { root, .. } => durability
                 .storage()
                 .tree(partition)
-                .map_err(|_| unreadable())
+                .map_err(tree_unreadable)
                 .map(|tree| {
                     let mine = tree.root();
                     if mine == root {
@@ -71,14 +75,14 @@ impl Serving {
             ExchangeMessage::Branches { .. } => durability
                 .storage()
                 .tree(partition)
-                .map_err(|_| unreadable())
+                .map_err(tree_unreadable)
                 .map(|tree| ExchangeResponse::Branches(tree.branches())),
             ExchangeMessage::Segments { segments, .. } => {
                 segment_ids(&segments).and_then(|segments| {
                     let tree = durability
                         .storage()
                         .tree(partition)
-                        .map_err(|_| unreadable())?;
+                        .map_err(tree_unreadable)?;
                     let hashes = segments
                         .iter()
                         .map(|s| (s.index(), tree.segment(*s)))
@@ -208,7 +212,7 @@ fn keys_answer<S: Storage>(
     for segment in segments {
         let listed = storage
             .segment_keys(partition, *segment)
-            .map_err(|_| unreadable())?;
+            .map_err(tree_unreadable)?;
         if listed.len() > MAX_EXCHANGE_KEYS {
             if answered > 0 {
                 break;
@@ -258,8 +262,13 @@ fn fetch_answer<S: Storage>(
     ExchangeResponse::Fetched(objects)
 }
 
-fn unreadable() -> PeerError {
-    PeerError::Storage(StorageFault::Unreadable)
+/// What a peer is told when a tree or a key list cannot be read: "not yet" while the trees
+/// are being built after a start, a storage fault otherwise.
+fn tree_unreadable(error: ReadError) -> PeerError {
+    match error {
+        ReadError::TreesNotReady { .. } => PeerError::Exchange(ExchangeFault::TreesNotReady),
+        ReadError::Engine(_) => PeerError::Storage(StorageFault::Unreadable),
+    }
 }
 
 /// Answers a push once its last object is durable (or one failed).
@@ -276,7 +285,10 @@ fn reply(shared: &mut Shared, id: InboundId, response: ExchangeResponse) {
 
 /// Refuses a message that broke a check (counted: a peer that sends them is misbehaving).
 fn refused(shared: &mut Shared, id: InboundId, error: PeerError) {
-    if !matches!(error, PeerError::Storage(_)) {
+    if !matches!(
+        error,
+        PeerError::Storage(_) | PeerError::Exchange(ExchangeFault::TreesNotReady)
+    ) {
         shared.metrics.exchanges_refused += 1;
     }
     refuse(shared, id, error);
