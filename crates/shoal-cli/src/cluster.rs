@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use shoal_client::{ClientError, NodeStatus, PartitionDivergence, PeerStatus, Role};
+use shoal_client::{ClientError, NodeStatus, PartitionDivergence, PeerStatus, Role, TreesState};
 use shoal_types::{NodeId, PartitionId};
 
 use crate::args::{ConnectArgs, OutputArgs};
@@ -568,6 +568,19 @@ fn print_status(addr: std::net::SocketAddr, status: &NodeStatus) {
              writes until it restarts"
         );
     }
+    match status.trees {
+        TreesState::Ready => {}
+        TreesState::Building {
+            records_done,
+            records_total,
+        } => println!(
+            "anti-entropy trees building: {records_done} of {records_total} records \
+             (anti-entropy waits for them)"
+        ),
+        TreesState::Failed => {
+            println!("anti-entropy trees FAILED to build: no anti-entropy until a restart")
+        }
+    }
     let ids = member_ids(status);
     println!(
         "ring epoch {}, {} partitions, N={}, {} members, membership {:016x}",
@@ -680,6 +693,14 @@ fn status_json(addr: std::net::SocketAddr, status: &NodeStatus) -> Json {
         ("incarnation", Json::string(status.incarnation.to_string())),
         ("storage_healthy", Json::Bool(status.storage_healthy)),
         (
+            "trees",
+            Json::string(match status.trees {
+                TreesState::Ready => "ready",
+                TreesState::Building { .. } => "building",
+                TreesState::Failed => "failed",
+            }),
+        ),
+        (
             "membership_hash",
             Json::string(format!("{:016x}", status.membership_hash)),
         ),
@@ -747,6 +768,7 @@ mod tests {
             },
             membership_hash: 0,
             storage_healthy: true,
+            trees: TreesState::Ready,
             hints: Vec::new(),
             divergence,
         }

@@ -41,7 +41,7 @@ pub use token::{MAX_TOKEN_CHARS, TOKEN_VERSION, TokenError, context_from_token, 
 pub use shoal_causality::{CausalContext, Object, Sibling};
 pub use shoal_protocol::{
     ContextError, LocalRead, NodeStatus, PairDivergence, PartitionDivergence, PeerStatus,
-    RepairRefusal, RequestError,
+    RepairRefusal, RequestError, TreesState,
 };
 pub use shoal_ring::Ring;
 pub use shoal_transport::{Role, TransportConfig, TransportError};

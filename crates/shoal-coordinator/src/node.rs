@@ -16,10 +16,10 @@ use rand::rngs::StdRng;
 use shoal_causality::Actor;
 use shoal_protocol::{
     AdminRequest, AdminResponse, HintQueue, NodeStatus, PartitionDivergence, PeerMessage,
-    PeerResponse, PeerStatus, Refusal, Request, Response,
+    PeerResponse, PeerStatus, Refusal, Request, Response, TreesState,
 };
 use shoal_ring::Ring;
-use shoal_storage::{CommitError, Storage};
+use shoal_storage::{CommitError, Storage, TreesStatus};
 use shoal_types::{NodeId, PartitionId};
 
 use crate::RepairError;
@@ -252,6 +252,17 @@ impl<S: Storage> Node<S> {
                     record: self.membership.record(),
                     membership_hash: self.membership.hash(),
                     storage_healthy: self.durability.failed().is_none(),
+                    trees: match self.durability.storage().trees_status() {
+                        TreesStatus::Ready => TreesState::Ready,
+                        TreesStatus::Building {
+                            records_done,
+                            records_total,
+                        } => TreesState::Building {
+                            records_done,
+                            records_total,
+                        },
+                        TreesStatus::Failed => TreesState::Failed,
+                    },
                     hints: self
                         .hints
                         .queues()

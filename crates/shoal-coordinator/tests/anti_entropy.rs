@@ -16,7 +16,7 @@ use harness::{Cluster, key, node};
 use shoal_coordinator::{AntiEntropyConfig, NodeConfig, RepairError};
 use shoal_protocol::{
     AdminRequest, AdminResponse, ClientResponse, ExchangeFault, ExchangeMessage, ExchangeResponse,
-    KeyObject, PeerError, PeerMessage, PeerResponse, RepairRefusal, Response,
+    KeyObject, PeerError, PeerMessage, PeerResponse, RepairRefusal, Response, TreesState,
 };
 use shoal_storage::Storage;
 use shoal_types::{NodeId, PartitionId};
@@ -361,7 +361,16 @@ fn trees_still_being_built_put_exchanges_off_without_failing_and_they_run_once_b
     }
     println!("{deferred} exchanges with n3 put off while its trees were built");
 
+    assert_eq!(
+        c.status(&building).trees,
+        TreesState::Building {
+            records_done: 10,
+            records_total: 100
+        },
+        "the status says the trees are being built"
+    );
     c.nodes[&building].storage().hold_trees(None);
+    assert_eq!(c.status(&building).trees, TreesState::Ready);
     let took = c.run_until(Duration::from_secs(30), |c| {
         holds_all(c, "n3", "n1", &keys) && holds_all(c, "n2", "n1", &keys)
     });

@@ -70,11 +70,31 @@ pub struct NodeStatus {
     /// Whether the node's storage works: `false` once a commit failed in this run, after which
     /// the node coordinates and stores no writes until it restarts.
     pub storage_healthy: bool,
+    /// Whether the node's anti-entropy trees are built (they are built beside serving after a
+    /// start, and anti-entropy waits for them).
+    pub trees: TreesState,
     /// The hints this node holds, one queue per target (empty when it holds none).
     pub hints: Vec<HintQueue>,
     /// Anti-entropy: for each partition this node is a primary of and has compared since it
     /// started, what it saw of each other primary (in partition order).
     pub divergence: Vec<PartitionDivergence>,
+}
+
+/// Where a node's anti-entropy trees stand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TreesState {
+    /// Built: anti-entropy compares them.
+    Ready,
+    /// Being built from the records found at start.
+    Building {
+        /// Records scanned so far.
+        records_done: u64,
+        /// Records to scan in all.
+        records_total: u64,
+    },
+    /// The build failed (the engine failed reading the records): no anti-entropy until the
+    /// node restarts.
+    Failed,
 }
 
 /// How one partition's replicas compared, as one of its primaries saw it.

@@ -27,7 +27,7 @@ mod peer;
 
 pub use admin::{
     AdminRequest, AdminResponse, HintQueue, NodeStatus, PairDivergence, PartitionDivergence,
-    PeerStatus, RepairRefusal,
+    PeerStatus, RepairRefusal, TreesState,
 };
 pub use client::{ClientRequest, ClientResponse, ContextError, LocalRead, RequestError};
 pub use codec::{

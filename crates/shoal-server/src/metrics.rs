@@ -14,7 +14,7 @@ use shoal_protocol::{
     AdminResponse, ClientRequest, ClientResponse, HintMessage, PeerMessage, PeerResponse, Refusal,
     ReplicaMessage, Request, Response,
 };
-use shoal_storage::StorageStats;
+use shoal_storage::{StorageStats, TreesStatus};
 use shoal_transport::TransportStats;
 use shoal_types::{Incarnation, NodeId};
 
@@ -213,6 +213,8 @@ pub(crate) struct Snapshot {
     pub(crate) cancelled_unworked: u64,
     /// A storage commit failed in this run: the node refuses writes until it restarts.
     pub(crate) storage_failed: bool,
+    /// Whether the anti-entropy trees are built (they are built beside serving after a start).
+    pub(crate) trees: TreesStatus,
     /// Hints held for other nodes: keys and bytes.
     pub(crate) hints_pending: (u64, u64),
     /// For each partition this node is a primary of (with another primary), how long ago it
@@ -577,6 +579,7 @@ impl Metrics {
         render_membership(w, s);
         self.render_anti_entropy(w, s);
         self.render_storage(w, &s.storage);
+        render_trees(w, s.trees);
         render_transport(w, &s.listen, &s.peers);
         out
     }
@@ -663,12 +666,15 @@ impl Metrics {
             "counter",
             "Anti-entropy exchanges this node ran, by outcome: matched (replicas found equal), \
              repaired (differences found, repair done), failed (dropped before the end: a peer's \
-             answer failed, was refused or malformed, or a local read or commit failed).",
+             answer failed, was refused or malformed, or a local read or commit failed), \
+             deferred (put off because this node's trees or the peer's were still being built \
+             after a start; compared again soon).",
         );
         let repaired = n.exchanges_run.saturating_sub(n.exchanges_matched);
         line(w, name, "outcome=\"matched\"", n.exchanges_matched);
         line(w, name, "outcome=\"repaired\"", repaired);
         line(w, name, "outcome=\"failed\"", n.exchanges_failed);
+        line(w, name, "outcome=\"deferred\"", n.exchanges_deferred);
 
         let name = "shoal_exchange_keys_repaired_total";
         header(
@@ -1016,6 +1022,35 @@ fn prometheus_float(x: f64) -> String {
     }
 }
 
+/// Whether the trees are built, and how far a build under way got.
+fn render_trees(w: &mut String, trees: TreesStatus) {
+    let name = "shoal_trees_ready";
+    header(
+        w,
+        name,
+        "gauge",
+        "1 once the anti-entropy trees are built; 0 while they are built beside serving after a \
+         start (anti-entropy waits), or if the build failed.",
+    );
+    line(w, name, "", u64::from(trees.is_ready()));
+    let (done, total) = match trees {
+        TreesStatus::Building {
+            records_done,
+            records_total,
+        } => (records_done, records_total),
+        TreesStatus::Ready | TreesStatus::Failed => (0, 0),
+    };
+    let name = "shoal_trees_build_records";
+    header(
+        w,
+        name,
+        "gauge",
+        "Records of the tree build under way: scanned so far, and in all (0 when none runs).",
+    );
+    line(w, name, "state=\"done\"", done);
+    line(w, name, "state=\"total\"", total);
+}
+
 fn header(w: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(w, "# HELP {name} {help}");
     let _ = writeln!(w, "# TYPE {name} {kind}");
@@ -1105,6 +1140,7 @@ mod tests {
             exchanges_matched: 7,
             exchanges_failed: 2,
             exchanges_refused: 1,
+            exchanges_deferred: 6,
             exchange_segments_differing: 5,
             exchange_keys_differing: 9,
             exchange_keys_pushed: 4,
@@ -1119,6 +1155,7 @@ mod tests {
             "shoal_exchanges_total{outcome=\"matched\"} 7\n",
             "shoal_exchanges_total{outcome=\"repaired\"} 3\n",
             "shoal_exchanges_total{outcome=\"failed\"} 2\n",
+            "shoal_exchanges_total{outcome=\"deferred\"} 6\n",
             "shoal_exchange_keys_repaired_total{direction=\"push\"} 4\n",
             "shoal_exchange_keys_repaired_total{direction=\"pull\"} 3\n",
             "\nshoal_exchange_segments_differing_total 5\n",
@@ -1162,6 +1199,24 @@ mod tests {
             assert!(text.contains(expected), "missing {expected}: {text}");
         }
         assert!(!text.contains("shoal_peer_phi{peer=\"n3\"}"));
+    }
+
+    #[test]
+    fn trees_being_built_read_as_not_ready_with_the_build_progress() {
+        let m = metrics();
+        let text = m.render(&Snapshot {
+            trees: TreesStatus::Building {
+                records_done: 4096,
+                records_total: 1_000_000,
+            },
+            ..Snapshot::default()
+        });
+        assert!(text.contains("\nshoal_trees_ready 0\n"), "{text}");
+        assert!(text.contains("\nshoal_trees_build_records{state=\"done\"} 4096\n"));
+        assert!(text.contains("\nshoal_trees_build_records{state=\"total\"} 1000000\n"));
+        let text = m.render(&Snapshot::default());
+        assert!(text.contains("\nshoal_trees_ready 1\n"));
+        assert!(text.contains("\nshoal_trees_build_records{state=\"total\"} 0\n"));
     }
 
     #[test]

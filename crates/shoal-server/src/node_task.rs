@@ -363,6 +363,7 @@ impl NodeTask {
         Snapshot {
             node: self.node.metrics().clone(),
             storage: self.node.storage().stats(),
+            trees: self.node.storage().trees_status(),
             listen: self.listen.stats(),
             peers: self.peers.stats(),
             in_flight: self.node.in_flight(),

@@ -86,9 +86,10 @@ pub trait Storage: Send + Sync + 'static {
 }
 
 /// Where a store's trees stand ([`Storage::trees_status`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum TreesStatus {
     /// The trees describe the committed data; [`Storage::tree`] answers.
+    #[default]
     Ready,
     /// The trees are being built from the records found at open.
     Building {
