@@ -149,6 +149,23 @@ impl RedbStorage {
         RedbStorage::start(db, node, q, candidate_incarnation, None)
     }
 
+    /// [`RedbStorage::open`], with the tree build held at `hold` (measurements).
+    #[cfg(test)]
+    pub(crate) fn open_holding_build(
+        dir: &Path,
+        node: &NodeId,
+        q: PartitionCount,
+        candidate_incarnation: Incarnation,
+        hold: Arc<BuildHold>,
+    ) -> Result<(RedbStorage, Incarnation), OpenError> {
+        let file = data_dir::prepare(dir)?;
+        let db = Database::builder()
+            .set_cache_size(FILE_CACHE_BYTES)
+            .create(file)
+            .map_err(opening)?;
+        RedbStorage::start(db, node, q, candidate_incarnation, Some(hold))
+    }
+
     /// [`RedbStorage::open_with_backend`], with the tree build held at `hold` (tests).
     #[cfg(test)]
     pub(crate) fn open_with_backend_holding_build(

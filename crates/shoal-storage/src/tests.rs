@@ -23,7 +23,7 @@ use crate::digest::encode_object;
 use crate::record::{
     HINTS, LEGACY_AAE, OBJECTS, encode_object_record, hint_key, object_key, segment_prefix,
 };
-use crate::trees::{BuildHold, segment_hash};
+use crate::trees::{BuildHold, Trees, segment_hash};
 use crate::*;
 
 mod crash;
@@ -1430,4 +1430,108 @@ fn one_fsync_per_commit() {
     }
     assert_eq!(s.stats().commits - commits, 5);
     assert_eq!(gate.read(|g| g.syncs) - syncs, 5);
+}
+
+// ---- start-up time (measured, not asserted; see docs/results/2026-12-08-startup) --------------
+
+/// Start-up of a database of `SHOAL_STARTUP_KEYS` objects (default 1,000,000) of
+/// `SHOAL_STARTUP_VALUE_BYTES` (default 100) in `SHOAL_STARTUP_DIR` (made and loaded on the
+/// first run): the time an open takes, to the first successful read, and until the trees are
+/// built beside serving; then, for comparison, one unpaced full scan as the open used to make
+/// before it returned. With `SHOAL_STARTUP_LEAVE_DIRTY=1` the process exits after the open
+/// without closing, so the next open finds the database as a crash leaves it (redb repairs it).
+/// With `SHOAL_STARTUP_BEFORE=1` it measures what an open did before the trees were built
+/// beside serving: the open (its build held before it starts), then one unpaced full scan,
+/// then the first read.
+#[test]
+#[ignore = "a measurement: set SHOAL_STARTUP_DIR (and SHOAL_STARTUP_KEYS), run with --release"]
+fn startup_time_with_many_keys() {
+    let env = |name: &str| std::env::var(name).ok();
+    let dir = std::path::PathBuf::from(env("SHOAL_STARTUP_DIR").expect("SHOAL_STARTUP_DIR"));
+    let keys: usize = env("SHOAL_STARTUP_KEYS").map_or(1_000_000, |v| v.parse().unwrap());
+    let value_bytes: usize = env("SHOAL_STARTUP_VALUE_BYTES").map_or(100, |v| v.parse().unwrap());
+    let q = PartitionCount::new(256).unwrap();
+    let n1 = node("n1");
+    let partition = |i: usize| q.partition(u32::try_from(i % 256).unwrap()).unwrap();
+    if !dir.join(DATABASE_FILE).exists() {
+        let started = Instant::now();
+        let (s, _) = RedbStorage::open(&dir, &n1, q, Incarnation::new(1)).unwrap();
+        let payload = "v".repeat(value_bytes);
+        for first in (0..keys).step_by(4096) {
+            let batch: WriteBatch = (first..(first + 4096).min(keys))
+                .map(|i| Write::Object {
+                    partition: partition(i),
+                    key: key(i),
+                    object: value(i % 3, &payload),
+                })
+                .collect();
+            s.write(batch).unwrap();
+        }
+        s.close_clean().unwrap();
+        println!(
+            "loaded {keys} keys of {value_bytes} B in {:?}",
+            started.elapsed()
+        );
+    }
+    let bytes = std::fs::metadata(dir.join(DATABASE_FILE)).unwrap().len();
+
+    let probe = keys / 2;
+    if env("SHOAL_STARTUP_BEFORE").is_some_and(|v| v == "1") {
+        let hold = BuildHold::at(0);
+        let started = Instant::now();
+        let (s, _) =
+            RedbStorage::open_holding_build(&dir, &n1, q, Incarnation::new(1), Arc::clone(&hold))
+                .unwrap();
+        let opened = started.elapsed();
+        let built = Trees::build_now(s.database(), q).unwrap();
+        let found = s.object(partition(probe), &key(probe)).unwrap();
+        assert!(matches!(found, ReadOutcome::Found(_)), "{found:?}");
+        println!(
+            "before: {keys} keys of {value_bytes} B, run {}: open {opened:?}, then a full scan \
+             ({} records), first read {:?}",
+            s.run_start(),
+            built.scanned.records,
+            started.elapsed()
+        );
+        hold.release();
+        s.close_clean().unwrap();
+        return;
+    }
+    let started = Instant::now();
+    let (s, _) = RedbStorage::open(&dir, &n1, q, Incarnation::new(1)).unwrap();
+    let opened = started.elapsed();
+    let found = s.object(partition(probe), &key(probe)).unwrap();
+    assert!(matches!(found, ReadOutcome::Found(_)), "{found:?}");
+    let first_read = started.elapsed();
+    let run_start = s.run_start();
+    if env("SHOAL_STARTUP_LEAVE_DIRTY").is_some_and(|v| v == "1") {
+        println!("open {opened:?}, first read {first_read:?} ({run_start}); leaving it dirty");
+        std::process::exit(0);
+    }
+    // Reads go on while the trees are built: the longest one tells whether the build starves
+    // them.
+    let mut reads = 0u64;
+    let mut slowest = Duration::ZERO;
+    while !s.trees_status().is_ready() {
+        let i = (reads as usize * 7919) % keys;
+        let t = Instant::now();
+        let _ = s.object(partition(i), &key(i)).unwrap();
+        slowest = slowest.max(t.elapsed());
+        reads += 1;
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the trees were built"
+        );
+    }
+    let ready = started.elapsed();
+    let shared = Trees::build_now(s.database(), q).unwrap();
+    let scan = started.elapsed() - ready;
+    println!(
+        "{keys} keys of {value_bytes} B, file {} MiB, run {run_start}: open {opened:?}, first read \
+         {first_read:?}, trees ready {ready:?} ({reads} reads meanwhile, slowest {slowest:?}); \
+         one unpaced full scan (what the open did before it returned) {scan:?} ({} records)",
+        bytes >> 20,
+        shared.scanned.records,
+    );
+    s.close_clean().unwrap();
 }

@@ -48,7 +48,7 @@ pub(crate) const BUILD_SLICE_RECORDS: u64 = 1024;
 /// The share of one core the build takes at most: after a slice that took `t` it pauses
 /// `t × (1 − BUILD_DUTY) / BUILD_DUTY`. A half leaves a two-core machine one and a half cores
 /// for requests, the commit thread and the other processes on it, and makes the build take
-/// about twice a bare scan (a million records: about 3 s, see
+/// about twice a bare scan (a million records: ready 1.5–2.3 s after the open, see
 /// `docs/results/2026-12-08-startup/`).
 pub(crate) const BUILD_DUTY: f64 = 0.5;
 

@@ -171,7 +171,7 @@ pub(crate) const KEYS_REPLY_BYTES: usize = 4 * 1024 * 1024;
 const ASK_BUDGET: Duration = Duration::from_secs(10);
 
 /// How long a pair waits before it is tried again when this node's trees, or the peer's, are
-/// still being built after a start (a million keys take about 3 s to build).
+/// still being built after a start (a million keys take about 1.5–2.3 s to build).
 const NOT_READY_RETRY: Duration = Duration::from_secs(2);
 
 /// How long pulls wait for the commit queue to drain below the client-write limit.
