@@ -62,6 +62,16 @@ impl Object {
         Object::default()
     }
 
+    /// An object with no siblings that has seen `vv`: what a key whose tombstone was reaped
+    /// reads as (every dot `vv` covers is superseded, so a merge drops any sibling it covers,
+    /// exactly as it would against the tombstone).
+    pub fn reaped(vv: VersionVector) -> Self {
+        Object {
+            vv,
+            siblings: Vec::new(),
+        }
+    }
+
     /// Builds an object from parts, checking the invariants (used by decoders).
     pub fn from_parts(
         vv: VersionVector,
@@ -265,6 +275,14 @@ impl Object {
                 .siblings
                 .iter()
                 .all(|(_, s)| matches!(s, Sibling::Tombstone))
+    }
+
+    /// Whether no sibling holds a value (every sibling is a tombstone, or there is none): the
+    /// key reads as not found, and its replica may be reaped.
+    pub fn holds_no_value(&self) -> bool {
+        self.siblings
+            .iter()
+            .all(|(_, s)| matches!(s, Sibling::Tombstone))
     }
 
     /// Bytes of all sibling values: what a write of this object costs to store and send.

@@ -27,15 +27,16 @@ use shoal_types::{Key, PartitionId};
 use crate::digest::{decode_object, encode_object};
 use crate::error::{During, EngineError};
 use crate::record::{
-    HINTS, IDENTITY, Identity, META, OBJECTS, check_hint_record, check_object_record,
-    encode_hint_record, encode_identity, encode_object_record, hint_key, object_key,
+    HINTS, IDENTITY, Identity, META, OBJECTS, REAPED, check_hint_record, check_object_record,
+    encode_hint_record, encode_identity, encode_object_record, encode_reaped_record, hint_key,
+    object_key, reaped_from_record,
 };
 use crate::redb_storage::Shared;
 use crate::run::RunState;
-use crate::storage::{CommitCallback, merge_hint};
+use crate::storage::{CommitCallback, merge_hint, merge_into_reaped, reapable};
 use crate::tree::entry_hash;
 use crate::trees::{Built, TreeChanges};
-use crate::{CommitError, ObjectDigest, SegmentId, Write, WriteBatch};
+use crate::{CommitError, ObjectDigest, Reaped, SegmentId, Write, WriteBatch};
 
 /// A group holds at most this many writes, unless a single batch is larger.
 pub(crate) const MAX_GROUP_WRITES: usize = 4096;
@@ -239,6 +240,7 @@ fn commit_group(shared: &Shared, work: &[Work]) -> Result<(), CommitError> {
                 .open_table(OBJECTS)
                 .during("opening the objects table")?,
             hints: txn.open_table(HINTS).during("opening the hints table")?,
+            reaped: txn.open_table(REAPED).during("opening the reaped table")?,
             changes: &mut changes,
         };
         for item in work {
@@ -282,6 +284,7 @@ struct Apply<'s, 't, 'c> {
     shared: &'s Shared,
     objects: Table<'t, &'static [u8], &'static [u8]>,
     hints: Table<'t, &'static [u8], &'static [u8]>,
+    reaped: Table<'t, &'static [u8], &'static [u8]>,
     changes: &'c mut TreeChanges,
 }
 
@@ -309,6 +312,24 @@ impl Apply<'_, '_, '_> {
                 object,
             } => self.store_object(*partition, key, object, true),
             Write::RemoveObject { partition, key } => self.remove_object(*partition, key),
+            Write::Reap {
+                partition,
+                key,
+                vv,
+                reaped_at_unix_ms,
+            } => self.reap(*partition, key, vv, *reaped_at_unix_ms),
+            Write::ForgetReaped {
+                partition,
+                key,
+                reaped_before_unix_ms,
+            } => {
+                let tk = object_key(*partition, SegmentId::of(key, self.shared.q), key);
+                let old = self.reaped_record(&tk)?;
+                if old.is_some_and(|r| r.reaped_at_unix_ms < *reaped_before_unix_ms) {
+                    self.reaped.remove(tk.as_slice())?;
+                }
+                Ok(())
+            }
             Write::Hint {
                 target,
                 partition,
@@ -379,10 +400,31 @@ impl Apply<'_, '_, '_> {
         if matches!(before, Before::Corrupted) {
             self.note_corrupt(&tk);
         }
-        let encoded = match stored {
-            Some(stored) => encode_object(&stored.merge(incoming)),
-            None => encode_object(incoming),
+        let mut object = match stored {
+            Some(stored) => stored.merge(incoming),
+            None => incoming.clone(),
         };
+        // A reaped key: only what is newer than the reap is stored (see `Write::Reap`).
+        if let Some(held) = self.reaped_record(&tk)? {
+            match merge_into_reaped(&held.vv, &object) {
+                Err(vv) => {
+                    if vv != held.vv {
+                        let record = Reaped {
+                            vv,
+                            reaped_at_unix_ms: held.reaped_at_unix_ms,
+                        };
+                        let bytes = encode_reaped_record(&tk, &record);
+                        self.reaped.insert(tk.as_slice(), bytes.as_slice())?;
+                    }
+                    return Ok(());
+                }
+                Ok(merged) => {
+                    self.reaped.remove(tk.as_slice())?;
+                    object = merged;
+                }
+            }
+        }
+        let encoded = encode_object(&object);
         let (record, digest) = encode_object_record(&tk, &encoded);
         if let Before::Valid(old) = before
             && old == digest
@@ -392,6 +434,63 @@ impl Apply<'_, '_, '_> {
         self.objects.insert(tk.as_slice(), record.as_slice())?;
         self.update_tree(partition, segment, key, before, Some(digest));
         Ok(())
+    }
+
+    /// [`Write::Reap`]: the compare-and-set, by [`reapable`].
+    fn reap(
+        &mut self,
+        partition: PartitionId,
+        key: &Key,
+        vv: &shoal_causality::VersionVector,
+        reaped_at_unix_ms: u64,
+    ) -> Result<(), redb::StorageError> {
+        let segment = SegmentId::of(key, self.shared.q);
+        let tk = object_key(partition, segment, key);
+        let (before, stored) = match self.objects.get(tk.as_slice())? {
+            None => (Before::Absent, None),
+            Some(g) => match check_object_record(&tk, g.value())
+                .and_then(|rec| Some((rec.digest, decode_object(rec.encoded)?)))
+            {
+                Some((digest, object)) => (Before::Valid(digest), Some(object)),
+                // A record that cannot be read is never reaped: it may hold a newer value.
+                None => return Ok(()),
+            },
+        };
+        if !reapable(stored.as_ref(), vv) {
+            return Ok(());
+        }
+        if let Before::Valid(_) = before {
+            self.objects.remove(tk.as_slice())?;
+            self.update_tree(partition, segment, key, before, None);
+        }
+        let record = match self.reaped_record(&tk)? {
+            Some(held) => Reaped {
+                vv: held.vv.join(vv),
+                reaped_at_unix_ms: held.reaped_at_unix_ms.max(reaped_at_unix_ms),
+            },
+            None => Reaped {
+                vv: vv.clone(),
+                reaped_at_unix_ms,
+            },
+        };
+        let bytes = encode_reaped_record(&tk, &record);
+        self.reaped.insert(tk.as_slice(), bytes.as_slice())?;
+        Ok(())
+    }
+
+    /// The reaping record under `tk`, if one is held and sound. A corrupted one is counted and
+    /// treated as absent.
+    fn reaped_record(&self, tk: &[u8]) -> Result<Option<Reaped>, redb::StorageError> {
+        Ok(match self.reaped.get(tk)? {
+            None => None,
+            Some(g) => {
+                let found = reaped_from_record(tk, g.value());
+                if found.is_none() {
+                    self.note_corrupt(tk);
+                }
+                found
+            }
+        })
     }
 
     fn remove_object(

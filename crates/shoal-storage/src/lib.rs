@@ -60,8 +60,8 @@ pub use record::{decode_hint_record, decode_identity_record, decode_object_recor
 pub use redb_storage::{DATABASE_FILE, RedbStorage};
 pub use run::RunStart;
 pub use storage::{
-    CommitCallback, Hint, HintEntry, ReadOutcome, Storage, StorageStats, TreesStatus, Write,
-    WriteBatch,
+    CommitCallback, Hint, HintEntry, ReadOutcome, Reaped, Storage, StorageStats, TreesStatus,
+    Write, WriteBatch,
 };
 pub use tree::{SegmentId, TictacTree};
 

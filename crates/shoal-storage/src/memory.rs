@@ -7,10 +7,10 @@ use shoal_causality::Object;
 use shoal_types::{Incarnation, Key, NodeId, PartitionCount, PartitionId};
 
 use crate::run::{self, RunStart, RunState};
-use crate::storage::{CommitCallback, merge_hint};
+use crate::storage::{CommitCallback, merge_hint, merge_into_reaped, reapable};
 use crate::{
-    CommitError, EngineError, Hint, HintEntry, ObjectDigest, ReadError, ReadOutcome, SegmentId,
-    Storage, StorageStats, TictacTree, TreesStatus, Write, WriteBatch,
+    CommitError, EngineError, Hint, HintEntry, ObjectDigest, ReadError, ReadOutcome, Reaped,
+    SegmentId, Storage, StorageStats, TictacTree, TreesStatus, Write, WriteBatch,
 };
 
 /// Storage in memory: ordered maps behind a mutex, for tests and the simulator.
@@ -30,6 +30,8 @@ struct State {
     /// Keyed like the redb objects table: (partition, segment, key).
     objects: BTreeMap<(PartitionId, SegmentId, Key), (Object, ObjectDigest)>,
     hints: BTreeMap<(NodeId, PartitionId, Key), StoredHint>,
+    /// Reaping records, keyed like the objects (never both for one key).
+    reaped: BTreeMap<(PartitionId, SegmentId, Key), Reaped>,
     trees: BTreeMap<PartitionId, TictacTree>,
     stats: StorageStats,
     /// The current (or last) run's incarnation and how it ended; `None` until the first run.
@@ -147,12 +149,14 @@ impl Storage for MemoryStorage {
             state.stats.corrupt_objects += 1;
             return Ok(ReadOutcome::Corrupted);
         }
-        Ok(
-            match state.objects.get(&(partition, segment, key.clone())) {
-                Some((object, _)) => ReadOutcome::Found(object.clone()),
+        let slot = (partition, segment, key.clone());
+        Ok(match state.objects.get(&slot) {
+            Some((object, _)) => ReadOutcome::Found(object.clone()),
+            None => match state.reaped.get(&slot) {
+                Some(r) => ReadOutcome::Found(Object::reaped(r.vv.clone())),
                 None => ReadOutcome::NotFound,
             },
-        )
+        })
     }
 
     fn write(&self, batch: WriteBatch) -> Result<(), CommitError> {
@@ -251,6 +255,37 @@ impl Storage for MemoryStorage {
             .map(|h| h.entry(target, partition, key)))
     }
 
+    fn reaped(&self, partition: PartitionId, key: &Key) -> Result<Option<Reaped>, ReadError> {
+        let segment = SegmentId::of(key, self.q);
+        Ok(self
+            .state()
+            .reaped
+            .get(&(partition, segment, key.clone()))
+            .cloned())
+    }
+
+    fn reaped_records(
+        &self,
+        after: Option<(PartitionId, &Key)>,
+        limit: usize,
+    ) -> Result<Vec<(PartitionId, Key, Reaped)>, ReadError> {
+        let start = match after {
+            Some((p, k)) => Bound::Excluded((p, SegmentId::of(k, self.q), k.clone())),
+            None => Bound::Unbounded,
+        };
+        Ok(self
+            .state()
+            .reaped
+            .range((start, Bound::Unbounded))
+            .take(limit)
+            .map(|((p, _, k), r)| (*p, k.clone(), r.clone()))
+            .collect())
+    }
+
+    fn reaped_count(&self) -> Result<u64, ReadError> {
+        Ok(self.state().reaped.len() as u64)
+    }
+
     fn stats(&self) -> StorageStats {
         self.state().stats
     }
@@ -301,7 +336,10 @@ impl State {
             | Write::RemoveObject { partition, key } => {
                 self.corrupted.remove(&(*partition, key.clone()))
             }
-            Write::Hint { .. } | Write::RemoveHint { .. } => false,
+            Write::Reap { .. }
+            | Write::ForgetReaped { .. }
+            | Write::Hint { .. }
+            | Write::RemoveHint { .. } => false,
         };
         match write {
             Write::Object {
@@ -321,6 +359,52 @@ impl State {
                     _ => object,
                 };
                 self.store_object(partition, key, merged, q);
+            }
+            Write::Reap {
+                partition,
+                key,
+                vv,
+                reaped_at_unix_ms,
+            } => {
+                let slot = (partition, SegmentId::of(&key, q), key);
+                if self.corrupted.contains(&(partition, slot.2.clone())) {
+                    return;
+                }
+                let stored = self.objects.get(&slot).map(|(o, _)| o);
+                if !reapable(stored, &vv) {
+                    return;
+                }
+                if let Some((_, old)) = self.objects.remove(&slot) {
+                    self.trees
+                        .entry(partition)
+                        .or_default()
+                        .toggle(slot.1, &slot.2, old);
+                }
+                let record = match self.reaped.remove(&slot) {
+                    Some(held) => Reaped {
+                        vv: held.vv.join(&vv),
+                        reaped_at_unix_ms: held.reaped_at_unix_ms.max(reaped_at_unix_ms),
+                    },
+                    None => Reaped {
+                        vv,
+                        reaped_at_unix_ms,
+                    },
+                };
+                self.reaped.insert(slot, record);
+            }
+            Write::ForgetReaped {
+                partition,
+                key,
+                reaped_before_unix_ms,
+            } => {
+                let slot = (partition, SegmentId::of(&key, q), key);
+                if self
+                    .reaped
+                    .get(&slot)
+                    .is_some_and(|r| r.reaped_at_unix_ms < reaped_before_unix_ms)
+                {
+                    self.reaped.remove(&slot);
+                }
             }
             Write::RemoveObject { partition, key } => {
                 let segment = SegmentId::of(&key, q);
@@ -381,6 +465,22 @@ impl State {
         q: PartitionCount,
     ) {
         let segment = SegmentId::of(&key, q);
+        let slot = (partition, segment, key);
+        let object = match self.reaped.get_mut(&slot) {
+            None => object,
+            Some(held) => match merge_into_reaped(&held.vv, &object) {
+                // Nothing newer than the reap: the record absorbs it, nothing is stored.
+                Err(vv) => {
+                    held.vv = vv;
+                    return;
+                }
+                Ok(merged) => {
+                    self.reaped.remove(&slot);
+                    merged
+                }
+            },
+        };
+        let key = slot.2;
         let digest = ObjectDigest::of(&object);
         let tree = self.trees.entry(partition).or_default();
         tree.toggle(segment, &key, digest);

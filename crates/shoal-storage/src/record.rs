@@ -19,6 +19,9 @@ pub(crate) const FORMAT_VERSION: u8 = 1;
 
 /// (partition, segment, key) → object record.
 pub(crate) const OBJECTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("objects");
+/// (partition, segment, key) → reaping record: the key's tombstone was reaped (see
+/// `Write::Reap`). Laid out like a hint record, its object [`shoal_causality::Object::reaped`].
+pub(crate) const REAPED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("reaped");
 /// (target, partition, key) → hint record.
 pub(crate) const HINTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("hints");
 /// (partition, segment) → tree entry, written by versions that stored the tictac trees; the
@@ -249,6 +252,32 @@ pub(crate) fn hint_from_record(
         object: decode_object(rec.encoded)?,
         digest: rec.digest,
         stored_at_unix_ms: rec.stored_at_unix_ms,
+    })
+}
+
+// ---- reaping records -------------------------------------------------------------------------
+
+/// `[crc][version][digest][reaped_at][object with no siblings]`, as a hint record.
+pub(crate) fn encode_reaped_record(table_key: &[u8], reaped: &crate::Reaped) -> Vec<u8> {
+    let object = shoal_causality::Object::reaped(reaped.vv.clone());
+    encode_hint_record(
+        table_key,
+        &crate::digest::encode_object(&object),
+        reaped.reaped_at_unix_ms,
+    )
+}
+
+/// The reaping record stored as `record` under `table_key`, if its checksum, version and
+/// object are sound (and the object has no siblings).
+pub(crate) fn reaped_from_record(table_key: &[u8], record: &[u8]) -> Option<crate::Reaped> {
+    let rec = check_hint_record(table_key, record)?;
+    let object = decode_object(rec.encoded)?;
+    if !object.siblings().is_empty() {
+        return None;
+    }
+    Some(crate::Reaped {
+        vv: object.version_vector().clone(),
+        reaped_at_unix_ms: rec.stored_at_unix_ms,
     })
 }
 

@@ -16,16 +16,16 @@ use crate::digest::decode_object;
 use crate::error::{During, EngineError, opening};
 use crate::memory::check_partitions;
 use crate::record::{
-    self, HINTS, IDENTITY, Identity, LEGACY_AAE, META, OBJECTS, check_object_record,
+    self, HINTS, IDENTITY, Identity, LEGACY_AAE, META, OBJECTS, REAPED, check_object_record,
     hint_from_record, hint_key, hint_target_prefix, key_of_object_key, object_key, parse_hint_key,
-    partition_range, prefix_end, segment_in_key, segment_range,
+    partition_range, prefix_end, reaped_from_record, segment_in_key, segment_range,
 };
 use crate::run::{self, RunStart, RunState};
 use crate::storage::CommitCallback;
 use crate::trees::{Build, BuildHold, Trees};
 use crate::{
-    CloseError, CommitError, HintEntry, ObjectDigest, OpenError, ReadError, ReadOutcome, SegmentId,
-    Storage, StorageStats, TictacTree, TreesStatus, WriteBatch,
+    CloseError, CommitError, HintEntry, ObjectDigest, OpenError, ReadError, ReadOutcome, Reaped,
+    SegmentId, Storage, StorageStats, TictacTree, TreesStatus, WriteBatch,
 };
 
 /// The database file inside a node's data directory.
@@ -410,6 +410,23 @@ impl RedbStorage {
         }
     }
 
+    /// The reaping record under the objects-table key `tk`, read in `txn`.
+    fn reaped_in(
+        &self,
+        txn: &redb::ReadTransaction,
+        tk: &[u8],
+    ) -> Result<Option<Reaped>, ReadError> {
+        let table = txn.open_table(REAPED).during("opening the reaped table")?;
+        let Some(v) = table.get(tk).during("reading a reaping record")? else {
+            return Ok(None);
+        };
+        let found = reaped_from_record(tk, v.value());
+        if found.is_none() {
+            self.note_corrupt("reaping record", tk, None);
+        }
+        Ok(found)
+    }
+
     /// Reads one object record found under `table_key` in segment `segment` of `partition`.
     fn object_outcome(
         &self,
@@ -444,10 +461,64 @@ impl Storage for RedbStorage {
             .during("opening the objects table")?;
         let tk = object_key(partition, SegmentId::of(key, self.shared().q), key);
         let found = table.get(tk.as_slice()).during("reading an object")?;
-        Ok(match found {
-            Some(guard) => self.object_outcome(partition, &tk, guard.value()),
+        if let Some(guard) = found {
+            return Ok(self.object_outcome(partition, &tk, guard.value()));
+        }
+        // A reaped key reads as what its tombstone stood for: no value, the tombstone's vector.
+        Ok(match self.reaped_in(&txn, &tk)? {
+            Some(r) => ReadOutcome::Found(shoal_causality::Object::reaped(r.vv)),
             None => ReadOutcome::NotFound,
         })
+    }
+
+    fn reaped(&self, partition: PartitionId, key: &Key) -> Result<Option<Reaped>, ReadError> {
+        let txn = self.shared().db.begin_read().during("beginning a read")?;
+        let tk = object_key(partition, SegmentId::of(key, self.shared().q), key);
+        self.reaped_in(&txn, &tk)
+    }
+
+    fn reaped_records(
+        &self,
+        after: Option<(PartitionId, &Key)>,
+        limit: usize,
+    ) -> Result<Vec<(PartitionId, Key, Reaped)>, ReadError> {
+        let txn = self.shared().db.begin_read().during("beginning a read")?;
+        let table = txn.open_table(REAPED).during("opening the reaped table")?;
+        let from = after.map(|(p, k)| object_key(p, SegmentId::of(k, self.shared().q), k));
+        let lower = match &from {
+            Some(tk) => Bound::Excluded(tk.as_slice()),
+            None => Bound::Unbounded,
+        };
+        let mut out = Vec::new();
+        for entry in table
+            .range::<&[u8]>((lower, Bound::Unbounded))
+            .during("listing reaping records")?
+        {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = entry.during("listing reaping records")?;
+            let tk = k.value();
+            let partition = tk
+                .get(..4)
+                .and_then(|b| b.try_into().ok())
+                .map(|b| PartitionId::from_index_unchecked(u32::from_be_bytes(b)));
+            match (
+                partition,
+                key_of_object_key(tk),
+                reaped_from_record(tk, v.value()),
+            ) {
+                (Some(p), Some(key), Some(r)) => out.push((p, key, r)),
+                _ => self.note_corrupt("reaping record", tk, None),
+            }
+        }
+        Ok(out)
+    }
+
+    fn reaped_count(&self) -> Result<u64, ReadError> {
+        let txn = self.shared().db.begin_read().during("beginning a read")?;
+        let table = txn.open_table(REAPED).during("opening the reaped table")?;
+        Ok(table.len().during("counting reaping records")?)
     }
 
     fn write(&self, batch: WriteBatch) -> Result<(), CommitError> {
@@ -687,6 +758,7 @@ fn begin_run(
     let begun = {
         let objects = txn.open_table(OBJECTS).during("creating the tables")?;
         let hints = txn.open_table(HINTS).during("creating the tables")?;
+        txn.open_table(REAPED).during("creating the tables")?;
         // Trees are no longer stored: drop the table older versions kept them in.
         txn.delete_table(LEGACY_AAE)
             .during("removing the old tree table")?;

@@ -1,7 +1,7 @@
 use std::sync::mpsc;
 use std::time::Duration;
 
-use shoal_causality::Object;
+use shoal_causality::{Object, VersionVector};
 use shoal_types::{Incarnation, Key, NodeId, PartitionId};
 
 use crate::{CommitError, ObjectDigest, ReadError, SegmentId, TictacTree};
@@ -74,6 +74,23 @@ pub trait Storage: Send + Sync + 'static {
         key: &Key,
     ) -> Result<Option<HintEntry>, ReadError>;
 
+    /// The reaping record of a key whose tombstone was reaped ([`Write::Reap`]), if one is held.
+    /// [`Storage::object`] already answers such a key as [`Object::reaped`]; this tells the
+    /// two apart (for `get --local` and the reap's answer). A record that fails its checksum
+    /// is counted as corrupt and answered as absent.
+    fn reaped(&self, partition: PartitionId, key: &Key) -> Result<Option<Reaped>, ReadError>;
+
+    /// Up to `limit` reaping records in (partition, key) storage order, starting after `after`
+    /// (for the sweep that forgets them after their retention). Corrupted ones are skipped.
+    fn reaped_records(
+        &self,
+        after: Option<(PartitionId, &Key)>,
+        limit: usize,
+    ) -> Result<Vec<(PartitionId, Key, Reaped)>, ReadError>;
+
+    /// How many reaping records are held.
+    fn reaped_count(&self) -> Result<u64, ReadError>;
+
     /// Counters since the storage was opened.
     fn stats(&self) -> StorageStats;
 
@@ -108,6 +125,15 @@ impl TreesStatus {
     pub fn is_ready(self) -> bool {
         self == TreesStatus::Ready
     }
+}
+
+/// A reaping record: the key's tombstone was removed, and every dot `vv` covers is dead.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reaped {
+    /// Everything the reaped tombstone (and any later reap of the key) had seen.
+    pub vv: VersionVector,
+    /// When the key was (last) reaped here, in Unix milliseconds (the caller's clock).
+    pub reaped_at_unix_ms: u64,
 }
 
 /// What `submit` calls when a batch is durable, or failed.
@@ -261,6 +287,38 @@ pub enum Write {
         /// The key.
         key: Key,
     },
+    /// Reaps the key's tombstone, a compare-and-set: only if the stored object holds no value
+    /// (tombstones only, or no siblings) and `vv` descends its version vector (no object, or a
+    /// reaping record already held, counts as empty). Then the object is removed (and leaves
+    /// the tree) and the key's reaping record becomes `vv` joined with any held before, stamped
+    /// `reaped_at_unix_ms` (the later of the two). Otherwise nothing changes (something newer
+    /// is stored, or the record is corrupted); [`Storage::reaped`] tells which it was.
+    ///
+    /// While a reaping record is held, every write that stores an object under the key
+    /// ([`Write::Object`], [`Write::MergeObject`]) merges it into [`Object::reaped`] first: if
+    /// no sibling survives (all are covered), nothing is stored and the record's vector takes
+    /// in the incoming one; if one does, the merged object is stored and the record removed.
+    /// So no sibling the reaped tombstone superseded can come back.
+    Reap {
+        /// The key's partition.
+        partition: PartitionId,
+        /// The key.
+        key: Key,
+        /// The tombstone's version vector (joined over the key's primaries).
+        vv: VersionVector,
+        /// Now, in Unix milliseconds.
+        reaped_at_unix_ms: u64,
+    },
+    /// Drops the key's reaping record if it was reaped before `reaped_before_unix_ms` (its
+    /// retention is over; one reaped again since stays).
+    ForgetReaped {
+        /// The key's partition.
+        partition: PartitionId,
+        /// The key.
+        key: Key,
+        /// Records stamped before this (Unix ms) go.
+        reaped_before_unix_ms: u64,
+    },
     /// Holds `object` for `target`, merged with any hint already held for the same
     /// (target, partition, key).
     Hint {
@@ -297,6 +355,8 @@ impl Write {
             Write::Object { partition, .. }
             | Write::MergeObject { partition, .. }
             | Write::RemoveObject { partition, .. }
+            | Write::Reap { partition, .. }
+            | Write::ForgetReaped { partition, .. }
             | Write::Hint { partition, .. }
             | Write::RemoveHint { partition, .. } => *partition,
         }
@@ -307,7 +367,10 @@ impl Write {
             Write::Object { key, object, .. }
             | Write::MergeObject { key, object, .. }
             | Write::Hint { key, object, .. } => key.len() + object.value_bytes() + 64,
-            Write::RemoveObject { key, .. } | Write::RemoveHint { key, .. } => key.len() + 16,
+            Write::RemoveObject { key, .. }
+            | Write::RemoveHint { key, .. }
+            | Write::ForgetReaped { key, .. } => key.len() + 16,
+            Write::Reap { key, vv, .. } => key.len() + 16 * vv.len() + 32,
         }
     }
 }
@@ -416,6 +479,27 @@ pub(crate) fn merge_hint(
     match held {
         Some((object, at)) => (object.merge(incoming), at.max(incoming_at_unix_ms)),
         None => (incoming.clone(), incoming_at_unix_ms),
+    }
+}
+
+/// The one rule for [`Write::Reap`], which every store applies: whether the stored object
+/// (`None`: none) may be replaced by a reaping record of `vv`.
+pub(crate) fn reapable(stored: Option<&Object>, vv: &VersionVector) -> bool {
+    stored.is_none_or(|o| o.holds_no_value() && vv.descends(o.version_vector()))
+}
+
+/// The one rule for storing `incoming` under a key reaped at `reaped` (its record's vector):
+/// `Err(vv)` when nothing survives the merge (no object is stored; the record's vector becomes
+/// `vv`), `Ok(merged)` when a sibling newer than the reap does (it is stored, the record goes).
+pub(crate) fn merge_into_reaped(
+    reaped: &VersionVector,
+    incoming: &Object,
+) -> Result<Object, VersionVector> {
+    let merged = Object::reaped(reaped.clone()).merge(incoming);
+    if merged.siblings().is_empty() {
+        Err(merged.version_vector().clone())
+    } else {
+        Ok(merged)
     }
 }
 

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use redb::backends::InMemoryBackend;
 use redb::{ReadableDatabase, StorageBackend, TableDefinition};
-use shoal_causality::{Actor, CausalContext, Object, Sibling};
+use shoal_causality::{Actor, CausalContext, Object, Sibling, VersionVector};
 use shoal_types::{Incarnation, Key, NodeId, PartitionCount, PartitionId};
 use tempfile::TempDir;
 
@@ -89,6 +89,8 @@ fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
 struct Model {
     objects: BTreeMap<(PartitionId, SegmentId, Key), Object>,
     hints: BTreeMap<(NodeId, PartitionId, Key), (Object, u64)>,
+    /// Reaping records: the reaped tombstone's vector and when.
+    reaped: BTreeMap<(PartitionId, SegmentId, Key), (VersionVector, u64)>,
 }
 
 impl Model {
@@ -99,8 +101,7 @@ impl Model {
                 key,
                 object,
             } => {
-                self.objects
-                    .insert((partition, SegmentId::of(&key, q()), key), object);
+                self.store((partition, SegmentId::of(&key, q()), key), object);
             }
             Write::MergeObject {
                 partition,
@@ -112,7 +113,41 @@ impl Model {
                     Some(old) => old.merge(&object),
                     None => object,
                 };
-                self.objects.insert(slot, merged);
+                self.store(slot, merged);
+            }
+            Write::Reap {
+                partition,
+                key,
+                vv,
+                reaped_at_unix_ms,
+            } => {
+                let slot = (partition, SegmentId::of(&key, q()), key);
+                let no_newer = self.objects.get(&slot).is_none_or(|o| {
+                    o.siblings().iter().all(|(_, s)| *s == Sibling::Tombstone)
+                        && vv.descends(o.version_vector())
+                });
+                if no_newer {
+                    self.objects.remove(&slot);
+                    let record = match self.reaped.get(&slot) {
+                        Some((held, at)) => (held.join(&vv), (*at).max(reaped_at_unix_ms)),
+                        None => (vv, reaped_at_unix_ms),
+                    };
+                    self.reaped.insert(slot, record);
+                }
+            }
+            Write::ForgetReaped {
+                partition,
+                key,
+                reaped_before_unix_ms,
+            } => {
+                let slot = (partition, SegmentId::of(&key, q()), key);
+                if self
+                    .reaped
+                    .get(&slot)
+                    .is_some_and(|(_, at)| *at < reaped_before_unix_ms)
+                {
+                    self.reaped.remove(&slot);
+                }
             }
             Write::RemoveObject { partition, key } => {
                 self.objects
@@ -151,14 +186,44 @@ impl Model {
         }
     }
 
-    fn object(&self, partition: PartitionId, key: &Key) -> ReadOutcome {
-        match self
-            .objects
-            .get(&(partition, SegmentId::of(key, q()), key.clone()))
-        {
-            Some(o) => ReadOutcome::Found(o.clone()),
-            None => ReadOutcome::NotFound,
+    /// Stores `object` in `slot`; over a reaping record, only what survives a merge into the
+    /// reaped tombstone's vector is stored (and the record goes), else the record takes in the
+    /// object's vector.
+    fn store(&mut self, slot: (PartitionId, SegmentId, Key), object: Object) {
+        if let Some((vv, at)) = self.reaped.get(&slot).cloned() {
+            let merged = Object::reaped(vv).merge(&object);
+            if merged.siblings().is_empty() {
+                self.reaped
+                    .insert(slot, (merged.version_vector().clone(), at));
+                return;
+            }
+            self.reaped.remove(&slot);
+            self.objects.insert(slot, merged);
+            return;
         }
+        self.objects.insert(slot, object);
+    }
+
+    fn object(&self, partition: PartitionId, key: &Key) -> ReadOutcome {
+        let slot = (partition, SegmentId::of(key, q()), key.clone());
+        match (self.objects.get(&slot), self.reaped.get(&slot)) {
+            (Some(o), _) => ReadOutcome::Found(o.clone()),
+            (None, Some((vv, _))) => ReadOutcome::Found(Object::reaped(vv.clone())),
+            (None, None) => ReadOutcome::NotFound,
+        }
+    }
+
+    fn reaped(&self) -> Vec<(PartitionId, Key, Reaped)> {
+        self.reaped
+            .iter()
+            .map(|((p, _, k), (vv, at))| {
+                let record = Reaped {
+                    vv: vv.clone(),
+                    reaped_at_unix_ms: *at,
+                };
+                (*p, k.clone(), record)
+            })
+            .collect()
     }
 
     fn partition(&self, partition: PartitionId) -> Vec<(Key, ReadOutcome)> {
@@ -286,6 +351,9 @@ enum WriteSpec {
     Hint(usize, u32, usize, ObjectSpec, u64),
     /// Mode 0: unconditional; 1: with the current digest; 2: with a stale digest.
     RemoveHint(usize, u32, usize, u8),
+    /// Reap with the vector of what is stored (`None`), or of a built object.
+    Reap(u32, usize, Option<ObjectSpec>, u64),
+    ForgetReaped(u32, usize, u64),
 }
 
 #[derive(Clone, Debug)]
@@ -354,6 +422,26 @@ impl WriteSpec {
                     },
                 }
             }
+            WriteSpec::Reap(p, k, spec, at) => {
+                let vv = match spec {
+                    Some(o) => build(o).version_vector().clone(),
+                    None => match model.object(part(*p), &key(*k)) {
+                        ReadOutcome::Found(o) => o.version_vector().clone(),
+                        _ => VersionVector::new(),
+                    },
+                };
+                Write::Reap {
+                    partition: part(*p),
+                    key: key(*k),
+                    vv,
+                    reaped_at_unix_ms: *at,
+                }
+            }
+            WriteSpec::ForgetReaped(p, k, before) => Write::ForgetReaped {
+                partition: part(*p),
+                key: key(*k),
+                reaped_before_unix_ms: *before,
+            },
         }
     }
 }
@@ -372,7 +460,10 @@ fn write_spec() -> impl Strategy<Value = WriteSpec> {
         1 => (p.clone(), k.clone()).prop_map(|(p, k)| WriteSpec::Remove(p, k)),
         2 => (t.clone(), p.clone(), k.clone(), object_spec(), 0..1000u64)
             .prop_map(|(t, p, k, o, at)| WriteSpec::Hint(t, p, k, o, at)),
-        1 => (t, p, k, 0..3u8).prop_map(|(t, p, k, m)| WriteSpec::RemoveHint(t, p, k, m)),
+        1 => (t, p.clone(), k.clone(), 0..3u8).prop_map(|(t, p, k, m)| WriteSpec::RemoveHint(t, p, k, m)),
+        2 => (p.clone(), k.clone(), proptest::option::of(object_spec()), 0..1000u64)
+            .prop_map(|(p, k, o, at)| WriteSpec::Reap(p, k, o, at)),
+        1 => (p, k, 0..1000u64).prop_map(|(p, k, b)| WriteSpec::ForgetReaped(p, k, b)),
     ]
 }
 
@@ -420,6 +511,22 @@ fn hints_all(s: &dyn Storage, target: &NodeId, page: usize) -> Vec<HintEntry> {
     }
 }
 
+/// Every reaping record, read a page of `page` at a time.
+fn reaped_all(s: &dyn Storage, page: usize) -> Vec<(PartitionId, Key, Reaped)> {
+    let mut out: Vec<(PartitionId, Key, Reaped)> = Vec::new();
+    loop {
+        let after = out.last().map(|(p, k, _)| (*p, k.clone()));
+        let next = s
+            .reaped_records(after.as_ref().map(|(p, k)| (*p, k)), page)
+            .unwrap();
+        assert!(next.len() <= page);
+        if next.is_empty() {
+            return out;
+        }
+        out.extend(next);
+    }
+}
+
 fn check_partition(s: &dyn Storage, model: &Model, p: PartitionId) -> Result<(), TestCaseError> {
     let tree = s.tree(p).unwrap();
     prop_assert_eq!(&tree, &model.tree(p), "tree of {:?}", p);
@@ -451,6 +558,12 @@ fn run_model(h: &mut dyn Harness, ops: &[Op]) -> Result<(), TestCaseError> {
                     h.storage().object(part(*p), &key(*k)).unwrap(),
                     model.object(part(*p), &key(*k))
                 );
+                let slot = (part(*p), SegmentId::of(&key(*k), q()), key(*k));
+                let expected = model.reaped.get(&slot).map(|(vv, at)| Reaped {
+                    vv: vv.clone(),
+                    reaped_at_unix_ms: *at,
+                });
+                prop_assert_eq!(h.storage().reaped(part(*p), &key(*k)).unwrap(), expected);
             }
             Op::List(p, page) => {
                 prop_assert_eq!(
@@ -488,6 +601,11 @@ fn run_model(h: &mut dyn Harness, ops: &[Op]) -> Result<(), TestCaseError> {
     for t in TARGETS {
         prop_assert_eq!(hints_all(h.storage(), &node(t), 2), model.hints(&node(t)));
     }
+    prop_assert_eq!(reaped_all(h.storage(), 2), model.reaped());
+    prop_assert_eq!(
+        h.storage().reaped_count().unwrap(),
+        model.reaped.len() as u64
+    );
     prop_assert_eq!(h.storage().stats().corrupt_objects, 0);
     Ok(())
 }
@@ -1534,4 +1652,183 @@ fn startup_time_with_many_keys() {
         shared.scanned.records,
     );
     s.close_clean().unwrap();
+}
+
+// ---- reaping ----------------------------------------------------------------------------------
+
+/// The reaping rules, on one store: the compare-and-set, the record swallowing what the reaped
+/// tombstone covered and giving way to what is newer, and forgetting.
+fn reaping_follows_its_rules(s: &dyn Storage) {
+    let (p, k) = (part(1), key(1));
+    let old = value(0, "old");
+    let tombstone = old
+        .update(&old.context(), Sibling::Tombstone, &actor(1), 64)
+        .unwrap();
+    let vv = tombstone.version_vector().clone();
+    let reap = |vv: &VersionVector, at: u64| -> WriteBatch {
+        Write::Reap {
+            partition: p,
+            key: k.clone(),
+            vv: vv.clone(),
+            reaped_at_unix_ms: at,
+        }
+        .into()
+    };
+
+    // A live value is never reaped, whatever the vector says.
+    s.write(put(p, k.clone(), old.clone())).unwrap();
+    s.write(reap(&vv, 10)).unwrap();
+    assert_eq!(s.object(p, &k).unwrap(), ReadOutcome::Found(old.clone()));
+    assert_eq!(s.reaped(p, &k).unwrap(), None, "a value is not reaped");
+
+    // A tombstone is not reaped by a vector that has not seen all of it.
+    s.write(put(p, k.clone(), tombstone.clone())).unwrap();
+    s.write(reap(old.version_vector(), 10)).unwrap();
+    assert_eq!(s.reaped(p, &k).unwrap(), None, "a newer tombstone stays");
+
+    // Reaped: the object leaves the tree and the listings, the key reads as its vector.
+    s.write(reap(&vv, 10)).unwrap();
+    let reaped = Reaped {
+        vv: vv.clone(),
+        reaped_at_unix_ms: 10,
+    };
+    assert_eq!(s.reaped(p, &k).unwrap(), Some(reaped.clone()));
+    assert_eq!(
+        s.object(p, &k).unwrap(),
+        ReadOutcome::Found(Object::reaped(vv.clone()))
+    );
+    assert_eq!(s.tree(p).unwrap(), TictacTree::default(), "out of the tree");
+    assert!(s.partition_objects(p, None, 10).unwrap().is_empty());
+    assert_eq!(
+        s.reaped_records(None, 10).unwrap(),
+        vec![(p, k.clone(), reaped)]
+    );
+    assert_eq!(s.reaped_count().unwrap(), 1);
+
+    // What the tombstone covered comes back through no write: replica, repair, hint, push.
+    for write in [
+        Write::MergeObject {
+            partition: p,
+            key: k.clone(),
+            object: old.clone(),
+        },
+        Write::Object {
+            partition: p,
+            key: k.clone(),
+            object: old.clone(),
+        },
+        Write::MergeObject {
+            partition: p,
+            key: k.clone(),
+            object: tombstone.clone(),
+        },
+    ] {
+        s.write(write.into()).unwrap();
+        assert_eq!(
+            s.object(p, &k).unwrap(),
+            ReadOutcome::Found(Object::reaped(vv.clone())),
+            "an older copy is swallowed by the reaping record"
+        );
+        assert_eq!(s.tree(p).unwrap(), TictacTree::default());
+    }
+
+    // A write newer than the reap (built on what the key reads as) is stored; the record goes.
+    let ReadOutcome::Found(base) = s.object(p, &k).unwrap() else {
+        panic!("a reaped key reads as an object")
+    };
+    let newer = base
+        .update(
+            &base.context(),
+            Sibling::Value(Bytes::from_static(b"new")),
+            &actor(0),
+            64,
+        )
+        .unwrap();
+    assert!(
+        newer.siblings()[0].0.counter > old.siblings()[0].0.counter,
+        "the new dot counts on past the reaped ones"
+    );
+    s.write(
+        Write::MergeObject {
+            partition: p,
+            key: k.clone(),
+            object: newer.clone(),
+        }
+        .into(),
+    )
+    .unwrap();
+    assert_eq!(s.object(p, &k).unwrap(), ReadOutcome::Found(newer.clone()));
+    assert_eq!(s.reaped(p, &k).unwrap(), None);
+    assert_ne!(s.tree(p).unwrap(), TictacTree::default());
+
+    // Reaping a key nobody stored (a primary that holds nothing) records the vector; a later
+    // reap joins it and keeps the later time; forgetting honours the time.
+    let k2 = key(2);
+    let reap2 = |vv: &VersionVector, at: u64| -> WriteBatch {
+        Write::Reap {
+            partition: p,
+            key: k2.clone(),
+            vv: vv.clone(),
+            reaped_at_unix_ms: at,
+        }
+        .into()
+    };
+    s.write(reap2(old.version_vector(), 50)).unwrap();
+    s.write(reap2(&vv, 40)).unwrap();
+    assert_eq!(
+        s.reaped(p, &k2).unwrap(),
+        Some(Reaped {
+            vv: vv.clone(),
+            reaped_at_unix_ms: 50
+        })
+    );
+    let forget = |before: u64| -> WriteBatch {
+        Write::ForgetReaped {
+            partition: p,
+            key: k2.clone(),
+            reaped_before_unix_ms: before,
+        }
+        .into()
+    };
+    s.write(forget(50)).unwrap();
+    assert!(s.reaped(p, &k2).unwrap().is_some(), "not before its time");
+    s.write(forget(51)).unwrap();
+    assert_eq!(s.reaped(p, &k2).unwrap(), None);
+    assert_eq!(s.object(p, &k2).unwrap(), ReadOutcome::NotFound);
+    assert_eq!(s.reaped_count().unwrap(), 0);
+}
+
+#[test]
+fn memory_reaping_follows_its_rules() {
+    reaping_follows_its_rules(&MemoryStorage::new(q()));
+}
+
+#[test]
+fn redb_reaping_follows_its_rules_and_survives_a_reopen() {
+    let dir = TempDir::new().unwrap();
+    let (s, _) = RedbStorage::open(dir.path(), &node("n1"), q(), Incarnation::new(1)).unwrap();
+    reaping_follows_its_rules(&s);
+    let (p, k) = (part(3), key(3));
+    let vv = value(1, "x").version_vector().clone();
+    s.write(
+        Write::Reap {
+            partition: p,
+            key: k.clone(),
+            vv: vv.clone(),
+            reaped_at_unix_ms: 7,
+        }
+        .into(),
+    )
+    .unwrap();
+    drop(s);
+    let (s, _) = RedbStorage::open(dir.path(), &node("n1"), q(), Incarnation::new(1)).unwrap();
+    wait_for_trees(&s);
+    assert_eq!(
+        s.reaped(p, &k).unwrap(),
+        Some(Reaped {
+            vv,
+            reaped_at_unix_ms: 7
+        })
+    );
+    assert_eq!(s.tree(p).unwrap(), TictacTree::default());
 }

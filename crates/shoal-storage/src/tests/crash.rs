@@ -177,7 +177,22 @@ fn random_batch(rng: &mut Rng) -> WriteBatch {
                     key,
                     object: random_object(rng),
                 },
-                6 => Write::RemoveObject { partition, key },
+                6 => match rng.below(3) {
+                    0 => Write::RemoveObject { partition, key },
+                    // Reaps: with a random object's vector (mostly refused, or over nothing),
+                    // or a tombstone's that covers many of the objects written.
+                    1 => Write::Reap {
+                        partition,
+                        key,
+                        vv: random_object(rng).version_vector().clone(),
+                        reaped_at_unix_ms: rng.below(1_000_000),
+                    },
+                    _ => Write::ForgetReaped {
+                        partition,
+                        key,
+                        reaped_before_unix_ms: rng.below(1_000_000),
+                    },
+                },
                 7 | 8 => Write::Hint {
                     target,
                     partition,
@@ -281,6 +296,18 @@ fn read_state(s: &RedbStorage) -> Result<Model, String> {
         }
         if s.tree(p).map_err(err)? != state.tree(p) {
             return Err(format!("the tree of partition {p} differs from a rebuild"));
+        }
+    }
+    let mut after: Option<(PartitionId, Key)> = None;
+    loop {
+        let page = s
+            .reaped_records(after.as_ref().map(|(p, k)| (*p, k)), 16)
+            .map_err(err)?;
+        let Some((p, k, _)) = page.last() else { break };
+        after = Some((*p, k.clone()));
+        for (p, k, r) in page {
+            let slot = (p, SegmentId::of(&k, q()), k);
+            state.reaped.insert(slot, (r.vv, r.reaped_at_unix_ms));
         }
     }
     for k in 0..CRASH_KEYS {
