@@ -18,8 +18,9 @@ use crate::{
 /// contexts carry listed dots beside their vector, and `RequestError::InvalidContext`; 4:
 /// membership gossip, and the admin status reports every member; 5: hinted handoff and
 /// `RequestError::PrimariesUnavailable`; 6: anti-entropy exchanges, `PeerError::Exchange`, and
-/// the admin status reports each partition's divergence).
-pub const PROTOCOL_VERSION: u8 = 6;
+/// the admin status reports each partition's divergence; 7: tombstone reaping,
+/// `PeerMessage::Reap`).
+pub const PROTOCOL_VERSION: u8 = 7;
 
 /// How deeply nested a decoded message may be. Shoal's deepest message nests about a dozen
 /// levels; anything deeper is hostile.
@@ -141,6 +142,7 @@ impl Checked for Response {
                 PeerResponse::Gossip(Some(g)) => check_gossip(g, limits),
                 PeerResponse::Hint(HintResponse::Held(l)) => check_local(l, limits),
                 PeerResponse::Exchange(e) => check_exchange_response(e, limits),
+                PeerResponse::Reap(_) => Ok(()),
                 PeerResponse::Hint(HintResponse::Stored | HintResponse::HandedOff)
                 | PeerResponse::Replica(ReplicaResponse::Stored)
                 | PeerResponse::Gossip(None)
@@ -187,6 +189,7 @@ fn check_peer_request(r: &PeerRequest, limits: &DecodeLimits) -> Result<(), Code
                 .try_for_each(|o| check_object(&o.object, limits))
         }
         PeerMessage::Exchange(e) => check_exchange_message(e, limits),
+        PeerMessage::Reap(r) => check_context(&r.context, limits),
         PeerMessage::Replica(ReplicaMessage::Read { .. })
         | PeerMessage::Hint(HintMessage::Read { .. })
         | PeerMessage::Ping => Ok(()),

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use shoal_causality::Object;
+use shoal_causality::{CausalContext, Object};
 use shoal_types::{Key, NodeId, PartitionId, RingEpoch};
 
 use crate::{
@@ -53,6 +53,32 @@ pub enum PeerMessage {
     /// pulls or pushes objects to repair what differs. Answered with
     /// [`PeerResponse::Exchange`].
     Exchange(ExchangeMessage),
+    /// Tombstone reaping: every primary of the key holds its tombstone, so replace it with a
+    /// reaping record. Answered with [`PeerResponse::Reap`].
+    Reap(ReapMessage),
+}
+
+/// Reap a key's tombstone: a compare-and-set on the receiver's replica, applied only if it
+/// holds no value and `context`'s vector descends what it holds. Sent by a primary of the key
+/// to each other primary, once each was found to hold the tombstone and nothing newer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReapMessage {
+    /// The key's partition.
+    pub partition: PartitionId,
+    /// The key.
+    pub key: Key,
+    /// The tombstone's version vector, joined over the primaries (no listed dots): the
+    /// reaping record keeps it. Capped like a client's context when decoded.
+    pub context: CausalContext,
+}
+
+/// A primary's answer to a [`ReapMessage`], once durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReapResponse {
+    /// The key is reaped here: its reaping record covers the vector sent.
+    Reaped,
+    /// Not reaped: this replica holds a value, or something the vector has not seen.
+    Newer,
 }
 
 /// The replication messages: how a put's object, a get and a read repair travel between the
@@ -112,6 +138,8 @@ pub enum PeerResponse {
     Hint(HintResponse),
     /// Answer to [`PeerMessage::Exchange`].
     Exchange(ExchangeResponse),
+    /// Answer to [`PeerMessage::Reap`].
+    Reap(ReapResponse),
     /// The request was not served (see [`PeerError`] for what each reason implies).
     Failed(PeerError),
 }

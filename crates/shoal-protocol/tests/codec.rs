@@ -12,7 +12,7 @@ use shoal_protocol::{
     AdminRequest, AdminResponse, ClientRequest, ClientResponse, CodecError, DecodeLimits,
     ExchangeFault, ExchangeMessage, ExchangeResponse, KeyObject, LocalRead, MAX_EXCHANGE_BYTES,
     MAX_EXCHANGE_KEYS, MAX_EXCHANGE_OBJECTS, MAX_EXCHANGE_SEGMENTS, PeerError, PeerMessage,
-    PeerRequest, PeerResponse, RepairRefusal, ReplicaMessage, ReplicaResponse, Request,
+    PeerRequest, PeerResponse, ReapMessage, ReapResponse, RepairRefusal, ReplicaMessage, ReplicaResponse, Request,
     RequestError, Response, TREE_SEGMENTS, decode, encode,
 };
 use shoal_ring::{Member, Ring};
@@ -462,4 +462,37 @@ fn a_frame_of_the_object_bound_plus_the_overhead_carries_any_object() {
     )));
     let len = encode(&answer).unwrap().len();
     assert!(len <= obj.value_bytes() + shoal_protocol::OBJECT_OVERHEAD_BYTES);
+}
+
+#[test]
+fn reap_messages_round_trip_and_their_vector_is_capped_after_decoding() {
+    let obj = object_with(&["a", "b", "c"]);
+    let reap = |context: CausalContext| {
+        Request::Peer(PeerRequest {
+            from: node("n2"),
+            epoch: RingEpoch::INITIAL,
+            budget: None,
+            message: PeerMessage::Reap(ReapMessage {
+                partition: PartitionId::from_index_unchecked(3),
+                key: Key::new(&b"k"[..]).unwrap(),
+                context,
+            }),
+        })
+    };
+    let body = encode(&reap(obj.context())).unwrap();
+    assert_eq!(
+        decode::<Request>(&body, &DecodeLimits::default()).unwrap(),
+        reap(obj.context())
+    );
+    for answer in [ReapResponse::Reaped, ReapResponse::Newer] {
+        roundtrip_response(Response::Peer(PeerResponse::Reap(answer)));
+    }
+    let limits = DecodeLimits {
+        max_vector_entries: 2,
+        ..DecodeLimits::default()
+    };
+    match decode::<Request>(&body, &limits) {
+        Err(CodecError::OverLimit(m)) => assert!(m.contains("causal context"), "{m}"),
+        other => panic!("a reap's vector over the cap was not refused: {other:?}"),
+    }
 }

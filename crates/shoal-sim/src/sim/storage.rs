@@ -2,7 +2,7 @@
 
 use shoal_storage::{
     CommitCallback, CommitError, HintEntry, MemoryStorage, ObjectDigest, OpenError, ReadError,
-    ReadOutcome, RedbStorage, RunStart, SegmentId, Storage, StorageStats, TictacTree, WriteBatch,
+    ReadOutcome, Reaped, RedbStorage, RunStart, SegmentId, Storage, StorageStats, TictacTree, WriteBatch,
 };
 use shoal_types::{Incarnation, Key, NodeId, PartitionId};
 
@@ -138,6 +138,31 @@ impl Storage for SimStorage {
         match self {
             SimStorage::Memory(s) => s.hint(target, partition, key),
             SimStorage::Redb(s) => s.hint(target, partition, key),
+        }
+    }
+
+    fn reaped(&self, partition: PartitionId, key: &Key) -> Result<Option<Reaped>, ReadError> {
+        match self {
+            SimStorage::Memory(s) => s.reaped(partition, key),
+            SimStorage::Redb(s) => s.reaped(partition, key),
+        }
+    }
+
+    fn reaped_records(
+        &self,
+        after: Option<(PartitionId, &Key)>,
+        limit: usize,
+    ) -> Result<Vec<(PartitionId, Key, Reaped)>, ReadError> {
+        match self {
+            SimStorage::Memory(s) => s.reaped_records(after, limit),
+            SimStorage::Redb(s) => s.reaped_records(after, limit),
+        }
+    }
+
+    fn reaped_count(&self) -> Result<u64, ReadError> {
+        match self {
+            SimStorage::Memory(s) => s.reaped_count(),
+            SimStorage::Redb(s) => s.reaped_count(),
         }
     }
 
