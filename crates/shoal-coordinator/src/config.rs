@@ -3,7 +3,7 @@ use std::time::Duration;
 use shoal_membership::GossipConfig;
 use shoal_types::{Incarnation, Limits, NodeId, Quorum, RequestOptions};
 
-use crate::{AntiEntropyConfig, HintsConfig};
+use crate::{AntiEntropyConfig, HintsConfig, ReaperConfig};
 
 /// What a node needs to know about itself. Every field is already valid by type.
 #[derive(Clone, Debug)]
@@ -47,6 +47,8 @@ pub struct NodeConfig {
     pub hints: HintsConfig,
     /// Anti-entropy schedule, concurrency and pacing.
     pub anti_entropy: AntiEntropyConfig,
+    /// Tombstone reaping: on or off, how long reaping records are kept, the check pacing.
+    pub reaper: ReaperConfig,
     /// Whether a get repairs the replicas that answered older objects (read repair). Default
     /// on; off for tests of anti-entropy alone.
     pub read_repair: bool,
@@ -72,6 +74,7 @@ impl NodeConfig {
             gossip: GossipConfig::default(),
             hints: HintsConfig::default(),
             anti_entropy: AntiEntropyConfig::default(),
+            reaper: ReaperConfig::default(),
             read_repair: true,
             unix_ms_at_start: 0,
         }

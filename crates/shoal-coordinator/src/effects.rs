@@ -14,10 +14,11 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
+use shoal_causality::VersionVector;
 use shoal_protocol::{PeerMessage, PeerRequest, Response};
 use shoal_ring::Ring;
 use shoal_storage::WriteBatch;
-use shoal_types::NodeId;
+use shoal_types::{Key, NodeId, PartitionId};
 
 use crate::timers::TimerTable;
 use crate::{NodeConfig, NodeMetrics};
@@ -118,6 +119,8 @@ pub(crate) enum Part {
     Hints,
     /// Anti-entropy: objects pulled from a peer, or pushed here by one.
     AntiEntropy,
+    /// The reaper: a tombstone reaped here (for a peer's ask or this node's own round).
+    Reaper,
 }
 
 /// Who waits for a persist: a part, and what the part calls the wait.
@@ -140,6 +143,21 @@ pub(crate) enum Purpose {
     Hints(crate::hints::Purpose),
     /// Anti-entropy: an ask, fetch or push of an exchange.
     AntiEntropy(crate::anti_entropy::Purpose),
+    /// The reaper: a read of a primary's replica for a reap check, or a reap ask.
+    Reaper(crate::reaper::Purpose),
+}
+
+/// A key another part hands to the reaper (`Shared::hand_to_reaper`): its replica here holds
+/// no value, and its tombstone may now be on every primary.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ReapCandidate {
+    pub(crate) partition: PartitionId,
+    pub(crate) key: Key,
+    /// The tombstone's version vector.
+    pub(crate) vv: VersionVector,
+    /// Every primary acked the tombstone durably (the delete's coordinator saw N primary
+    /// acks): reap at once. Otherwise check every primary first.
+    pub(crate) confirmed: bool,
 }
 
 /// An outbound message awaiting its answer.
@@ -163,6 +181,8 @@ pub(crate) struct Shared {
     outputs: VecDeque<Output>,
     outbound: BTreeMap<OutboundId, Sent>,
     next_id: u64,
+    /// Keys handed to the reaper by other parts, taken by the node after each input.
+    reap_candidates: Vec<ReapCandidate>,
 }
 
 impl Shared {
@@ -176,7 +196,20 @@ impl Shared {
             outputs: VecDeque::new(),
             outbound: BTreeMap::new(),
             next_id: 0,
+            reap_candidates: Vec::new(),
         }
+    }
+
+    /// Hands a key whose replica here holds no value to the reaper (the delete's coordinator
+    /// once its write is done; anti-entropy when it ships or receives such an object). The
+    /// node passes it on after the input being handled.
+    pub(crate) fn hand_to_reaper(&mut self, candidate: ReapCandidate) {
+        self.reap_candidates.push(candidate);
+    }
+
+    /// The keys handed to the reaper since the last call.
+    pub(crate) fn take_reap_candidates(&mut self) -> Vec<ReapCandidate> {
+        std::mem::take(&mut self.reap_candidates)
     }
 
     /// This node's id.

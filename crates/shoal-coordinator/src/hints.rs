@@ -55,6 +55,11 @@ use crate::timers::Timer;
 /// hints: 1 GiB and 3 h per target, replay checked four times a second.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HintsConfig {
+    /// Whether this node writes hints at all: fallbacks standing in for primaries judged down
+    /// (sloppy quorums), and a coordinator's own hint for a primary that did not ack. Off
+    /// (`shoal server --no-hints`, for tests of anti-entropy alone), a write goes to the
+    /// reachable primaries only; the node still serves and hands off hints it holds. Default on.
+    pub enabled: bool,
     /// Most bytes (keys and values) held for one target; beyond, new hints are refused.
     pub max_hint_bytes: u64,
     /// Hints older than this are dropped (anti-entropy repairs what they held).
@@ -71,6 +76,7 @@ pub struct HintsConfig {
 impl Default for HintsConfig {
     fn default() -> Self {
         HintsConfig {
+            enabled: true,
             max_hint_bytes: 1 << 30,
             max_hint_window: Duration::from_secs(3 * 3600),
             replay_batch_bytes: 256 * 1024,
@@ -364,6 +370,9 @@ impl Hints {
         key: Key,
         object: Object,
     ) {
+        if !shared.config.hints.enabled {
+            return;
+        }
         let token = shared.new_id();
         if let Err(error) = self.hold(
             shared, durability, now, token, primary, partition, key, object,

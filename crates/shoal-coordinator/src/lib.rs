@@ -31,14 +31,17 @@
 //!   primaries judged down, their handoff once the primary is reachable again, their bounds;
 //! - `anti_entropy`: which pairs of primaries compare which partition when, the exchanges
 //!   that compare them, the repair that follows, the figures of what they found, and the
-//!   answering side for peers' exchanges.
+//!   answering side for peers' exchanges;
+//! - `reaper`: causal tombstone reaping — once every primary of a key holds its tombstone and
+//!   nothing newer, each replaces it with a reaping record that no older copy gets past; the
+//!   checks anti-entropy hands over, and forgetting the records after their retention.
 //!
 //! The quorum arithmetic of one request is a pure value ([`ReadQuorum`], [`WriteQuorum`]), and
 //! so is one anti-entropy exchange between two replicas of a partition (`anti_entropy::exchange`:
 //! roots, branches, segments confirmed after a pause, then keys).
 //!
 //! Not here: transport, certificates and authorisation (the server checks a sender's role
-//! before calling [`Node::handle_request`]), ring changes, tombstone reaping, and ownership
+//! before calling [`Node::handle_request`]), ring changes, and ownership
 //! handoff (a part of its own, to come).
 
 mod anti_entropy;
@@ -51,6 +54,7 @@ mod membership;
 mod metrics;
 mod node;
 pub mod quorum;
+mod reaper;
 mod replica;
 mod timers;
 
@@ -58,6 +62,7 @@ pub use anti_entropy::{AntiEntropyConfig, RepairError};
 pub use config::NodeConfig;
 pub use effects::{InboundId, OutboundId, Output, PersistId, Priority};
 pub use hints::HintsConfig;
-pub use metrics::NodeMetrics;
+pub use metrics::{NodeMetrics, TOMBSTONE_LIFETIME_BUCKETS_MS};
 pub use node::{Node, SendError};
 pub use quorum::{ReadProgress, ReadQuorum, WriteProgress, WriteQuorum};
+pub use reaper::ReaperConfig;

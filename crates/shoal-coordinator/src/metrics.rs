@@ -96,4 +96,53 @@ pub struct NodeMetrics {
     pub exchange_keys_pushed: u64,
     /// Keys pulled from peers by exchanges and merged here (durable).
     pub exchange_keys_pulled: u64,
+    /// Tombstones this node reaped on every primary of their key (rounds it ran where every
+    /// primary answered "reaped").
+    pub tombstones_reaped: u64,
+    /// Reap rounds or checks that found a primary holding something newer than the
+    /// tombstone (a value, or a dot the tombstone had not seen): nothing was reaped there.
+    pub reaps_refused: u64,
+    /// Reap asks of peers (and this node's own) that this node applied as a replica.
+    pub reap_asks_served: u64,
+    /// Keys queued for a reap check that were dropped: the queue at its bound, or too many
+    /// tries (anti-entropy hands them back when it repairs them).
+    pub reap_checks_dropped: u64,
+    /// Reaping records this node holds (a gauge, refreshed at each sweep).
+    pub reaping_records: u64,
+    /// Reaping records dropped after `ReaperConfig::retention`.
+    pub reaping_records_forgotten: u64,
+    /// Tombstone lifetimes, from the delete's end at its coordinator (or the exchange that
+    /// handed the key over) to the reap on every primary: their sum, in milliseconds, ...
+    pub tombstone_lifetime_total_ms: u64,
+    /// ... the longest ...
+    pub tombstone_lifetime_max_ms: u64,
+    /// ... and a histogram: `tombstone_lifetime_buckets[i]` counts lifetimes up to
+    /// `TOMBSTONE_LIFETIME_BUCKETS_MS[i]` (the last, longer ones).
+    pub tombstone_lifetime_buckets: [u64; TOMBSTONE_LIFETIME_BUCKETS_MS.len()],
+}
+
+/// Upper bounds (ms) of the tombstone-lifetime histogram's buckets; the last is unbounded.
+pub const TOMBSTONE_LIFETIME_BUCKETS_MS: [u64; 8] = [
+    100,
+    1_000,
+    10_000,
+    60_000,
+    300_000,
+    3_600_000,
+    14_400_000,
+    u64::MAX,
+];
+
+impl NodeMetrics {
+    /// Records one tombstone's lifetime.
+    pub(crate) fn tombstone_lived(&mut self, ms: u64) {
+        self.tombstones_reaped += 1;
+        self.tombstone_lifetime_total_ms = self.tombstone_lifetime_total_ms.saturating_add(ms);
+        self.tombstone_lifetime_max_ms = self.tombstone_lifetime_max_ms.max(ms);
+        let i = TOMBSTONE_LIFETIME_BUCKETS_MS
+            .iter()
+            .position(|b| ms <= *b)
+            .unwrap_or(TOMBSTONE_LIFETIME_BUCKETS_MS.len() - 1);
+        self.tombstone_lifetime_buckets[i] += 1;
+    }
 }

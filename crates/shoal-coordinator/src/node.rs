@@ -29,6 +29,7 @@ use crate::durability::Durability;
 use crate::effects::{Inbound, InboundId, OutboundId, Output, Part, PersistId, Purpose, Shared};
 use crate::hints::{Hints, Purpose as HintsPurpose};
 use crate::membership::Membership;
+use crate::reaper::Reaper;
 use crate::replica::ReplicaSide;
 use crate::timers::Timer;
 use crate::{NodeConfig, NodeMetrics};
@@ -70,6 +71,7 @@ pub struct Node<S> {
     membership: Membership,
     hints: Hints,
     anti_entropy: AntiEntropy,
+    reaper: Reaper,
 }
 
 impl<S: Storage> Node<S> {
@@ -81,6 +83,7 @@ impl<S: Storage> Node<S> {
         let membership = Membership::new(now, &mut shared, &actor);
         let hints = Hints::new(now, &mut shared, &storage);
         let anti_entropy = AntiEntropy::new(now, &mut shared);
+        let reaper = Reaper::new(now, &mut shared);
         Node {
             shared,
             durability: Durability::new(storage, actor),
@@ -89,6 +92,21 @@ impl<S: Storage> Node<S> {
             membership,
             hints,
             anti_entropy,
+            reaper,
+        }
+    }
+
+    /// Keys waiting for a reap check.
+    pub fn reap_queue(&self) -> usize {
+        self.reaper.queued()
+    }
+
+    /// Passes the keys other parts handed to the reaper during the last input on to it.
+    fn hand_to_reaper(&mut self, now: Instant) {
+        let candidates = self.shared.take_reap_candidates();
+        if !candidates.is_empty() {
+            self.reaper
+                .hand_over(&mut self.shared, &mut self.durability, now, candidates);
         }
     }
 
@@ -241,7 +259,12 @@ impl<S: Storage> Node<S> {
                         &p.from,
                         m,
                     ),
+                    PeerMessage::Reap(m) => {
+                        self.reaper
+                            .serve(&mut self.shared, &mut self.durability, now, inbound, m)
+                    }
                 }
+                self.hand_to_reaper(now);
             }
             Request::Admin(AdminRequest::Status) => {
                 let status = NodeStatus {
@@ -338,7 +361,12 @@ impl<S: Storage> Node<S> {
                 purpose,
                 result,
             ),
+            Purpose::Reaper(purpose) => {
+                self.reaper
+                    .answered(&mut self.shared, &mut self.durability, now, purpose, result)
+            }
         }
+        self.hand_to_reaper(now);
     }
 
     /// The outcome of an [`Output::Persist`]: `Ok` once the batch is durable.
@@ -368,8 +396,16 @@ impl<S: Storage> Node<S> {
                     waiter.token,
                     &result,
                 ),
+                Part::Reaper => self.reaper.persisted(
+                    &mut self.shared,
+                    &mut self.durability,
+                    now,
+                    waiter.token,
+                    &result,
+                ),
             }
         }
+        self.hand_to_reaper(now);
     }
 
     /// Deadlines up to `now` have passed.
@@ -399,7 +435,11 @@ impl<S: Storage> Node<S> {
                     &self.membership,
                     now,
                 ),
+                Timer::Reap => self
+                    .reaper
+                    .timer(&mut self.shared, &mut self.durability, now),
             }
+            self.hand_to_reaper(now);
         }
     }
 

@@ -302,6 +302,11 @@ impl WriteQuorum {
     pub fn is_complete(&self) -> bool {
         self.acks + self.failures >= self.targets
     }
+
+    /// Durable acks from primaries so far (the coordinator's own among them).
+    pub fn primary_acks(&self) -> usize {
+        self.primary_acks
+    }
 }
 
 #[cfg(test)]

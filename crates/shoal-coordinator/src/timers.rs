@@ -29,6 +29,8 @@ pub(crate) enum Timer {
     HintReplay,
     /// A pair due, a confirm pause or pacing over, an ask to give up (the anti-entropy part).
     Exchange,
+    /// Time to check queued keys for reaping, or to sweep old reaping records (the reaper).
+    Reap,
 }
 
 /// Timers by when they fire.

@@ -42,7 +42,7 @@ pub use gossip::{Delta, DigestEntry, GossipMessage, MemberRecord, MemberStatus};
 pub use hint::{HandedOff, HintMessage, HintResponse, MAX_HANDOFF_OBJECTS};
 pub use message::{Refusal, Request, Response};
 pub use peer::{
-    ExchangeFault, PeerError, PeerMessage, PeerRequest, PeerResponse, ReapMessage,
-    ReapResponse, ReplicaMessage, ReplicaResponse, StorageFault,
+    ExchangeFault, PeerError, PeerMessage, PeerRequest, PeerResponse, ReapMessage, ReapResponse,
+    ReplicaMessage, ReplicaResponse, StorageFault,
 };
 pub use shoal_types::Role;

@@ -12,8 +12,8 @@ use shoal_protocol::{
     AdminRequest, AdminResponse, ClientRequest, ClientResponse, CodecError, DecodeLimits,
     ExchangeFault, ExchangeMessage, ExchangeResponse, KeyObject, LocalRead, MAX_EXCHANGE_BYTES,
     MAX_EXCHANGE_KEYS, MAX_EXCHANGE_OBJECTS, MAX_EXCHANGE_SEGMENTS, PeerError, PeerMessage,
-    PeerRequest, PeerResponse, ReapMessage, ReapResponse, RepairRefusal, ReplicaMessage, ReplicaResponse, Request,
-    RequestError, Response, TREE_SEGMENTS, decode, encode,
+    PeerRequest, PeerResponse, ReapMessage, ReapResponse, RepairRefusal, ReplicaMessage,
+    ReplicaResponse, Request, RequestError, Response, TREE_SEGMENTS, decode, encode,
 };
 use shoal_ring::{Member, Ring};
 use shoal_types::PartitionId;

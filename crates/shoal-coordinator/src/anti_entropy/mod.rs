@@ -812,6 +812,7 @@ impl Running {
             }
             bytes += object.value_bytes();
             if let Some(key) = self.repair.push.pop_front() {
+                hand_over_deleted(cx.shared, partition, &key, &object);
                 objects.push(KeyObject { key, object });
             }
         }
@@ -1018,6 +1019,7 @@ impl Running {
                 continue;
             };
             bytes += object.value_bytes();
+            hand_over_deleted(cx.shared, partition, &key, &object);
             match cx
                 .durability
                 .store(cx.shared, partition, &key, &object, Some(waiter))
@@ -1068,4 +1070,23 @@ fn pace<S>(cx: &mut Cx<'_, S>, bytes: usize) {
     let seconds = bytes as f64 / cx.rate.max(1) as f64;
     let from = (*cx.next_transfer).max(cx.now);
     *cx.next_transfer = from + Duration::from_secs_f64(seconds);
+}
+
+/// An exchange ships or receives `object`: if it holds no value (a tombstone, or what a reaped
+/// key reads as), the reaper checks whether every primary now holds it, and reaps it then.
+/// Anti-entropy only hands the key over; the reaper decides.
+pub(crate) fn hand_over_deleted(
+    shared: &mut Shared,
+    partition: PartitionId,
+    key: &Key,
+    object: &shoal_causality::Object,
+) {
+    if object.holds_no_value() && shared.config.reaper.enabled {
+        shared.hand_to_reaper(effects::ReapCandidate {
+            partition,
+            key: key.clone(),
+            vv: object.version_vector().clone(),
+            confirmed: false,
+        });
+    }
 }

@@ -119,6 +119,9 @@ impl Serving {
         if let Some(error) = refuse_peer_write(shared, durability) {
             return refuse(shared, id, error);
         }
+        for o in &objects {
+            super::hand_over_deleted(shared, partition, &o.key, &o.object);
+        }
         let objects = objects.iter().map(|o| (partition, &o.key, &o.object));
         if let Some(done) =
             self.receiving

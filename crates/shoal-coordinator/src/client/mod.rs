@@ -62,10 +62,16 @@ impl<S> Env<'_, S> {
     /// Where a request for `partition` goes (a sloppy quorum): each reachable primary, then
     /// for each primary judged down the next reachable fallback in ring order, standing in
     /// for it. This node is reachable to itself.
+    /// With hints off (`HintsConfig::enabled`), no fallback stands in: the reachable primaries.
     fn targets(&self, partition: PartitionId) -> Vec<Target> {
-        self.shared
+        let mut targets = self
+            .shared
             .ring
-            .sloppy_preference_list(partition, |n| !self.is_reachable(n))
+            .sloppy_preference_list(partition, |n| !self.is_reachable(n));
+        if !self.shared.config.hints.enabled {
+            targets.retain(Target::is_primary);
+        }
+        targets
     }
 
     /// The targets of a request for `partition` that needs `required` distinct nodes, `of`
@@ -108,6 +114,9 @@ impl<S> Env<'_, S> {
         tried: &[Target],
         down: &NodeId,
     ) -> Option<(Target, bool)> {
+        if !self.shared.config.hints.enabled {
+            return None;
+        }
         let was = tried.iter().find(|t| t.node == *down)?;
         let me = self.shared.id();
         let fallback =
@@ -348,6 +357,7 @@ impl ClientRequests {
             Coordination::Get(get) => self.get_expired(env, get),
             Coordination::Put(put) => {
                 put.hold_for_unacked(env);
+                put.hand_to_reaper(env.shared);
                 put.expired(env.shared)
             }
             Coordination::Forward(fwd) => fwd.expired(env.shared),

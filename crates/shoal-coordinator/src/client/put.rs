@@ -94,6 +94,23 @@ impl PutState {
         }
     }
 
+    /// The write is done (every target answered, or its time is up): a delete hands its key to
+    /// the reaper — to reap at once if every primary acked the tombstone durably, else to
+    /// check later. Only a write that was sent (durable here) and holds no value counts.
+    pub(super) fn hand_to_reaper(&self, shared: &mut Shared) {
+        let out = &self.outgoing;
+        if !out.sent || !out.object.holds_no_value() {
+            return;
+        }
+        let primaries = shared.ring.primaries(out.partition).len();
+        shared.hand_to_reaper(effects::ReapCandidate {
+            partition: out.partition,
+            key: out.key.clone(),
+            vv: out.object.version_vector().clone(),
+            confirmed: self.quorum.primary_acks() >= primaries,
+        });
+    }
+
     /// The deadline passed: answered `Timeout` unless it was answered already.
     pub(super) fn expired(self, shared: &mut Shared) {
         if !self.answered {
@@ -365,6 +382,7 @@ impl ClientRequests {
             && let Some(Coordination::Put(put)) = self.remove(env.shared, request)
         {
             put.hold_for_unacked(env);
+            put.hand_to_reaper(env.shared);
         }
     }
 }

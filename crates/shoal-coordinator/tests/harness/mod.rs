@@ -594,6 +594,7 @@ fn kind(message: &PeerMessage) -> String {
         PeerMessage::Exchange(ExchangeMessage::Keys { .. }) => "exchange_keys",
         PeerMessage::Exchange(ExchangeMessage::Fetch { .. }) => "exchange_fetch",
         PeerMessage::Exchange(ExchangeMessage::Push { .. }) => "exchange_push",
+        PeerMessage::Reap(_) => "reap",
     }
     .to_owned()
 }

@@ -2,7 +2,8 @@
 
 use shoal_storage::{
     CommitCallback, CommitError, HintEntry, MemoryStorage, ObjectDigest, OpenError, ReadError,
-    ReadOutcome, Reaped, RedbStorage, RunStart, SegmentId, Storage, StorageStats, TictacTree, WriteBatch,
+    ReadOutcome, Reaped, RedbStorage, RunStart, SegmentId, Storage, StorageStats, TictacTree,
+    WriteBatch,
 };
 use shoal_types::{Incarnation, Key, NodeId, PartitionId};
 
