@@ -259,6 +259,13 @@ fn print_local(who: &str, local: &Result<LocalRead, shoal_client::ClientError>) 
             println!("{who}: object of {size} value bytes, too large to send; only its context");
             println!("  context: {}", context_to_token(context));
         }
+        Ok(LocalRead::Found(object)) if object.siblings().is_empty() => {
+            // What a key whose tombstone was reaped reads as: its reaping record's vector.
+            println!(
+                "{who}: reaped (context {})",
+                context_to_token(&object.context())
+            );
+        }
         Ok(LocalRead::Found(object)) => {
             let siblings = object.siblings();
             let state = if object.is_deleted() {
@@ -296,6 +303,12 @@ fn local_json(
             ("state", Json::string("too_large")),
             ("size", Json::Number(*size)),
             ("context", Json::string(context_to_token(context))),
+        ]),
+        Ok(LocalRead::Found(object)) if object.siblings().is_empty() => Json::object([
+            node,
+            id,
+            ("state", Json::string("reaped")),
+            ("context", Json::string(context_to_token(&object.context()))),
         ]),
         Ok(LocalRead::Found(object)) => Json::object([
             node,

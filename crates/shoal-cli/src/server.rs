@@ -107,6 +107,18 @@ pub(crate) struct Args {
     /// anti-entropy and hinted handoff bring a stale replica up to date.
     #[arg(long)]
     no_read_repair: bool,
+    /// Write no hints: no fallback stands in for a primary judged down, and a coordinator keeps
+    /// no hint for a primary that did not ack (it still hands off hints it holds). For tests
+    /// of anti-entropy alone.
+    #[arg(long)]
+    no_hints: bool,
+    /// How long a reaped tombstone's reaping record is kept; must be longer than
+    /// --max-hint-window [default: 4h].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    reaped_retention: Option<Duration>,
+    /// Reap no tombstones (this node still applies its peers' reap asks).
+    #[arg(long)]
+    no_reaping: bool,
     /// Async worker threads (QUIC, streams and the node's task; storage commits have their own
     /// thread) [default: one per core]. Nodes sharing a machine do best with the cores divided
     /// among them: `shoal dev` gives each node cores / nodes, at least one.
@@ -205,6 +217,11 @@ fn config(args: Args) -> anyhow::Result<ServerConfig> {
     }
     config.anti_entropy.enabled = !args.no_anti_entropy;
     config.read_repair = !args.no_read_repair;
+    config.hints.enabled = !args.no_hints;
+    if let Some(t) = args.reaped_retention {
+        config.reaper.retention = t;
+    }
+    config.reaper.enabled = !args.no_reaping;
     Ok(config)
 }
 

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use shoal_coordinator::{AntiEntropyConfig, HintsConfig};
+use shoal_coordinator::{AntiEntropyConfig, HintsConfig, ReaperConfig};
 use shoal_protocol::OBJECT_OVERHEAD_BYTES;
 use shoal_ring::{Member, Ring};
 use shoal_transport::TransportConfig;
@@ -82,6 +82,10 @@ pub struct ServerConfig {
     /// Whether gets repair the replicas that answered older objects. Default on; off only for
     /// tests of anti-entropy alone.
     pub read_repair: bool,
+    /// Tombstone reaping: whether this node reaps (`enabled`) and how long it keeps a reaping
+    /// record (`retention`, default 4 h; longer than `hints.max_hint_window`, so no hint older
+    /// than the record can still arrive).
+    pub reaper: ReaperConfig,
 }
 
 impl ServerConfig {
@@ -131,6 +135,7 @@ impl ServerConfig {
             hints: HintsConfig::default(),
             anti_entropy: AntiEntropyConfig::default(),
             read_repair: true,
+            reaper: ReaperConfig::default(),
         }
     }
 
@@ -187,6 +192,13 @@ impl ServerConfig {
         }
         if self.hints.max_hint_window.is_zero() || self.hints.replay_rate == 0 {
             return invalid("max_hint_window and the hint replay rate must be positive".into());
+        }
+        if self.reaper.retention <= self.hints.max_hint_window {
+            return invalid(format!(
+                "the reaping-record retention ({:?}) must be longer than the hint window ({:?}): \
+                 a hint older than a forgotten record could bring a deleted value back",
+                self.reaper.retention, self.hints.max_hint_window
+            ));
         }
         let ae = &self.anti_entropy;
         if ae.interval < Self::MIN_ANTI_ENTROPY_INTERVAL {

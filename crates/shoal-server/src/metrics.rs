@@ -44,11 +44,12 @@ pub(crate) enum Op {
     HintRead,
     HintHandoff,
     Exchange,
+    Reap,
     Admin,
 }
 
 impl Op {
-    const ALL: [Op; 16] = [
+    const ALL: [Op; 17] = [
         Op::Get,
         Op::Put,
         Op::Delete,
@@ -64,6 +65,7 @@ impl Op {
         Op::HintRead,
         Op::HintHandoff,
         Op::Exchange,
+        Op::Reap,
         Op::Admin,
     ];
 
@@ -87,6 +89,7 @@ impl Op {
                 PeerMessage::Hint(HintMessage::Read { .. }) => Op::HintRead,
                 PeerMessage::Hint(HintMessage::Handoff { .. }) => Op::HintHandoff,
                 PeerMessage::Exchange(_) => Op::Exchange,
+                PeerMessage::Reap(_) => Op::Reap,
             },
             Request::Admin(_) => Op::Admin,
         }
@@ -109,6 +112,7 @@ impl Op {
             Op::HintRead => "hint_read",
             Op::HintHandoff => "hint_handoff",
             Op::Exchange => "exchange",
+            Op::Reap => "reap",
             Op::Admin => "admin",
         }
     }
@@ -578,6 +582,7 @@ impl Metrics {
 
         render_membership(w, s);
         self.render_anti_entropy(w, s);
+        render_reaping(w, &s.node);
         self.render_storage(w, &s.storage);
         render_trees(w, s.trees);
         render_transport(w, &s.listen, &s.peers);
@@ -1049,6 +1054,86 @@ fn render_trees(w: &mut String, trees: TreesStatus) {
     );
     line(w, name, "state=\"done\"", done);
     line(w, name, "state=\"total\"", total);
+}
+
+/// Tombstone reaping: counters, the records held, and how long tombstones lived (a histogram
+/// in seconds, from the delete's end at its coordinator to the reap on every primary).
+fn render_reaping(w: &mut String, n: &NodeMetrics) {
+    let counters: [(&str, &str, u64); 4] = [
+        (
+            "shoal_tombstones_reaped_total",
+            "Tombstones this node reaped on every primary of their key.",
+            n.tombstones_reaped,
+        ),
+        (
+            "shoal_reaps_refused_total",
+            "Reap rounds or checks that found a primary holding something newer than the \
+             tombstone (nothing reaped there).",
+            n.reaps_refused,
+        ),
+        (
+            "shoal_reap_checks_dropped_total",
+            "Keys dropped from the reap-check queue (full, or too many tries); anti-entropy \
+             hands them back.",
+            n.reap_checks_dropped,
+        ),
+        (
+            "shoal_reaping_records_forgotten_total",
+            "Reaping records dropped after their retention.",
+            n.reaping_records_forgotten,
+        ),
+    ];
+    for (name, help, value) in counters {
+        header(w, name, "counter", help);
+        line(w, name, "", value);
+    }
+    let name = "shoal_reaping_records";
+    header(
+        w,
+        name,
+        "gauge",
+        "Reaping records this node holds (refreshed at each sweep of them).",
+    );
+    line(w, name, "", n.reaping_records);
+    let name = "shoal_tombstone_lifetime_seconds";
+    header(
+        w,
+        name,
+        "histogram",
+        "How long tombstones lived: from the delete's end at its coordinator (or the exchange \
+         that handed the key over) to the reap on every primary.",
+    );
+    let mut cumulative = 0;
+    for (bound, count) in shoal_coordinator::TOMBSTONE_LIFETIME_BUCKETS_MS
+        .iter()
+        .zip(n.tombstone_lifetime_buckets)
+    {
+        cumulative += count;
+        let le = if *bound == u64::MAX {
+            "+Inf".to_owned()
+        } else {
+            prometheus_float(*bound as f64 / 1000.0)
+        };
+        let _ = writeln!(w, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+    }
+    let _ = writeln!(
+        w,
+        "{name}_sum {}",
+        prometheus_float(n.tombstone_lifetime_total_ms as f64 / 1000.0)
+    );
+    let _ = writeln!(w, "{name}_count {}", n.tombstones_reaped);
+    let name = "shoal_tombstone_lifetime_seconds_max";
+    header(
+        w,
+        name,
+        "gauge",
+        "The longest a tombstone lived before it was reaped.",
+    );
+    let _ = writeln!(
+        w,
+        "{name} {}",
+        prometheus_float(n.tombstone_lifetime_max_ms as f64 / 1000.0)
+    );
 }
 
 fn header(w: &mut String, name: &str, kind: &str, help: &str) {

@@ -211,6 +211,7 @@ impl Server {
             hints: config.hints,
             anti_entropy: config.anti_entropy,
             read_repair: config.read_repair,
+            reaper: config.reaper,
             unix_ms_at_start: generation_now(),
             ..NodeConfig::new(config.node_id.clone(), incarnation)
         };

@@ -206,6 +206,10 @@ pub struct SimStats {
     /// The longest version vector of any object that became durable on a node: entries, a
     /// bound the design keeps (`docs/reliability.md`).
     pub longest_vector: usize,
+    /// Tombstones reaped on every primary, by the nodes running at the end (their metrics).
+    pub tombstones_reaped: u64,
+    /// Reaping records held at the end, over every node's storage.
+    pub reaping_records: u64,
 }
 
 /// Why a run could not start.
@@ -1444,6 +1448,8 @@ impl<'a> Simulation<'a> {
             self.stats.forwarded += node.metrics().forwarded;
             self.stats.expired += node.metrics().expired_client + node.metrics().expired_peer;
             self.stats.incarnation_renewals += node.metrics().incarnation_renewals;
+            self.stats.tombstones_reaped += node.metrics().tombstones_reaped;
+            self.stats.reaping_records += node.storage().reaped_count().unwrap_or(0);
         }
         self.stats.simulated = self.now;
         RunResult {

@@ -25,13 +25,28 @@ pub fn campaign(test: &str, config: &SimConfig, base: u64, count: u64) -> Summar
     campaign_with_repairs(test, config, base, count).0
 }
 
-/// Repairs made over a campaign, summed over its seeds.
+/// Repairs made and tombstones reaped over a campaign, summed over its seeds.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Repairs {
     /// By reads.
     pub read: u64,
     /// By anti-entropy exchanges.
     pub exchange: u64,
+    /// Tombstones reaped.
+    pub reaped: u64,
+    /// Reaping records held at the ends of the runs.
+    pub records: u64,
+}
+
+/// [`campaign`], also returning the tombstones reaped over its seeds.
+pub fn campaign_counting_reaps(
+    test: &str,
+    config: &SimConfig,
+    base: u64,
+    count: u64,
+) -> (Summary, u64) {
+    let (summary, repairs) = campaign_with_repairs(test, config, base, count);
+    (summary, repairs.reaped)
 }
 
 /// [`campaign`], also returning the repairs the nodes made.
@@ -65,16 +80,20 @@ pub fn campaign_with_repairs(
         expired += result.stats.expired;
         repairs.read += result.stats.read_repairs;
         repairs.exchange += result.stats.exchange_repairs;
+        repairs.reaped += result.stats.tombstones_reaped;
+        repairs.records += result.stats.reaping_records;
         summary.add(&result.report);
         if !result.passed() {
             failures.push(describe(test, &result));
         }
     }
     println!(
-        "{test}: {} seeds, {operations} operations, {events} events, {crashes} crashes, {stops} clean stops, {expired} expired unworked, {} read repairs, {} keys repaired by exchanges, {:.1?} wall",
+        "{test}: {} seeds, {operations} operations, {events} events, {crashes} crashes, {stops} clean stops, {expired} expired unworked, {} read repairs, {} keys repaired by exchanges, {} tombstones reaped ({} reaping records held at the end), {:.1?} wall",
         seeds.len(),
         repairs.read,
         repairs.exchange,
+        repairs.reaped,
+        repairs.records,
         started.elapsed()
     );
     for line in summary.to_string().lines() {
