@@ -65,7 +65,7 @@ pub struct ReaperConfig {
     pub retention: Duration,
     /// How often queued keys are checked. Default 1 s.
     pub check_interval: Duration,
-    /// Checks started per `check_interval` at most. Default 64.
+    /// Checks started per `check_interval` at most. Default 256.
     pub checks_per_interval: usize,
     /// Keys queued for a check at most; beyond, a key is dropped (anti-entropy hands it back
     /// when it next repairs it). Default 100,000.
@@ -81,7 +81,7 @@ impl Default for ReaperConfig {
             enabled: true,
             retention: Duration::from_secs(4 * 3600),
             check_interval: Duration::from_secs(1),
-            checks_per_interval: 64,
+            checks_per_interval: 256,
             max_queued: 100_000,
             sweep_interval: Duration::from_secs(10),
         }
