@@ -37,7 +37,7 @@ enum Command {
     #[command(subcommand)]
     Certs(certs::Command),
     /// Run one node.
-    Server(server::Args),
+    Server(Box<server::Args>),
     /// Run a local cluster of N nodes on loopback, with certificates, until Ctrl-C.
     Dev(dev::Args),
     /// Read a key (or, with --local, one node's own replica of it).
@@ -124,7 +124,7 @@ fn main() -> ExitCode {
 async fn run(command: Command) -> anyhow::Result<Outcome> {
     match command {
         Command::Certs(c) => certs::run(c),
-        Command::Server(a) => server::run(a).await,
+        Command::Server(a) => server::run(*a).await,
         Command::Dev(a) => dev::run(a).await,
         Command::Get(a) => kv::get(a).await,
         Command::Put(a) => kv::put(a).await,

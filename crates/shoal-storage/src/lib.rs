@@ -25,17 +25,21 @@
 //! node made that anyone holds. A batch may renew the incarnation
 //! ([`WriteBatch::renew_incarnation`]), which the coordinator does when it replaces a corrupted
 //! record.
+//! A key whose tombstone was reaped keeps a *reaping record* instead of its object
+//! ([`Write::Reap`], a compare-and-set; [`Reaped`]): out of the tree and the listings, read as
+//! an object with no siblings, and merged into by every later store of the key, so that no
+//! older copy of the key is stored again.
 //! `docs/storage-format.md` draws the on-disk format; [`decode_object_record`],
 //! [`decode_hint_record`] and [`decode_identity_record`] decode stored bytes exactly as reads do,
 //! for fuzzing and inspection tools.
 //!
 //! Not here: deciding what to write (merges on put, read repair, hint delivery and limits,
-//! reaping) is the coordinator's; the key → partition mapping is the ring's (storage takes the
+//! when to reap and when to forget a reaping record) is the coordinator's; the key → partition mapping is the ring's (storage takes the
 //! partition from the caller and derives the segment from the bits of the same `xxh3_64(key)`
 //! hash below the partition bits). No async, no network; the commit thread is a plain thread.
 //!
 //! Main types: [`Storage`], [`RedbStorage`], [`MemoryStorage`], [`RunStart`], [`WriteBatch`], [`Write`],
-//! [`ReadOutcome`], [`Hint`], [`HintEntry`], [`TictacTree`], [`SegmentId`], [`ObjectDigest`],
+//! [`ReadOutcome`], [`Reaped`], [`Hint`], [`HintEntry`], [`TictacTree`], [`SegmentId`], [`ObjectDigest`],
 //! [`StorageStats`], [`TreesStatus`], and the errors, one per operation: [`OpenError`], [`ReadError`],
 //! [`CommitError`], [`CloseError`] (engine failures inside them are an [`EngineError`]).
 
