@@ -39,7 +39,9 @@ fn long_single_writers() {
 #[ignore = "long: run with --ignored in release"]
 fn long_puts_and_deletes() {
     let config = SimConfig::new(WorkloadKind::PutDelete, FaultMix::ALL);
-    common::campaign("long_puts_and_deletes", &config, 4_000_000, SEEDS);
+    let (_, reaped) =
+        common::campaign_counting_reaps("long_puts_and_deletes", &config, 4_000_000, SEEDS);
+    assert!(reaped > 0, "no tombstone was reaped over the campaign");
 }
 
 #[test]
