@@ -31,8 +31,8 @@ use shoal_protocol::{
     AdminRequest, AdminResponse, ClientRequest, ClientResponse, DecodeLimits, Delta, DigestEntry,
     ExchangeFault, ExchangeMessage, ExchangeResponse, GossipMessage, HandedOff, HintMessage,
     HintResponse, KeyObject, LocalRead, MAX_DECODE_DEPTH, MemberRecord, MemberStatus,
-    PROTOCOL_VERSION, PeerError, PeerMessage, PeerRequest, PeerResponse, RepairRefusal,
-    ReplicaMessage, ReplicaResponse, Request, Response, decode, encode,
+    PROTOCOL_VERSION, PeerError, PeerMessage, PeerRequest, PeerResponse, ReapMessage, ReapResponse,
+    RepairRefusal, ReplicaMessage, ReplicaResponse, Request, Response, decode, encode,
 };
 use shoal_ring::{Member, Ring};
 use shoal_storage::{
@@ -339,6 +339,17 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     ];
     // Anti-entropy: one of each ask, about the key's own partition, from another primary.
     let partition = sample_ring().partition_for_key(&key);
+    // Tombstone reaping: a reap ask with a tombstone's vector.
+    requests.push(Request::Peer(PeerRequest {
+        from: node("n2"),
+        epoch: RingEpoch::INITIAL,
+        budget: Some(std::time::Duration::from_secs(5)),
+        message: PeerMessage::Reap(ReapMessage {
+            partition,
+            key: key.clone(),
+            context: a.context(),
+        }),
+    }));
     let exchange = |message| {
         Request::Peer(PeerRequest {
             from: node("n2"),
@@ -401,6 +412,8 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         Response::Peer(PeerResponse::Replica(ReplicaResponse::Replica(
             LocalRead::Found(c.clone()),
         ))),
+        Response::Peer(PeerResponse::Reap(ReapResponse::Reaped)),
+        Response::Peer(PeerResponse::Reap(ReapResponse::Newer)),
         Response::Peer(PeerResponse::Exchange(ExchangeResponse::Branches(vec![
             [1; 16];
             32
