@@ -71,7 +71,8 @@ pub struct ReaperConfig {
     /// when it next repairs it). Default 100,000.
     pub max_queued: usize,
     /// How often the reaping records are swept for ones past their retention (a batch of
-    /// `SWEEP_BATCH` each time). Default 10 s.
+    /// `SWEEP_BATCH` each time; after a full batch the sweep goes on one `check_interval`
+    /// later). Default 10 s.
     pub sweep_interval: Duration,
 }
 
@@ -347,30 +348,37 @@ impl Reaper {
             }
         }
         if now >= self.next_sweep {
-            self.next_sweep = now + self.config.sweep_interval;
-            self.sweep(shared, durability, now);
+            // A full batch: more records wait, so the sweep goes on after one check interval
+            // (about 1,000 records a second) instead of the sweep interval.
+            let more = self.sweep(shared, durability, now);
+            let pause = match more {
+                true => self.config.check_interval,
+                false => self.config.sweep_interval,
+            };
+            self.next_sweep = now + pause;
         }
         self.arm(shared, now);
     }
 
     /// Drops the reaping records past their retention, a batch at a time, and refreshes the
-    /// gauge of records held.
+    /// gauge of records held. Returns whether the batch was full (more records follow).
     fn sweep<S: Storage>(
         &mut self,
         shared: &mut Shared,
         durability: &mut Durability<S>,
         now: Instant,
-    ) {
+    ) -> bool {
         let storage = durability.storage();
         if let Ok(count) = storage.reaped_count() {
             shared.metrics.reaping_records = count;
         }
         let after = self.sweep_after.as_ref().map(|(p, k)| (*p, k));
         let Ok(records) = storage.reaped_records(after, SWEEP_BATCH) else {
-            return;
+            return false;
         };
+        let more = records.len() == SWEEP_BATCH;
         self.sweep_after = match records.last() {
-            Some((p, k, _)) if records.len() == SWEEP_BATCH => Some((*p, k.clone())),
+            Some((p, k, _)) if more => Some((*p, k.clone())),
             _ => None,
         };
         let retention = u64::try_from(self.config.retention.as_millis()).unwrap_or(u64::MAX);
@@ -385,10 +393,11 @@ impl Reaper {
             })
             .collect();
         if batch.is_empty() || durability.failed().is_some() {
-            return;
+            return more;
         }
         shared.metrics.reaping_records_forgotten += batch.len() as u64;
         durability.persist_writes(shared, batch, None);
+        more
     }
 
     /// Reads every primary's durable replica of the key.
