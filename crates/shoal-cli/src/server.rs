@@ -275,6 +275,15 @@ mod tests {
     }
 
     #[test]
+    fn hints_and_reaping_flags_set_their_settings() {
+        let c = config_of("").unwrap();
+        assert!(c.hints.enabled && c.reaper.enabled);
+        let c = config_of("--no-hints --no-reaping --reaped-retention 5h").unwrap();
+        assert!(!c.hints.enabled && !c.reaper.enabled);
+        assert_eq!(c.reaper.retention, Duration::from_secs(5 * 3600));
+    }
+
+    #[test]
     fn members_parse_with_and_without_zones() {
         let m = parse_member("n1=127.0.0.1:7001").unwrap();
         assert_eq!(m.id.as_str(), "n1");

@@ -377,6 +377,19 @@ mod tests {
     }
 
     #[test]
+    fn reaping_records_must_outlive_the_hint_window() {
+        let mut c = config(addr(7001), &[("n1", 7001)]);
+        c.quorum = Quorum::new(1, 1, 1, 0, 0).unwrap();
+        c.validate().unwrap();
+        // Kept no longer than hints live: a hint older than a forgotten record could bring a
+        // deleted value back.
+        c.reaper.retention = c.hints.max_hint_window;
+        assert!(matches!(c.validate(), Err(ServerError::InvalidConfig(_))));
+        c.reaper.retention = c.hints.max_hint_window + Duration::from_secs(1);
+        c.validate().unwrap();
+    }
+
+    #[test]
     fn members_must_name_this_node() {
         let c = config(addr(7001), &[("n2", 7002), ("n3", 7003), ("n4", 7004)]);
         assert!(matches!(c.validate(), Err(ServerError::NotAMember { .. })));

@@ -1326,4 +1326,37 @@ mod tests {
         assert!(text.contains("\nshoal_partitions_unmatched 0\n"));
         assert!(text.contains("\nshoal_partition_last_matched_seconds_max 0\n"));
     }
+
+    #[test]
+    fn reaping_is_exported_with_a_tombstone_lifetime_histogram() {
+        let m = metrics();
+        let node = NodeMetrics {
+            tombstones_reaped: 3,
+            reaps_refused: 2,
+            reaping_records: 40,
+            reaping_records_forgotten: 5,
+            tombstone_lifetime_total_ms: 20_550,
+            tombstone_lifetime_max_ms: 20_000,
+            tombstone_lifetime_buckets: [1, 1, 0, 1, 0, 0, 0, 0],
+            ..NodeMetrics::default()
+        };
+        let text = m.render(&Snapshot {
+            node,
+            ..Snapshot::default()
+        });
+        for expected in [
+            "shoal_tombstones_reaped_total 3\n",
+            "shoal_reaps_refused_total 2\n",
+            "shoal_reaping_records 40\n",
+            "shoal_reaping_records_forgotten_total 5\n",
+            "shoal_tombstone_lifetime_seconds_bucket{le=\"0.1\"} 1\n",
+            "shoal_tombstone_lifetime_seconds_bucket{le=\"1\"} 2\n",
+            "shoal_tombstone_lifetime_seconds_bucket{le=\"60\"} 3\n",
+            "shoal_tombstone_lifetime_seconds_bucket{le=\"+Inf\"} 3\n",
+            "shoal_tombstone_lifetime_seconds_count 3\n",
+            "shoal_tombstone_lifetime_seconds_max 20\n",
+        ] {
+            assert!(text.contains(expected), "{expected:?} missing from\n{text}");
+        }
+    }
 }
