@@ -37,7 +37,8 @@
 //!   found and repaired and when the pair was last known equal; [`Node::divergence`]
 //!   and the admin status show it; `NodeMetrics` counts exchanges, differences and repairs.
 //!
-//! Not here (yet): tombstone reaping, pacing by foreground latency, ring
+//! Not here: tombstone reaping (the `reaper` part; this one hands it value-less objects it
+//! ships). Not yet: pacing by foreground latency, ring
 //! changes (a pair is a pair of the current ring). Not here ever: storage reads done by the
 //! exchange itself, the network and the clock.
 //!
