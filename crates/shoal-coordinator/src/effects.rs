@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use shoal_causality::VersionVector;
-use shoal_protocol::{PeerMessage, PeerRequest, Response};
+use shoal_protocol::{PeerError, PeerMessage, PeerRequest, PeerResponse, Response};
 use shoal_ring::Ring;
 use shoal_storage::WriteBatch;
 use shoal_types::{Key, NodeId, PartitionId};
@@ -288,6 +288,22 @@ impl Shared {
     /// Answers inbound request `id`.
     pub(crate) fn reply(&mut self, id: InboundId, response: Response) {
         self.outputs.push_back(Output::Reply { id, response });
+    }
+
+    /// Answers peer request `id` with `error`: nothing was done.
+    pub(crate) fn refuse(&mut self, id: InboundId, error: PeerError) {
+        self.reply(id, Response::Peer(PeerResponse::Failed(error)));
+    }
+
+    /// If the sender of peer request `inbound` no longer waits (its deadline passed), counts it
+    /// and refuses it unworked (`PeerError::Expired`). Returns whether it did.
+    pub(crate) fn refuse_expired(&mut self, inbound: &Inbound, now: Instant) -> bool {
+        if !inbound.expired(now) {
+            return false;
+        }
+        self.metrics.expired_peer += 1;
+        self.refuse(inbound.id, PeerError::Expired);
+        true
     }
 
     /// Hands `batch` out to be made durable.

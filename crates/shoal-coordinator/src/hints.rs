@@ -295,9 +295,8 @@ impl Hints {
         message: HintMessage,
     ) {
         let id = inbound.id;
-        if inbound.expired(now) {
-            shared.metrics.expired_peer += 1;
-            return refuse(shared, id, PeerError::Expired);
+        if shared.refuse_expired(&inbound, now) {
+            return;
         }
         match message {
             HintMessage::Store {
@@ -338,10 +337,10 @@ impl Hints {
                 expected,
                 got: partition,
             };
-            return refuse(shared, id, error);
+            return shared.refuse(id, error);
         }
         if let Some(error) = refuse_peer_write(shared, durability) {
-            return refuse(shared, id, error);
+            return shared.refuse(id, error);
         }
         let token = shared.new_id();
         let held = self.hold(
@@ -350,7 +349,7 @@ impl Hints {
         match (held, self.stores.get_mut(&token)) {
             (Ok(()), Some(store)) => store.reply = Some(id),
             (Ok(()), None) => reply(shared, id, HintResponse::Stored),
-            (Err(error), _) => refuse(shared, id, error),
+            (Err(error), _) => shared.refuse(id, error),
         }
     }
 
@@ -460,14 +459,14 @@ impl Hints {
                     expected,
                     got: o.partition,
                 };
-                return refuse(shared, id, error);
+                return shared.refuse(id, error);
             }
             if !shared.ring.is_primary(shared.id(), o.partition) {
-                return refuse(shared, id, PeerError::NotPrimary(o.partition));
+                return shared.refuse(id, PeerError::NotPrimary(o.partition));
             }
         }
         if let Some(error) = refuse_peer_write(shared, durability) {
-            return refuse(shared, id, error);
+            return shared.refuse(id, error);
         }
         shared.metrics.hints_received += objects.len() as u64;
         let objects = objects.iter().map(|o| (o.partition, &o.key, &o.object));
@@ -495,7 +494,7 @@ impl Hints {
             if let Some(id) = store.reply {
                 match result {
                     Ok(()) => reply(shared, id, HintResponse::Stored),
-                    Err(_) => refuse(shared, id, PeerError::Storage(StorageFault::CommitFailed)),
+                    Err(_) => shared.refuse(id, PeerError::Storage(StorageFault::CommitFailed)),
                 }
             }
             return;
@@ -758,14 +757,10 @@ impl Hints {
 fn finish_receiving(shared: &mut Shared, (id, outcome): Received) {
     match outcome {
         Ok(()) => reply(shared, id, HintResponse::HandedOff),
-        Err(error) => refuse(shared, id, error),
+        Err(error) => shared.refuse(id, error),
     }
 }
 
 fn reply(shared: &mut Shared, id: InboundId, response: HintResponse) {
     shared.reply(id, Response::Peer(PeerResponse::Hint(response)));
-}
-
-fn refuse(shared: &mut Shared, id: InboundId, error: PeerError) {
-    shared.reply(id, Response::Peer(PeerResponse::Failed(error)));
 }

@@ -41,9 +41,8 @@ impl ReplicaSide {
         message: ReplicaMessage,
     ) {
         let id = inbound.id;
-        if inbound.expired(now) {
-            shared.metrics.expired_peer += 1;
-            return refuse(shared, id, PeerError::Expired);
+        if shared.refuse_expired(&inbound, now) {
+            return;
         }
         let (partition, key) = message.partition_key();
         let expected = shared.ring.partition_for_key(key);
@@ -52,7 +51,7 @@ impl ReplicaSide {
                 expected,
                 got: partition,
             };
-            return refuse(shared, id, error);
+            return shared.refuse(id, error);
         }
         match message {
             ReplicaMessage::Replicate {
@@ -66,7 +65,7 @@ impl ReplicaSide {
                 object,
             } => {
                 if let Some(error) = refuse_peer_write(shared, durability) {
-                    return refuse(shared, id, error);
+                    return shared.refuse(id, error);
                 }
                 shared.metrics.replica_writes += 1;
                 let waiter = Waiter {
@@ -77,7 +76,7 @@ impl ReplicaSide {
                     Stored::AlreadyDurable => reply(shared, id, ReplicaResponse::Stored),
                     Stored::Pending => {}
                     Stored::Unreadable => {
-                        refuse(shared, id, PeerError::Storage(StorageFault::Unreadable));
+                        shared.refuse(id, PeerError::Storage(StorageFault::Unreadable));
                     }
                 }
             }
@@ -99,7 +98,7 @@ impl ReplicaSide {
         let id = InboundId(token);
         match result {
             Ok(()) => reply(shared, id, ReplicaResponse::Stored),
-            Err(_) => refuse(shared, id, PeerError::Storage(StorageFault::CommitFailed)),
+            Err(_) => shared.refuse(id, PeerError::Storage(StorageFault::CommitFailed)),
         }
     }
 }
@@ -136,8 +135,4 @@ pub(crate) fn sendable(read: LocalRead, max_object_bytes: usize) -> LocalRead {
 
 fn reply(shared: &mut Shared, id: InboundId, response: ReplicaResponse) {
     shared.reply(id, Response::Peer(PeerResponse::Replica(response)));
-}
-
-fn refuse(shared: &mut Shared, id: InboundId, error: PeerError) {
-    shared.reply(id, Response::Peer(PeerResponse::Failed(error)));
 }

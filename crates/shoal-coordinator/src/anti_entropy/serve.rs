@@ -52,9 +52,8 @@ impl Serving {
         message: ExchangeMessage,
     ) {
         let id = inbound.id;
-        if inbound.expired(now) {
-            shared.metrics.expired_peer += 1;
-            return refuse(shared, id, PeerError::Expired);
+        if shared.refuse_expired(&inbound, now) {
+            return;
         }
         let partition = message.partition();
         if let Err(error) = check_pair(shared, from, partition) {
@@ -117,7 +116,7 @@ impl Serving {
         objects: Vec<KeyObject>,
     ) {
         if let Some(error) = refuse_peer_write(shared, durability) {
-            return refuse(shared, id, error);
+            return shared.refuse(id, error);
         }
         for o in &objects {
             super::hand_over_deleted(shared, partition, &o.key, &o.object);
@@ -278,7 +277,7 @@ fn tree_unreadable(error: ReadError) -> PeerError {
 fn finish(shared: &mut Shared, (id, outcome): Received) {
     match outcome {
         Ok(()) => reply(shared, id, ExchangeResponse::Pushed),
-        Err(error) => refuse(shared, id, error),
+        Err(error) => shared.refuse(id, error),
     }
 }
 
@@ -294,9 +293,5 @@ fn refused(shared: &mut Shared, id: InboundId, error: PeerError) {
     ) {
         shared.metrics.exchanges_refused += 1;
     }
-    refuse(shared, id, error);
-}
-
-fn refuse(shared: &mut Shared, id: InboundId, error: PeerError) {
-    shared.reply(id, Response::Peer(PeerResponse::Failed(error)));
+    shared.refuse(id, error);
 }

@@ -237,9 +237,8 @@ impl Reaper {
         message: ReapMessage,
     ) {
         let id = inbound.id;
-        if inbound.expired(now) {
-            shared.metrics.expired_peer += 1;
-            return refuse(shared, id, PeerError::Expired);
+        if shared.refuse_expired(&inbound, now) {
+            return;
         }
         let expected = shared.ring.partition_for_key(&message.key);
         if message.partition != expected {
@@ -247,17 +246,17 @@ impl Reaper {
                 expected,
                 got: message.partition,
             };
-            return refuse(shared, id, error);
+            return shared.refuse(id, error);
         }
         if !shared
             .ring
             .primaries(message.partition)
             .contains(shared.id())
         {
-            return refuse(shared, id, PeerError::NotPrimary(message.partition));
+            return shared.refuse(id, PeerError::NotPrimary(message.partition));
         }
         if let Some(error) = refuse_peer_write(shared, durability) {
-            return refuse(shared, id, error);
+            return shared.refuse(id, error);
         }
         let vv = message.context.vector().clone();
         self.reap_here(
@@ -294,7 +293,7 @@ impl Reaper {
         match serving.ask {
             Asker::Peer(id) => match answer {
                 Ok(r) => shared.reply(id, Response::Peer(PeerResponse::Reap(r))),
-                Err(e) => refuse(shared, id, e),
+                Err(e) => shared.refuse(id, e),
             },
             Asker::Round(round) => self.reap_answered(shared, durability, now, round, answer.ok()),
         }
@@ -699,8 +698,4 @@ impl Reaper {
         self.unix_ms_at_start
             .saturating_add(u64::try_from(since).unwrap_or(u64::MAX))
     }
-}
-
-fn refuse(shared: &mut Shared, id: InboundId, error: PeerError) {
-    shared.reply(id, Response::Peer(PeerResponse::Failed(error)));
 }
